@@ -1,0 +1,19 @@
+# Source after scripts/setup.sh: the venv, the system ROS 2 (if any) and the workspace overlay.
+#   source scripts/env.sh
+_rotvla_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+_rotvla_venv=${ROTVLA_VENV:-$_rotvla_root/.venv}
+if [ -n "${ROS_DISTRO:-}" ] && [ -f "/opt/ros/$ROS_DISTRO/setup.bash" ]; then
+  # shellcheck disable=SC1090
+  source "/opt/ros/$ROS_DISTRO/setup.bash"
+fi
+# shellcheck disable=SC1091
+source "$_rotvla_venv/bin/activate"
+# The overlay's setup scripts read unset variables; keep them out of `set -u` shells.
+case $- in *u*) set +u; _rotvla_nounset=1 ;; esac
+if [ -z "${ROS_DISTRO:-}" ]; then
+  export AMENT_PREFIX_PATH="$_rotvla_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+fi
+# shellcheck disable=SC1091
+source "$_rotvla_root/install/setup.bash"
+[ -n "${_rotvla_nounset:-}" ] && set -u
+unset _rotvla_root _rotvla_venv _rotvla_nounset

@@ -1,0 +1,1 @@
+"""ARX R5 trajectory executor: kinematics, chunk scheduling, safety, backends."""

@@ -1,0 +1,1 @@
+"""rotvla_ros.data (imports no rclpy)."""

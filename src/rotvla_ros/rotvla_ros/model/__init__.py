@@ -1,0 +1,1 @@
+"""rotvla_ros.model (imports no rclpy)."""

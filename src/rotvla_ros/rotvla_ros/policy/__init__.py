@@ -1,0 +1,1 @@
+"""rotvla_ros.policy (imports no rclpy)."""

@@ -1,0 +1,1 @@
+"""rotvla_ros.train (imports no rclpy)."""

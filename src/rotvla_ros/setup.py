@@ -1,0 +1,26 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "rotvla_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        # launch/ and config/ live at the workspace root (symlinked here) and are installed
+        # where `ros2 launch rotvla_ros bringup.launch.py` looks for them.
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py") + glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="RotVLA-ROS maintainers",
+    maintainer_email="maintainers@rotvla-ros.dev",
+    description="RotVLA vision-language-action policy on ROS 2.",
+    license="Apache-2.0",
+    entry_points={"console_scripts": []},
+)

@@ -1,0 +1,72 @@
+"""The workspace itself: layout, installed share files, the ROS-free promise, set-up."""
+
+import ast
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+ROS_FREE = ["model", "policy", "data", "train"]
+
+
+def test_layout_promised_to_users_exists():
+    for path in [
+        "src/rotvla_ros/package.xml", "src/rotvla_msgs/package.xml", "src/arx_r5_driver/package.xml",
+        "launch", "config", "models/README.md", "tests", "colcon.meta", "README.md", ".ci/run",
+    ]:
+        assert (REPO_ROOT / path).exists(), path
+
+
+@pytest.mark.parametrize("subpackage", ROS_FREE)
+def test_model_data_and_training_code_import_no_rclpy(subpackage):
+    """People train on clusters without ROS: these folders must not import rclpy (or any
+    ROS client library), directly or by name."""
+    folder = REPO_ROOT / "src/rotvla_ros/rotvla_ros" / subpackage
+    offenders = []
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{path}:{node.lineno} {n}" for n in names if n.split(".")[0] in ("rclpy", "rosidl_runtime_py", "rotvla_msgs")]
+    assert not offenders
+
+
+def test_launch_and_config_files_are_installed_into_the_package_share():
+    from ament_index_python.packages import get_package_share_directory
+
+    share = Path(get_package_share_directory("rotvla_ros"))
+    for folder in ("launch", "config"):
+        expected = sorted(p.name for p in (REPO_ROOT / folder).iterdir() if p.suffix in (".py", ".yaml"))
+        installed = sorted(p.name for p in (share / folder).iterdir())
+        assert installed == expected, folder
+
+
+@pytest.mark.slow
+def test_setup_from_a_fresh_clone_then_a_quick_second_run(tmp_path):
+    """The README's set-up on a temporary clone: cold, then warm (must be seconds)."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "AMENT", "COLCON", "ROS_DISTRO"))}
+    env["PATH"] = ":".join(p for p in env["PATH"].split(":") if ".venv" not in p)
+    env.pop("PYTHONPATH", None)
+    started = time.monotonic()
+    subprocess.run(["bash", "scripts/setup.sh"], cwd=clone, env=env, check=True)
+    cold = time.monotonic() - started
+    started = time.monotonic()
+    subprocess.run(["bash", "scripts/setup.sh"], cwd=clone, env=env, check=True)
+    warm = time.monotonic() - started
+    print(f"set-up on a fresh clone: cold {cold:.1f} s, warm {warm:.1f} s")
+    assert warm < 15
+    probe = subprocess.run(
+        ["bash", "-c", "source scripts/env.sh && python -c 'import rclpy, rotvla_msgs.msg, rotvla_ros, arx_r5_driver'"],
+        cwd=clone, env=env, capture_output=True, text=True,
+    )
+    assert probe.returncode == 0, probe.stderr
+    shutil.rmtree(clone)
