@@ -1,0 +1,47 @@
+"""Flow matching in openpi's pi0 convention.
+
+Noise is at t = 1 and data at t = 0: x_t = t * eps + (1 - t) * x, the target velocity is
+u = eps - x, t ~ Beta(alpha, beta) scaled into [t_min, 1], and sampling integrates
+dx/dt = v from t = 1 to t = 0 with ``num_steps`` Euler steps.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .config import FlowMatchingConfig
+
+
+def sample_time(batch: int, config: FlowMatchingConfig, device=None) -> torch.Tensor:
+    """(B,) times in [t_min, 1], Beta(alpha, beta)-distributed before scaling."""
+    beta = torch.distributions.Beta(torch.tensor(config.beta_alpha), torch.tensor(config.beta_beta))
+    t = beta.sample((batch,))
+    return (t * (1 - config.t_min) + config.t_min).to(device)
+
+
+def interpolate(x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy sample x_t and target velocity u for data x (B, ...), noise like x, t (B,)."""
+    t = t.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+    return t * noise + (1 - t) * x, noise - x
+
+
+def euler_sample(
+    velocity: Callable[[list[torch.Tensor], torch.Tensor], list[torch.Tensor]],
+    noise: list[torch.Tensor],
+    num_steps: int,
+    on_step: Callable[[int], None] | None = None,
+) -> list[torch.Tensor]:
+    """Integrate from t = 1 (``noise``, a list of jointly denoised tensors) to t = 0.
+    ``velocity(xs, t)`` returns one velocity per tensor; t is (B,)."""
+    xs = list(noise)
+    batch = xs[0].shape[0]
+    dt = -1.0 / num_steps
+    for step in range(num_steps):
+        t = torch.full((batch,), 1.0 + step * dt, device=xs[0].device, dtype=xs[0].dtype)
+        vs = velocity(xs, t)
+        xs = [x + dt * v for x, v in zip(xs, vs)]
+        if on_step is not None:
+            on_step(step)
+    return xs

@@ -1,0 +1,107 @@
+"""RotVLA: the InternVL3.5 backbone and the unified flow-matching action expert.
+
+Tensors in, tensors out. Stage II (``mode="stage2"``) denoises latent-action chunks only;
+Stage III (``mode="stage3"``) jointly denoises [latent plan | robot actions] (Eq. 14) with
+the structured attention of ``action_expert``. Robot actions here are normalised (the
+policy owns the statistics).
+
+The latent plan is flow-matched as the entries of its K rotation matrices (in [-1, 1]);
+a sample is projected back onto SO(n) at the end, so every published plan is a rotation.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .action_expert import PrefixCache, UnifiedActionExpert
+from .config import RotVLAConfig
+from .flow_matching import euler_sample, interpolate, sample_time
+from .so_n import project_to_so_n
+from .vlm import VisionLanguageBackbone
+
+
+class RotVLA(nn.Module):
+    def __init__(self, config: RotVLAConfig, backbone_hf_config=None, tokenizer=None):
+        """``backbone_hf_config``/``tokenizer``: rebuild the backbone exactly as a checkpoint
+        stored it (see ``VisionLanguageBackbone``)."""
+        super().__init__()
+        if config.mode not in ("stage2", "stage3"):
+            raise ValueError(f"unknown mode {config.mode!r} (stage2 or stage3)")
+        self.config = config
+        self.backbone = VisionLanguageBackbone(config.vlm, config.image_size, backbone_hf_config, tokenizer)
+        self.expert = UnifiedActionExpert(
+            config.expert,
+            context_dim=self.backbone.hidden_size,
+            plan_tokens=config.plan_tokens,
+            plan_token_dim=config.latent_dim**2,
+            action_horizon=config.action_horizon,
+            action_dim=config.action_dim,
+        )
+
+    @property
+    def with_actions(self) -> bool:
+        return self.config.mode == "stage3"
+
+    def encode_prefix(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PrefixCache:
+        """images (B, V, 3, H, W) in [0, 1] -> the expert's per-block prefix keys/values."""
+        prefix, mask = self.backbone(images, input_ids, attention_mask)  # (B, N, C), (B, N)
+        return self.expert.prefix_cache(prefix, mask)
+
+    def loss(
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        plan: torch.Tensor,
+        actions: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Flow-matching loss. plan (B, K, n, n) latent actions from the frozen LAM;
+        actions (B, H, A) normalised robot actions (Stage III only)."""
+        cache = self.encode_prefix(images, input_ids, attention_mask)
+        batch = plan.shape[0]
+        t = sample_time(batch, self.config.flow, device=plan.device)
+        plan_flat = plan.flatten(2)  # (B, K, n*n)
+        plan_t, plan_target = interpolate(plan_flat, torch.randn_like(plan_flat), t)
+        action_t = action_target = None
+        if self.with_actions:
+            if actions is None:
+                raise ValueError("stage3 needs robot actions")
+            action_t, action_target = interpolate(actions, torch.randn_like(actions), t)
+        plan_v, action_v = self.expert(plan_t, action_t, t, cache)
+        losses = {"plan_loss": F.mse_loss(plan_v.float(), plan_target.float())}
+        total = self.config.flow.latent_loss_weight * losses["plan_loss"] if self.with_actions else losses["plan_loss"]
+        if self.with_actions:
+            losses["action_loss"] = F.mse_loss(action_v.float(), action_target.float())
+            total = total + losses["action_loss"]
+        losses["loss"] = total
+        return losses
+
+    def initial_noise(self, batch: int, device, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        c = self.config
+        shapes = [(batch, c.plan_tokens, c.latent_dim**2)]
+        if self.with_actions:
+            shapes.append((batch, c.action_horizon, c.action_dim))
+        return [torch.randn(shape, generator=generator, device=device) for shape in shapes]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        cache: PrefixCache,
+        noise: list[torch.Tensor],
+        on_step: Callable[[int], None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Denoise from ``noise`` (see ``initial_noise``) reusing ``cache`` at every step ->
+        plan (B, K, n, n) on SO(n), normalised actions (B, H, A) or None."""
+
+        def velocity(xs, t):
+            plan_v, action_v = self.expert(xs[0], xs[1] if self.with_actions else None, t, cache)
+            return [plan_v.to(xs[0].dtype)] + ([action_v.to(xs[1].dtype)] if self.with_actions else [])
+
+        xs = euler_sample(velocity, noise, self.config.flow.num_steps, on_step)
+        n = self.config.latent_dim
+        plan = project_to_so_n(xs[0].unflatten(-1, (n, n)))  # (B, K, n, n)
+        return plan, (xs[1] if self.with_actions else None)

@@ -1,0 +1,143 @@
+"""Checkpoint directories: the one format every training stage writes and the policy loads.
+
+    <checkpoint>/
+      config.json            {"format_version": 1, "model": RotVLAConfig as a dict}
+      backbone_config.json   the transformers InternVLConfig the backbone was built from
+      tokenizer/             the backbone's tokenizer files (absent: UTF-8 byte tokenizer)
+      model.safetensors      every weight of the model
+      normalization.json     action statistics (ActionNormalizer)
+
+Anything wrong with a checkpoint raises ``CheckpointError`` with the reason, before the
+model that is serving is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_model
+
+from ..model.config import PRESETS, RotVLAConfig, from_dict, to_dict
+from ..model.rotvla import RotVLA
+from .normalization import ActionNormalizer
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+BACKBONE_CONFIG_FILE = "backbone_config.json"
+WEIGHTS_FILE = "model.safetensors"
+NORMALIZATION_FILE = "normalization.json"
+TOKENIZER_DIR = "tokenizer"
+REQUIRED_FILES = (CONFIG_FILE, BACKBONE_CONFIG_FILE, WEIGHTS_FILE, NORMALIZATION_FILE)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used, with the reason."""
+
+
+def checkpoint_id(path: Path) -> str:
+    """``<directory name>-<first 8 hex of the weights' SHA-256>``: names the exact weights."""
+    digest = hashlib.sha256()
+    with open(Path(path) / WEIGHTS_FILE, "rb") as weights:
+        for block in iter(lambda: weights.read(1 << 24), b""):
+            digest.update(block)
+    return f"{Path(path).resolve().name}-{digest.hexdigest()[:8]}"
+
+
+def save_checkpoint(model: RotVLA, normalizer: ActionNormalizer, path: Path) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = to_dict(model.config)
+    config["vlm"]["pretrained_path"] = ""  # the weights are all here now
+    (path / CONFIG_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, "model": config}, indent=2))
+    (path / BACKBONE_CONFIG_FILE).write_text(model.backbone.model.config.to_json_string())
+    tokenizer = model.backbone.tokenizer
+    if hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(path / TOKENIZER_DIR)
+    normalizer.save(path / NORMALIZATION_FILE)
+    save_model(model, str(path / WEIGHTS_FILE))
+
+
+def read_config(path: Path) -> RotVLAConfig:
+    try:
+        data = json.loads((path / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path / CONFIG_FILE} is not valid JSON: {error}") from error
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION or "model" not in data:
+        raise CheckpointError(
+            f"{path / CONFIG_FILE}: not a RotVLA checkpoint config of format version {FORMAT_VERSION}"
+        )
+    try:
+        config = from_dict(RotVLAConfig, data["model"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path / CONFIG_FILE}: incompatible model configuration: {error}") from error
+    if config.preset not in PRESETS:
+        raise CheckpointError(f"{path / CONFIG_FILE}: unknown preset {config.preset!r} (known: {sorted(PRESETS)})")
+    return config
+
+
+def load_checkpoint(
+    path: Path, expected_action_names: tuple[str, ...] | None = None
+) -> tuple[RotVLA, ActionNormalizer]:
+    """Build the model a checkpoint describes and load its weights (on the CPU, float32)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {path}")
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{path}: missing {', '.join(missing)}")
+    config = read_config(path)
+    if expected_action_names is not None and tuple(config.action_names) != tuple(expected_action_names):
+        raise CheckpointError(
+            f"{path}: action layout {list(config.action_names)} does not match the robot's {list(expected_action_names)}"
+        )
+    try:
+        normalizer = ActionNormalizer.load(path / NORMALIZATION_FILE)
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path / NORMALIZATION_FILE}: {error}") from error
+    if normalizer.names != tuple(config.action_names):
+        raise CheckpointError(f"{path / NORMALIZATION_FILE}: statistics are for {list(normalizer.names)}, not the model's actions")
+
+    from transformers import AutoTokenizer, InternVLConfig
+
+    try:
+        backbone_config = InternVLConfig.from_dict(json.loads((path / BACKBONE_CONFIG_FILE).read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path / BACKBONE_CONFIG_FILE}: {error}") from error
+    tokenizer = AutoTokenizer.from_pretrained(path / TOKENIZER_DIR) if (path / TOKENIZER_DIR).is_dir() else None
+    try:
+        model = RotVLA(config, backbone_hf_config=backbone_config, tokenizer=tokenizer)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: cannot build the model: {error}") from error
+
+    state = _read_weights(path / WEIGHTS_FILE)
+    expected = model.state_dict()
+    missing_keys = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [
+        f"{key} {tuple(state[key].shape)} (model {tuple(expected[key].shape)})"
+        for key in sorted(set(state) & set(expected))
+        if state[key].shape != expected[key].shape
+    ]
+    problems = []
+    if missing_keys:
+        problems.append(f"{len(missing_keys)} missing tensors (e.g. {missing_keys[:3]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[:3]})")
+    if wrong_shape:
+        problems.append(f"{len(wrong_shape)} tensors of the wrong shape (e.g. {wrong_shape[:3]})")
+    if problems:
+        raise CheckpointError(f"{path / WEIGHTS_FILE} does not fit the configured model: {'; '.join(problems)}")
+    model.load_state_dict(state, strict=True)
+    return model, normalizer
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as weights:
+            return {key: weights.get_tensor(key) for key in weights.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path} is corrupt or unreadable: {error}") from error
