@@ -111,3 +111,11 @@ def test_rot6d_is_the_first_two_columns_and_round_trips():
     r = rot6d_to_matrix(rot6d + 0.1 * torch.randn_like(rot6d))
     torch.testing.assert_close(r @ r.transpose(-1, -2), torch.eye(3, dtype=r.dtype).expand_as(r))
     assert torch.allclose(torch.linalg.det(r), torch.ones(100, dtype=r.dtype))
+
+
+def test_non_finite_matrices_project_to_nan_without_touching_the_others():
+    m = torch.randn(3, 4, 4)
+    m[1, 2, 2] = float("nan")
+    r = project_to_so_n(m)
+    assert torch.isnan(r[1]).all()
+    torch.testing.assert_close(r[[0, 2]], project_to_so_n(m[[0, 2]]))
