@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,25 +43,35 @@ def spin_until(executor, predicate, timeout: float, step: float = 0.02) -> bool:
 
 
 class Peer:
-    """A Python script in its own process (a second DDS participant)."""
+    """A Python script (or, with a first argument that is an executable, any command) in its
+    own process: a second DDS participant."""
 
-    def __init__(self, script: Path, *args: str):
+    def __init__(self, script, *args: str):
+        command = [str(script), *args] if str(script) == sys.executable else [sys.executable, str(script), *args]
         self.proc = subprocess.Popen(
-            [sys.executable, str(script), *args],
+            command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=os.environ.copy(),
         )
+        self.lines: list[str] = []
+        # Drain the output continuously: a full pipe would block the peer.
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
 
     def wait_ready(self, marker: str = "ready", timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if marker in line:
+            if any(marker in line for line in self.lines):
                 return
-            if not line and self.proc.poll() is not None:
-                raise RuntimeError(f"peer exited with {self.proc.returncode}")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"peer exited with {self.proc.returncode}: {''.join(self.lines[-20:])}")
+            time.sleep(0.02)
         raise TimeoutError(f"peer not ready within {timeout} s")
 
     def stop(self) -> int:
@@ -76,7 +87,7 @@ class Peer:
 def peer_factory():
     peers: list[Peer] = []
 
-    def start(script: Path, *args: str) -> Peer:
+    def start(script, *args: str) -> Peer:
         peer = Peer(script, *args)
         peers.append(peer)
         return peer
@@ -84,3 +95,53 @@ def peer_factory():
     yield start
     for peer in peers:
         peer.stop()
+
+
+class RosHarness:
+    """Nodes under test spinning in a MultiThreadedExecutor on a background thread, as they
+    run in production; the test thread publishes, calls and polls."""
+
+    def __init__(self):
+        import threading
+
+        from rclpy.executors import MultiThreadedExecutor
+
+        self.executor = MultiThreadedExecutor(num_threads=4)
+        self.nodes = []
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except (ExternalShutdownException, RuntimeError):
+            pass
+
+    def add(self, node):
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def close(self):
+        self.executor.shutdown(timeout_sec=5.0)
+        for node in reversed(self.nodes):
+            node.destroy_node()
+        self._thread.join(timeout=5.0)
+
+
+def wait_for(predicate, timeout: float, step: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+@pytest.fixture
+def ros(rclpy_context):
+    harness = RosHarness()
+    yield harness
+    harness.close()

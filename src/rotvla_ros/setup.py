@@ -22,5 +22,11 @@ setup(
     maintainer_email="maintainers@rotvla-ros.dev",
     description="RotVLA vision-language-action policy on ROS 2.",
     license="Apache-2.0",
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "camera_ingestion = rotvla_ros.nodes.camera_ingestion:main",
+            "policy_node = rotvla_ros.nodes.policy_node:main",
+            "rotvla_ctl = rotvla_ros.nodes.rotvla_ctl:main",
+        ]
+    },
 )

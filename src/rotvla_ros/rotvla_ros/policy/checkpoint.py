@@ -102,6 +102,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path / NORMALIZATION_FILE}: statistics are for {list(normalizer.names)}, not the model's actions")
 
     from transformers import AutoTokenizer, InternVLConfig
+    from transformers.initialization import no_init_weights
 
     try:
         backbone_config = InternVLConfig.from_dict(json.loads((path / BACKBONE_CONFIG_FILE).read_text()))
@@ -109,7 +110,10 @@ def load_checkpoint(
         raise CheckpointError(f"{path / BACKBONE_CONFIG_FILE}: {error}") from error
     tokenizer = AutoTokenizer.from_pretrained(path / TOKENIZER_DIR) if (path / TOKENIZER_DIR).is_dir() else None
     try:
-        model = RotVLA(config, backbone_hf_config=backbone_config, tokenizer=tokenizer)
+        # Every parameter is overwritten below (strict load): skip the random initialisation,
+        # seconds of CPU for the full-size model.
+        with no_init_weights():
+            model = RotVLA(config, backbone_hf_config=backbone_config, tokenizer=tokenizer)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: cannot build the model: {error}") from error
 

@@ -187,8 +187,12 @@ class RotVLAPolicy:
         raises ``NonFiniteOutputError`` if the output is not finite. Returns seconds spent."""
         start = time.perf_counter()
         for i in range(passes):
-            self.predict(self.dummy_observation(), seed=i)
+            self.warmup_pass(i)
         return time.perf_counter() - start
+
+    def warmup_pass(self, index: int = 0) -> None:
+        """One warm-up prediction (see ``warmup``); for callers that interleave them."""
+        self.predict(self.dummy_observation(), seed=index)
 
     def _now(self) -> float:
         if self.device.type == "cuda":

@@ -1,0 +1,1 @@
+"""Camera ingestion, ROS-free: image conversion, crop/resize, multi-camera synchronisation."""

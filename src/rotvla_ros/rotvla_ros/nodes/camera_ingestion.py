@@ -1,0 +1,160 @@
+"""Camera ingestion node: three colour streams + joint state -> synchronised Observation.
+
+Subscribes to ``<camera_namespace>/<camera>/color/image_raw`` (realsense2_camera's layout;
+``color_topic`` is configurable since D405 colour was ``color/image_rect_raw`` in wrappers up
+to 4.57.3) with a best-effort QoS that accepts reliable and best-effort publishers, to the
+joint states and to each arm's EEF pose. At the policy rate it asks the synchroniser
+(``rotvla_ros.ingest.sync``) for the newest in-sync, fresh set, crops and resizes it to the
+model's input size and publishes it on ``/rotvla/observation``. Refused sets are counted by
+reason and reported on ``/diagnostics`` with per-camera rate and age and the sync skew.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rotvla_msgs.msg import Observation
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from diagnostic_msgs.msg import DiagnosticArray
+
+from ..ingest.images import ImageFormatError, center_crop_resize, check_image, fill_image, image_to_rgb
+from ..ingest.sync import FrameSynchronizer
+from .common import (
+    ERROR,
+    INSTRUCTION_TOPIC,
+    LATCHED_QOS,
+    OBSERVATION_QOS,
+    OK,
+    RELIABLE_QOS,
+    SENSOR_QOS,
+    WARN,
+    declare,
+    diagnostic_array,
+    now_seconds,
+    to_seconds,
+)
+
+
+class CameraIngestionNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("camera_ingestion", **kwargs)
+        p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
+        self.cameras = list(p("camera_names", ["head", "left_wrist", "right_wrist"], "Cameras, in observation order."))
+        namespace = p("camera_namespace", "/cameras", "Namespace of the cameras (realsense2_camera's camera_namespace).")
+        color_topic = p("color_topic", "color/image_raw", "Colour topic under each camera (color/image_rect_raw for wrappers <= 4.57.3).")
+        rate = p("rate", 10.0, "Observation rate, Hz (the policy rate).")
+        self.image_size = p("image_size", 224, "Side of the square model input, px.")
+        slop = p("slop", 0.025, "Largest spread of capture stamps within one observation, s.")
+        max_age = p("max_age", 0.15, "Largest age of an observation's oldest image when published, s.")
+        joint_state_max_age = p("joint_state_max_age", 0.1, "Largest age of the joint state used, s.")
+        require_joint_state = p("require_joint_state", True, "Refuse observations without a fresh joint state.")
+        joint_state_topic = p("joint_state_topic", "/joint_states", "Joint states of both arms.")
+        self.arms = list(p("arms", ["left", "right"], "Arms whose EEF poses are included, in order."))
+        eef_topic = p("eef_pose_topic", "/rotvla/eef_pose", "EEF poses arrive on <eef_pose_topic>/<arm>.")
+        self.instruction = ""
+        self.sync = FrameSynchronizer(self.cameras, slop, max_age, joint_state_max_age, require_joint_state)
+        self.malformed = dict.fromkeys(self.cameras, 0)
+        self.eef_poses: dict[str, PoseStamped] = {}
+        self.sequence = 0
+        self._drops_at_last_report = 0
+        self._lock = threading.Lock()  # the synchroniser is fed and polled from several threads
+
+        inputs = MutuallyExclusiveCallbackGroup()
+        for camera in self.cameras:
+            topic = f"{namespace.rstrip('/')}/{camera}/{color_topic}"
+            self.create_subscription(Image, topic, lambda msg, c=camera: self._on_image(c, msg), SENSOR_QOS,
+                                     callback_group=inputs)
+        self.create_subscription(JointState, joint_state_topic, self._on_joint_state, SENSOR_QOS, callback_group=inputs)
+        for arm in self.arms:
+            self.create_subscription(PoseStamped, f"{eef_topic}/{arm}", lambda msg, a=arm: self.eef_poses.__setitem__(a, msg),
+                                     SENSOR_QOS, callback_group=inputs)
+        self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction, LATCHED_QOS, callback_group=inputs)
+        self.publisher = self.create_publisher(Observation, "/rotvla/observation", OBSERVATION_QOS)
+        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+        output = MutuallyExclusiveCallbackGroup()
+        self.create_timer(1.0 / rate, self._publish_observation, callback_group=output)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=output)
+
+    def _on_image(self, camera: str, msg: Image) -> None:
+        try:
+            check_image(msg)
+        except ImageFormatError as error:
+            self.malformed[camera] += 1
+            self.get_logger().error(f"{camera}: malformed image dropped: {error}", throttle_duration_sec=2.0)
+            return
+        with self._lock:
+            self.sync.add_frame(camera, to_seconds(msg.header.stamp), msg)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        with self._lock:
+            self.sync.add_joint_state(to_seconds(msg.header.stamp), msg)
+
+    def _on_instruction(self, msg: String) -> None:
+        self.instruction = msg.data
+
+    def _publish_observation(self) -> None:
+        with self._lock:
+            synced = self.sync.poll(now_seconds(self))
+        if synced is None:
+            return
+        obs = Observation()
+        obs.header.stamp = min((f.item.header.stamp for f in synced.frames.values()), key=to_seconds)
+        obs.sequence = self.sequence
+        obs.camera_names = self.cameras
+        for camera in self.cameras:
+            source = synced.frames[camera].item
+            image = fill_image(Image(), center_crop_resize(image_to_rgb(source), self.image_size), "rgb8")
+            image.header = source.header  # capture stamp and optical frame of this camera
+            obs.images.append(image)
+        obs.sync_skew = synced.skew
+        if synced.joint_state is not None:
+            obs.joint_state = synced.joint_state.item
+        obs.eef_poses = [self.eef_poses[arm] for arm in self.arms if arm in self.eef_poses]
+        obs.instruction = self.instruction
+        self.publisher.publish(obs)
+        self.sequence += 1
+
+    def _publish_diagnostics(self) -> None:
+        now = now_seconds(self)
+        with self._lock:
+            stats, drops = self.sync.stats, dict(self.sync.drops)
+            values = {"published": self.sync.published, "last_sync_skew_s": self.sync.last_skew or 0.0}
+            for camera, s in stats.items():
+                values[f"{camera}/rate_hz"] = s.rate()
+                values[f"{camera}/age_s"] = (now - s.last_stamp) if s.last_stamp is not None else float("inf")
+                values[f"{camera}/malformed"] = self.malformed[camera]
+        values.update({f"dropped/{reason}": count for reason, count in drops.items()})
+        silent = [c for c in self.cameras if values[f"{c}/age_s"] > 1.0]
+        new_drops = sum(drops.values()) - self._drops_at_last_report
+        self._drops_at_last_report = sum(drops.values())
+        if silent:
+            level, message = ERROR, f"no recent frames from {', '.join(silent)}"
+        elif new_drops:
+            level, message = WARN, f"dropped {new_drops} observation(s) in the last period"
+        else:
+            level, message = OK, "synchronised"
+        self.diagnostics.publish(diagnostic_array(self, "rotvla/camera_ingestion", level, message, values))
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = CameraIngestionNode()
+    executor = MultiThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

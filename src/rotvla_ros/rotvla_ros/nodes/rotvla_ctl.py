@@ -1,0 +1,65 @@
+"""rotvla_ctl: swap checkpoints and set instructions without typing service YAML.
+
+    rotvla_ctl load /path/to/checkpoint [--device cuda] [--dtype bfloat16]
+    rotvla_ctl instruct "put the block into the drawer and close the drawer"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import rclpy
+from rclpy.node import Node
+from rotvla_msgs.srv import LoadCheckpoint, SetInstruction
+
+
+def call(node: Node, srv_type, name: str, request, timeout: float):
+    client = node.create_client(srv_type, name)
+    if not client.wait_for_service(timeout_sec=min(timeout, 10.0)):
+        raise TimeoutError(f"service {name} is not available (is the policy node running?)")
+    future = client.call_async(request)
+    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
+    if not future.done():
+        raise TimeoutError(f"{name} did not answer within {timeout} s")
+    return future.result()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="rotvla_ctl", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    load = sub.add_parser("load", help="swap the policy's checkpoint (the old one serves until the new one is ready)")
+    load.add_argument("path")
+    load.add_argument("--device", default="", help="cuda, cuda:1, cpu (default: the node's)")
+    load.add_argument("--dtype", default="", help="bfloat16, float16, float32 (default: the node's)")
+    load.add_argument("--timeout", type=float, default=600.0)
+    instruct = sub.add_parser("instruct", help="set the language instruction")
+    instruct.add_argument("instruction")
+    instruct.add_argument("--timeout", type=float, default=10.0)
+    args, ros_args = parser.parse_known_args(argv)
+
+    rclpy.init(args=[sys.argv[0], *ros_args])
+    node = Node("rotvla_ctl")
+    try:
+        if args.command == "load":
+            request = LoadCheckpoint.Request(path=args.path, device=args.device, dtype=args.dtype)
+            result = call(node, LoadCheckpoint, "/rotvla/load_checkpoint", request, args.timeout)
+            print(result.message)
+            if result.success:
+                print(f"checkpoint {result.checkpoint_id} (was {result.previous_checkpoint_id or 'none'}): "
+                      f"loaded in {result.load_seconds:.2f} s, warmed up in {result.warmup_seconds:.2f} s")
+        else:
+            request = SetInstruction.Request(instruction=args.instruction)
+            result = call(node, SetInstruction, "/rotvla/set_instruction", request, args.timeout)
+            print(f"{result.message} (was {result.previous_instruction!r})")
+        return 0 if result.success else 1
+    except TimeoutError as error:
+        print(f"rotvla_ctl: {error}", file=sys.stderr)
+        return 2
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
