@@ -15,5 +15,7 @@ if [ -z "${ROS_DISTRO:-}" ]; then
 fi
 # shellcheck disable=SC1091
 source "$_rotvla_root/install/setup.bash"
+# The packages' executables (rotvla_ctl, the nodes), as `ros2 run` would find them.
+export PATH="$_rotvla_root/install/rotvla_ros/lib/rotvla_ros:$_rotvla_root/install/arx_r5_driver/lib/arx_r5_driver:$PATH"
 [ -n "${_rotvla_nounset:-}" ] && set -u
 unset _rotvla_root _rotvla_venv _rotvla_nounset

@@ -100,4 +100,9 @@ if ! stamp_ok build "$build_inputs" || [ ! -f install/setup.bash ]; then
   fi
   stamp_set build "$build_inputs"
 fi
+# 5. The embedded default checkpoint: the tiny preset with random weights.
+if [ ! -f models/tiny-random/model.safetensors ]; then
+  log "writing the embedded default checkpoint models/tiny-random"
+  (source scripts/env.sh && python -m rotvla_ros.policy.init_checkpoint models/tiny-random --preset tiny --seed 0)
+fi
 log "ready ($MODE): source scripts/env.sh"

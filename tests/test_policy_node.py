@@ -228,3 +228,21 @@ def test_a_model_that_emits_nan_publishes_nothing_and_diagnostics_report_it(ros,
     from diagnostic_msgs.msg import DiagnosticStatus
 
     assert driver.diagnostics[-1].level == DiagnosticStatus.WARN
+
+
+def test_rotvla_ctl_sets_the_instruction_and_swaps_checkpoints(ros, checkpoints):
+    """The command-line client against a running node, as an engineer would use it."""
+    import subprocess
+    import sys
+
+    root, ids = checkpoints
+    node = make_node(ros, root / "tiny-a")
+    ctl = [sys.executable, "-m", "rotvla_ros.nodes.rotvla_ctl"]
+    result = subprocess.run([*ctl, "instruct", "put the block into the drawer"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert node.instruction == "put the block into the drawer" and "instruction set" in result.stdout
+    result = subprocess.run([*ctl, "load", str(root / "tiny-b")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ids["tiny-b"] in result.stdout and node.checkpoint_id == ids["tiny-b"]
+    result = subprocess.run([*ctl, "load", str(root / "nope")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "not found" in result.stdout and node.checkpoint_id == ids["tiny-b"]

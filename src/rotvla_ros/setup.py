@@ -27,6 +27,8 @@ setup(
             "camera_ingestion = rotvla_ros.nodes.camera_ingestion:main",
             "policy_node = rotvla_ros.nodes.policy_node:main",
             "rotvla_ctl = rotvla_ros.nodes.rotvla_ctl:main",
+            "status_monitor = rotvla_ros.nodes.status_monitor:main",
+            "test_pattern_cameras = rotvla_ros.nodes.test_pattern_cameras:main",
         ]
     },
 )

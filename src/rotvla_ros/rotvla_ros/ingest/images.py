@@ -41,7 +41,9 @@ def check_image(msg) -> None:
 
 
 def image_to_rgb(msg) -> np.ndarray:
-    """An Image message -> (H, W, 3) uint8 RGB (a view where no conversion is needed)."""
+    """An Image message -> (H, W, 3) uint8 RGB, as a view of the message's buffer for every
+    supported encoding (channel order by strides, grey by broadcasting): the crop and resize
+    that follow then read only the pixels they need. Copy it to keep it."""
     check_image(msg)
     channels, order = ENCODINGS[msg.encoding]
     height, width, step = msg.height, msg.width, msg.step
@@ -49,10 +51,10 @@ def image_to_rgb(msg) -> np.ndarray:
     rows = buffer[: step * height].reshape(height, step)[:, : width * channels]
     pixels = rows.reshape(height, width, channels)
     if order is None:
-        return np.repeat(pixels, 3, axis=2)
-    if order == (0, 1, 2) and channels == 3:
-        return pixels
-    return pixels[:, :, list(order)]
+        return np.broadcast_to(pixels, (height, width, 3))
+    if order[0] == 0:
+        return pixels[:, :, :3]
+    return pixels[:, :, 2::-1]
 
 
 def fill_image(msg, rgb: np.ndarray, encoding: str = "rgb8"):

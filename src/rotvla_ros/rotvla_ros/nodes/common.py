@@ -8,6 +8,8 @@ from typing import Any
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -68,3 +70,22 @@ def diagnostic_array(node: Node, name: str, level: int, message: str, values: di
 
 
 OK, WARN, ERROR, STALE = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR, DiagnosticStatus.STALE
+
+
+def run_node(node_class, args=None, num_threads: int = 4) -> None:
+    """The ``main`` of every node: init, build, spin a MultiThreadedExecutor until Ctrl-C,
+    SIGTERM or shutdown, then destroy the node. A signal during construction (a checkpoint
+    loading, say) stops it just as cleanly."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_class()
+        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()

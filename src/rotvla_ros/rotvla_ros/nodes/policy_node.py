@@ -28,11 +28,9 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rotvla_msgs.msg import ActionChunk, Observation, StageTiming
 from rotvla_msgs.srv import LoadCheckpoint, SetInstruction
@@ -52,6 +50,7 @@ from .common import (
     RELIABLE_QOS,
     WARN,
     declare,
+    run_node,
     diagnostic_array,
     now_seconds,
     to_duration,
@@ -318,17 +317,7 @@ class PolicyNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = PolicyNode()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(PolicyNode, args)
 
 
 if __name__ == "__main__":

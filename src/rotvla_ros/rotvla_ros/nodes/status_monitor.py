@@ -1,0 +1,56 @@
+"""A live one-line status of the running stack on the terminal: chunks per second, policy
+latency, capture-to-chunk latency, the checkpoint serving, observations dropped."""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rotvla_msgs.msg import ActionChunk
+
+from .common import RELIABLE_QOS, declare, now_seconds, run_node, to_seconds
+
+
+class StatusMonitor(Node):
+    def __init__(self, **kwargs):
+        super().__init__("status_monitor", **kwargs)
+        period = declare(self, "period", 1.0, "Seconds between status lines.")
+        self.chunks: collections.deque = collections.deque(maxlen=200)  # (wall time, policy s, capture->chunk s, id)
+        self.dropped = 0
+        self.create_subscription(ActionChunk, "/rotvla/action_chunk", self._on_chunk, RELIABLE_QOS)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, RELIABLE_QOS)
+        self.create_timer(period, self._print)
+
+    def _on_chunk(self, chunk: ActionChunk) -> None:
+        self.chunks.append((time.monotonic(), chunk.inference_time, now_seconds(self) - to_seconds(chunk.header.stamp),
+                            chunk.checkpoint_id))
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == "rotvla/camera_ingestion":
+                self.dropped = sum(int(kv.value) for kv in status.values if kv.key.startswith("dropped/"))
+
+    def _print(self) -> None:
+        now = time.monotonic()
+        recent = [c for c in self.chunks if now - c[0] <= 5.0]
+        if not recent:
+            line = "waiting for action chunks ..."
+        else:
+            rate = len(recent) / 5.0
+            policy_ms = 1e3 * sorted(c[1] for c in recent)[len(recent) // 2]
+            latency_ms = 1e3 * sorted(c[2] for c in recent)[len(recent) // 2]
+            line = (f"t={now_seconds(self):.1f}  chunks/s={rate:.1f}  policy={policy_ms:.1f} ms  "
+                    f"capture->chunk={latency_ms:.1f} ms  checkpoint={recent[-1][3]}  dropped obs={self.dropped}")
+        sys.stdout.write("\r\033[K" + line if sys.stdout.isatty() else line + "\n")
+        sys.stdout.flush()
+
+
+def main(args=None):
+    run_node(StatusMonitor, args, num_threads=2)
+
+
+if __name__ == "__main__":
+    main()
