@@ -38,7 +38,14 @@ def test_node_process_exits_cleanly(module, sig, checkpoint):
             time.sleep(3)
         started = time.monotonic()
         proc.send_signal(sig)
-        assert proc.wait(timeout=15) == 0
+        try:
+            code = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack
+            time.sleep(1)
+            proc.kill()
+            pytest.fail("node did not exit:\n" + proc.stdout.read()[-6000:])
+        assert code == 0, proc.stdout.read()[-3000:]
         assert time.monotonic() - started < 10
     finally:
         if proc.poll() is None:

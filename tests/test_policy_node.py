@@ -158,7 +158,7 @@ def test_live_swap_while_observations_stream_then_failed_swaps_keep_the_old_mode
                         "-p", f"checkpoint:={root / 'tiny-a'}", "-p", "device:=cpu", "-p", "max_observation_age:=1.0")
     period, seconds = 0.1, 12.0  # the policy rate; the streaming window
     streamer = peer_factory(TESTS_DIR / "peers" / "observation_streamer.py", str(1 / period), str(seconds))
-    streamer.wait_ready(timeout=30)
+    streamer.wait_ready(timeout=60)
     driver = Driver(ros)
     time.sleep(0.5)
     phases = {"swap": time.monotonic()}

@@ -49,13 +49,13 @@ def main():
     node.create_timer(1.0 / rate, publish)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    ready = False
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    # The window of ``seconds`` starts at the first chunk: the node may take a while to start.
+    deadline = None
+    while deadline is None or time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.01)
-        if chunks and not ready:
+        if chunks and deadline is None:
             print("ready", flush=True)
-            ready = True
+            deadline = time.monotonic() + seconds
     for arrival, observation_sequence, checkpoint_id in chunks:
         print(json.dumps({"t": arrival, "seq": observation_sequence, "id": checkpoint_id}), flush=True)
     print("done", flush=True)

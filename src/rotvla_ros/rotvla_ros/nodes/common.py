@@ -3,6 +3,8 @@ profiles, diagnostics."""
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 from typing import Any
 
 from builtin_interfaces.msg import Duration, Time
@@ -76,8 +78,10 @@ def run_node(node_class, args=None, num_threads: int = 4) -> None:
     """The ``main`` of every node: init, build, spin a MultiThreadedExecutor until Ctrl-C,
     SIGTERM or shutdown, then destroy the node. A signal during construction (a checkpoint
     loading, say) stops it just as cleanly."""
+    # `kill -USR1 <pid>` prints every thread's stack: what a hung node is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     rclpy.init(args=args)
-    node = None
+    node = executor = None
     try:
         node = node_class()
         executor = MultiThreadedExecutor(num_threads=num_threads)
@@ -85,7 +89,13 @@ def run_node(node_class, args=None, num_threads: int = 4) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise  # a real failure of a running node
+        # A callback racing the shutdown (a timer publishing into the closed context): benign.
     finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)  # stops its thread pool, or the interpreter waits on it
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
