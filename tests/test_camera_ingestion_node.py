@@ -121,18 +121,27 @@ def test_skewed_and_stale_sets_are_dropped_counted_and_reported(setup):
     advance(driver, 200.10, 200.15)
     assert wait_for(lambda: node.sync.drops["skew"] == 1, 5)
 
-    driver.frames({"head": 200.50, "left_wrist": 200.50, "right_wrist": 200.50})
+    # Frames that arrive late: the clock is already 0.5 s past their capture (max_age 0.2).
+    driver.tick(201.0)
+    time.sleep(0.1)
     driver.joint_state(200.95)
+    driver.frames({"head": 200.50, "left_wrist": 200.50, "right_wrist": 200.50})
     assert wait_for(lambda: received(node, 2), 5)
-    advance(driver, 201.0, 201.05)  # the set is 0.5 s old when polled: max_age is 0.2
+    advance(driver, 201.01, 201.05)
     assert wait_for(lambda: node.sync.drops["stale"] == 1, 5)
     assert driver.observations == []
 
     advance(driver, 201.06, 202.2, step=0.05)  # a diagnostics period on the sim clock
-    assert wait_for(lambda: any(
-        {kv.key: kv.value for kv in s.values}.get("dropped/skew") == "1" for s in driver.diagnostics), 5)
-    values = {kv.key: kv.value for kv in driver.diagnostics[-1].values}
-    assert values["dropped/stale"] == "1" and float(values["head/age_s"]) > 0
+
+    def reported():
+        for status in driver.diagnostics:
+            values = {kv.key: kv.value for kv in status.values}
+            if values.get("dropped/skew") == "1" and values.get("dropped/stale") == "1":
+                return values
+        return None
+
+    assert wait_for(lambda: reported() is not None, 5)
+    assert float(reported()["head/age_s"]) > 0
 
 
 def test_malformed_images_are_dropped_before_synchronisation(setup):
