@@ -150,3 +150,21 @@ def test_out_of_order_frames_are_ignored_and_rates_measured():
     sync.add_frame("head", 1.5, "late")  # older than the newest: ignored
     assert sync.stats["head"].received == 31
     assert abs(sync.stats["head"].rate() - 30.0) < 0.5
+
+
+def test_frames_arriving_one_camera_at_a_time_are_not_counted_as_skew():
+    sync = _sync()
+    sync.add_joint_state(10.0, "js")
+    _feed(sync, [10.0, 10.0, 10.0])
+    assert sync.poll(now=10.01) is not None
+    sync.add_frame("head", 10.5, "h")  # the other two are still in flight
+    assert sync.poll(now=10.51) is None
+    assert sync.drops["skew"] == 0
+    sync.add_frame("left_wrist", 10.5, "l")
+    sync.add_frame("right_wrist", 10.5, "r")
+    sync.add_joint_state(10.5, "js")
+    assert sync.poll(now=10.52) is not None and sum(sync.drops.values()) == 0
+    # Late but complete: counted once as stale.
+    _feed(sync, [11.0, 11.0, 11.0])
+    assert sync.poll(now=11.5) is None and sync.drops["stale"] == 1
+    assert sync.poll(now=11.6) is None and sync.drops["stale"] == 1

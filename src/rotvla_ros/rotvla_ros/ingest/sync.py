@@ -12,7 +12,9 @@ counted by reason, when
   ``joint_state_max_age`` (when required);
 
 and never published. A set is published once: a poll without newer frames returns nothing
-and counts nothing. Stamps are seconds (float) on whatever clock the caller uses (the node's
+and counts nothing. A refusal is counted once every camera has delivered a frame since the
+last judgement, so that frames still arriving one camera at a time are not counted as skew
+(publishing never waits for that). Stamps are seconds (float) on whatever clock the caller uses (the node's
 ROS clock, which is the simulation clock under ``use_sim_time``).
 """
 
@@ -76,7 +78,7 @@ class FrameSynchronizer:
         self.published = 0
         self.last_skew: float | None = None
         self._last_published_newest = float("-inf")
-        self._last_judged_newest = float("-inf")
+        self._judged_state: tuple[float, ...] | None = None  # newest stamp per camera when last judged
 
     def add_frame(self, camera: str, stamp: float, item: Any) -> None:
         if camera not in self._frames:
@@ -108,15 +110,15 @@ class FrameSynchronizer:
         """The newest synchronised set not yet published, or None (see the module docstring)."""
         if any(not frames for frames in self._frames.values()):
             return None
-        newest = max(frames[-1].stamp for frames in self._frames.values())
-        if newest <= self._last_published_newest:
+        state = tuple(frames[-1].stamp for frames in self._frames.values())
+        if max(state) <= self._last_published_newest:
             return None
-        judged_before = newest <= self._last_judged_newest
-        self._last_judged_newest = newest
+        refreshed = self._judged_state is None or all(s > j for s, j in zip(state, self._judged_state))
 
         def drop(reason: str) -> None:
-            if not judged_before:  # count each new state of the buffers once
+            if refreshed:
                 self.drops[reason] += 1
+                self._judged_state = state
 
         found = self._best_set()
         if found is None:
@@ -140,6 +142,7 @@ class FrameSynchronizer:
                 drop("joint_state_stale")
                 return None
         self._last_published_newest = set_newest
+        self._judged_state = state
         self.published += 1
         self.last_skew = skew
         return SyncedSet(oldest, frames, joint_state, skew)
