@@ -1,0 +1,89 @@
+"""Action chunks as the executor receives them: validation, whole or not at all, and the time
+at which each step is due. ROS-free: the executor node passes the message's fields.
+
+A chunk computed from an observation captured at ``stamp`` has step ``i`` due at
+``stamp + latency_compensation + i * dt`` (DESIGN.md). A chunk is rejected whole, with a
+reason, when it cannot be trusted: an action layout the executor does not know, a size that
+does not match its horizon and layout, NaN or inf anywhere, a non-positive or absurd step
+period, a stamp from the future (beyond a clock tolerance), or no step left in the future.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Reasons, as they appear in ExecutorStatus.last_rejection_reason (followed by details).
+UNKNOWN_LAYOUT = "unknown_layout"
+WRONG_SIZE = "wrong_size"
+NAN_OR_INF = "nan_or_inf"
+BAD_PERIOD = "bad_period"
+FUTURE_STAMP = "future_stamp"
+STALE = "stale"
+
+
+class ChunkRejected(ValueError):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Chunk:
+    stamp: float  # capture time of the observation, s
+    dt: float  # period between steps, s
+    actions: np.ndarray  # (H, D) float64, in the executor's layout
+    sequence: int = 0
+    checkpoint_id: str = ""
+
+    def due_times(self, latency_compensation: float) -> np.ndarray:
+        """(H,) time at which each step is due."""
+        return self.stamp + latency_compensation + self.dt * np.arange(len(self.actions))
+
+    def future_steps(self, now: float, latency_compensation: float) -> tuple[np.ndarray, np.ndarray]:
+        """Times (K,) and actions (K, D) of the steps not yet past at ``now``; a step whose
+        time has passed is never returned, so it is never executed."""
+        times = self.due_times(latency_compensation)
+        keep = times > now
+        return times[keep], self.actions[keep]
+
+
+def validate_chunk(
+    *,
+    stamp: float,
+    dt: float,
+    horizon: int,
+    action_names: list[str] | tuple[str, ...],
+    actions,
+    expected_names: tuple[str, ...],
+    now: float,
+    latency_compensation: float = 0.0,
+    future_tolerance: float = 0.05,
+    max_dt: float = 1.0,
+    sequence: int = 0,
+    checkpoint_id: str = "",
+) -> Chunk:
+    """The chunk, validated; raises ``ChunkRejected`` (nothing of it may be executed)."""
+    if tuple(action_names) != tuple(expected_names):
+        unknown = sorted(set(action_names) - set(expected_names))
+        missing = sorted(set(expected_names) - set(action_names))
+        detail = f"unknown {unknown}, missing {missing}" if unknown or missing else "dimensions in another order"
+        raise ChunkRejected(UNKNOWN_LAYOUT, detail)
+    values = np.asarray(actions, dtype=np.float64).ravel()
+    dim = len(expected_names)
+    if horizon <= 0 or values.size != horizon * dim:
+        raise ChunkRejected(WRONG_SIZE, f"{values.size} values for horizon {horizon} x {dim} dimensions")
+    if not np.isfinite(values).all():
+        bad = np.flatnonzero(~np.isfinite(values))
+        raise ChunkRejected(NAN_OR_INF, f"{bad.size} values, first at step {bad[0] // dim} ({expected_names[bad[0] % dim]})")
+    if not (np.isfinite(dt) and 0.0 < dt <= max_dt):
+        raise ChunkRejected(BAD_PERIOD, f"dt {dt} s outside (0, {max_dt}]")
+    if not np.isfinite(stamp) or stamp > now + future_tolerance:
+        raise ChunkRejected(FUTURE_STAMP, f"stamp {stamp:.3f} is {stamp - now:.3f} s ahead of the clock")
+    chunk = Chunk(stamp, dt, values.reshape(horizon, dim), sequence, checkpoint_id)
+    last_due = chunk.due_times(latency_compensation)[-1]
+    if last_due <= now:
+        raise ChunkRejected(STALE, f"its last step was due {now - last_due:.3f} s ago")
+    return chunk
