@@ -2,7 +2,6 @@
 swap while observations stream, failed swaps, NaN outputs."""
 
 import json
-import threading
 import time
 
 import numpy as np
@@ -22,7 +21,7 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from rotvla_ros.ingest.images import fill_image  # noqa: E402
 from rotvla_ros.model.config import tiny_config  # noqa: E402
-from rotvla_ros.nodes.common import OBSERVATION_QOS, to_seconds  # noqa: E402
+from rotvla_ros.nodes.common import OBSERVATION_QOS  # noqa: E402
 from rotvla_ros.nodes.policy_node import PolicyNode  # noqa: E402
 from rotvla_ros.policy import RotVLAPolicy  # noqa: E402
 
