@@ -1,0 +1,43 @@
+"""The hardware backend: ARX's own Python SDK (``arx_r5_sdk.single_arm.SingleArm``), one
+instance per arm on its CAN port. The SDK is imported only when this backend is built: its
+compiled part exists for CPython 3.12 only (Ubuntu 24.04 / Jazzy)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kinematics import gripper_to_sdk, sdk_to_gripper
+
+# SingleArm's `type`: 0 selects the X5 lite URDF, 1 the R5 (R5_master.urdf).
+R5_ARM_TYPE = 1
+
+
+class SdkArm:
+    def __init__(self, can_port: str, control_period: float):
+        from arx_r5_sdk.single_arm import SingleArm  # only here: see the module docstring
+
+        self.can_port = can_port
+        self.arm = SingleArm({"can_port": can_port, "type": R5_ARM_TYPE, "num_joints": 6, "dt": control_period})
+        self._gripper = 0.0
+
+    def read(self) -> tuple[np.ndarray, float]:
+        values = np.asarray(self.arm.get_joint_positions(), dtype=float).ravel()
+        if values.size < 6:
+            raise RuntimeError(f"{self.can_port}: the SDK returned {values.size} joint positions")
+        # The SDK's vector carries the gripper (0..5) after the six joints where it reports it.
+        gripper = sdk_to_gripper(values[6]) if values.size > 6 else self._gripper
+        return values[:6].copy(), gripper
+
+    def command(self, joints: np.ndarray, gripper: float) -> None:
+        self.arm.set_joint_positions(np.asarray(joints, dtype=float))
+        self.arm.set_catch_pos(gripper_to_sdk(gripper))
+        self._gripper = gripper
+
+    def gravity_compensation(self) -> None:
+        self.arm.gravity_compensation()
+
+    def go_home(self) -> None:
+        self.arm.go_home()
+
+    def close(self) -> None:
+        self.arm.protect_mode()  # the SDK's safe, damped state
