@@ -70,3 +70,12 @@ def test_setup_from_a_fresh_clone_then_a_quick_second_run(tmp_path):
     )
     assert probe.returncode == 0, probe.stderr
     shutil.rmtree(clone)
+
+
+def test_stamp_conversions_carry_rounding_into_the_seconds():
+    pytest.importorskip("rclpy")
+    from rotvla_ros.nodes.common import to_duration, to_seconds, to_time
+
+    assert (to_time(1.9999999999).sec, to_time(1.9999999999).nanosec) == (2, 0)
+    assert (to_time(100.25).sec, to_time(100.25).nanosec) == (100, 250_000_000)
+    assert to_seconds(to_duration(0.05)) == pytest.approx(0.05)

@@ -40,27 +40,32 @@ def declare(node: Node, name: str, default: Any, description: str, read_only: bo
     return node.get_parameter(name).value
 
 
-def to_seconds(stamp: Time) -> float:
+def to_seconds(stamp: Time | Duration) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def _sec_nanosec(seconds: float) -> dict[str, int]:
+    # Round once, in nanoseconds, so that a carry (1.9999999999 s) reaches the seconds.
+    sec, nanosec = divmod(int(round(seconds * 1e9)), 1_000_000_000)
+    return {"sec": sec, "nanosec": nanosec}
+
+
 def to_time(seconds: float) -> Time:
-    sec = int(seconds // 1)
-    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    return Time(**_sec_nanosec(seconds))
 
 
 def to_duration(seconds: float) -> Duration:
-    sec = int(seconds // 1)
-    return Duration(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    return Duration(**_sec_nanosec(seconds))
 
 
 def now_seconds(node: Node) -> float:
     return node.get_clock().now().nanoseconds * 1e-9
 
 
-def diagnostic_array(node: Node, name: str, level: int, message: str, values: dict[str, Any]) -> DiagnosticArray:
+def diagnostic_array(node: Node, name: str, level: bytes, message: str, values: dict[str, Any]) -> DiagnosticArray:
+    """``level``: one of OK, WARN, ERROR, STALE below."""
     status = DiagnosticStatus(
-        level=bytes([level]) if isinstance(level, int) else level,
+        level=level,
         name=name,
         message=message,
         hardware_id=node.get_fully_qualified_name(),

@@ -279,7 +279,7 @@ class PolicyNode(Node):
 
     def _planned_path(self, chunk: ActionChunk, actions: np.ndarray, names: tuple[str, ...]) -> MarkerArray:
         markers = MarkerArray()
-        horizon_s = chunk.horizon * (chunk.dt.sec + chunk.dt.nanosec * 1e-9)
+        horizon_s = chunk.horizon * to_seconds(chunk.dt)
         for i, arm in enumerate(sorted({n.split("/")[0] for n in names if n.endswith("/x")})):
             xyz = [names.index(f"{arm}/{axis}") for axis in ("x", "y", "z")]
             marker = Marker(ns="rotvla/planned_path", id=i, type=Marker.LINE_STRIP, action=Marker.ADD)

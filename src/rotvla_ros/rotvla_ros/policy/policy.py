@@ -38,7 +38,7 @@ class NonFiniteOutputError(RuntimeError):
 @dataclass
 class PolicyOutput:
     actions: np.ndarray  # (H, D) float32, un-normalised, in the layout of action_names
-    plan: np.ndarray  # (K, n, n) float32, rotations; (0, 0, 0) in stage2-less layouts
+    plan: np.ndarray  # (K, n, n) float32, the latent plan: rotations in SO(n)
     action_names: tuple[str, ...]
     dt: float
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
