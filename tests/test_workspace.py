@@ -16,6 +16,7 @@ ROS_FREE = ["model", "policy", "data", "train"]
 def test_layout_promised_to_users_exists():
     for path in [
         "src/rotvla_ros/package.xml", "src/rotvla_msgs/package.xml", "src/arx_r5_driver/package.xml",
+        "src/rotvla_common/package.xml",
         "launch", "config", "models/README.md", "tests", "colcon.meta", "README.md", ".ci/run",
     ]:
         assert (REPO_ROOT / path).exists(), path
@@ -34,7 +35,8 @@ def test_model_data_and_training_code_import_no_rclpy(subpackage):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            offenders += [f"{path}:{node.lineno} {n}" for n in names if n.split(".")[0] in ("rclpy", "rosidl_runtime_py", "rotvla_msgs")]
+            offenders += [f"{path}:{node.lineno} {n}" for n in names
+                          if n.split(".")[0] in ("rclpy", "rosidl_runtime_py", "rotvla_msgs") or n.startswith("rotvla_common.ros")]
     assert not offenders
 
 
@@ -65,7 +67,7 @@ def test_setup_from_a_fresh_clone_then_a_quick_second_run(tmp_path):
     print(f"set-up on a fresh clone: cold {cold:.1f} s, warm {warm:.1f} s")
     assert warm < 15
     probe = subprocess.run(
-        ["bash", "-c", "source scripts/env.sh && python -c 'import rclpy, rotvla_msgs.msg, rotvla_ros, arx_r5_driver'"],
+        ["bash", "-c", "source scripts/env.sh && python -c 'import rclpy, rotvla_msgs.msg, rotvla_ros, arx_r5_driver, rotvla_common.ros'"],
         cwd=clone, env=env, capture_output=True, text=True,
     )
     assert probe.returncode == 0, probe.stderr

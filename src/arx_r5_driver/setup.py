@@ -16,5 +16,5 @@ setup(
     maintainer_email="maintainers@rotvla-ros.dev",
     description="ARX R5 trajectory executor for RotVLA action chunks.",
     license="Apache-2.0",
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["executor = arx_r5_driver.executor_node:main"]},
 )

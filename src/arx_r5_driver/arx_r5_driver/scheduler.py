@@ -12,6 +12,8 @@
   seam's rotation (log map), which is exact for the motions a chunk spans (< pi).
 - The last knot has zero velocity: when the queue runs dry the arm decelerates into a hold
   at the last target, it never jumps.
+- ``stop`` (the watchdog's) replaces the trajectory by a deceleration from the setpoint in
+  force, with its velocity, to rest over a given time (velocity falls linearly to zero).
 """
 
 from __future__ import annotations
@@ -164,6 +166,23 @@ class ChunkScheduler:
         tangents[-1] = 0.0  # decelerate into a hold at the last target
         self._tangents = tangents
         return len(times)
+
+    def stop(self, now: float, duration: float) -> None:
+        """Decelerate from the setpoint at ``now`` to a hold over ``duration`` seconds."""
+        if not self.active:
+            return
+        current = self.sample(now)
+        # A Hermite segment from (p, v) to (p + v T / 2, 0) has velocity v (1 - s): a linear ramp.
+        start = np.concatenate([current.linear, np.zeros((self.arms, 3))], axis=1)  # (A, 7) about the new anchor
+        velocity = np.concatenate([current.linear_velocity, current.angular_velocity], axis=1)  # (A, 7)
+        self._anchor = current.rotation
+        self._times = np.array([now, now + duration])
+        self._values = np.stack([start, start + 0.5 * duration * velocity])
+        self._tangents = np.stack([velocity, np.zeros_like(velocity)])
+
+    def reset(self) -> None:
+        """Forget the trajectory: the next chunk starts from the state it is given."""
+        self._times = self._values = self._tangents = self._anchor = None
 
     def sample(self, t: float) -> Setpoint:
         """The setpoint at time t (held at the ends of the trajectory)."""

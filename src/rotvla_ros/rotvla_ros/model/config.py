@@ -17,11 +17,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-ARMS = ("left", "right")
-ARM_ACTION_FIELDS = ("x", "y", "z", "r11", "r21", "r31", "r12", "r22", "r32", "gripper")
-# The paper's finetuning action space: per arm xyz + Rotate6D (first two columns of R,
-# column-major) + gripper opening; left arm first (20 numbers per step).
-DUAL_ARM_EEF_ACTION_NAMES = tuple(f"{arm}/{name}" for arm in ARMS for name in ARM_ACTION_FIELDS)
+from rotvla_common.action_space import ARM_ACTION_FIELDS, ARMS, DUAL_ARM_EEF_ACTION_NAMES  # noqa: F401
 DEFAULT_CAMERAS = ("head", "left_wrist", "right_wrist")
 
 

@@ -1,0 +1,282 @@
+"""The dual-arm controller: chunks in, one safe joint command per arm per control cycle out.
+ROS-free; the executor node calls it from its control loop with the ROS clock's time.
+
+Each cycle, the source in force gives a target per arm:
+
+- e-stop: the last command, held at once; every chunk is refused until ``resume``;
+- teleop: the teleoperation source's joints (chunks are refused while it drives);
+- policy: the chunk scheduler's setpoint (time-aligned, blended) through IK, seeded with
+  the last command; a pose IK cannot reach holds the arm. With no fresh chunk for
+  ``watchdog_timeout`` the trajectory is replaced by a deceleration to a hold;
+- nothing yet: hold where the arms are.
+
+Whatever the source, the target then passes the safety supervisor: per arm, the joint
+limits, joint and Cartesian speed caps and workspace box (``SafetyFilter``); the gripper's
+range and speed; then the clearance between the arms (a command that brings them closer
+than ``min_clearance`` holds both). What changed a command is reported in ``Cycle.limits_hit``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from .backends import ArmBackend
+from .chunks import Chunk, ChunkRejected, validate_chunk
+from .clearance import ArmClearance
+from .kinematics import GRIPPER_MAX_OPENING_M, ArmKinematics
+from .safety import SafetyFilter
+from .scheduler import ActionLayout, ChunkScheduler, Setpoint
+from .teleop import TeleopSource
+
+ESTOP = "estop"
+TELEOP = "teleop"
+
+
+class Mode(IntEnum):
+    """The values of rotvla_msgs/ExecutorStatus.MODE_*."""
+
+    IDLE = 0
+    EXECUTING = 1
+    HOLDING = 2
+    ESTOP = 3
+    TELEOP = 4
+
+
+@dataclass
+class ControllerConfig:
+    control_period: float = 0.005  # s (200 Hz)
+    overlap_steps: int = 4  # chunk steps blended at a seam
+    latency_compensation: float = 0.0  # s, added to every step's due time
+    future_tolerance: float = 0.05  # s: a chunk stamped further ahead of the clock is refused
+    watchdog_timeout: float = 0.5  # s without a fresh chunk -> decelerate to a hold
+    hold_deceleration: float = 0.15  # s from the setpoint's velocity to rest
+    min_clearance: float = 0.05  # m between the two arms' link capsules
+    gripper_speed: float = 0.2  # m/s of opening
+    ik_position_tolerance: float = 0.005  # m: a setpoint IK misses by more holds the arm
+    ik_rotation_tolerance: float = 0.05  # rad
+    ik_iterations: int = 50
+
+
+@dataclass
+class Arm:
+    name: str
+    kinematics: ArmKinematics
+    safety: SafetyFilter
+    backend: ArmBackend
+
+
+@dataclass(frozen=True)
+class ExecutedStep:
+    sequence: int
+    index: int  # step of the chunk
+    due: float  # when it was due
+    at: float  # the control cycle that reached it (due <= at < due + period)
+
+
+@dataclass
+class Cycle:
+    """What one control cycle did."""
+
+    time: float
+    mode: Mode
+    joints: np.ndarray  # (A, 6) commanded
+    grippers: np.ndarray  # (A,) commanded opening, m
+    measured_joints: np.ndarray  # (A, 6) read at the start of the cycle
+    measured_grippers: np.ndarray  # (A,)
+    limits_hit: list[str]
+    executed: list[ExecutedStep]
+
+
+@dataclass
+class Counters:
+    executed_steps: int = 0
+    chunks_accepted: int = 0
+    chunks_rejected: int = 0
+    limit_events: int = 0
+    watchdog_stops: int = 0
+    rejections: dict[str, int] = field(default_factory=dict)
+
+
+class DualArmController:
+    def __init__(
+        self,
+        arms: list[Arm],
+        action_names: tuple[str, ...],
+        config: ControllerConfig | None = None,
+        clearance: ArmClearance | None = None,
+    ):
+        self.arms = arms
+        self.config = config or ControllerConfig()
+        self.action_names = tuple(action_names)
+        layout = ActionLayout.from_names(self.action_names)
+        if layout.arms != tuple(a.name for a in arms):
+            raise ValueError(f"the action layout's arms {layout.arms} are not the executor's {[a.name for a in arms]}")
+        self.scheduler = ChunkScheduler(layout, self.config.overlap_steps, self.config.latency_compensation)
+        self.clearance = clearance
+        self.counters = Counters()
+        self.mode = Mode.IDLE
+        self.estopped = False
+        self.teleop: TeleopSource | None = None
+        self.last_rejection: tuple[str, float] | None = None  # reason with details, time
+        self.active_chunk: Chunk | None = None
+        self._stopping = False  # the watchdog's deceleration is in force
+        self._last_chunk_time = -math.inf
+        self._pending: deque[tuple[float, int, int]] = deque()  # (due, sequence, index) of scheduled steps
+        readings = [arm.backend.read() for arm in arms]
+        self.commands = np.array([q for q, _ in readings], dtype=float)  # (A, 6): the last command sent
+        self.grippers = np.array([g for _, g in readings], dtype=float)  # (A,)
+        self._clearance_now = self._clearance(self.commands)
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def submit(self, *, stamp: float, dt: float, horizon: int, action_names, actions, now: float,
+               sequence: int = 0, checkpoint_id: str = "") -> Chunk:
+        """Validate a chunk and schedule its future steps; raises ``ChunkRejected`` with the
+        reason (counted, remembered for the status), leaving the motion in force untouched."""
+        try:
+            if self.estopped:
+                raise ChunkRejected(ESTOP, "e-stop is engaged: call resume")
+            if self.teleop is not None:
+                raise ChunkRejected(TELEOP, "teleoperation drives the arms")
+            chunk = validate_chunk(
+                stamp=stamp, dt=dt, horizon=horizon, action_names=action_names, actions=actions,
+                expected_names=self.action_names, now=now, latency_compensation=self.config.latency_compensation,
+                future_tolerance=self.config.future_tolerance, sequence=sequence, checkpoint_id=checkpoint_id,
+            )
+        except ChunkRejected as rejection:
+            self.counters.chunks_rejected += 1
+            self.counters.rejections[rejection.reason] = self.counters.rejections.get(rejection.reason, 0) + 1
+            self.last_rejection = (str(rejection), now)
+            raise
+        if not self.scheduler.active:
+            taken = self.scheduler.submit(chunk, now, self._setpoint_at_rest())
+        else:
+            taken = self.scheduler.submit(chunk, now)
+        if taken:
+            self._stopping = False
+            self._pending = deque((float(t), chunk.sequence, i)
+                                  for i, t in zip(range(horizon - taken, horizon), chunk.due_times(self.config.latency_compensation)[-taken:]))
+            self.active_chunk = chunk
+        self._last_chunk_time = now
+        self.counters.chunks_accepted += 1
+        return chunk
+
+    def estop(self) -> None:
+        """Hold the last command from the next cycle on; refuse chunks until ``resume``."""
+        self.estopped = True
+        self._drop_trajectory()
+
+    def resume(self) -> None:
+        self.estopped = False
+
+    def set_teleop(self, source: TeleopSource | None) -> None:
+        self.teleop = source
+        self._drop_trajectory()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    # -- the control cycle ----------------------------------------------------------------
+
+    def step(self, now: float) -> Cycle:
+        readings = [arm.backend.read() for arm in self.arms]
+        measured = np.array([q for q, _ in readings], dtype=float)
+        measured_grippers = np.array([g for _, g in readings], dtype=float)
+        hit: list[str] = []
+        targets, gripper_targets = self.commands.copy(), self.grippers.copy()
+        executed: list[ExecutedStep] = []
+        if self.estopped:
+            self.mode = Mode.ESTOP
+        elif self.teleop is not None:
+            self.mode = Mode.TELEOP
+            wanted = self.teleop.targets(now)
+            for a, arm in enumerate(self.arms):
+                if arm.name in wanted:
+                    targets[a], gripper_targets[a] = wanted[arm.name]
+        elif self.scheduler.active:
+            if not self._stopping and now - self._last_chunk_time > self.config.watchdog_timeout:
+                self.scheduler.stop(now, self.config.hold_deceleration)
+                self._stopping = True
+                self._pending.clear()  # the rest of a stale plan is never executed
+                self.counters.watchdog_stops += 1
+            setpoint = self.scheduler.sample(now)
+            self.mode = Mode.HOLDING if self._stopping or now >= self.scheduler.end_time() else Mode.EXECUTING
+            for a, arm in enumerate(self.arms):
+                result = arm.kinematics.ik(setpoint.linear[a, :3], setpoint.rotation[a].as_matrix(), self.commands[a],
+                                           max_iterations=self.config.ik_iterations)
+                if (result.position_error <= self.config.ik_position_tolerance
+                        and result.rotation_error <= self.config.ik_rotation_tolerance):
+                    targets[a] = result.q
+                else:
+                    hit.append(f"{arm.name}:unreachable")
+                gripper_targets[a] = setpoint.linear[a, 3]
+            while self._pending and self._pending[0][0] <= now:
+                due, sequence, index = self._pending.popleft()
+                executed.append(ExecutedStep(sequence, index, due, now))
+        else:
+            self.mode = Mode.IDLE
+
+        commands = np.empty_like(self.commands)
+        for a, arm in enumerate(self.arms):
+            commands[a], arm_hit = arm.safety.filter(self.commands[a], targets[a], self.config.control_period)
+            hit += arm_hit
+        grippers = self._filter_grippers(gripper_targets, hit)
+        clearance = self._clearance(commands)
+        if clearance < self.config.min_clearance and clearance < self._clearance_now - 1e-9:
+            commands, clearance = self.commands.copy(), self._clearance_now  # closer than allowed: hold both
+            hit.append("arms:clearance")
+        for a, arm in enumerate(self.arms):
+            arm.backend.command(commands[a], float(grippers[a]))
+        self.commands, self.grippers, self._clearance_now = commands, grippers, clearance
+        self.counters.executed_steps += len(executed)
+        self.counters.limit_events += bool(hit)
+        return Cycle(now, self.mode, commands.copy(), grippers.copy(), measured, measured_grippers, hit, executed)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _drop_trajectory(self) -> None:
+        self.scheduler.reset()
+        self._pending.clear()
+        self._stopping = False
+        self.active_chunk = None
+
+    def _setpoint_at_rest(self) -> Setpoint:
+        """The last command as an action-space setpoint with zero velocity."""
+        poses = [arm.kinematics.fk(q) for arm, q in zip(self.arms, self.commands)]
+        count = len(self.arms)
+        return Setpoint(
+            linear=np.array([np.r_[position, g] for (position, _), g in zip(poses, self.grippers)]),
+            linear_velocity=np.zeros((count, 4)),
+            rotation=Rotation.from_matrix(np.stack([rotation for _, rotation in poses])),
+            angular_velocity=np.zeros((count, 3)),
+        )
+
+    def _filter_grippers(self, targets: np.ndarray, hit: list[str]) -> np.ndarray:
+        out = self.grippers.copy()
+        step_cap = self.config.gripper_speed * self.config.control_period
+        for a, arm in enumerate(self.arms):
+            target = targets[a]
+            if not np.isfinite(target):
+                hit.append(f"{arm.name}/gripper:nonfinite_target")
+                continue
+            clamped = float(np.clip(target, 0.0, GRIPPER_MAX_OPENING_M))
+            if clamped != target:
+                hit.append(f"{arm.name}/gripper:position")
+            step = clamped - self.grippers[a]
+            if abs(step) > step_cap:
+                step = math.copysign(step_cap, step)
+                hit.append(f"{arm.name}/gripper:speed")
+            out[a] = self.grippers[a] + step
+        return out
+
+    def _clearance(self, commands: np.ndarray) -> float:
+        if self.clearance is None or len(commands) != 2:
+            return math.inf
+        return self.clearance.distance(commands[0], commands[1])

@@ -1,0 +1,326 @@
+"""The ARX R5 executor node: action chunks in, safe joint commands out at the control rate.
+
+- ``/rotvla/action_chunk`` chunks are validated and scheduled by ``DualArmController``; a
+  rejected chunk is counted, logged, reported in ``ExecutorStatus`` and on ``/diagnostics``
+  with its reason, and changes nothing.
+- A control thread wakes every ``1 / control_rate`` seconds of the node's clock (the ROS
+  clock: with ``use_sim_time`` it follows ``/clock``) and runs one controller cycle: sim
+  arms are stepped by the elapsed time, commands go to the backend. The thread never
+  catches up in a burst: a cycle that wakes more than a period late is counted as an
+  overrun and the schedule restarts from now. Wake-up lateness (jitter) is on /diagnostics.
+- Published: ``/joint_states`` (both arms and grippers, measured) and
+  ``/rotvla/eef_pose/<arm>`` (forward kinematics of the measured joints, in the arm's base
+  frame) every ``publish_divisor`` cycles; ``/rotvla/executor_status`` every
+  ``status_divisor`` cycles, with every limit hit since the previous status.
+- ``/rotvla/estop`` holds at once and refuses chunks until ``/rotvla/resume`` (std_srvs/Trigger).
+- ``control_source: teleop`` drives the arms from leader arms (sdk) or a scripted motion
+  (sim) instead of chunks; the same topics are published.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.time import Time
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
+
+from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
+from rotvla_common.ros import (
+    ERROR, OK, RELIABLE_QOS, SENSOR_QOS, WARN, declare, diagnostic_array, run_node, to_seconds, to_time,
+)
+
+from .backends.sim import SimArm
+from .chunks import ChunkRejected
+from .clearance import ArmCapsules, ArmClearance
+from .controller import Arm, ControllerConfig, Cycle, DualArmController, Mode
+from .kinematics import JOINT_NAMES, R5_JOINT_LIMITS, ArmKinematics
+from .safety import ArmLimits, SafetyFilter
+from .teleop import LeaderArms, ScriptedTeleop
+
+HOME_JOINTS = [0.0, -1.9, -1.0, -0.5, 0.0, 0.0]  # EEF about 0.3 m ahead of the base, 0.12 m up
+ARM_DEFAULTS = {
+    "left": {"base_xyz": [0.0, 0.30, 0.0], "can_port": "can1", "leader_can_port": "can0"},
+    "right": {"base_xyz": [0.0, -0.30, 0.0], "can_port": "can3", "leader_can_port": "can2"},
+}
+
+assert Mode.ESTOP == ExecutorStatus.MODE_ESTOP and Mode.TELEOP == ExecutorStatus.MODE_TELEOP
+
+
+class ExecutorNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("arx_r5_executor", **kwargs)
+        p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
+        self.arm_names = tuple(p("arms", ["left", "right"], "Arms, in the order of the action layout.", read_only=True))
+        backend = p("backend", "sim", "sim (simulated arms) or sdk (ARX's SDK on the CAN bus).", read_only=True)
+        control_source = p("control_source", "policy", "policy (action chunks) or teleop (leader arms / scripted).", read_only=True)
+        rate = p("control_rate", 200.0, "Control loop rate, Hz.", read_only=True)
+        self.publish_divisor = max(1, p("publish_divisor", 2, "Publish joint states and EEF poses every N cycles."))
+        self.status_divisor = max(1, p("status_divisor", 10, "Publish ExecutorStatus every N cycles."))
+        self.frame_prefix = p("frame_prefix", "", "Prefix of the arm base frames (<prefix><arm>_base_link).")
+        action_names = tuple(p("action_names", list(DUAL_ARM_EEF_ACTION_NAMES), "The action layout chunks must have."))
+        camera_latency = p("latency.camera", 0.0, "Exposure to image stamp, s: steps are scheduled this much earlier.")
+        arm_latency = p("latency.arm_command", 0.0, "Command to motion on the arm, s: steps are sent this much earlier.")
+        joint_velocity = p("max_joint_velocity", [2.0, 2.0, 2.0, 3.0, 3.0, 3.0], "Joint speed caps, rad/s (J1..J6).")
+        cartesian_speed = p("max_cartesian_speed", 0.5, "End-effector speed cap, m/s.")
+        lower = p("joint_lower", [R5_JOINT_LIMITS[j][0] for j in JOINT_NAMES], "Lower joint limits, rad (never wider than the manual's).")
+        upper = p("joint_upper", [R5_JOINT_LIMITS[j][1] for j in JOINT_NAMES], "Upper joint limits, rad (never wider than the manual's).")
+        config = ControllerConfig(
+            control_period=1.0 / rate,
+            overlap_steps=p("overlap_steps", 4, "Chunk steps blended with the trajectory they replace."),
+            latency_compensation=-(camera_latency + arm_latency),
+            future_tolerance=p("future_tolerance", 0.05, "A chunk stamped further ahead of the clock (s) is rejected."),
+            watchdog_timeout=p("watchdog_timeout", 0.5, "No fresh chunk for this long (s): decelerate to a hold."),
+            hold_deceleration=p("hold_deceleration", 0.15, "Time (s) to decelerate to a hold when the watchdog fires."),
+            min_clearance=p("min_clearance", 0.05, "Smallest distance between the arms' link capsules, m."),
+            gripper_speed=p("gripper_speed", 0.2, "Gripper opening speed cap, m/s."),
+        )
+        link_radius = p("link_radius", 0.045, "Radius of the capsules covering each link, m.")
+        tool_length = p("tool_length", 0.12, "Flange to fingertips, m (the last capsule).")
+        joint_limits = {
+            name: (max(lo, R5_JOINT_LIMITS[name][0]), min(hi, R5_JOINT_LIMITS[name][1]))
+            for name, lo, hi in zip(JOINT_NAMES, lower, upper)
+        }
+
+        self.sim_arms: list[SimArm] = []
+        arms, leaders, capsules = [], {}, []
+        for name in self.arm_names:
+            defaults = ARM_DEFAULTS.get(name, {})
+            q = lambda key, default, text: declare(self, f"{name}.{key}", default, text)  # noqa: E731
+            kinematics = ArmKinematics(
+                base_xyz=q("base_xyz", defaults.get("base_xyz", [0.0, 0.0, 0.0]), "Arm base position in the world, m."),
+                base_rpy=q("base_rpy", [0.0, 0.0, 0.0], "Arm base roll-pitch-yaw in the world, rad."),
+                joint_limits=joint_limits,
+            )
+            limits = ArmLimits(
+                max_joint_velocity=joint_velocity,
+                max_cartesian_speed=cartesian_speed,
+                workspace_min=q("workspace_min", [0.05, -0.45, -0.10], "Workspace box corner, m, in the arm's base frame."),
+                workspace_max=q("workspace_max", [0.60, 0.45, 0.55], "Workspace box corner, m, in the arm's base frame."),
+            )
+            initial = q("initial_joints", HOME_JOINTS, "Start pose of a simulated arm, rad.")
+            can_port = q("can_port", defaults.get("can_port", ""), "CAN interface of the follower arm (sdk).")
+            leader_port = q("leader_can_port", defaults.get("leader_can_port", ""), "CAN interface of the leader arm (sdk teleop).")
+            if backend == "sim":
+                arm_backend = SimArm(initial=initial, max_velocity=joint_velocity)
+                self.sim_arms.append(arm_backend)
+            elif backend == "sdk":
+                from .backends.sdk import SdkArm  # ARX's SDK exists on the robot's Python only
+
+                arm_backend = SdkArm(can_port, config.control_period)
+                if control_source == "teleop":
+                    leaders[name] = SdkArm(leader_port, config.control_period)
+            else:
+                raise ValueError(f"backend must be sim or sdk, not {backend!r}")
+            arms.append(Arm(name, kinematics, SafetyFilter(kinematics, limits, name), arm_backend))
+            capsules.append(ArmCapsules(kinematics, link_radius, tool_length))
+        clearance = ArmClearance(*capsules) if len(capsules) == 2 else None
+        self.controller = DualArmController(arms, action_names, config, clearance)
+        if control_source == "teleop":
+            start = {arm.name: q for arm, q in zip(arms, self.controller.commands)}
+            self.controller.set_teleop(LeaderArms(leaders) if leaders else ScriptedTeleop(start, self._now()))
+        elif control_source != "policy":
+            raise ValueError(f"control_source must be policy or teleop, not {control_source!r}")
+        self.period = config.control_period
+
+        self._lock = threading.Lock()  # guards the controller
+        self._stop = threading.Event()
+        self._limits_since_status: set[str] = set()
+        self._lateness = deque(maxlen=int(10 * rate))  # s, the last 10 s of wake-ups
+        self.overruns = 0
+        self._cycle_index = 0
+        self._last_measured: tuple[float, np.ndarray] | None = None
+
+        self.joint_state_publisher = self.create_publisher(JointState, "/joint_states", SENSOR_QOS)
+        self.pose_publishers = {arm: self.create_publisher(PoseStamped, f"/rotvla/eef_pose/{arm}", SENSOR_QOS)
+                                for arm in self.arm_names}
+        self.status_publisher = self.create_publisher(ExecutorStatus, "/rotvla/executor_status", RELIABLE_QOS)
+        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+        inputs = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(ActionChunk, "/rotvla/action_chunk", self._on_chunk, RELIABLE_QOS, callback_group=inputs)
+        self.create_service(Trigger, "/rotvla/estop", self._on_estop, callback_group=inputs)
+        self.create_service(Trigger, "/rotvla/resume", self._on_resume, callback_group=inputs)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self._thread = threading.Thread(target=self._control_loop, name="arx-r5-control", daemon=True)
+        self._thread.start()
+        self.get_logger().info(
+            f"{backend} arms {list(self.arm_names)} at {rate:g} Hz, source {control_source}, "
+            f"watchdog {config.watchdog_timeout} s, latency compensation {config.latency_compensation:+.3f} s"
+        )
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        with self._lock:
+            now = self._now()
+            try:
+                self.controller.submit(
+                    stamp=to_seconds(msg.header.stamp), dt=to_seconds(msg.dt), horizon=msg.horizon,
+                    action_names=tuple(msg.action_names), actions=np.asarray(msg.actions, dtype=np.float64),
+                    now=now, sequence=msg.sequence, checkpoint_id=msg.checkpoint_id,
+                )
+                return
+            except ChunkRejected as rejection:
+                reason = str(rejection)
+        self.get_logger().warning(f"chunk {msg.sequence} from {msg.checkpoint_id or '?'} rejected: {reason}")
+        self.diagnostics.publish(self._diagnostics(WARN, f"chunk {msg.sequence} rejected: {reason}"))
+
+    def _on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            self.controller.estop()
+        self.get_logger().error("E-STOP: holding; chunks are refused until /rotvla/resume")
+        response.success, response.message = True, "e-stop engaged: holding"
+        return response
+
+    def _on_resume(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            was_engaged = self.controller.estopped
+            self.controller.resume()
+        self.get_logger().info("resume: chunks accepted again" if was_engaged else "resume: e-stop was not engaged")
+        response.success = True
+        response.message = "resumed: the next chunk starts from the held pose" if was_engaged else "e-stop was not engaged"
+        return response
+
+    # -- the control loop -----------------------------------------------------------------
+
+    def _control_loop(self) -> None:
+        clock = self.get_clock()
+        period_ns = int(round(self.period * 1e9))
+        wake_ns = clock.now().nanoseconds + period_ns
+        last_ns = None
+        while not self._stop.is_set():
+            try:
+                reached = clock.sleep_until(Time(nanoseconds=wake_ns, clock_type=clock.clock_type), self.context)
+            except Exception:  # the context shut down, or the clock went away with the node
+                return
+            if self._stop.is_set() or not self.context.ok():
+                return
+            now_ns = clock.now().nanoseconds
+            if not reached or (last_ns is not None and now_ns < last_ns):  # time jumped back (a sim reset)
+                wake_ns, last_ns = now_ns + period_ns, None
+                continue
+            self._lateness.append((now_ns - wake_ns) * 1e-9)
+            elapsed = (now_ns - last_ns) * 1e-9 if last_ns is not None else self.period
+            for sim_arm in self.sim_arms:
+                sim_arm.step(elapsed)
+            with self._lock:
+                cycle = self.controller.step(now_ns * 1e-9)
+            self._publish(cycle, elapsed)
+            last_ns = now_ns
+            wake_ns += period_ns
+            if now_ns >= wake_ns:  # more than a period late: skip the missed cycles, no burst
+                self.overruns += 1
+                wake_ns = now_ns + period_ns
+
+    def _publish(self, cycle: Cycle, elapsed: float) -> None:
+        self._cycle_index += 1
+        self._limits_since_status.update(cycle.limits_hit)
+        if self._cycle_index % self.publish_divisor == 0:
+            self._publish_state(cycle)
+        if self._cycle_index % self.status_divisor == 0:
+            self.status_publisher.publish(self._status(cycle.time))
+            self._limits_since_status.clear()
+
+    def _publish_state(self, cycle: Cycle) -> None:
+        stamp = to_time(cycle.time)
+        msg = JointState()
+        msg.header.stamp = stamp
+        positions = np.c_[cycle.measured_joints, cycle.measured_grippers]  # (A, 7)
+        msg.name = [f"{arm}_{joint}" for arm in self.arm_names for joint in (*JOINT_NAMES, "gripper")]
+        msg.position = positions.ravel().tolist()
+        if self._last_measured is not None and cycle.time > self._last_measured[0]:
+            velocity = (positions - self._last_measured[1]) / (cycle.time - self._last_measured[0])
+            msg.velocity = velocity.ravel().tolist()
+        self._last_measured = (cycle.time, positions)
+        self.joint_state_publisher.publish(msg)
+        for arm, q in zip(self.controller.arms, cycle.measured_joints):
+            position, rotation = arm.kinematics.fk(q)
+            pose = PoseStamped()
+            pose.header.stamp = stamp
+            pose.header.frame_id = f"{self.frame_prefix}{arm.name}_base_link"
+            pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = position.tolist()
+            x, y, z, w = Rotation.from_matrix(rotation).as_quat()
+            pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = x, y, z, w
+            self.pose_publishers[arm.name].publish(pose)
+
+    def _status(self, now: float) -> ExecutorStatus:
+        with self._lock:
+            controller = self.controller
+            msg = ExecutorStatus(mode=int(controller.mode), queue_depth=controller.queue_depth)
+            msg.header.stamp = to_time(now)
+            if controller.active_chunk is not None:
+                msg.active_chunk_sequence = controller.active_chunk.sequence
+                msg.active_checkpoint_id = controller.active_chunk.checkpoint_id
+            counters = controller.counters
+            msg.executed_steps = counters.executed_steps
+            msg.chunks_accepted = counters.chunks_accepted
+            msg.chunks_rejected = counters.chunks_rejected
+            msg.limit_events = counters.limit_events
+            if controller.last_rejection is not None:
+                msg.last_rejection_reason = controller.last_rejection[0]
+                msg.last_rejection_stamp = to_time(controller.last_rejection[1])
+        msg.limits_hit = sorted(self._limits_since_status)
+        return msg
+
+    # -- diagnostics ----------------------------------------------------------------------
+
+    def _diagnostics(self, level: bytes, message: str) -> DiagnosticArray:
+        lateness = np.array(self._lateness) if self._lateness else np.zeros(1)
+        with self._lock:
+            counters = self.controller.counters
+            values = {
+                "mode": Mode(self.controller.mode).name,
+                "executed_steps": counters.executed_steps,
+                "chunks_accepted": counters.chunks_accepted,
+                "chunks_rejected": counters.chunks_rejected,
+                "limit_events": counters.limit_events,
+                "watchdog_stops": counters.watchdog_stops,
+                "last_rejection": self.controller.last_rejection[0] if self.controller.last_rejection else "",
+                **{f"rejected.{reason}": n for reason, n in sorted(counters.rejections.items())},
+            }
+        values.update({
+            "wake_lateness_p50_ms": float(np.percentile(lateness, 50) * 1e3),
+            "wake_lateness_p99_ms": float(np.percentile(lateness, 99) * 1e3),
+            "wake_lateness_max_ms": float(lateness.max() * 1e3),
+            "overruns": self.overruns,
+        })
+        return diagnostic_array(self, "rotvla/executor", level, message, values)
+
+    def _publish_diagnostics(self) -> None:
+        if self.controller.estopped:
+            level, message = ERROR, "e-stop engaged"
+        elif self.controller.mode == Mode.HOLDING and self.controller.counters.watchdog_stops:
+            level, message = WARN, "holding"
+        else:
+            level, message = OK, Mode(self.controller.mode).name.lower()
+        self.diagnostics.publish(self._diagnostics(level, message))
+
+    def destroy_node(self):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+        for arm in self.controller.arms:
+            arm.backend.close()
+        if isinstance(self.controller.teleop, LeaderArms):
+            self.controller.teleop.close()
+        super().destroy_node()
+
+
+def main(args=None):
+    run_node(ExecutorNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Teleoperation sources for demo collection: who drives the arms when the policy does not.
+A source gives joint targets per arm; the executor passes them through the same safety
+filter and publishes the same topics as in policy execution, so a recording does not care
+who drove. ROS-free."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from .backends import ArmBackend
+from .kinematics import GRIPPER_MAX_OPENING_M
+
+
+class TeleopSource(Protocol):
+    def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
+        """Joint targets (6,) and gripper opening (m) per arm at time ``now``."""
+
+
+class LeaderArms:
+    """Hardware: the leader arms hang in gravity compensation and the followers mirror them."""
+
+    def __init__(self, leaders: dict[str, ArmBackend]):
+        self.leaders = leaders
+        for leader in leaders.values():
+            leader.gravity_compensation()
+
+    def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
+        return {arm: leader.read() for arm, leader in self.leaders.items()}
+
+    def close(self) -> None:
+        for leader in self.leaders.values():
+            leader.close()
+
+
+class ScriptedTeleop:
+    """Simulation: a smooth joint-space motion about each arm's start pose (joints 1, 4, 5, 6
+    swing, the gripper opens and closes), starting at rest. The task experts of the
+    simulation plug in behind the same interface."""
+
+    SWING = np.array([0.35, 0.0, 0.0, 0.3, 0.4, 0.5])  # rad, per joint
+
+    def __init__(self, start: dict[str, np.ndarray], start_time: float, period: float = 6.0):
+        self.start = {arm: np.asarray(q, float).copy() for arm, q in start.items()}
+        self.start_time = start_time
+        self.period = period
+
+    def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
+        phase = 2 * np.pi * max(now - self.start_time, 0.0) / self.period
+        out = {}
+        for k, (arm, q0) in enumerate(self.start.items()):
+            sign = 1.0 if k % 2 == 0 else -1.0  # the arms mirror each other
+            # (1 - cos): zero velocity at the start, no jump from the pose the arm holds.
+            swing = 0.5 * (1 - np.cos(phase)) * self.SWING * sign
+            gripper = GRIPPER_MAX_OPENING_M * (0.25 + 0.5 * 0.5 * (1 - np.cos(2 * phase)))
+            out[arm] = (q0 + swing, float(gripper))
+        return out

@@ -1,0 +1,9 @@
+"""The robot action space of the paper's finetuning, by name (plain data, no ROS, no torch).
+
+Per arm: xyz (m, in that arm's base frame) + Rotate6D (first two columns of the rotation
+matrix, column-major) + gripper opening (m); left arm first: 20 numbers per step.
+"""
+
+ARMS = ("left", "right")
+ARM_ACTION_FIELDS = ("x", "y", "z", "r11", "r21", "r31", "r12", "r22", "r32", "gripper")
+DUAL_ARM_EEF_ACTION_NAMES = tuple(f"{arm}/{name}" for arm in ARMS for name in ARM_ACTION_FIELDS)

@@ -1,0 +1,227 @@
+"""The dual-arm controller on simulated arms and a simulated clock: due steps executed in
+order and on time, stale steps never; the safety supervisor whatever the chunk; watchdog,
+e-stop, clearance, teleop."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from arx_r5_driver.backends.sim import SimArm
+from arx_r5_driver.chunks import ChunkRejected
+from arx_r5_driver.clearance import ArmCapsules, ArmClearance
+from arx_r5_driver.controller import Arm, ControllerConfig, DualArmController, Mode
+from arx_r5_driver.kinematics import ArmKinematics
+from arx_r5_driver.safety import ArmLimits, SafetyFilter
+from arx_r5_driver.teleop import ScriptedTeleop
+from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES as NAMES
+
+HOME = np.array([0.0, -1.9, -1.0, -0.5, 0.0, 0.0])
+PERIOD = 0.005
+JOINT_CAP = np.array([2.0, 2.0, 2.0, 3.0, 3.0, 3.0])
+CARTESIAN_CAP = 0.5
+BOX = (np.array([0.05, -0.45, -0.10]), np.array([0.60, 0.45, 0.55]))
+KINEMATICS = {name: ArmKinematics(base_xyz=(0.0, y, 0.0)) for name, y in (("left", 0.3), ("right", -0.3))}
+
+
+def make_controller(config=None, initial=(HOME, HOME), min_clearance=0.05):
+    arms, capsules = [], []
+    for (name, kinematics), q0 in zip(KINEMATICS.items(), initial):
+        limits = ArmLimits(JOINT_CAP, CARTESIAN_CAP, *BOX)
+        arms.append(Arm(name, kinematics, SafetyFilter(kinematics, limits, name), SimArm(initial=q0, max_velocity=JOINT_CAP)))
+        capsules.append(ArmCapsules(kinematics, 0.045, 0.12))
+    config = config or ControllerConfig(control_period=PERIOD, min_clearance=min_clearance)
+    return DualArmController(arms, NAMES, config, ArmClearance(*capsules))
+
+
+def chunk_actions(offsets, rotation=None, gripper=0.04, q=HOME):
+    """(H, 20): both arms at FK(q) + offsets[i] (H, 3), the pose's rotation, the gripper."""
+    position, home_rotation = KINEMATICS["left"].fk(q)
+    rotation = home_rotation if rotation is None else rotation
+    row = lambda off: np.r_[position + off, rotation[:, 0], rotation[:, 1], gripper]  # noqa: E731
+    return np.array([np.r_[row(off), row(off)] for off in offsets])
+
+
+def run(controller, start, end, chunks=(), on_cycle=None):
+    """Step the controller (and its sim arms) at the control rate from ``start`` to ``end``;
+    each (arrival time, kwargs) in ``chunks`` is submitted when its time comes."""
+    pending = sorted(chunks, key=lambda c: c[0])
+    cycles, rejections = [], []
+    t = start
+    while t < end - 1e-12:
+        t = round(t + PERIOD, 9)
+        while pending and pending[0][0] <= t:
+            _, kwargs = pending.pop(0)
+            try:
+                controller.submit(now=t, action_names=NAMES, **kwargs)
+            except ChunkRejected as rejection:
+                rejections.append(rejection)
+        cycle = controller.step(t)
+        for arm in controller.arms:
+            arm.backend.step(PERIOD)
+        cycles.append(cycle)
+        if on_cycle:
+            on_cycle(cycle)
+    return cycles, rejections
+
+
+def test_exactly_the_due_steps_are_executed_in_order_on_time_and_stale_steps_never():
+    controller = make_controller()
+    dt, horizon = 0.02, 20
+    offsets = np.c_[np.linspace(0, 0.04, horizon), np.zeros(horizon), np.linspace(0, 0.02, horizon)]
+    # Computed from an observation at t=10.0 and arriving 0.07 s later: steps 0..3 are stale.
+    chunk = dict(stamp=10.0, dt=dt, horizon=horizon, actions=chunk_actions(offsets), sequence=7)
+    cycles, _ = run(controller, 10.0, 10.6, [(10.07, chunk)])
+    executed = [step for cycle in cycles for step in cycle.executed]
+    assert [s.index for s in executed] == list(range(4, horizon))  # in order, none twice, none stale
+    assert all(s.sequence == 7 for s in executed)
+    for step in executed:
+        assert step.due == pytest.approx(10.0 + step.index * dt)
+        assert step.due <= step.at < step.due + PERIOD + 1e-9  # the first cycle at or after it is due
+    # The commanded pose passes through each step (beyond the blend with the start).
+    by_time = {round(c.time, 6): c for c in cycles}
+    for step in executed[3:]:
+        cycle = by_time[round(step.at, 6)]
+        position, _ = KINEMATICS["left"].fk(cycle.joints[0])
+        wanted = KINEMATICS["left"].fk(HOME)[0] + offsets[step.index]
+        assert np.linalg.norm(position - wanted) < 0.0015  # within a period of motion (0.1 m/s * 5 ms) + IK
+    assert controller.counters.executed_steps == horizon - 4
+
+
+def test_a_chunk_in_the_past_or_future_or_malformed_is_rejected_whole_and_motion_continues():
+    controller = make_controller()
+    offsets = np.c_[np.linspace(0, 0.03, 10), np.zeros((10, 2))]
+    good = dict(stamp=0.0, dt=0.05, horizon=10, actions=chunk_actions(offsets), sequence=1)
+    nan = chunk_actions(offsets)
+    nan[5, 3] = np.nan
+    bad = [
+        (0.1, dict(stamp=0.1, dt=0.05, horizon=10, actions=nan, sequence=2)),
+        (0.15, dict(stamp=0.15, dt=0.05, horizon=9, actions=chunk_actions(offsets), sequence=3)),
+        (0.2, dict(stamp=0.9, dt=0.05, horizon=10, actions=chunk_actions(offsets), sequence=4)),
+        (0.25, dict(stamp=-1.0, dt=0.05, horizon=10, actions=chunk_actions(offsets), sequence=5)),
+    ]
+    cycles, rejections = run(controller, 0.0, 0.6, [(0.0, good), *bad])
+    assert [r.reason for r in rejections] == ["nan_or_inf", "wrong_size", "future_stamp", "stale"]
+    assert controller.counters.chunks_rejected == 4 and controller.counters.chunks_accepted == 1
+    assert controller.last_rejection[0].startswith("stale")
+    executed = [s.sequence for c in cycles for s in c.executed]
+    assert set(executed) == {1} and len(executed) == 9  # the good chunk ran to its end
+
+
+def test_watchdog_decelerates_to_a_hold_and_e_stop_holds_at_once_until_resume():
+    config = ControllerConfig(control_period=PERIOD, watchdog_timeout=0.2, hold_deceleration=0.1)
+    controller = make_controller(config)
+    horizon = 50  # a 1 s chunk moving 0.1 m/s, sent once: the policy then goes silent
+    offsets = np.c_[np.linspace(0, 0.1, horizon), np.zeros((horizon, 2))]
+    chunk = dict(stamp=0.0, dt=0.02, horizon=horizon, actions=chunk_actions(offsets), sequence=1)
+    cycles, _ = run(controller, 0.0, 0.8, [(0.0, chunk)])
+    arrived = cycles[0].time  # the cycle that took the chunk
+    modes = {round(c.time, 3): c.mode for c in cycles}
+    assert modes[round(arrived + 0.2, 3)] == Mode.EXECUTING
+    assert modes[round(arrived + 0.2 + PERIOD, 3)] == Mode.HOLDING  # within watchdog_timeout + one period
+    joints = np.array([c.joints for c in cycles])
+    speed = np.abs(np.diff(joints, axis=0)).max(axis=(1, 2)) / PERIOD
+    fired = int(round(0.2 / PERIOD)) + 1
+    # It decelerates (no jump: never faster than before it fired) and holds after the ramp.
+    assert speed[fired:].max() <= speed[fired - 5 : fired].max() + 1e-6
+    stop = fired + int(round(0.1 / PERIOD)) + 2
+    assert speed[stop:].max() < 1e-6
+    assert controller.counters.watchdog_stops == 1 and controller.queue_depth == 0
+
+    # E-stop mid-motion: the command freezes on the very next cycle, chunks are refused.
+    controller = make_controller(config)
+    frozen = {}
+
+    def engage(cycle):
+        if math.isclose(cycle.time, 0.3):
+            controller.estop()
+            frozen["joints"] = cycle.joints.copy()
+
+    more = dict(stamp=0.35, dt=0.02, horizon=horizon, actions=chunk_actions(offsets * -1), sequence=2)
+    cycles, rejections = run(controller, 0.0, 0.6, [(0.0, chunk), (0.15, dict(chunk, stamp=0.15, sequence=3)), (0.35, more)],
+                             on_cycle=engage)
+    after = [c for c in cycles if c.time > 0.3 + 1e-9]
+    assert all(c.mode == Mode.ESTOP and np.array_equal(c.joints, frozen["joints"]) for c in after)
+    assert [r.reason for r in rejections] == ["estop"]
+    controller.resume()
+    cycles, rejections = run(controller, 0.6, 1.0, [(0.65, dict(more, stamp=0.65, sequence=4))])
+    assert not rejections and [c.mode for c in cycles if math.isclose(c.time, 0.8)] == [Mode.EXECUTING]
+    assert np.abs(np.diff([c.joints for c in cycles], axis=0)).max() <= JOINT_CAP.max() * PERIOD + 1e-9
+
+
+def test_the_arms_never_come_closer_than_the_minimum_clearance():
+    controller = make_controller(ControllerConfig(control_period=PERIOD, min_clearance=0.08, watchdog_timeout=5.0))
+    # Each arm reaches 0.45 m sideways towards the other: through the space between them.
+    horizon = 40
+    left = np.c_[np.zeros(horizon), np.linspace(0, -0.45, horizon), np.zeros(horizon)]
+    actions = chunk_actions(left)
+    actions[:, 11] = -actions[:, 1]  # the right arm mirrors the left
+    clearance = controller.clearance
+    distances = []
+    cycles, _ = run(controller, 0.0, 2.0, [(0.0, dict(stamp=0.0, dt=0.04, horizon=horizon, actions=actions))],
+                    on_cycle=lambda c: distances.append(clearance.distance(*c.joints)))
+    assert min(distances) >= 0.08 - 1e-9
+    assert any("arms:clearance" in c.limits_hit for c in cycles)  # it was the clearance that stopped them
+
+
+def test_teleop_drives_through_the_same_safety_and_chunks_are_refused():
+    controller = make_controller()
+    controller.set_teleop(ScriptedTeleop({"left": HOME, "right": HOME}, start_time=0.0, period=2.0))
+    offsets = np.zeros((10, 3))
+    cycles, rejections = run(controller, 0.0, 1.0, [(0.5, dict(stamp=0.5, dt=0.05, horizon=10, actions=chunk_actions(offsets)))])
+    assert [r.reason for r in rejections] == ["teleop"]
+    assert all(c.mode == Mode.TELEOP for c in cycles)
+    joints = np.array([c.joints for c in cycles])
+    assert np.abs(joints[-1] - HOME).max() > 0.2  # it moved
+    assert (np.abs(np.diff(joints, axis=0)) <= JOINT_CAP * PERIOD + 1e-9).all()
+
+
+ADVERSARIAL = st.sampled_from(["random", "nan", "huge_jump", "outside_box", "unreachable", "wrong_size", "future", "past"])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), kinds=st.lists(ADVERSARIAL, min_size=1, max_size=4))
+def test_no_command_ever_leaves_the_limits_whatever_the_chunks(seed, kinds):
+    rng = np.random.default_rng(seed)
+    controller = make_controller()
+    chunks = []
+    for k, kind in enumerate(kinds):
+        arrival = 0.05 + 0.12 * k
+        horizon = 10
+        offsets = rng.normal(0, 0.05, (horizon, 3)).cumsum(0)
+        actions = chunk_actions(offsets, gripper=rng.uniform(-0.05, 0.15))
+        stamp, size = arrival, horizon
+        if kind == "nan":
+            actions[rng.integers(horizon), rng.integers(20)] = rng.choice([np.nan, np.inf, -np.inf])
+        elif kind == "huge_jump":
+            actions[:, [0, 1, 2, 10, 11, 12]] += rng.uniform(-2, 2, 6)
+        elif kind == "outside_box":
+            actions[:, [0, 10]] = -0.3  # behind the arm's base
+        elif kind == "unreachable":
+            actions[:, [2, 12]] = 2.0
+        elif kind == "wrong_size":
+            size = horizon + 1
+        elif kind == "future":
+            stamp = arrival + rng.uniform(0.1, 10)
+        elif kind == "past":
+            stamp = arrival - rng.uniform(0.5, 10)
+        elif kind == "random":
+            actions = rng.uniform(-1, 1, actions.shape)
+        chunks.append((arrival, dict(stamp=stamp, dt=0.05, horizon=size, actions=actions, sequence=k)))
+    cycles, _ = run(controller, 0.0, 0.05 + 0.12 * len(kinds) + 0.3, chunks)
+    kinematics = KINEMATICS["left"]
+    previous = np.stack([HOME, HOME])
+    for cycle in cycles:
+        assert np.isfinite(cycle.joints).all()
+        assert (cycle.joints >= kinematics.lower - 1e-12).all() and (cycle.joints <= kinematics.upper + 1e-12).all()
+        assert (np.abs(cycle.joints - previous) <= JOINT_CAP * PERIOD + 1e-9).all()
+        for a in range(2):
+            before, _ = kinematics.fk(previous[a])
+            after, _ = kinematics.fk(cycle.joints[a])
+            assert np.linalg.norm(after - before) <= CARTESIAN_CAP * PERIOD + 1e-9
+            outside = np.maximum(BOX[0] - after, 0) + np.maximum(after - BOX[1], 0)
+            assert np.linalg.norm(outside) <= 1e-9  # it started inside the box and never left
+        assert ((cycle.grippers >= 0) & (cycle.grippers <= 0.08)).all()
+        previous = cycle.joints
