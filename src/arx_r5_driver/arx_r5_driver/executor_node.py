@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
 import numpy as np
@@ -28,7 +29,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.time import Time
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
 from rotvla_msgs.msg import ActionChunk, ExecutorStatus
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
@@ -150,6 +152,11 @@ class ExecutorNode(Node):
         self.create_service(Trigger, "/rotvla/estop", self._on_estop, callback_group=inputs)
         self.create_service(Trigger, "/rotvla/resume", self._on_resume, callback_group=inputs)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self._clock_moved = threading.Event()
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=Duration(nanoseconds=1), min_backward=None, on_clock_change=True),
+            post_callback=lambda jump: self._clock_moved.set(),
+        )
         self._thread = threading.Thread(target=self._control_loop, name="arx-r5-control", daemon=True)
         self._thread.start()
         self.get_logger().info(
@@ -195,20 +202,33 @@ class ExecutorNode(Node):
 
     # -- the control loop -----------------------------------------------------------------
 
+    def _wait_until(self, wake_ns: int) -> bool:
+        """Sleep until the node's clock reads ``wake_ns``; False when stopping. Not
+        Clock.sleep_until: each of its calls leaves a callback registered on the context
+        (200 a second here, for as long as the node runs)."""
+        clock = self.get_clock()
+        while not self._stop.is_set():
+            remaining = (wake_ns - clock.now().nanoseconds) * 1e-9
+            if remaining <= 0:
+                return True
+            if clock.ros_time_is_active:  # sim time: wake on /clock updates
+                self._clock_moved.wait(min(remaining, 0.1))
+                self._clock_moved.clear()
+            else:
+                time.sleep(remaining)
+        return False
+
     def _control_loop(self) -> None:
         clock = self.get_clock()
         period_ns = int(round(self.period * 1e9))
+        # With sim time, the clock reads 0 until the first /clock message.
+        while clock.now().nanoseconds == 0 and not self._stop.is_set():
+            self._clock_moved.wait(0.1)
         wake_ns = clock.now().nanoseconds + period_ns
         last_ns = None
-        while not self._stop.is_set():
-            try:
-                reached = clock.sleep_until(Time(nanoseconds=wake_ns, clock_type=clock.clock_type), self.context)
-            except Exception:  # the context shut down, or the clock went away with the node
-                return
-            if self._stop.is_set() or not self.context.ok():
-                return
+        while self._wait_until(wake_ns) and self.context.ok():
             now_ns = clock.now().nanoseconds
-            if not reached or (last_ns is not None and now_ns < last_ns):  # time jumped back (a sim reset)
+            if last_ns is not None and now_ns < last_ns:  # time jumped back (a sim reset)
                 wake_ns, last_ns = now_ns + period_ns, None
                 continue
             self._lateness.append((now_ns - wake_ns) * 1e-9)
@@ -309,6 +329,7 @@ class ExecutorNode(Node):
 
     def destroy_node(self):
         self._stop.set()
+        self._clock_moved.set()
         if self._thread.is_alive():
             self._thread.join(timeout=1.0)
         for arm in self.controller.arms:
@@ -319,7 +340,8 @@ class ExecutorNode(Node):
 
 
 def main(args=None):
-    run_node(ExecutorNode, args)
+    # Every callback here is short (the control loop has its own thread): one thread spins.
+    run_node(ExecutorNode, args, num_threads=1)
 
 
 if __name__ == "__main__":

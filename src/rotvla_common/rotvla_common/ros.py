@@ -11,7 +11,7 @@ from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -73,16 +73,20 @@ OK, WARN, ERROR, STALE = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticS
 
 
 def run_node(node_class, args=None, num_threads: int = 4) -> None:
-    """The ``main`` of every node: init, build, spin a MultiThreadedExecutor until Ctrl-C,
-    SIGTERM or shutdown, then destroy the node. A signal during construction (a checkpoint
-    loading, say) stops it just as cleanly."""
+    """The ``main`` of every node: init, build, spin until Ctrl-C, SIGTERM or shutdown, then
+    destroy the node. A signal during construction (a checkpoint loading, say) stops it just
+    as cleanly. ``num_threads`` > 1: a MultiThreadedExecutor, for nodes with callbacks that
+    block (a checkpoint load); 1: a SingleThreadedExecutor, whose much smaller cost per
+    callback matters for a node that takes /clock at hundreds of Hz (measured: the executor
+    node's 200 Hz loop fell to 0 cycles/s under a MultiThreadedExecutor with /clock at 400 Hz
+    on 2 cores, 18 of 18 expected with a SingleThreadedExecutor)."""
     # `kill -USR1 <pid>` prints every thread's stack: what a hung node is doing.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     rclpy.init(args=args)
     node = executor = None
     try:
         node = node_class()
-        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor = MultiThreadedExecutor(num_threads=num_threads) if num_threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

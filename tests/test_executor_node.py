@@ -1,0 +1,198 @@
+"""The executor node in its own process over DDS, on simulated arms and on sim time (/clock
+published by the test): chunks move the arms and are traced in ExecutorStatus, joint states and EEF poses
+are published, rejections carry their reason to the status and /diagnostics, e-stop and
+resume are services, the watchdog holds."""
+
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import wait_for
+
+pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from arx_r5_driver.executor_node import HOME_JOINTS  # noqa: E402
+from arx_r5_driver.kinematics import ArmKinematics  # noqa: E402
+from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES as NAMES  # noqa: E402
+from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS, to_duration, to_time  # noqa: E402
+
+HOME = np.array(HOME_JOINTS)
+T0 = 1000.0  # sim time at the start
+
+
+class SimWorld:
+    """The test's side: publishes /clock (a sim-time thread), chunks, calls services, records."""
+
+    def __init__(self):
+        self.node = Node("executor_test_world")
+        self.clock_publisher = self.node.create_publisher(Clock, "/clock", 10)
+        self.chunk_publisher = self.node.create_publisher(ActionChunk, "/rotvla/action_chunk", RELIABLE_QOS)
+        self.statuses, self.joint_states, self.poses, self.diagnostics = [], [], [], []
+        self.node.create_subscription(ExecutorStatus, "/rotvla/executor_status", self.statuses.append, RELIABLE_QOS)
+        self.node.create_subscription(JointState, "/joint_states", self.joint_states.append, SENSOR_QOS)
+        self.node.create_subscription(PoseStamped, "/rotvla/eef_pose/left", self.poses.append, SENSOR_QOS)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diagnostics.extend(
+            s for s in m.status if s.name == "rotvla/executor"), 50)
+        self.estop = self.node.create_client(Trigger, "/rotvla/estop")
+        self.resume = self.node.create_client(Trigger, "/rotvla/resume")
+        self.sim_time = T0
+        self._stop = threading.Event()
+        # A SingleThreadedExecutor: the MultiThreadedExecutor's cost per callback starves
+        # the clock thread on 2 cores at these message rates.
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._threads = [threading.Thread(target=self._spin, daemon=True), threading.Thread(target=self._tick, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def _spin(self):
+        while not self._stop.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def _tick(self):
+        # Sim time advances with wall time, published every 5 ms like a 200 Hz simulation.
+        while not self._stop.is_set():
+            self.sim_time += 0.005
+            self.clock_publisher.publish(Clock(clock=to_time(self.sim_time)))
+            time.sleep(0.005)
+
+    def stop(self):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+    def chunk(self, stamp, offsets, sequence, dt=0.05, corrupt=None):
+        kinematics = ArmKinematics()
+        position, rotation = kinematics.fk(HOME)
+        row = lambda off: np.r_[position + off, rotation[:, 0], rotation[:, 1], 0.04]  # noqa: E731
+        actions = np.array([np.r_[row(off), row(off)] for off in offsets], dtype=np.float32)
+        msg = ActionChunk(sequence=sequence, checkpoint_id="test-ckpt", horizon=len(offsets), action_names=list(NAMES))
+        msg.header.stamp = to_time(stamp)
+        msg.dt = to_duration(dt)
+        msg.actions = actions.ravel().tolist()
+        if corrupt:
+            corrupt(msg)
+        self.chunk_publisher.publish(msg)
+        return msg
+
+    def call(self, client):
+        assert client.wait_for_service(timeout_sec=10)
+        future = client.call_async(Trigger.Request())
+        assert wait_for(future.done, 10)
+        return future.result()
+
+    def latest_status(self) -> ExecutorStatus | None:
+        return self.statuses[-1] if self.statuses else None
+
+
+@pytest.fixture
+def world(rclpy_context, peer_factory):
+    world = SimWorld()
+    executor = peer_factory(sys.executable, "-m", "arx_r5_driver.executor_node", "--ros-args",
+                            "-p", "use_sim_time:=true", "-p", "watchdog_timeout:=0.6", "-p", "publish_divisor:=10")
+    try:
+        assert wait_for(lambda: world.latest_status() is not None, 30), f"no ExecutorStatus: {''.join(executor.lines)}"
+        yield world
+    finally:
+        world.stop()
+        assert executor.stop() == 0, "".join(executor.lines[-30:])
+
+
+def test_chunks_move_the_arms_on_sim_time_and_state_is_published(world):
+    status = world.latest_status()
+    assert status.mode == ExecutorStatus.MODE_IDLE and status.header.stamp.sec >= int(T0)
+    # Joint states: both arms and grippers, at the home pose; the EEF pose in the base frame.
+    state = world.joint_states[-1]
+    assert state.name[:7] == [f"left_joint{i}" for i in range(1, 7)] + ["left_gripper"] and len(state.name) == 14
+    assert np.allclose(state.position[:6], HOME, atol=1e-6)
+    pose = world.poses[-1]
+    position, rotation = ArmKinematics().fk(HOME)
+    assert pose.header.frame_id == "left_base_link"
+    assert np.allclose([pose.pose.position.x, pose.pose.position.y, pose.pose.position.z], position, atol=1e-6)
+    quaternion = [pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w]
+    assert (Rotation.from_quat(quaternion).inv() * Rotation.from_matrix(rotation)).magnitude() < 1e-6
+
+    # A chunk moving 6 cm forward over 0.5 s, stamped now.
+    horizon = 11
+    offsets = np.c_[np.linspace(0, 0.06, horizon), np.zeros((horizon, 2))]
+    stamp = world.sim_time
+    world.chunk(stamp, offsets, sequence=42)
+    assert wait_for(lambda: world.latest_status().mode == ExecutorStatus.MODE_EXECUTING, 10)
+    assert world.latest_status().active_chunk_sequence == 42
+    assert world.latest_status().active_checkpoint_id == "test-ckpt"
+    assert wait_for(lambda: world.latest_status().mode == ExecutorStatus.MODE_HOLDING, 20)
+    status = world.latest_status()
+    assert status.chunks_accepted == 1 and status.chunks_rejected == 0
+    assert 8 <= status.executed_steps <= horizon - 1  # the steps still due when it arrived
+    # The arm got there (the sim arm's first-order lag settles within a few tau).
+    assert wait_for(lambda: np.linalg.norm(
+        [world.poses[-1].pose.position.x - position[0] - 0.06, world.poses[-1].pose.position.z - position[2]]) < 0.003, 10)
+    stamps = [s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in world.joint_states[-20:]]
+    assert all(b > a for a, b in zip(stamps, stamps[1:])) and stamps[-1] > stamp  # sim time, increasing
+
+
+def test_rejections_reach_the_status_and_diagnostics_and_e_stop_holds_until_resume(world):
+    def add_nan(msg):
+        msg.actions[25] = float("nan")
+
+    horizon = 10
+    offsets = np.c_[np.linspace(0, 0.03, horizon), np.zeros((horizon, 2))]
+    world.chunk(world.sim_time, offsets, sequence=1, corrupt=add_nan)
+    assert wait_for(lambda: world.latest_status().chunks_rejected == 1, 10)
+    status = world.latest_status()
+    assert status.last_rejection_reason.startswith("nan_or_inf") and status.mode == ExecutorStatus.MODE_IDLE
+    assert wait_for(lambda: any("nan_or_inf" in d.message for d in world.diagnostics), 5)
+
+    world.chunk(world.sim_time + 5.0, offsets, sequence=2)  # from the future
+    assert wait_for(lambda: world.latest_status().last_rejection_reason.startswith("future_stamp"), 10)
+
+    def truncate(msg):
+        msg.actions = msg.actions[:-1]
+
+    world.chunk(world.sim_time, offsets, sequence=3, corrupt=truncate)
+    assert wait_for(lambda: world.latest_status().last_rejection_reason.startswith("wrong_size"), 10)
+
+    response = world.call(world.estop)
+    assert response.success
+    assert wait_for(lambda: world.latest_status().mode == ExecutorStatus.MODE_ESTOP, 10)
+    before = np.array(world.joint_states[-1].position)
+    world.chunk(world.sim_time, offsets, sequence=4)
+    assert wait_for(lambda: world.latest_status().last_rejection_reason.startswith("estop"), 10)
+    time.sleep(0.3)
+    assert np.allclose(world.joint_states[-1].position, before, atol=1e-9)  # held
+    assert wait_for(lambda: any(d.message == "e-stop engaged" and d.level == d.ERROR for d in world.diagnostics), 5)
+
+    assert world.call(world.resume).success
+    world.chunk(world.sim_time, offsets, sequence=5)
+    assert wait_for(lambda: world.latest_status().active_chunk_sequence == 5, 10)
+    assert world.latest_status().chunks_accepted == 1 and world.latest_status().chunks_rejected == 4
+
+
+def test_the_watchdog_holds_when_the_chunks_stop(world):
+    horizon = 40  # 2 s of motion, but the watchdog is 0.6 s: the policy went silent
+    offsets = np.c_[np.linspace(0, 0.15, horizon), np.zeros((horizon, 2))]
+    world.chunk(world.sim_time, offsets, sequence=9)
+    assert wait_for(lambda: world.latest_status().mode == ExecutorStatus.MODE_EXECUTING, 10)
+    assert wait_for(lambda: world.latest_status().mode == ExecutorStatus.MODE_HOLDING, 10)
+    time.sleep(0.5)  # the deceleration (0.15 s) is over; the sim arm's lag (tau 0.05 s) settles
+    first = np.array(world.joint_states[-1].position)
+    time.sleep(0.3)
+    assert np.allclose(world.joint_states[-1].position, first, atol=2e-4)  # holding still
+    held_x = world.poses[-1].pose.position.x - ArmKinematics().fk(HOME)[0][0]
+    assert 0.01 < held_x < 0.1  # stopped part way, not at the end of the stale plan
+    assert wait_for(lambda: any(kv.key == "watchdog_stops" and kv.value == "1"
+                                for d in world.diagnostics for kv in d.values), 5)
