@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from arx_r5_driver.chunks import (
     BAD_PERIOD,
+    DEGENERATE_ROTATION,
     FUTURE_STAMP,
     NAN_OR_INF,
     STALE,
@@ -18,19 +19,28 @@ from arx_r5_driver.chunks import (
 from rotvla_ros.model.config import DUAL_ARM_EEF_ACTION_NAMES as NAMES
 
 H, D = 8, len(NAMES)
+ROTATION_COLUMNS = [i for i, n in enumerate(NAMES) if n.split("/")[1] in ("r11", "r21", "r31", "r12", "r22", "r32")]
+IDENTITY_6D = np.array([1.0, 0, 0, 0, 1.0, 0] * 2)
+
+
+def with_identity(actions: np.ndarray) -> np.ndarray:
+    """(H*D,) actions with every step's Rotate6D set to the identity."""
+    steps = np.array(actions, dtype=float).reshape(-1, D)
+    steps[:, ROTATION_COLUMNS] = IDENTITY_6D
+    return steps.ravel()
 
 
 def _args(**change):
-    args = dict(stamp=10.0, dt=0.05, horizon=H, action_names=NAMES, actions=np.zeros(H * D),
+    args = dict(stamp=10.0, dt=0.05, horizon=H, action_names=NAMES, actions=with_identity(np.zeros(H * D)),
                 expected_names=NAMES, now=10.1, latency_compensation=0.02)
     args.update(change)
     return args
 
 
 def test_a_good_chunk_is_accepted_with_its_step_times():
-    actions = np.arange(H * D, dtype=float)
+    actions = with_identity(np.arange(H * D, dtype=float))
     chunk = validate_chunk(**_args(actions=actions))
-    assert chunk.actions.shape == (H, D) and chunk.actions[1, 0] == D  # row-major: step-major
+    assert chunk.actions.shape == (H, D) and chunk.actions[1, 0] == D and chunk.actions[1, 1] == D + 1  # row-major: step-major
     np.testing.assert_allclose(chunk.due_times(0.02), 10.02 + 0.05 * np.arange(H))
 
 
@@ -57,6 +67,8 @@ def test_only_future_steps_are_returned_in_order():
         (dict(stamp=10.5), FUTURE_STAMP),
         (dict(stamp=float("nan")), FUTURE_STAMP),
         (dict(stamp=5.0), STALE),
+        (dict(actions=np.zeros(H * D)), DEGENERATE_ROTATION),
+        (dict(actions=np.where(np.arange(H * D) == D + 17, 0.0, with_identity(np.zeros(H * D)))), DEGENERATE_ROTATION),
     ],
 )
 def test_untrusted_chunks_are_rejected_whole_with_a_reason(change, reason):
@@ -80,6 +92,8 @@ def test_whatever_arrives_either_validates_fully_or_is_rejected(data):
     horizon = data.draw(st.integers(1, 2 * H), label="horizon")
     size = horizon * D + (data.draw(st.sampled_from([-1, 1, -D])) if fault() else 0)
     values = data.draw(st.lists(st.floats(-10, 10), min_size=size, max_size=size), label="values")
+    if size % D == 0 and not fault():  # valid rotations, unless this fault is drawn
+        values = list(with_identity(np.asarray(values)))
     if fault() and values:
         values[data.draw(st.integers(0, len(values) - 1))] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]))
     dt = data.draw(st.one_of(st.floats(-1, 0), st.floats(1.001, 5), st.just(float("nan"))) if fault()
@@ -94,6 +108,8 @@ def test_whatever_arrives_either_validates_fully_or_is_rejected(data):
     event("accepted")
     ACCEPTED.append(1)
     assert chunk.actions.shape == (horizon, D) and np.isfinite(chunk.actions).all()
+    columns = chunk.actions[:, ROTATION_COLUMNS].reshape(horizon, 2, 2, 3)  # (H, arm, column, xyz)
+    assert (np.linalg.norm(np.cross(columns[:, :, 0], columns[:, :, 1]), axis=-1) > 0).all()
     assert chunk.stamp <= 10.1 + 0.05 and 0 < chunk.dt <= 1.0
     assert len(chunk.future_steps(10.1, 0.02)[0]) > 0
 

@@ -5,7 +5,9 @@ A chunk computed from an observation captured at ``stamp`` has step ``i`` due at
 ``stamp + latency_compensation + i * dt`` (DESIGN.md). A chunk is rejected whole, with a
 reason, when it cannot be trusted: an action layout the executor does not know, a size that
 does not match its horizon and layout, NaN or inf anywhere, a non-positive or absurd step
-period, a stamp from the future (beyond a clock tolerance), or no step left in the future.
+period, a Rotate6D that is no rotation (a zero column, or two parallel ones: Gram-Schmidt
+would divide by zero), a stamp from the future (beyond a clock tolerance), or no step left in
+the future.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ NAN_OR_INF = "nan_or_inf"
 BAD_PERIOD = "bad_period"
 FUTURE_STAMP = "future_stamp"
 STALE = "stale"
+DEGENERATE_ROTATION = "degenerate_rotation"
+ROT6D_FIELDS = ("r11", "r21", "r31", "r12", "r22", "r32")
+# Smallest sine of the angle between the two Rotate6D columns (and smallest column norm).
+MIN_ROT6D_SINE = 1e-3
 
 
 class ChunkRejected(ValueError):
@@ -78,6 +84,7 @@ def validate_chunk(
     if not np.isfinite(values).all():
         bad = np.flatnonzero(~np.isfinite(values))
         raise ChunkRejected(NAN_OR_INF, f"{bad.size} values, first at step {bad[0] // dim} ({expected_names[bad[0] % dim]})")
+    _check_rotations(values.reshape(horizon, dim), tuple(expected_names))
     if not (np.isfinite(dt) and 0.0 < dt <= max_dt):
         raise ChunkRejected(BAD_PERIOD, f"dt {dt} s outside (0, {max_dt}]")
     if not np.isfinite(stamp) or stamp > now + future_tolerance:
@@ -87,3 +94,16 @@ def validate_chunk(
     if last_due <= now:
         raise ChunkRejected(STALE, f"its last step was due {now - last_due:.3f} s ago")
     return chunk
+
+
+def _check_rotations(actions: np.ndarray, names: tuple[str, ...]) -> None:
+    """Raise DEGENERATE_ROTATION if any step's Rotate6D of any arm is no rotation."""
+    index = {n: i for i, n in enumerate(names)}
+    for arm in dict.fromkeys(n.split("/")[0] for n in names if n.endswith("/r11")):
+        columns = actions[:, [index[f"{arm}/{f}"] for f in ROT6D_FIELDS]]  # (H, 6)
+        first, second = columns[:, :3], columns[:, 3:]
+        norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
+        sine = np.linalg.norm(np.cross(first, second), axis=1) / np.maximum(norms, 1e-300)
+        bad = np.flatnonzero((norms < MIN_ROT6D_SINE**2) | (sine < MIN_ROT6D_SINE))
+        if bad.size:
+            raise ChunkRejected(DEGENERATE_ROTATION, f"{arm} at {bad.size} steps, first {bad[0]}")
