@@ -100,10 +100,11 @@ class SimWorld:
 
 
 @pytest.fixture
-def world(rclpy_context, peer_factory):
+def world(request, rclpy_context, peer_factory):
     world = SimWorld()
+    params = ["use_sim_time:=true", "watchdog_timeout:=0.6", "publish_divisor:=10", *getattr(request, "param", [])]
     executor = peer_factory(sys.executable, "-m", "arx_r5_driver.executor_node", "--ros-args",
-                            "-p", "use_sim_time:=true", "-p", "watchdog_timeout:=0.6", "-p", "publish_divisor:=10")
+                            *[arg for param in params for arg in ("-p", param)])
     try:
         assert wait_for(lambda: world.latest_status() is not None, 30), f"no ExecutorStatus: {''.join(executor.lines)}"
         yield world
@@ -196,3 +197,13 @@ def test_the_watchdog_holds_when_the_chunks_stop(world):
     assert 0.01 < held_x < 0.1  # stopped part way, not at the end of the stale plan
     assert wait_for(lambda: any(kv.key == "watchdog_stops" and kv.value == "1"
                                 for d in world.diagnostics for kv in d.values), 5)
+
+
+@pytest.mark.parametrize("world", [["control_source:=teleop"]], indirect=True)
+def test_teleop_drives_the_arms_and_publishes_the_same_topics(world):
+    assert wait_for(lambda: world.latest_status().mode == ExecutorStatus.MODE_TELEOP, 10)
+    start = np.array(world.joint_states[-1].position)
+    assert wait_for(lambda: np.abs(np.array(world.joint_states[-1].position) - start).max() > 0.05, 10)  # it moves
+    world.chunk(world.sim_time, np.zeros((10, 3)), sequence=1)
+    assert wait_for(lambda: world.latest_status().last_rejection_reason.startswith("teleop"), 10)
+    assert world.poses and world.poses[-1].header.frame_id == "left_base_link"

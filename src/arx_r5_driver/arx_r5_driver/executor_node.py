@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -68,6 +70,8 @@ class ExecutorNode(Node):
         rate = p("control_rate", 200.0, "Control loop rate, Hz.", read_only=True)
         self.publish_divisor = max(1, p("publish_divisor", 2, "Publish joint states and EEF poses every N cycles."))
         self.status_divisor = max(1, p("status_divisor", 10, "Publish ExecutorStatus every N cycles."))
+        self.realtime_priority = p("realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-99; 0: "
+                                   "the default scheduler). Needs CAP_SYS_NICE or an rtprio limit.", read_only=True)
         self.frame_prefix = p("frame_prefix", "", "Prefix of the arm base frames (<prefix><arm>_base_link).")
         action_names = tuple(p("action_names", list(DUAL_ARM_EEF_ACTION_NAMES), "The action layout chunks must have."))
         camera_latency = p("latency.camera", 0.0, "Exposure to image stamp, s: steps are scheduled this much earlier.")
@@ -78,7 +82,7 @@ class ExecutorNode(Node):
         upper = p("joint_upper", [R5_JOINT_LIMITS[j][1] for j in JOINT_NAMES], "Upper joint limits, rad (never wider than the manual's).")
         config = ControllerConfig(
             control_period=1.0 / rate,
-            overlap_steps=p("overlap_steps", 4, "Chunk steps blended with the trajectory they replace."),
+            overlap_steps=p("overlap_steps", 8, "Chunk steps blended with the trajectory they replace."),
             latency_compensation=-(camera_latency + arm_latency),
             future_tolerance=p("future_tolerance", 0.05, "A chunk stamped further ahead of the clock (s) is rejected."),
             watchdog_timeout=p("watchdog_timeout", 0.5, "No fresh chunk for this long (s): decelerate to a hold."),
@@ -218,7 +222,23 @@ class ExecutorNode(Node):
                 time.sleep(remaining)
         return False
 
+    def _set_realtime_priority(self) -> None:
+        """Other processes (the policy, the cameras) compete for the cores: with a real-time
+        priority the control thread preempts them when it wakes (bench_control_jitter.py)."""
+        if self.realtime_priority <= 0:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))  # 0: this thread
+            self.get_logger().info(f"control thread at SCHED_FIFO priority {self.realtime_priority}")
+        except (PermissionError, OSError) as error:
+            self.get_logger().warning(f"no real-time priority for the control thread ({error}): timing may suffer "
+                                      "under load; allow it with `ulimit -r` / limits.conf rtprio or CAP_SYS_NICE")
+
     def _control_loop(self) -> None:
+        # A woken control thread waits for the GIL until the thread holding it yields, by
+        # default every 5 ms: hand it over within 0.5 ms (bench_control_jitter.py).
+        sys.setswitchinterval(0.0005)
+        self._set_realtime_priority()
         clock = self.get_clock()
         period_ns = int(round(self.period * 1e9))
         # With sim time, the clock reads 0 until the first /clock message.

@@ -105,7 +105,7 @@ def _hermite(t: float, t0, t1, p0, p1, m0, m1):
 
 
 class ChunkScheduler:
-    def __init__(self, layout: ActionLayout, overlap_steps: int = 4, latency_compensation: float = 0.0):
+    def __init__(self, layout: ActionLayout, overlap_steps: int = 8, latency_compensation: float = 0.0):
         self.layout = layout
         self.overlap_steps = overlap_steps
         self.latency_compensation = latency_compensation

@@ -1,5 +1,7 @@
-"""A live one-line status of the running stack on the terminal: chunks per second, policy
-latency, capture-to-chunk latency, the checkpoint serving, observations dropped."""
+"""A live one-line status of the running stack on the terminal: the clock (sim time under
+``use_sim_time``), chunks per second, policy latency, capture-to-chunk latency, the
+checkpoint serving, observations dropped, and the executor's mode, executed steps,
+rejected chunks and safety events."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from rotvla_msgs.msg import ActionChunk
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus
 
 from .common import RELIABLE_QOS, declare, now_seconds, run_node, to_seconds
 
@@ -20,6 +22,9 @@ class StatusMonitor(Node):
         period = declare(self, "period", 1.0, "Seconds between status lines.")
         self.chunks: collections.deque = collections.deque(maxlen=200)  # (wall time, policy s, capture->chunk s, id)
         self.dropped = 0
+        self.executor_status: ExecutorStatus | None = None
+        self.create_subscription(ExecutorStatus, "/rotvla/executor_status",
+                                 lambda msg: setattr(self, "executor_status", msg), RELIABLE_QOS)
         self.create_subscription(ActionChunk, "/rotvla/action_chunk", self._on_chunk, RELIABLE_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, RELIABLE_QOS)
         self.create_timer(period, self._print)
@@ -44,6 +49,11 @@ class StatusMonitor(Node):
             latency_ms = 1e3 * sorted(c[2] for c in recent)[len(recent) // 2]
             line = (f"t={now_seconds(self):.1f}  chunks/s={rate:.1f}  policy={policy_ms:.1f} ms  "
                     f"capture->chunk={latency_ms:.1f} ms  checkpoint={recent[-1][3]}  dropped obs={self.dropped}")
+        if self.executor_status is not None:
+            modes = {v: k[5:].lower() for k, v in vars(ExecutorStatus).items() if k.startswith("MODE_")}
+            e = self.executor_status
+            line += (f"  | arms: {modes.get(e.mode, e.mode)} steps={e.executed_steps} "
+                     f"rejected={e.chunks_rejected} safety events={e.limit_events}")
         sys.stdout.write("\r\033[K" + line if sys.stdout.isatty() else line + "\n")
         sys.stdout.flush()
 
