@@ -47,7 +47,10 @@ def main():
     node.create_timer(0.05, publish_all)
     print("peer ready", flush=True)
     try:
-        rclpy.spin(node)
+        # Not rclpy.spin: rclpy's SIGTERM handler shuts the context down but does not always
+        # wake a single-threaded wait (see rotvla_common.ros.run_node).
+        while rclpy.ok():
+            rclpy.spin_once(node, timeout_sec=0.25)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
