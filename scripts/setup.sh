@@ -81,7 +81,7 @@ build_inputs=$(
   {
     find src -type f \( -path 'src/rotvla_msgs/*' -o -name package.xml -o -name setup.py \
       -o -name setup.cfg -o -name CMakeLists.txt \) -print0 | sort -z | xargs -0 sha256sum
-    ls launch config
+    find launch config -type f | sort
     cat colcon.meta
     echo "$MODE ${ROS_DISTRO:-} $VENV"
   } | sha256sum | cut -d' ' -f1
@@ -100,7 +100,18 @@ if ! stamp_ok build "$build_inputs" || [ ! -f install/setup.bash ]; then
   fi
   stamp_set build "$build_inputs"
 fi
-# 5. The embedded default checkpoint: the tiny preset with random weights.
+# 5. OSMesa, for the simulated cameras (MuJoCo renders offscreen on the CPU with it).
+if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
+  if [ "$(id -u)" = 0 ]; then apt=(apt-get); elif sudo -n true 2>/dev/null; then apt=(sudo -n apt-get); else apt=(); fi
+  if [ "${#apt[@]}" -gt 0 ]; then
+    log "installing libosmesa6 (Debian/Ubuntu) for offscreen rendering"
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends libosmesa6 >/dev/null \
+      || { "${apt[@]}" update >/dev/null && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends libosmesa6 >/dev/null; }
+  else
+    log "WARNING: libosmesa6 is missing and cannot be installed here (no root): the simulated cameras will not render"
+  fi
+fi
+# 6. The embedded default checkpoint: the tiny preset with random weights.
 if [ ! -f models/tiny-random/model.safetensors ]; then
   log "writing the embedded default checkpoint models/tiny-random"
   (source scripts/env.sh && python -m rotvla_ros.policy.init_checkpoint models/tiny-random --preset tiny --seed 0)

@@ -15,6 +15,7 @@ setup(
         # where `ros2 launch rotvla_ros bringup.launch.py` looks for them.
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py") + glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/tasks", glob("config/tasks/*.yaml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -27,6 +28,8 @@ setup(
             "camera_ingestion = rotvla_ros.nodes.camera_ingestion:main",
             "policy_node = rotvla_ros.nodes.policy_node:main",
             "rotvla_ctl = rotvla_ros.nodes.rotvla_ctl:main",
+            "rotvla_run = rotvla_ros.nodes.runner:main",
+            "sim_node = rotvla_ros.nodes.sim_node:main",
             "status_monitor = rotvla_ros.nodes.status_monitor:main",
             "test_pattern_cameras = rotvla_ros.nodes.test_pattern_cameras:main",
         ]

@@ -44,6 +44,7 @@ from rotvla_common.ros import (
 )
 
 from .backends.sim import SimArm
+from .backends.topic import JointStateCache, TopicArm, TopicTeleop
 from .chunks import ChunkRejected
 from .clearance import ArmCapsules, ArmClearance
 from .controller import Arm, ControllerConfig, Cycle, DualArmController, Mode
@@ -53,8 +54,8 @@ from .teleop import LeaderArms, ScriptedTeleop
 
 HOME_JOINTS = [0.0, -1.9, -1.0, -0.5, 0.0, 0.0]  # EEF about 0.3 m ahead of the base, 0.12 m up
 ARM_DEFAULTS = {
-    "left": {"base_xyz": [0.0, 0.30, 0.0], "can_port": "can1", "leader_can_port": "can0"},
-    "right": {"base_xyz": [0.0, -0.30, 0.0], "can_port": "can3", "leader_can_port": "can2"},
+    "left": {"base_xyz": [0.0, 0.30, 0.10], "can_port": "can1", "leader_can_port": "can0"},
+    "right": {"base_xyz": [0.0, -0.30, 0.10], "can_port": "can3", "leader_can_port": "can2"},
 }
 
 assert Mode.ESTOP == ExecutorStatus.MODE_ESTOP and Mode.TELEOP == ExecutorStatus.MODE_TELEOP
@@ -65,7 +66,13 @@ class ExecutorNode(Node):
         super().__init__("arx_r5_executor", **kwargs)
         p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
         self.arm_names = tuple(p("arms", ["left", "right"], "Arms, in the order of the action layout.", read_only=True))
-        backend = p("backend", "sim", "sim (simulated arms) or sdk (ARX's SDK on the CAN bus).", read_only=True)
+        backend = p("backend", "sim", "sim (simulated arms in this process), topic (arms in another process: the "
+                    "MuJoCo cell, over joint_command_topic / joint_state_topic) or sdk (ARX's SDK on the CAN bus).",
+                    read_only=True)
+        command_topic = p("joint_command_topic", "/sim/joint_commands", "Joint position commands (backend topic).")
+        state_topic = p("joint_state_topic", "/sim/joint_states", "Measured joint states (backend topic).")
+        teleop_topic = p("teleop_topic", "/rotvla/teleop/joint_targets",
+                         "Teleop joint targets (control_source teleop with backend topic: the sim's expert).")
         control_source = p("control_source", "policy", "policy (action chunks) or teleop (leader arms / scripted).", read_only=True)
         rate = p("control_rate", 200.0, "Control loop rate, Hz.", read_only=True)
         self.publish_divisor = max(1, p("publish_divisor", 2, "Publish joint states and EEF poses every N cycles."))
@@ -99,6 +106,16 @@ class ExecutorNode(Node):
 
         self.sim_arms: list[SimArm] = []
         arms, leaders, capsules = [], {}, []
+        if backend == "topic":
+            sim_states = JointStateCache()
+            self.create_subscription(JointState, state_topic, sim_states.update, SENSOR_QOS)
+            command_publisher = self.create_publisher(JointState, command_topic, RELIABLE_QOS)
+            # The arms must be where they are before the first command: wait for their state.
+            deadline = time.monotonic() + p("state_timeout", 30.0, "Seconds to wait for the first joint state (topic).")
+            while not sim_states.received.is_set() and time.monotonic() < deadline and rclpy.ok(context=self.context):
+                rclpy.spin_once(self, timeout_sec=0.1)
+            if not sim_states.received.is_set():
+                raise RuntimeError(f"no joint state on {state_topic}: is the simulation running?")
         for name in self.arm_names:
             defaults = ARM_DEFAULTS.get(name, {})
             q = lambda key, default, text: declare(self, f"{name}.{key}", default, text)  # noqa: E731
@@ -110,7 +127,7 @@ class ExecutorNode(Node):
             limits = ArmLimits(
                 max_joint_velocity=joint_velocity,
                 max_cartesian_speed=cartesian_speed,
-                workspace_min=q("workspace_min", [0.05, -0.45, -0.10], "Workspace box corner, m, in the arm's base frame."),
+                workspace_min=q("workspace_min", [0.05, -0.45, -0.12], "Workspace box corner, m, in the arm's base frame."),
                 workspace_max=q("workspace_max", [0.60, 0.45, 0.55], "Workspace box corner, m, in the arm's base frame."),
             )
             initial = q("initial_joints", HOME_JOINTS, "Start pose of a simulated arm, rad.")
@@ -119,6 +136,8 @@ class ExecutorNode(Node):
             if backend == "sim":
                 arm_backend = SimArm(initial=initial, max_velocity=joint_velocity)
                 self.sim_arms.append(arm_backend)
+            elif backend == "topic":
+                arm_backend = TopicArm(name, sim_states, command_publisher, self.get_clock())
             elif backend == "sdk":
                 from .backends.sdk import SdkArm  # ARX's SDK exists on the robot's Python only
 
@@ -126,14 +145,22 @@ class ExecutorNode(Node):
                 if control_source == "teleop":
                     leaders[name] = SdkArm(leader_port, config.control_period)
             else:
-                raise ValueError(f"backend must be sim or sdk, not {backend!r}")
+                raise ValueError(f"backend must be sim, topic or sdk, not {backend!r}")
             arms.append(Arm(name, kinematics, SafetyFilter(kinematics, limits, name), arm_backend))
             capsules.append(ArmCapsules(kinematics, link_radius, tool_length))
         clearance = ArmClearance(*capsules) if len(capsules) == 2 else None
         self.controller = DualArmController(arms, action_names, config, clearance)
         if control_source == "teleop":
             start = {arm.name: q for arm, q in zip(arms, self.controller.commands)}
-            self.controller.set_teleop(LeaderArms(leaders) if leaders else ScriptedTeleop(start, self._now()))
+            if backend == "sdk":
+                source = LeaderArms(leaders)
+            elif backend == "topic":
+                teleop_targets = JointStateCache()
+                self.create_subscription(JointState, teleop_topic, teleop_targets.update, RELIABLE_QOS)
+                source = TopicTeleop(self.arm_names, teleop_targets)
+            else:
+                source = ScriptedTeleop(start, self._now())
+            self.controller.set_teleop(source)
         elif control_source != "policy":
             raise ValueError(f"control_source must be policy or teleop, not {control_source!r}")
         self.period = config.control_period

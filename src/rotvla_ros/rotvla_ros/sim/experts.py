@@ -106,15 +106,12 @@ class ScriptedExpert:
             last_tip[waypoint.arm], last_gripper[waypoint.arm] = waypoint.tip, waypoint.gripper
         self.end_time = t
 
-    def _base(self, arm: str) -> np.ndarray:
-        return np.asarray(next(m.base_xyz for m in self.world.config.arms if m.name == arm), float)
-
     def _tip(self, arm: str, joints: np.ndarray) -> np.ndarray:
-        position, rotation = self.kinematics[arm].fk(joints)
-        return position + GRASP_OFFSET * rotation[:, 0] + self._base(arm)
+        position, rotation = self.kinematics[arm].fk_world(joints)
+        return position + GRASP_OFFSET * rotation[:, 0]
 
     def _ik(self, arm: str, tip_world: np.ndarray, seed: np.ndarray) -> np.ndarray:
-        tip = tip_world - self._base(arm)
+        tip = self.kinematics[arm].base_in_world.actInv(np.asarray(tip_world, float))  # in the arm's base frame
         rotation = Rotation.from_euler("yz", [pitch_for(tip[2]), np.arctan2(tip[1], tip[0])]).as_matrix()
         flange = tip - GRASP_OFFSET * rotation[:, 0]
         result = self.kinematics[arm].ik(flange, rotation, seed, max_iterations=300)

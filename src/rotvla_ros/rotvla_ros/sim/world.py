@@ -3,20 +3,13 @@ position controller, rendered from its cameras. ROS-free."""
 
 from __future__ import annotations
 
-import os
-
+import mujoco
 import numpy as np
 
-# Offscreen rendering: OSMesa on CPU (Debian's libosmesa6), EGL where a GPU is.
-os.environ.setdefault("MUJOCO_GL", "osmesa")
-os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+from arx_r5_driver.kinematics import GRIPPER_MAX_OPENING_M, JOINT_NAMES
 
-import mujoco  # noqa: E402
-
-from arx_r5_driver.kinematics import GRIPPER_MAX_OPENING_M, JOINT_NAMES  # noqa: E402
-
-from .scene import FINGER_TRAVEL, SceneConfig, build_mjcf  # noqa: E402
-from .tasks import TASKS, TaskScene  # noqa: E402
+from .scene import FINGER_TRAVEL, SceneConfig, build_mjcf
+from .tasks import TASKS, TaskScene
 
 CAMERAS = ("head", "left_wrist", "right_wrist")
 HOME_JOINTS = np.array([0.0, -1.9, -1.0, -0.5, 0.0, 0.0])

@@ -1,0 +1,79 @@
+"""A backend for arms that live in another process: a simulator (the MuJoCo cell of
+rotvla_ros.sim) or any robot interface that takes joint position commands on a topic and
+reports joint states on another. Both are sensor_msgs/JointState with names
+``<arm>_joint1..6`` and ``<arm>_gripper`` (opening, m)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from sensor_msgs.msg import JointState
+
+from ..kinematics import JOINT_NAMES
+
+
+def joint_names(arm: str) -> list[str]:
+    return [f"{arm}_{joint}" for joint in JOINT_NAMES] + [f"{arm}_gripper"]
+
+
+class JointStateCache:
+    """The newest position of every named joint from a JointState subscription."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._positions: dict[str, float] = {}
+        self.received = threading.Event()
+
+    def update(self, msg: JointState) -> None:
+        with self._lock:
+            self._positions.update(zip(msg.name, msg.position))
+        self.received.set()
+
+    def get(self, names: list[str]) -> np.ndarray | None:
+        with self._lock:
+            if not all(n in self._positions for n in names):
+                return None
+            return np.array([self._positions[n] for n in names])
+
+
+class TopicArm:
+    def __init__(self, arm: str, states: JointStateCache, publisher, clock):
+        self.arm = arm
+        self.names = joint_names(arm)
+        self.states = states
+        self.publisher = publisher
+        self.clock = clock
+
+    def read(self) -> tuple[np.ndarray, float]:
+        values = self.states.get(self.names)
+        if values is None:
+            raise RuntimeError(f"no joint state for {self.arm} yet")
+        return values[:6], float(values[6])
+
+    def command(self, joints: np.ndarray, gripper: float) -> None:
+        msg = JointState(name=self.names, position=[*map(float, joints), float(gripper)])
+        msg.header.stamp = self.clock.now().to_msg()
+        self.publisher.publish(msg)
+
+    def gravity_compensation(self) -> None:
+        raise NotImplementedError("a topic-driven arm has no compliant mode")
+
+    def close(self) -> None:
+        pass
+
+
+class TopicTeleop:
+    """Teleop targets from a JointState topic (the simulation's scripted expert)."""
+
+    def __init__(self, arms: tuple[str, ...], targets: JointStateCache):
+        self.arms = arms
+        self.cache = targets
+
+    def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
+        out = {}
+        for arm in self.arms:
+            values = self.cache.get(joint_names(arm))
+            if values is not None:
+                out[arm] = (values[:6], float(values[6]))
+        return out

@@ -1,0 +1,97 @@
+"""The one description of the running system: which nodes, from which packages, with which
+parameter files and overrides. ``launch/bringup.launch.py`` turns it into launch_ros
+actions; ``rotvla_run`` (nodes/runner.py) instantiates the same nodes in one process. No
+rclpy here: the launch file imports it too.
+
+Parameter files, in order (later wins): ``config/robot.yaml``, ``config/sim.yaml`` in
+simulation, ``config/tasks/<task>.yaml``; then the overrides from the arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TASKS = ("block_to_plate", "block_into_drawer", "cup_stacking")
+CAMERAS = ("head", "left_wrist", "right_wrist")
+# What `record:=true` records (the episode recorder of the recording issue reads the same).
+RECORD_TOPICS = (
+    *(f"/cameras/{c}/color/image_raw" for c in CAMERAS),
+    *(f"/cameras/{c}/color/camera_info" for c in CAMERAS),
+    "/joint_states", "/rotvla/eef_pose/left", "/rotvla/eef_pose/right", "/rotvla/action_chunk",
+    "/rotvla/executor_status", "/rotvla/instruction", "/tf", "/tf_static", "/clock",
+)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str  # the node's name: its section in the parameter files
+    package: str
+    executable: str  # console script (launch)
+    entry: str  # "module:Class" (the composed runner)
+    parameters: dict = field(default_factory=dict)  # overrides on top of the files
+    threads: int = 1  # executor threads in the composed runner (>1: blocking callbacks)
+
+
+@dataclass(frozen=True)
+class SystemArgs:
+    sim: bool = True
+    task: str = "block_to_plate"
+    checkpoint: str = ""
+    instruction: str = ""  # empty: the task's
+    device: str = ""  # empty: the files'
+    seed: int = 0
+    expert: bool = False  # sim: the scripted expert drives (teleop), for demos
+    camera_serials: dict = field(default_factory=dict)  # camera -> serial number (hardware)
+    can_ports: dict = field(default_factory=dict)  # arm -> CAN interface (hardware)
+    status: bool = True  # the one-line status monitor
+
+
+def parameter_files(config_dir: Path, args: SystemArgs) -> list[Path]:
+    if args.task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, not {args.task!r}")
+    files = [config_dir / "robot.yaml"]
+    if args.sim:
+        files.append(config_dir / "sim.yaml")
+    files.append(config_dir / "tasks" / f"{args.task}.yaml")
+    return files
+
+
+def node_set(args: SystemArgs) -> list[NodeSpec]:
+    """The nodes of the system (cameras on hardware come from realsense2_camera's launch)."""
+    executor = {"control_source": "teleop"} if args.expert else {}
+    executor.update({f"{arm}.can_port": port for arm, port in args.can_ports.items()})
+    policy = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    if args.instruction:
+        policy["instruction"] = args.instruction
+    if args.device:
+        policy["device"] = args.device
+    nodes = []
+    if args.sim:
+        nodes.append(NodeSpec("sim", "rotvla_ros", "sim_node", "rotvla_ros.nodes.sim_node:SimNode",
+                              {"seed": args.seed, "expert": args.expert}))
+    nodes += [
+        NodeSpec("arx_r5_executor", "arx_r5_driver", "executor", "arx_r5_driver.executor_node:ExecutorNode", executor),
+        NodeSpec("camera_ingestion", "rotvla_ros", "camera_ingestion", "rotvla_ros.nodes.camera_ingestion:CameraIngestionNode"),
+        NodeSpec("policy", "rotvla_ros", "policy_node", "rotvla_ros.nodes.policy_node:PolicyNode", policy, threads=2),
+    ]
+    if args.status:
+        nodes.append(NodeSpec("status_monitor", "rotvla_ros", "status_monitor", "rotvla_ros.nodes.status_monitor:StatusMonitor"))
+    return nodes
+
+
+def realsense_arguments(camera: str, serial: str, namespace: str = "cameras") -> dict[str, str]:
+    """Launch arguments of realsense2_camera's rs_launch.py for one D405 (colour only)."""
+    arguments = {
+        "camera_name": camera,
+        "camera_namespace": namespace,
+        # The D405 has no RGB module: its colour stream comes from the depth module.
+        "depth_module.color_profile": "640x480x30",
+        "enable_color": "true",
+        "enable_depth": "false",
+        "enable_infra1": "false",
+        "enable_infra2": "false",
+    }
+    if serial:
+        arguments["serial_no"] = f"_{serial}"  # the leading _ keeps it a string through launch
+    return arguments

@@ -1,0 +1,127 @@
+"""``rotvla_run``: the system of ``rotvla_ros.bringup`` in one process, for machines without
+launch_ros and for the integration tests. Same nodes, same parameter files, same overrides
+as ``ros2 launch rotvla_ros bringup.launch.py``.
+
+Each node spins in an executor of its own on its own thread: a SingleThreadedExecutor, or a
+MultiThreadedExecutor where the node has blocking callbacks (the policy's checkpoint load).
+One shared MultiThreadedExecutor for all of them could not keep up with /clock at 200 Hz
+plus camera images on 2 cores (its cost per callback is many times a single-threaded one's).
+
+    rotvla_run --task block_to_plate --checkpoint models/tiny-random [--seconds 30] [--expert]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.parameter import Parameter, parameter_dict_from_yaml_file
+
+from ..bringup import TASKS, NodeSpec, SystemArgs, node_set, parameter_files
+
+
+def default_config_dir() -> Path:
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("rotvla_ros")) / "config"
+    except (ImportError, LookupError):
+        return Path(__file__).resolve().parents[2] / "config"
+
+
+def node_parameters(spec: NodeSpec, files: list[Path]) -> list[Parameter]:
+    """The node's parameters from the files (its section and /**), then the overrides."""
+    merged = {}
+    for path in files:
+        try:
+            merged.update(parameter_dict_from_yaml_file(str(path), use_wildcard=True, target_nodes=[spec.name]))
+        except RuntimeError as error:  # rclpy's way of saying the file has nothing for this node
+            if "does not contain any valid parameters" not in str(error):
+                raise
+    parameters = {name: Parameter.from_parameter_msg(msg) for name, msg in merged.items()}
+    parameters.update({name: Parameter(name, value=value) for name, value in spec.parameters.items()})
+    return list(parameters.values())
+
+
+def build(spec: NodeSpec, files: list[Path]):
+    module, class_name = spec.entry.split(":")
+    node_class = getattr(importlib.import_module(module), class_name)
+    return node_class(parameter_overrides=node_parameters(spec, files))
+
+
+def _spin(executor, context) -> None:
+    try:
+        while context.ok():
+            executor.spin_once(timeout_sec=0.25)  # bounded: see rotvla_common.ros.run_node
+    except (ExternalShutdownException, KeyboardInterrupt):
+        pass
+    except Exception:
+        if context.ok():
+            raise
+
+
+class System:
+    """The nodes, started in order (the simulation first: the executor waits for its joints)."""
+
+    def __init__(self, args: SystemArgs, config_dir: Path | None = None):
+        self.files = parameter_files(config_dir or default_config_dir(), args)
+        self.specs = node_set(args)
+        self.nodes, self.executors, self.threads = {}, [], []
+
+    def start(self) -> None:
+        for spec in self.specs:
+            node = build(spec, self.files)
+            self.nodes[spec.name] = node
+            executor = MultiThreadedExecutor(num_threads=spec.threads) if spec.threads > 1 else SingleThreadedExecutor()
+            executor.add_node(node)
+            thread = threading.Thread(target=_spin, args=(executor, node.context), name=f"spin-{spec.name}", daemon=True)
+            thread.start()
+            self.executors.append(executor)
+            self.threads.append(thread)
+
+    def stop(self) -> None:
+        rclpy.try_shutdown()
+        for thread in self.threads:
+            thread.join(timeout=5.0)
+        for executor in self.executors:
+            executor.shutdown(timeout_sec=5.0)
+        for node in reversed(list(self.nodes.values())):
+            node.destroy_node()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hardware", action="store_true", help="the real robot (default: the simulated cell)")
+    parser.add_argument("--task", default="block_to_plate", choices=TASKS)
+    parser.add_argument("--checkpoint", default="")
+    parser.add_argument("--instruction", default="")
+    parser.add_argument("--device", default="")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--expert", action="store_true", help="sim: the scripted expert drives the arms (demos)")
+    parser.add_argument("--seconds", type=float, default=0.0, help="stop after this many wall seconds (0: Ctrl-C)")
+    parser.add_argument("--config-dir", type=Path, default=None)
+    options, ros_args = parser.parse_known_args(argv)
+    rclpy.init(args=ros_args)
+    system = System(SystemArgs(sim=not options.hardware, task=options.task, checkpoint=options.checkpoint,
+                               instruction=options.instruction, device=options.device, seed=options.seed,
+                               expert=options.expert), options.config_dir)
+    if options.hardware:
+        print("[rotvla_run] hardware: start the cameras with realsense2_camera (see launch/bringup.launch.py)")
+    try:
+        system.start()
+        deadline = time.monotonic() + options.seconds if options.seconds > 0 else float("inf")
+        while rclpy.ok() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        system.stop()
+
+
+if __name__ == "__main__":
+    main()

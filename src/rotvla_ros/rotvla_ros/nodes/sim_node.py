@@ -1,0 +1,178 @@
+"""The MuJoCo cell as a ROS node: it owns sim time and everything that lives in the
+simulation.
+
+- Physics advances in steps of ``step_period`` of sim time, paced to ``real_time_factor``
+  x the wall clock (0: as fast as it can); ``/clock`` is published every step, so every
+  node with ``use_sim_time`` runs on it and the stack behaves the same on a slow machine.
+- The arms take joint position commands on ``/sim/joint_commands`` and report their state
+  on ``/sim/joint_states`` (the executor's ``topic`` backend): the simulation is where the
+  joints live.
+- Three cameras render at ``camera_rate`` (sim time) and publish what realsense2_camera
+  would for three D405s: ``<namespace>/<camera>/<color_topic>`` (rgb8) and
+  ``<namespace>/<camera>/color/camera_info``, frame ``<camera>_color_optical_frame``.
+- ``expert: true`` runs the task's scripted expert and publishes its joint targets on
+  ``/rotvla/teleop/joint_targets`` (the executor in teleop mode follows them, through its
+  safety filter): the demonstrations that get recorded.
+- Task success is reported on ``/diagnostics`` (``rotvla/sim``) and ``/sim/task_success``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Bool
+
+from arx_r5_driver.backends.topic import JointStateCache, joint_names
+from arx_r5_driver.kinematics import ArmKinematics
+
+from ..ingest.images import fill_image
+from ..sim.experts import ScriptedExpert
+from ..sim.scene import ArmMount, SceneConfig
+from ..sim.world import CAMERAS, SimWorld
+from .common import OK, RELIABLE_QOS, SENSOR_QOS, WARN, declare, diagnostic_array, run_node, to_time
+
+
+class SimNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("sim", **kwargs)
+        p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
+        task = p("task", "block_to_plate", "block_to_plate, block_into_drawer or cup_stacking.", read_only=True)
+        seed = p("seed", 0, "Seed of the task's randomisation (object poses, colours).", read_only=True)
+        self.step_period = p("step_period", 0.005, "Sim time per physics step and /clock message, s.", read_only=True)
+        self.real_time_factor = p("real_time_factor", 1.0, "Pace: sim seconds per wall second (0: as fast as possible).")
+        self.camera_rate = p("camera_rate", 10.0, "Camera frames per second of sim time.")
+        self.width = p("width", 320, "Rendered image width.", read_only=True)
+        self.height = p("height", 240, "Rendered image height.", read_only=True)
+        namespace = p("camera_namespace", "/cameras", "Cameras publish under <namespace>/<camera>/.", read_only=True)
+        colour_topic = p("color_topic", "color/image_raw", "Colour image topic under each camera (realsense2_camera's).")
+        expert = p("expert", False, "Run the task's scripted expert on /rotvla/teleop/joint_targets.", read_only=True)
+        expert_delay = p("expert_delay", 1.0, "Sim seconds before the expert starts.", read_only=True)
+
+        mounts = []
+        for arm in p("arms", ["left", "right"], "Arms of the cell.", read_only=True):
+            default = [0.0, 0.3 if arm == "left" else -0.3, 0.1]
+            mounts.append(ArmMount(arm, tuple(p(f"{arm}.base_xyz", default, "Arm base position in the world, m.")),
+                                   tuple(p(f"{arm}.base_rpy", [0.0, 0.0, 0.0], "Arm base roll-pitch-yaw, rad."))))
+        self.world = SimWorld(task, seed, SceneConfig(arms=mounts))
+        self.instruction = self.world.scene.instruction
+        self.clock_publisher = self.create_publisher(Clock, "/clock", RELIABLE_QOS)
+        self.state_publisher = self.create_publisher(JointState, "/sim/joint_states", SENSOR_QOS)
+        self.success_publisher = self.create_publisher(Bool, "/sim/task_success", RELIABLE_QOS)
+        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+        self.image_publishers = {c: self.create_publisher(Image, f"{namespace}/{c}/{colour_topic}", SENSOR_QOS) for c in CAMERAS}
+        self.info_publishers = {c: self.create_publisher(CameraInfo, f"{namespace}/{c}/color/camera_info", SENSOR_QOS)
+                                for c in CAMERAS}
+        self.commands = JointStateCache()
+        self.create_subscription(JointState, "/sim/joint_commands", self.commands.update, RELIABLE_QOS)
+        self.expert = None
+        if expert:
+            kinematics = {m.name: ArmKinematics(base_xyz=m.base_xyz, base_rpy=m.base_rpy) for m in self.world.config.arms}
+            self.expert = ScriptedExpert(self.world, kinematics, start_time=expert_delay)
+            self.expert_publisher = self.create_publisher(JointState, "/rotvla/teleop/joint_targets", RELIABLE_QOS)
+        self.render_seconds: list[float] = []
+        self.steps = 0
+        self.failed: Exception | None = None
+        self._stop = threading.Event()
+        self.create_timer(1.0, self._publish_diagnostics)  # wall-clock: the sim's own clock is what it publishes
+        self._publish_clock()
+        self._thread = threading.Thread(target=self._loop, name="mujoco", daemon=True)
+        self._thread.start()
+        self.get_logger().info(f"task {task} (seed {seed}): {self.instruction!r}; cameras {self.width}x{self.height} "
+                               f"at {self.camera_rate:g} Hz of sim time; real-time factor {self.real_time_factor:g}")
+
+    def _publish_clock(self) -> None:
+        self.clock_publisher.publish(Clock(clock=to_time(self.world.time)))
+
+    def _loop(self) -> None:
+        try:
+            self._run()
+        except Exception as error:  # the simulation is dead: say so loudly, publish nothing more
+            self.get_logger().fatal(f"simulation stopped: {type(error).__name__}: {error}")
+            self.failed = error
+            raise
+
+    def _run(self) -> None:
+        next_frame = 0.0
+        wall_start, sim_start = time.monotonic(), self.world.time
+        while not self._stop.is_set():
+            for arm in self.world.arm_names:
+                command = self.commands.get(joint_names(arm))
+                if command is not None:
+                    self.world.command(arm, command[:6], command[6])
+            target = self.world.time + self.step_period
+            self.world.step_to(target)
+            self.steps += 1
+            self._publish_clock()
+            self._publish_state()
+            if self.expert is not None:
+                self._publish_expert()
+            if self.world.time + 1e-9 >= next_frame:
+                self._publish_cameras()
+                next_frame += 1.0 / self.camera_rate
+            if self.real_time_factor > 0:  # pace: sim time runs at most real_time_factor x wall time
+                ahead = (self.world.time - sim_start) / self.real_time_factor - (time.monotonic() - wall_start)
+                if ahead > 0:
+                    self._stop.wait(ahead)
+
+    def _joint_state(self, positions: dict[str, tuple[np.ndarray, float]]) -> JointState:
+        msg = JointState(name=[n for arm in positions for n in joint_names(arm)],
+                         position=[float(v) for joints, gripper in positions.values() for v in (*joints, gripper)])
+        msg.header.stamp = to_time(self.world.time)
+        return msg
+
+    def _publish_state(self) -> None:
+        self.state_publisher.publish(self._joint_state({arm: self.world.read(arm) for arm in self.world.arm_names}))
+
+    def _publish_expert(self) -> None:
+        self.expert_publisher.publish(self._joint_state(self.expert.targets(self.world.time)))
+
+    def _publish_cameras(self) -> None:
+        stamp = to_time(self.world.time)
+        for camera in CAMERAS:
+            started = time.perf_counter()
+            rgb = self.world.render(camera, self.width, self.height)
+            self.render_seconds.append(time.perf_counter() - started)
+            image = fill_image(Image(), rgb, encoding="rgb8")
+            image.header.stamp = stamp
+            image.header.frame_id = f"{camera}_color_optical_frame"
+            self.image_publishers[camera].publish(image)
+            fx, fy, cx, cy = self.world.camera_intrinsics(camera, self.width, self.height)
+            info = CameraInfo(width=self.width, height=self.height, distortion_model="plumb_bob", d=[0.0] * 5,
+                              k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
+                              r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                              p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+            info.header = image.header
+            self.info_publishers[camera].publish(info)
+
+    def _publish_diagnostics(self) -> None:
+        success = self.world.success()
+        self.success_publisher.publish(Bool(data=success))
+        renders = np.array(self.render_seconds[-30:]) if self.render_seconds else np.zeros(1)
+        values = {"sim_time": self.world.time, "steps": self.steps, "task": self.world.task.name, "success": success,
+                  "render_ms_per_camera_p50": float(np.median(renders) * 1e3)}
+        if self.expert is not None:
+            values["expert_done"] = self.expert.done(self.world.time)
+            values["expert_ik_failures"] = self.expert.ik_failures
+        self.diagnostics.publish(diagnostic_array(self, "rotvla/sim", OK if success or self.expert is None else WARN,
+                                                  "success" if success else "running", values))
+
+    def destroy_node(self):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+        self.world.close()
+        super().destroy_node()
+
+
+def main(args=None):
+    run_node(SimNode, args, num_threads=1)
+
+
+if __name__ == "__main__":
+    main()

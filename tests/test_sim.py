@@ -1,0 +1,72 @@
+"""The simulated cell without ROS: kinematics shared with the executor, cameras, seeded
+tasks, and each task's scripted expert against its success detector."""
+
+import numpy as np
+import pytest
+
+from arx_r5_driver.kinematics import ArmKinematics
+from rotvla_ros.sim.experts import ScriptedExpert
+from rotvla_ros.sim.world import CAMERAS, SimWorld
+
+CONTROL_PERIOD = 0.005
+
+
+def run_expert(task: str, seed: int) -> tuple[SimWorld, ScriptedExpert]:
+    world = SimWorld(task, seed)
+    kinematics = {m.name: ArmKinematics(base_xyz=m.base_xyz, base_rpy=m.base_rpy) for m in world.config.arms}
+    expert = ScriptedExpert(world, kinematics, start_time=0.2)
+    t = 0.0
+    while t < expert.end_time + 1.0:
+        t = round(t + CONTROL_PERIOD, 6)
+        for arm, (joints, gripper) in expert.targets(t).items():
+            world.command(arm, joints, gripper)
+        world.step_to(t)
+    return world, expert
+
+
+def test_the_simulated_arm_has_the_executors_kinematics():
+    world = SimWorld("block_to_plate", 0)
+    rng = np.random.default_rng(0)
+    import mujoco
+
+    for arm in world.arm_names:
+        mount = next(m for m in world.config.arms if m.name == arm)
+        kinematics = ArmKinematics(base_xyz=mount.base_xyz, base_rpy=mount.base_rpy)
+        for _ in range(5):
+            q = rng.uniform(kinematics.lower, kinematics.upper)
+            world.data.qpos[world._qpos[arm]] = q
+            mujoco.mj_kinematics(world.model, world.data)
+            site = mujoco.mj_name2id(world.model, mujoco.mjtObj.mjOBJ_SITE, f"{arm}_flange")
+            position, rotation = kinematics.fk_world(q)
+            assert np.allclose(world.data.site_xpos[site], position, atol=1e-6)
+            assert np.allclose(world.data.site_xmat[site].reshape(3, 3), rotation, atol=1e-6)
+
+
+def test_cameras_render_the_scene_and_tasks_follow_their_seed():
+    world = SimWorld("cup_stacking", 3)
+    for camera in CAMERAS:
+        image = world.render(camera, 160, 120)
+        assert image.shape == (120, 160, 3) and image.dtype == np.uint8 and image.std() > 5  # not blank
+    head = world.render("head", 160, 120)
+    again = SimWorld("cup_stacking", 3)
+    other = SimWorld("cup_stacking", 4)
+    assert np.array_equal(again.render("head", 160, 120), head)
+    assert not np.array_equal(other.render("head", 160, 120), head)  # objects moved, colours jittered
+    assert not world.success()  # nothing is stacked at the start
+    fx, fy, cx, cy = world.camera_intrinsics("head", 640, 480)
+    assert fx == fy and cx == pytest.approx(319.5) and 300 < fy < 500  # a D405-like 58 degree vertical field
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_block_to_plate_expert_succeeds(seed):
+    world, expert = run_expert("block_to_plate", seed)
+    assert expert.ik_failures == 0
+    assert world.success()
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: the drawer is left ~2 cm open, the cups are not nested")
+@pytest.mark.parametrize("task", ["block_into_drawer", "cup_stacking"])
+def test_the_other_experts_succeed(task):
+    world, expert = run_expert(task, 0)
+    assert expert.ik_failures == 0
+    assert world.success()
