@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.parameter import Parameter, parameter_dict_from_yaml_file
+from rclpy.signals import SignalHandlerOptions
 
 from ..bringup import TASKS, NodeSpec, SystemArgs, node_set, parameter_files
 
@@ -54,9 +56,9 @@ def build(spec: NodeSpec, files: list[Path]):
     return node_class(parameter_overrides=node_parameters(spec, files))
 
 
-def _spin(executor, context) -> None:
+def _spin(executor, context, running: threading.Event) -> None:
     try:
-        while context.ok():
+        while running.is_set() and context.ok():
             executor.spin_once(timeout_sec=0.25)  # bounded: see rotvla_common.ros.run_node
     except (ExternalShutdownException, KeyboardInterrupt):
         pass
@@ -72,26 +74,32 @@ class System:
         self.files = parameter_files(config_dir or default_config_dir(), args)
         self.specs = node_set(args)
         self.nodes, self.executors, self.threads = {}, [], []
+        self.running = threading.Event()
 
     def start(self) -> None:
+        self.running.set()
         for spec in self.specs:
             node = build(spec, self.files)
             self.nodes[spec.name] = node
             executor = MultiThreadedExecutor(num_threads=spec.threads) if spec.threads > 1 else SingleThreadedExecutor()
             executor.add_node(node)
-            thread = threading.Thread(target=_spin, args=(executor, node.context), name=f"spin-{spec.name}", daemon=True)
+            thread = threading.Thread(target=_spin, args=(executor, node.context, self.running), name=f"spin-{spec.name}",
+                                      daemon=True)
             thread.start()
             self.executors.append(executor)
             self.threads.append(thread)
 
     def stop(self) -> None:
-        rclpy.try_shutdown()
+        """In order: stop spinning, destroy the nodes (each stops its own threads while the
+        context can still carry their last messages), then shut the context down."""
+        self.running.clear()
         for thread in self.threads:
             thread.join(timeout=5.0)
         for executor in self.executors:
             executor.shutdown(timeout_sec=5.0)
         for node in reversed(list(self.nodes.values())):
             node.destroy_node()
+        rclpy.try_shutdown()
 
 
 def main(argv=None):
@@ -106,7 +114,10 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=0.0, help="stop after this many wall seconds (0: Ctrl-C)")
     parser.add_argument("--config-dir", type=Path, default=None)
     options, ros_args = parser.parse_known_args(argv)
-    rclpy.init(args=ros_args)
+    # Signals are handled here, not by rclpy (which would shut the context down under the
+    # nodes' own threads): SIGINT and SIGTERM end the main loop, then stop() runs in order.
+    rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     system = System(SystemArgs(sim=not options.hardware, task=options.task, checkpoint=options.checkpoint,
                                instruction=options.instruction, device=options.device, seed=options.seed,
                                expert=options.expert), options.config_dir)

@@ -1,0 +1,166 @@
+"""Bringup: the full simulated stack through the composed runner, observed over DDS from
+another process; the launch file and the runner share one description of the node set."""
+
+import ast
+import importlib.util
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, wait_for
+
+pytest.importorskip("rclpy")
+
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
+from std_msgs.msg import Bool  # noqa: E402
+
+from arx_r5_driver.kinematics import R5_JOINT_LIMITS  # noqa: E402
+from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS  # noqa: E402
+from rotvla_ros.bringup import SystemArgs, node_set, parameter_files  # noqa: E402
+
+LAUNCH_FILE = REPO_ROOT / "launch" / "bringup.launch.py"
+
+
+class Observer:
+    def __init__(self):
+        self.node = Node("bringup_observer")
+        self.seen = {"image": [], "info": [], "chunk": [], "status": [], "joints": [], "success": [], "clock": []}
+        sub = self.node.create_subscription
+        sub(Image, "/cameras/head/color/image_raw", self.seen["image"].append, SENSOR_QOS)
+        sub(CameraInfo, "/cameras/left_wrist/color/camera_info", self.seen["info"].append, SENSOR_QOS)
+        sub(ActionChunk, "/rotvla/action_chunk", self.seen["chunk"].append, RELIABLE_QOS)
+        sub(ExecutorStatus, "/rotvla/executor_status", self.seen["status"].append, RELIABLE_QOS)
+        sub(JointState, "/joint_states", self.seen["joints"].append, SENSOR_QOS)
+        sub(Bool, "/sim/task_success", self.seen["success"].append, RELIABLE_QOS)
+        sub(Clock, "/clock", lambda m: self.seen["clock"].append(m.clock.sec + m.clock.nanosec * 1e-9), 10)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+
+    def spin_until(self, predicate, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not predicate():
+            self.executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.mark.timeout(420)
+def test_the_simulated_stack_runs_the_expert_to_success_and_shuts_down_cleanly(rclpy_context, peer_factory):
+    """The MuJoCo cell, the executor (teleop from the sim's scripted expert, through its
+    safety filter), camera ingestion and the policy node (tiny checkpoint) in one process."""
+    runner = peer_factory(sys.executable, "-m", "rotvla_ros.nodes.runner", "--checkpoint",
+                          str(REPO_ROOT / "models" / "tiny-random"), "--expert", "--seed", "1")
+    observer = Observer()
+    try:
+        seen = observer.seen
+        assert observer.spin_until(lambda: len(seen["chunk"]) >= 3, 240), "".join(runner.lines[-40:])
+        assert observer.spin_until(lambda: any(m.data for m in seen["success"]), 120), "".join(runner.lines[-40:])
+        # Cameras as realsense2_camera publishes them, stamped on sim time.
+        image = seen["image"][-1]
+        assert (image.width, image.height, image.encoding) == (320, 240, "rgb8")
+        assert image.header.frame_id == "head_color_optical_frame" and seen["info"][-1].k[0] > 0
+        clock = seen["clock"][-1]
+        assert abs(image.header.stamp.sec + image.header.stamp.nanosec * 1e-9 - clock) < 1.0
+        # The policy served chunks; the executor was driven by the expert (chunks refused).
+        status = seen["status"][-1]
+        assert status.mode == ExecutorStatus.MODE_TELEOP and status.last_rejection_reason.startswith("teleop")
+        assert seen["chunk"][-1].checkpoint_id.startswith("tiny-random")
+        # The left arm moved, and no joint ever left its limits.
+        positions = np.array([m.position for m in seen["joints"]])
+        names = list(seen["joints"][-1].name)
+        left = positions[:, [names.index(f"left_joint{i}") for i in range(1, 7)]]
+        assert np.abs(left - left[0]).max() > 0.3
+        for k, joint in enumerate(f"joint{i}" for i in range(1, 7)):
+            lower, upper = R5_JOINT_LIMITS[joint]
+            for arm in ("left", "right"):
+                column = positions[:, names.index(f"{arm}_{joint}")]
+                assert (column >= lower - 0.02).all() and (column <= upper + 0.02).all()
+    finally:
+        observer.close()
+    runner.proc.send_signal(signal.SIGINT)
+    assert runner.proc.wait(timeout=60) == 0, "".join(runner.lines[-40:])
+    assert not any("Traceback" in line for line in runner.lines), "".join(runner.lines[-60:])
+
+
+def _declared_launch_arguments() -> set[str]:
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "ARGUMENTS" for t in node.targets):
+            return {key.value for key in node.value.keys}
+    raise AssertionError("no ARGUMENTS in the launch file")
+
+
+def test_the_launch_file_and_the_runner_share_one_node_set():
+    """Where launch_ros is importable the launch file is expanded for real and its nodes
+    compared with the description; everywhere, the file must build its nodes from the shared
+    description (not a list of its own) and declare an argument for each option."""
+    source = LAUNCH_FILE.read_text()
+    assert "node_set(args)" in source and "parameter_files(" in source
+    assert "launch_ros.actions" in source and "Node(" in source
+    arguments = _declared_launch_arguments()
+    assert {"sim", "task", "checkpoint", "instruction", "record", "device"} <= arguments
+    assert {"head_serial", "left_wrist_serial", "right_wrist_serial", "left_can", "right_can"} <= arguments
+    runner = (REPO_ROOT / "src/rotvla_ros/rotvla_ros/nodes/runner.py").read_text()
+    assert "node_set(" in runner and "parameter_files(" in runner
+
+    sim_nodes = {spec.name for spec in node_set(SystemArgs(sim=True))}
+    assert sim_nodes == {"sim", "arx_r5_executor", "camera_ingestion", "policy", "status_monitor"}
+    assert "sim" not in {spec.name for spec in node_set(SystemArgs(sim=False))}
+    for args in (SystemArgs(sim=True, task="cup_stacking"), SystemArgs(sim=False)):
+        for path in parameter_files(REPO_ROOT / "config", args):
+            assert path.is_file(), path
+
+    if importlib.util.find_spec("launch_ros") is None:
+        pytest.skip("launch_ros is not installable here: the shared description was checked instead")
+    from launch import LaunchContext  # pragma: no cover - on a ROS install
+
+    spec = importlib.util.spec_from_file_location("bringup_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    context = LaunchContext()
+    for entity in description.entities:
+        entity.visit(context)
+    actions = module._actions(context)
+    launched = {a.node_name.split("/")[-1] for a in actions if hasattr(a, "node_name")}
+    assert launched == sim_nodes
+
+
+def test_every_parameter_in_the_config_files_is_one_a_node_declares():
+    """A misspelt key in a YAML file would be silently ignored by ROS: every key of every
+    node section must be declared by that node (checked by building each node's class)."""
+    import yaml
+
+    declared = {
+        "arx_r5_executor": Path(REPO_ROOT / "src/arx_r5_driver/arx_r5_driver/executor_node.py").read_text(),
+        "camera_ingestion": Path(REPO_ROOT / "src/rotvla_ros/rotvla_ros/nodes/camera_ingestion.py").read_text(),
+        "policy": Path(REPO_ROOT / "src/rotvla_ros/rotvla_ros/nodes/policy_node.py").read_text(),
+        "sim": Path(REPO_ROOT / "src/rotvla_ros/rotvla_ros/nodes/sim_node.py").read_text(),
+    }
+
+    def keys(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from keys(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    for path in sorted((REPO_ROOT / "config").rglob("*.yaml")):
+        for section, body in yaml.safe_load(path.read_text()).items():
+            if section == "/**":
+                continue
+            assert section in declared, f"{path}: unknown node {section}"
+            for key in keys(body["ros__parameters"]):
+                leaf = key.split(".")[-1]
+                assert key == "use_sim_time" or f'"{leaf}"' in declared[section] or f'"{key}"' in declared[section], \
+                    f"{path}: {section} declares no parameter {key}"
