@@ -45,9 +45,11 @@ def test_launch_and_config_files_are_installed_into_the_package_share():
 
     share = Path(get_package_share_directory("rotvla_ros"))
     for folder in ("launch", "config"):
-        expected = sorted(p.name for p in (REPO_ROOT / folder).iterdir() if p.suffix in (".py", ".yaml"))
-        installed = sorted(p.name for p in (share / folder).iterdir())
+        source = REPO_ROOT / folder
+        expected = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.suffix in (".py", ".yaml"))
+        installed = sorted(str(p.relative_to(share / folder)) for p in (share / folder).rglob("*") if p.is_file() or p.is_symlink())
         assert installed == expected, folder
+    assert (share / "launch" / "bringup.launch.py").exists() and (share / "config" / "tasks" / "cup_stacking.yaml").exists()
 
 
 @pytest.mark.slow
