@@ -30,6 +30,9 @@ class Waypoint:
     tip: np.ndarray  # (3,) world, m
     gripper: float  # opening, m
     duration: float  # s to get there from the previous waypoint of the same arm
+    # A body being carried: the tip target is shifted by where that body sits in the grasp
+    # (measured when the segment starts), so that the body, not the tip, lands on target.
+    carrying: str = ""
 
 
 def pitch_for(tip_height: float) -> float:
@@ -39,7 +42,7 @@ def pitch_for(tip_height: float) -> float:
 
 
 def _pick_and_place(arm: str, pick: np.ndarray, place: np.ndarray, grasp_height: float, release_height: float,
-                    carry_height: float = 0.13) -> list[Waypoint]:
+                    carry_height: float = 0.13, body: str = "") -> list[Waypoint]:
     """Heights are the grasp point's, world z: grasping, letting go, and while moving."""
     pick_at, pick_above = np.r_[pick[:2], grasp_height], np.r_[pick[:2], carry_height]
     place_at, place_above = np.r_[place[:2], release_height], np.r_[place[:2], carry_height]
@@ -48,10 +51,11 @@ def _pick_and_place(arm: str, pick: np.ndarray, place: np.ndarray, grasp_height:
         Waypoint(arm, pick_at, OPEN, 1.5),
         Waypoint(arm, pick_at, CLOSED, 0.8),
         Waypoint(arm, pick_above, CLOSED, 1.2),
-        Waypoint(arm, place_above, CLOSED, 1.8),
-        Waypoint(arm, place_at, CLOSED, 1.0),
+        Waypoint(arm, place_above, CLOSED, 1.8, carrying=body),
+        Waypoint(arm, place_at, CLOSED, 1.0, carrying=body),
         Waypoint(arm, place_at, OPEN, 0.6),
         Waypoint(arm, place_above, OPEN, 1.0),
+        Waypoint(arm, pick_above, OPEN, 1.5),  # out of the other arm's way
     ]
 
 
@@ -59,29 +63,31 @@ def plan(world: SimWorld) -> list[Waypoint]:
     """The task's waypoints, in order (arms take turns)."""
     p = world.scene.positions
     if world.task.name == "block_to_plate":
-        return _pick_and_place("left", p["block"], p["plate"], BLOCK_HALF + 0.003, 0.045)
+        return _pick_and_place("left", p["block"], p["plate"], BLOCK_HALF + 0.003, 0.045, body="block")
     if world.task.name == "block_into_drawer":
         opening = BlockIntoDrawer.drawer_opening(world.model, world.data)
         drawer = p["cabinet"] - np.array([opening, 0.0, 0.0])
         front = drawer[0] - BlockIntoDrawer.INTERIOR[0] - 0.012  # the front panel's outer face
-        waypoints = _pick_and_place("left", p["block"], drawer, BLOCK_HALF + 0.003, 0.06)
+        waypoints = _pick_and_place("left", p["block"], drawer, BLOCK_HALF + 0.003, 0.06, body="block")
         push_from = np.array([front - 0.05, drawer[1], 0.035])
         return waypoints + [
             Waypoint("left", push_from + [0, 0, 0.08], CLOSED, 1.2),
             Waypoint("left", push_from, CLOSED, 1.0),
             Waypoint("left", push_from + [opening + 0.03, 0, 0], CLOSED, 2.0),
-            # Straight up first: going back at once would hook the handle and reopen it.
-            Waypoint("left", push_from + [opening + 0.03, 0, 0.08], CLOSED, 1.0),
-            Waypoint("left", push_from + [opening - 0.05, 0, 0.08], CLOSED, 0.8),
+            # Back off at the same height first: rising at once drags the fingers along the
+            # cabinet's top edge and pulls the drawer open again.
+            Waypoint("left", push_from + [opening - 0.03, 0, 0], CLOSED, 1.0),
+            Waypoint("left", push_from + [opening - 0.03, 0, 0.08], CLOSED, 1.0),
         ]
     if world.task.name == "cup_stacking":
-        # Carried with its bottom 1 cm above the green cup's rim, let go there.
-        yellow_grasp, red_grasp = 0.5 * CUPS["yellow"][1], 0.5 * CUPS["red"][1]
-        over_green = CUPS["green"][1] + 0.02
-        return (_pick_and_place("left", p["yellow"], p["green"], yellow_grasp, over_green + yellow_grasp,
-                                over_green + yellow_grasp)
-                + _pick_and_place("right", p["red"], p["green"], red_grasp, over_green + red_grasp + 0.01,
-                                  over_green + red_grasp + 0.01))
+        # Each cup is pinched by its upper wall (the palm stays above the rim), carried with its
+        # bottom 1.5 cm above the green cup's rim, and let go there, to drop inside.
+        grasp = {name: CUPS[name][1] - 0.015 for name in ("yellow", "red")}
+        clear = CUPS["green"][1] + 0.015
+        return (_pick_and_place("left", p["yellow"], p["green"], grasp["yellow"], clear + grasp["yellow"],
+                                clear + grasp["yellow"], body="yellow_cup")
+                + _pick_and_place("right", p["red"], p["green"], grasp["red"], clear + grasp["red"], clear + grasp["red"],
+                                  body="red_cup"))
     raise ValueError(f"no expert for {world.task.name}")
 
 
@@ -95,6 +101,7 @@ class ScriptedExpert:
         self.start_time = start_time
         self.targets_now = {arm: world.read(arm) for arm in world.arm_names}
         self.ik_failures = 0
+        self._shifted: dict[int, np.ndarray] = {}
         # Each waypoint's start and end times, and where its arm was when it began.
         self._schedule = []
         t = start_time
@@ -120,12 +127,25 @@ class ScriptedExpert:
             return seed
         return result.q
 
+    def _target(self, index: int, waypoint: Waypoint) -> np.ndarray:
+        """The waypoint's tip, shifted once (at its start) by the carried body's offset."""
+        if index not in self._shifted:
+            shift = np.zeros(3)
+            if waypoint.carrying:
+                tip = self._tip(waypoint.arm, self.targets_now[waypoint.arm][0])
+                body = self.world.data.xpos[self.world.model.body(waypoint.carrying).id]
+                shift[:2] = (tip - body)[:2]
+            self._shifted[index] = waypoint.tip + shift
+        return self._shifted[index]
+
     def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
-        for start, end, from_tip, from_gripper, waypoint in self._schedule:
+        for index, (start, end, from_tip, from_gripper, waypoint) in enumerate(self._schedule):
             if start <= now < end:
                 s = (now - start) / (end - start)
                 s = s * s * (3 - 2 * s)  # smoothstep: at rest at each waypoint
-                tip = (1 - s) * from_tip + s * waypoint.tip
+                if index > 0 and self._schedule[index - 1][4].arm == waypoint.arm:
+                    from_tip = self._target(index - 1, self._schedule[index - 1][4])
+                tip = (1 - s) * from_tip + s * self._target(index, waypoint)
                 gripper = (1 - s) * from_gripper + s * waypoint.gripper
                 seed = self.targets_now[waypoint.arm][0]
                 self.targets_now[waypoint.arm] = (self._ik(waypoint.arm, tip, seed), float(gripper))

@@ -88,7 +88,8 @@ def _arm_xml(mount: ArmMount, kinematics: ArmKinematics) -> str:
     # The flange (joint6's frame): palm, fingers and the wrist camera; the tool points along x.
     lines += [
         f'<site name="{prefix}_flange" pos="0 0 0" size="0.005"/>',
-        f'<geom name="{prefix}_palm" type="box" pos="0.035 0 0" size="0.03 0.045 0.02" rgba="0.2 0.2 0.2 1" mass="0.2"/>',
+        f'<geom name="{prefix}_palm" type="box" pos="0.035 0 0" size="0.03 0.045 0.02" rgba="0.2 0.2 0.2 1" mass="0.2" '
+        'contype="0" conaffinity="0"/>',  # only the fingers touch: a palm this size would sit on a cup's rim
         f'<camera name="{prefix}_wrist" pos="0.0 0 0.05" xyaxes="{look_at((0.0, 0, 0.05), (0.25, 0, -0.04))}" fovy="58"/>',
     ]
     for side, sign in (("a", 1), ("b", -1)):

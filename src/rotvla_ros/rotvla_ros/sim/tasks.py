@@ -20,7 +20,7 @@ BLOCK_HALF = 0.015
 PLATE_RADIUS, PLATE_HALF_HEIGHT = 0.06, 0.004
 DRAWER_TRAVEL = 0.12  # m, fully open
 # Cups: outer radius, height; wall and bottom 4 mm; 12 wall segments.
-CUPS = {"green": (0.042, 0.070), "yellow": (0.033, 0.058), "red": (0.024, 0.046)}
+CUPS = {"green": (0.045, 0.070), "yellow": (0.033, 0.058), "red": (0.022, 0.046)}
 CUP_RGBA = {"green": (0.1, 0.7, 0.2), "yellow": (0.95, 0.8, 0.1), "red": (0.85, 0.1, 0.1)}
 
 
@@ -45,7 +45,9 @@ def _cup_xml(name: str, position, rgba: str, base_mass: float = 0.02) -> str:
     segments = 12
     half_width = radius * np.tan(np.pi / segments) + 1e-3
     lines = [f'<body name="{name}_cup" pos="{_vec(position)}"><freejoint name="{name}_cup"/>',
-             f'<geom type="cylinder" size="{radius - wall:.4f} {wall / 2}" pos="0 0 {wall / 2}" rgba="{rgba}" mass="{base_mass}"/>']
+             # The bottom as a box, 8 mm thick: thin cylinder-cylinder contacts let a dropped cup sink through.
+             f'<geom type="box" size="{(radius - wall) * 0.7:.4f} {(radius - wall) * 0.7:.4f} 0.004" pos="0 0 0.004" '
+             f'rgba="{rgba}" mass="{base_mass}"/>']
     for k in range(segments):
         angle = 2 * np.pi * k / segments
         centre = (radius - wall / 2) * np.array([np.cos(angle), np.sin(angle)])
