@@ -20,7 +20,7 @@ ARGUMENTS = {
     "task": ("block_to_plate", "block_to_plate, block_into_drawer or cup_stacking"),
     "checkpoint": ("", "checkpoint directory the policy serves at start"),
     "instruction": ("", "instruction (empty: the task's)"),
-    "record": ("false", "record the documented topics with ros2 bag (mcap)"),
+    "record": ("false", "record the documented topics with ros2 bag (mcap), and run the episode recorder"),
     "device": ("", "torch device of the policy (empty: the config's)"),
     "expert": ("false", "sim: the scripted expert drives the arms (demonstrations)"),
     "seed": ("0", "sim: seed of the task's randomisation"),
@@ -48,6 +48,7 @@ def _actions(context):
     args = SystemArgs(
         sim=_truthy(value("sim")), task=value("task"), checkpoint=value("checkpoint"), instruction=value("instruction"),
         device=value("device"), seed=int(value("seed")), expert=_truthy(value("expert")),
+        record_episodes=_truthy(value("record")),
         camera_serials={c: value(f"{c}_serial") for c in CAMERAS},
         can_ports={arm: value(f"{arm}_can") for arm in ("left", "right") if value(f"{arm}_can")},
     )

@@ -16,6 +16,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py") + glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/tasks", glob("config/tasks/*.yaml")),
+        (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -27,6 +28,9 @@ setup(
         "console_scripts": [
             "camera_ingestion = rotvla_ros.nodes.camera_ingestion:main",
             "policy_node = rotvla_ros.nodes.policy_node:main",
+            "episode_recorder = rotvla_ros.nodes.episode_recorder:main",
+            "rotvla_convert = rotvla_ros.data.convert:main",
+            "rotvla_train = rotvla_ros.train.cli:main",
             "rotvla_ctl = rotvla_ros.nodes.rotvla_ctl:main",
             "rotvla_run = rotvla_ros.nodes.runner:main",
             "sim_node = rotvla_ros.nodes.sim_node:main",

@@ -45,6 +45,8 @@ class SystemArgs:
     camera_serials: dict = field(default_factory=dict)  # camera -> serial number (hardware)
     can_ports: dict = field(default_factory=dict)  # arm -> CAN interface (hardware)
     status: bool = True  # the one-line status monitor
+    policy: bool = True  # False: recording demonstrations needs no policy
+    record_episodes: bool = False  # the episode recorder node (start/stop/discard services)
 
 
 def parameter_files(config_dir: Path, args: SystemArgs) -> list[Path]:
@@ -73,8 +75,13 @@ def node_set(args: SystemArgs) -> list[NodeSpec]:
     nodes += [
         NodeSpec("arx_r5_executor", "arx_r5_driver", "executor", "arx_r5_driver.executor_node:ExecutorNode", executor),
         NodeSpec("camera_ingestion", "rotvla_ros", "camera_ingestion", "rotvla_ros.nodes.camera_ingestion:CameraIngestionNode"),
-        NodeSpec("policy", "rotvla_ros", "policy_node", "rotvla_ros.nodes.policy_node:PolicyNode", policy, threads=2),
     ]
+    if args.policy:
+        nodes.append(NodeSpec("policy", "rotvla_ros", "policy_node", "rotvla_ros.nodes.policy_node:PolicyNode", policy,
+                              threads=2))
+    if args.record_episodes:
+        nodes.append(NodeSpec("episode_recorder", "rotvla_ros", "episode_recorder",
+                              "rotvla_ros.nodes.episode_recorder:EpisodeRecorder", threads=2))
     if args.status:
         nodes.append(NodeSpec("status_monitor", "rotvla_ros", "status_monitor", "rotvla_ros.nodes.status_monitor:StatusMonitor"))
     return nodes

@@ -111,6 +111,8 @@ def main(argv=None):
     parser.add_argument("--device", default="")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--expert", action="store_true", help="sim: the scripted expert drives the arms (demos)")
+    parser.add_argument("--no-policy", action="store_true", help="no policy node (recording demonstrations)")
+    parser.add_argument("--record", action="store_true", help="the episode recorder node (/rotvla/recorder/*)")
     parser.add_argument("--seconds", type=float, default=0.0, help="stop after this many wall seconds (0: Ctrl-C)")
     parser.add_argument("--config-dir", type=Path, default=None)
     options, ros_args = parser.parse_known_args(argv)
@@ -120,7 +122,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     system = System(SystemArgs(sim=not options.hardware, task=options.task, checkpoint=options.checkpoint,
                                instruction=options.instruction, device=options.device, seed=options.seed,
-                               expert=options.expert), options.config_dir)
+                               expert=options.expert, policy=not options.no_policy,
+                               record_episodes=options.record), options.config_dir)
     if options.hardware:
         print("[rotvla_run] hardware: start the cameras with realsense2_camera (see launch/bringup.launch.py)")
     try:

@@ -145,3 +145,44 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             return {key: weights.get_tensor(key) for key in weights.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path} is corrupt or unreadable: {error}") from error
+
+
+# -- the Stage I latent action model -------------------------------------------------------
+
+LAM_FORMAT = "rotvla-lam-1"
+
+
+def save_lam(model, path: Path) -> str:
+    """A LAM checkpoint directory: config.json (format, LAMConfig) and model.safetensors
+    (every weight, the frozen DINOv2 included: the directory is all a later stage needs)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = to_dict(model.config)
+    config["dino"]["pretrained_path"] = ""
+    (path / CONFIG_FILE).write_text(json.dumps({"format_version": LAM_FORMAT, "lam": config}, indent=2))
+    save_model(model, str(path / WEIGHTS_FILE))
+    return checkpoint_id(path)
+
+
+def load_lam(path: Path):
+    """The frozen LAM a Stage I run wrote; raises CheckpointError."""
+    from ..model.config import LAMConfig
+    from ..model.lam import LatentActionModel
+
+    path = Path(path)
+    try:
+        data = json.loads((path / CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: no readable LAM config ({error})") from error
+    if data.get("format_version") != LAM_FORMAT:
+        raise CheckpointError(f"{path}: not a LAM checkpoint (format {data.get('format_version')!r})")
+    from transformers.initialization import no_init_weights
+
+    config = from_dict(LAMConfig, data["lam"])
+    with no_init_weights():
+        model = LatentActionModel(config)
+    state = _read_weights(path / WEIGHTS_FILE)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not match the LAM config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval()

@@ -1,1 +1,1 @@
-"""rotvla_ros.train (imports no rclpy)."""
+"""Training stages I-III (no rclpy): ``rotvla_train stage1|stage2|stage3 --config ...``."""

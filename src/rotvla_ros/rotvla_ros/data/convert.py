@@ -1,0 +1,345 @@
+"""rosbag2 episodes (MCAP or sqlite3) -> a LeRobotDataset v3.0 directory. ROS-free (rosbags).
+
+    rotvla_convert demos/2026* --output datasets/block_to_plate [--fps 10] [--overwrite]
+
+Per episode (one bag, with the recorder's ``episode.json`` when there is one):
+
+- Every stream is keyed by its messages' **header stamps** (capture time), not by the time
+  the bag logged them. A stream with no message, stamps that go backwards, or a gap longer
+  than ``max_gap`` fails the conversion with an error naming the episode and the topic.
+- The episode's timeline runs at ``fps`` over the span every stream covers; each frame
+  takes, per stream, the message nearest its time.
+- ``observation.state``: both arms' EEF poses in the paper's 20-D layout (xyz, Rotate6D,
+  gripper opening; left arm first), from ``/rotvla/eef_pose/<arm>`` and the grippers in
+  ``/joint_states``. ``action``: the state of the next frame (absolute EEF targets), the
+  last frame holding its own.
+- ``observation.images.<camera>``: one mp4 per camera for the whole dataset (PyAV), episodes
+  one after the other, located by ``videos/<key>/from_timestamp`` in the episodes table.
+
+The dataset is written into a temporary directory beside ``output`` and renamed at the end:
+a failed conversion leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy.spatial.transform import Rotation
+
+from ..ingest.images import ImageFormatError, image_to_rgb
+from ..model.config import DUAL_ARM_EEF_ACTION_NAMES
+from .rosbag_types import make_typestore
+
+CODEBASE_VERSION = "v3.0"
+STATE_KEY, ACTION_KEY = "observation.state", "action"
+
+
+class ConversionError(RuntimeError):
+    """A bag that cannot become a clean episode; the message names the episode and topic."""
+
+
+@dataclass
+class ConversionConfig:
+    fps: int = 10
+    cameras: tuple[str, ...] = ("head", "left_wrist", "right_wrist")
+    arms: tuple[str, ...] = ("left", "right")
+    camera_topic: str = "/cameras/{camera}/color/image_raw"
+    eef_topic: str = "/rotvla/eef_pose/{arm}"
+    joint_state_topic: str = "/joint_states"
+    max_gap: float = 0.25  # s between consecutive messages of a stream
+    codec: str = "libx264"  # libsvtav1 is LeRobot's default; x264 encodes faster on a CPU
+    robot_type: str = "arx_r5_dual"
+    task: str = ""  # the instruction when a bag has no episode.json
+
+
+@dataclass
+class Episode:
+    name: str
+    task: str
+    timestamps: np.ndarray  # (T,) s from the episode's start
+    state: np.ndarray  # (T, 20)
+    action: np.ndarray  # (T, 20)
+    frames: dict[str, np.ndarray]  # camera -> (T, H, W, 3) uint8
+    meta: dict = field(default_factory=dict)
+
+
+def _stamp(msg) -> float:
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
+def _check_stream(name: str, topic: str, stamps: np.ndarray, max_gap: float) -> None:
+    if len(stamps) == 0:
+        raise ConversionError(f"{name}: no messages on {topic}")
+    backwards = np.flatnonzero(np.diff(stamps) < 0)
+    if backwards.size:
+        raise ConversionError(f"{name}: {topic} has out-of-order stamps (message {backwards[0] + 1} is "
+                              f"{stamps[backwards[0]] - stamps[backwards[0] + 1]:.3f} s before the one before it)")
+    gaps = np.diff(stamps)
+    if gaps.size and gaps.max() > max_gap:
+        at = int(np.argmax(gaps))
+        raise ConversionError(f"{name}: {topic} has a gap of {gaps[at]:.3f} s (> {max_gap} s) "
+                              f"{stamps[at] - stamps[0]:.3f} s into the episode")
+
+
+def _nearest(stamps: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Index of the stamp nearest each time."""
+    right = np.clip(np.searchsorted(stamps, times), 1, len(stamps) - 1)
+    left = right - 1
+    return np.where(np.abs(stamps[left] - times) <= np.abs(stamps[right] - times), left, right)
+
+
+def read_episode(bag: Path, config: ConversionConfig) -> Episode:
+    """One bag -> one resampled episode; raises ConversionError."""
+    from rosbags.highlevel import AnyReader
+
+    name = bag.name
+    meta_file = bag / "episode.json" if (bag / "episode.json").exists() else bag.parent / "episode.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    task = meta.get("instruction") or meta.get("task") or config.task
+    if not task:
+        raise ConversionError(f"{name}: no task (no episode.json with an instruction, and no --task)")
+    bag_dir = bag / "bag" if (bag / "bag").is_dir() else bag
+    cameras = {config.camera_topic.format(camera=c): c for c in config.cameras}
+    eefs = {config.eef_topic.format(arm=a): a for a in config.arms}
+    wanted = [*cameras, *eefs, config.joint_state_topic]
+    images: dict[str, list] = {c: [] for c in config.cameras}
+    poses: dict[str, list] = {a: [] for a in config.arms}
+    grippers: dict[str, list] = {a: [] for a in config.arms}
+    stamps: dict[str, list[float]] = {t: [] for t in wanted}
+    try:
+        with AnyReader([bag_dir], default_typestore=make_typestore()) as reader:
+            connections = [c for c in reader.connections if c.topic in wanted]
+            for connection, _, raw in reader.messages(connections=connections):
+                msg = reader.deserialize(raw, connection.msgtype)
+                topic = connection.topic
+                stamps[topic].append(_stamp(msg))
+                if topic in cameras:
+                    images[cameras[topic]].append(msg)
+                elif topic in eefs:
+                    p, q = msg.pose.position, msg.pose.orientation
+                    matrix = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+                    poses[eefs[topic]].append(np.r_[p.x, p.y, p.z, matrix[:, 0], matrix[:, 1]])
+                else:
+                    index = {n: i for i, n in enumerate(msg.name)}
+                    grippers_now = [msg.position[index[f"{a}_gripper"]] if f"{a}_gripper" in index else np.nan
+                                    for a in config.arms]
+                    for arm, value in zip(config.arms, grippers_now):
+                        grippers[arm].append(value)
+    except ConversionError:
+        raise
+    except Exception as error:  # a truncated or corrupt file: rosbags' own errors vary
+        raise ConversionError(f"{name}: cannot read the bag ({type(error).__name__}: {error})") from error
+    arrays = {t: np.asarray(s) for t, s in stamps.items()}
+    for topic in wanted:
+        _check_stream(name, topic, arrays[topic], config.max_gap)
+    start = max(a[0] for a in arrays.values())
+    end = min(a[-1] for a in arrays.values())
+    if end <= start:
+        raise ConversionError(f"{name}: the streams do not overlap in time")
+    times = start + np.arange(int(np.floor((end - start) * config.fps)) + 1) / config.fps  # (T,)
+    state = []
+    joint_index = _nearest(arrays[config.joint_state_topic], times)
+    for arm in config.arms:
+        pose_index = _nearest(arrays[config.eef_topic.format(arm=arm)], times)
+        gripper = np.asarray(grippers[arm])[joint_index]
+        if not np.isfinite(gripper).all():
+            raise ConversionError(f"{name}: {config.joint_state_topic} has no {arm}_gripper")
+        state.append(np.c_[np.asarray(poses[arm])[pose_index], gripper])  # (T, 10)
+    state = np.concatenate(state, axis=1).astype(np.float32)  # (T, 20)
+    action = np.concatenate([state[1:], state[-1:]], axis=0)  # the next frame's pose
+    frames = {}
+    for camera in config.cameras:
+        topic = config.camera_topic.format(camera=camera)
+        try:
+            frames[camera] = np.stack([image_to_rgb(images[camera][i]) for i in _nearest(arrays[topic], times)])
+        except ImageFormatError as error:
+            raise ConversionError(f"{name}: {topic}: {error}") from error
+    return Episode(name, task, (times - start).astype(np.float32), state, action, frames, meta)
+
+
+def _feature_stats(values: np.ndarray) -> dict:
+    return {"min": values.min(0).tolist(), "max": values.max(0).tolist(), "mean": values.mean(0).tolist(),
+            "std": values.std(0).tolist(), "count": [int(len(values))]}
+
+
+def _image_stats(frames: list[np.ndarray]) -> dict:
+    """Per-channel statistics over (a subsample of) the frames, in [0, 1], shaped (3, 1, 1)."""
+    pixels = np.concatenate([f[:: max(1, len(f) // 20)].reshape(-1, 3) for f in frames]).astype(np.float64) / 255.0
+    shape = lambda v: [[[float(x)]] for x in v]  # noqa: E731
+    return {"min": shape(pixels.min(0)), "max": shape(pixels.max(0)), "mean": shape(pixels.mean(0)),
+            "std": shape(pixels.std(0)), "count": [int(sum(len(f) for f in frames))]}
+
+
+def _pandas_index_metadata(index_column: str) -> dict:
+    """Schema metadata that makes pandas read ``index_column`` as the index (LeRobot's tasks table)."""
+    return {b"pandas": json.dumps({"index_columns": [index_column], "column_indexes": [], "columns": [],
+                                    "creator": {"library": "pyarrow", "version": pa.__version__},
+                                    "pandas_version": "2.2.3"}).encode()}
+
+
+class _VideoWriter:
+    def __init__(self, path: Path, fps: int, width: int, height: int, codec: str):
+        import av
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.container = av.open(str(path), mode="w")
+        self.stream = self.container.add_stream(codec, rate=fps)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+        self.stream.time_base = Fraction(1, fps)
+        self.frames = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts = self.frames
+        self.frames += 1
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+
+def convert(bags: list[Path], output: Path, config: ConversionConfig | None = None, overwrite: bool = False,
+            progress: bool = True) -> dict:
+    """Write the dataset; returns its info.json. Raises ConversionError (nothing written)."""
+    from tqdm import tqdm
+
+    config = config or ConversionConfig()
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise ConversionError(f"{output} exists (--overwrite to replace it)")
+    if not bags:
+        raise ConversionError("no episodes to convert")
+    staging = output.parent / f".{output.name}.converting"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        info = _write_dataset(bags, staging, config, tqdm(bags, desc="episodes", unit="ep", disable=not progress))
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+        return info
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) -> dict:
+    tasks: dict[str, int] = {}
+    videos: dict[str, _VideoWriter] = {}
+    rows, episode_rows, states, actions, frames_for_stats = [], [], [], [], {c: [] for c in config.cameras}
+    index = 0
+    shapes = {}
+    for episode_index, bag in enumerate(episodes_iter):
+        episode = read_episode(Path(bag), config)
+        task_index = tasks.setdefault(episode.task, len(tasks))
+        length = len(episode.timestamps)
+        video_row = {}
+        for camera, frames in episode.frames.items():
+            key = f"observation.images.{camera}"
+            height, width = frames.shape[1:3]
+            if camera not in videos:
+                shapes[camera] = (height, width)
+                videos[camera] = _VideoWriter(root / "videos" / key / "chunk-000" / "file-000.mp4", config.fps, width,
+                                              height, config.codec)
+            elif shapes[camera] != (height, width):
+                raise ConversionError(f"{episode.name}: camera {camera} is {width}x{height}, earlier episodes "
+                                      f"{shapes[camera][1]}x{shapes[camera][0]}")
+            start = videos[camera].frames / config.fps
+            for frame in frames:
+                videos[camera].write(frame)
+            video_row.update({f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": 0,
+                              f"videos/{key}/from_timestamp": start, f"videos/{key}/to_timestamp": start + length / config.fps})
+            frames_for_stats[camera].append(frames)
+        for k in range(length):
+            rows.append({STATE_KEY: episode.state[k].tolist(), ACTION_KEY: episode.action[k].tolist(),
+                         "timestamp": float(episode.timestamps[k]), "frame_index": k, "episode_index": episode_index,
+                         "index": index + k, "task_index": task_index})
+        episode_rows.append({
+            "episode_index": episode_index, "tasks": [episode.task], "length": length,
+            "data/chunk_index": 0, "data/file_index": 0, "dataset_from_index": index, "dataset_to_index": index + length,
+            **video_row, "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
+            "source": episode.name, "success": bool(episode.meta.get("success", True)),
+            "operator": str(episode.meta.get("operator", "")),
+        })
+        states.append(episode.state)
+        actions.append(episode.action)
+        index += length
+    for writer in videos.values():
+        writer.close()
+
+    vector = lambda: pa.list_(pa.float32(), len(DUAL_ARM_EEF_ACTION_NAMES))  # noqa: E731
+    data_schema = pa.schema([(STATE_KEY, vector()), (ACTION_KEY, vector()), ("timestamp", pa.float32()),
+                             ("frame_index", pa.int64()), ("episode_index", pa.int64()), ("index", pa.int64()),
+                             ("task_index", pa.int64())])
+    (root / "data" / "chunk-000").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=data_schema), root / "data" / "chunk-000" / "file-000.parquet")
+    (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(episode_rows), root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    task_table = pa.table({"task": list(tasks), "task_index": pa.array(list(tasks.values()), pa.int64())})
+    pq.write_table(task_table.replace_schema_metadata(_pandas_index_metadata("task")), root / "meta" / "tasks.parquet")
+
+    state_all, action_all = np.concatenate(states), np.concatenate(actions)
+    stats = {STATE_KEY: _feature_stats(state_all), ACTION_KEY: _feature_stats(action_all)}
+    for camera, frames in frames_for_stats.items():
+        stats[f"observation.images.{camera}"] = _image_stats(frames)
+    (root / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
+    names = list(DUAL_ARM_EEF_ACTION_NAMES)
+    features = {
+        **{f"observation.images.{c}": {
+            "dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
+            "info": {"video.height": h, "video.width": w, "video.codec": config.codec, "video.pix_fmt": "yuv420p",
+                     "video.is_depth_map": False, "video.fps": config.fps, "video.channels": 3, "has_audio": False},
+        } for c, (h, w) in shapes.items()},
+        STATE_KEY: {"dtype": "float32", "shape": [len(names)], "names": names},
+        ACTION_KEY: {"dtype": "float32", "shape": [len(names)], "names": names},
+        **{k: {"dtype": "int64", "shape": [1], "names": None} for k in ("frame_index", "episode_index", "index", "task_index")},
+        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+    }
+    info = {
+        "codebase_version": CODEBASE_VERSION, "robot_type": config.robot_type, "total_episodes": len(episode_rows),
+        "total_frames": index, "total_tasks": len(tasks), "chunks_size": 1000, "data_files_size_in_mb": 100,
+        "video_files_size_in_mb": 200, "fps": config.fps, "splits": {"train": f"0:{len(episode_rows)}"},
+        "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+        "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
+        "features": features,
+    }
+    (root / "meta" / "info.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bags", nargs="+", type=Path, help="episode directories (the recorder's) or rosbag2 directories")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--fps", type=int, default=10)
+    parser.add_argument("--max-gap", type=float, default=0.25)
+    parser.add_argument("--task", default="", help="instruction for bags without episode.json")
+    parser.add_argument("--codec", default="libx264")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    config = ConversionConfig(fps=args.fps, max_gap=args.max_gap, task=args.task, codec=args.codec)
+    try:
+        info = convert(sorted(args.bags), args.output, config, overwrite=args.overwrite)
+    except ConversionError as error:
+        print(f"rotvla_convert: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.output}: {info['total_episodes']} episodes, {info['total_frames']} frames at {info['fps']} fps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Reading LeRobotDataset v3.0 directories for training: ours (``convert``) and other
+people's. ROS-free; torch only through ``torch.utils.data.Dataset``.
+
+An item is one frame: its camera images (uint8 RGB), its state, the chunk of the next
+``action_horizon`` actions of the same episode (the last action repeated past the end, with
+a mask saying which steps are real), a clip of ``clip_length`` frames ``clip_stride`` apart
+from the ``clip_camera`` starting at this one (the latent action model's triplets and plan
+frames), and the task's text.
+
+Video frames are decoded with PyAV, one whole file at a time on first use, and kept in
+memory: right for the datasets a workstation fine-tunes on (100 demos per task); a
+million-episode pretraining corpus needs a streaming decoder instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from torch.utils.data import Dataset
+
+STATE_KEY, ACTION_KEY = "observation.state", "action"
+
+
+class DatasetFormatError(ValueError):
+    pass
+
+
+def _read_tables(folder: Path):
+    files = sorted(folder.glob("chunk-*/file-*.parquet"))
+    if not files:
+        raise DatasetFormatError(f"no parquet files under {folder}")
+    import pyarrow as pa
+
+    return pa.concat_tables([pq.read_table(f) for f in files])
+
+
+def _decode_video(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])  # (N, H, W, 3)
+
+
+class LeRobotV3Dataset(Dataset):
+    def __init__(self, root: str | Path, action_horizon: int = 1, cameras: list[str] | None = None,
+                 clip_length: int = 0, clip_stride: int = 1, clip_camera: str = "head"):
+        self.root = Path(root)
+        info_path = self.root / "meta" / "info.json"
+        if not info_path.exists():
+            raise DatasetFormatError(f"{self.root} is no LeRobot dataset (no meta/info.json)")
+        self.info = json.loads(info_path.read_text())
+        if not str(self.info.get("codebase_version", "")).startswith("v3"):
+            raise DatasetFormatError(f"{self.root}: LeRobot {self.info.get('codebase_version')} (v3.0 needed: "
+                                     "convert older datasets with LeRobot's own converter)")
+        self.fps = float(self.info["fps"])
+        features = self.info["features"]
+        images = [k for k, v in features.items() if v.get("dtype") in ("video", "image")]
+        if any(features[k]["dtype"] == "image" for k in images):
+            raise DatasetFormatError(f"{self.root}: image features stored in parquet are not supported (videos are)")
+        available = [k.removeprefix("observation.images.") for k in images]
+        self.cameras = list(cameras) if cameras else available
+        missing = sorted(set(self.cameras) - set(available))
+        if missing:
+            raise DatasetFormatError(f"{self.root}: no cameras {missing} (has {available})")
+        for key in (STATE_KEY, ACTION_KEY):
+            if key not in features:
+                raise DatasetFormatError(f"{self.root}: no {key} feature")
+        self.action_names = tuple(features[ACTION_KEY].get("names") or [])
+        self.action_horizon = action_horizon
+        self.clip_length, self.clip_stride, self.clip_camera = clip_length, clip_stride, clip_camera
+        if clip_length and clip_camera not in available:
+            raise DatasetFormatError(f"{self.root}: no camera {clip_camera!r} for clips (has {available})")
+
+        data = _read_tables(self.root / "data")
+        self.state = np.asarray(data.column(STATE_KEY).to_pylist(), dtype=np.float32)  # (N, S)
+        self.action = np.asarray(data.column(ACTION_KEY).to_pylist(), dtype=np.float32)  # (N, A)
+        self.episode_index = np.asarray(data.column("episode_index").to_pylist())
+        self.frame_index = np.asarray(data.column("frame_index").to_pylist())
+        self.task_index = np.asarray(data.column("task_index").to_pylist())
+        order = np.argsort(np.asarray(data.column("index").to_pylist()), kind="stable")
+        for name in ("state", "action", "episode_index", "frame_index", "task_index"):
+            setattr(self, name, getattr(self, name)[order])
+        tasks = pq.read_table(self.root / "meta" / "tasks.parquet")
+        task_column = "task" if "task" in tasks.column_names else "__index_level_0__"
+        self.tasks = dict(zip(tasks.column("task_index").to_pylist(), tasks.column(task_column).to_pylist()))
+        episodes = _read_tables(self.root / "meta" / "episodes").to_pylist()
+        self.episodes = {row["episode_index"]: row for row in episodes}
+        self._videos: dict[Path, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+    def stats(self) -> dict:
+        path = self.root / "meta" / "stats.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _frame(self, camera: str, row: int) -> np.ndarray:
+        key = f"observation.images.{camera}"
+        episode = self.episodes[int(self.episode_index[row])]
+        path = self.root / self.info["video_path"].format(
+            video_key=key, chunk_index=episode[f"videos/{key}/chunk_index"], file_index=episode[f"videos/{key}/file_index"])
+        if path not in self._videos:
+            self._videos[path] = _decode_video(path)
+        video = self._videos[path]
+        position = int(round((episode[f"videos/{key}/from_timestamp"] + self.frame_index[row] / self.fps) * self.fps))
+        return video[min(position, len(video) - 1)]
+
+    def _same_episode(self, row: int, offset: int) -> int:
+        """The row ``offset`` frames later in the same episode (clamped to its last frame)."""
+        episode = self.episodes[int(self.episode_index[row])]
+        return min(row + offset, int(episode["dataset_to_index"]) - 1)
+
+    def __getitem__(self, row: int) -> dict:
+        rows = [self._same_episode(row, k) for k in range(self.action_horizon)]
+        end = int(self.episodes[int(self.episode_index[row])]["dataset_to_index"])
+        item = {
+            "images": {c: self._frame(c, row) for c in self.cameras},  # (H, W, 3) uint8
+            "state": self.state[row],
+            "actions": self.action[rows],  # (H, A)
+            "action_mask": np.array([row + k < end for k in range(self.action_horizon)]),
+            "instruction": self.tasks[int(self.task_index[row])],
+            "episode_index": int(self.episode_index[row]),
+            "frame_index": int(self.frame_index[row]),
+        }
+        if self.clip_length:
+            rows = [self._same_episode(row, k * self.clip_stride) for k in range(self.clip_length)]
+            item["clip"] = np.stack([self._frame(self.clip_camera, r) for r in rows])  # (L, H, W, 3)
+        return item

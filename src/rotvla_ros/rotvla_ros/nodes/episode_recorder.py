@@ -1,0 +1,179 @@
+"""Episode recorder: one rosbag2 (MCAP) directory per demonstration, with its metadata.
+
+- ``/rotvla/recorder/start`` (StartEpisode: task, instruction, operator) opens a bag in
+  ``<output_dir>/.<episode>.partial``; ``/rotvla/recorder/stop`` (StopEpisode: success flag,
+  notes) closes it, writes ``episode.json`` beside the bag's own metadata and renames the
+  directory to ``<output_dir>/<episode>``: a directory without the dot is always complete.
+  ``/rotvla/recorder/discard`` (std_srvs/Trigger) deletes the episode being recorded.
+- Subscriptions are serialized (``raw=True``): messages go to the bag as they came off the
+  wire, never deserialised; each is written at its receive time on the node's clock (sim
+  time in simulation); the converter aligns on header stamps.
+- The bags are ordinary rosbag2: ``ros2 bag info`` and ``rosbags`` read them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rotvla_msgs.srv import StartEpisode, StopEpisode
+from std_srvs.srv import Trigger
+
+from ..bringup import RECORD_TOPICS
+from ..data.rosbag_types import make_typestore
+from .common import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, declare, run_node
+
+# The type of every recordable topic (a bag must name its types before the first message).
+TOPIC_TYPES = {
+    **{t: "sensor_msgs/msg/Image" for t in RECORD_TOPICS if t.endswith("image_raw")},
+    **{t: "sensor_msgs/msg/CameraInfo" for t in RECORD_TOPICS if t.endswith("camera_info")},
+    "/joint_states": "sensor_msgs/msg/JointState",
+    "/rotvla/eef_pose/left": "geometry_msgs/msg/PoseStamped",
+    "/rotvla/eef_pose/right": "geometry_msgs/msg/PoseStamped",
+    "/rotvla/action_chunk": "rotvla_msgs/msg/ActionChunk",
+    "/rotvla/executor_status": "rotvla_msgs/msg/ExecutorStatus",
+    "/rotvla/instruction": "std_msgs/msg/String",
+    "/tf": "tf2_msgs/msg/TFMessage",
+    "/tf_static": "tf2_msgs/msg/TFMessage",
+    "/clock": "rosgraph_msgs/msg/Clock",
+}
+DEFAULT_TOPICS = [t for t in RECORD_TOPICS if t not in ("/tf", "/tf_static", "/clock")]
+
+
+def _message_class(type_name: str):
+    package, _, name = type_name.split("/")
+    module = __import__(f"{package}.msg", fromlist=[name])
+    return getattr(module, name)
+
+
+class _Episode:
+    def __init__(self, partial: Path, final: Path, writer: Writer, meta: dict):
+        self.partial, self.final, self.writer, self.meta = partial, final, writer, meta
+        self.connections: dict[str, object] = {}
+        self.count = 0
+        self.first_ns: int | None = None
+        self.last_ns: int | None = None
+
+
+class EpisodeRecorder(Node):
+    def __init__(self, **kwargs):
+        super().__init__("episode_recorder", **kwargs)
+        p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
+        self.output_dir = Path(p("output_dir", "demos", "Where episode bags are written.")).expanduser()
+        topics = p("topics", DEFAULT_TOPICS, "Topics recorded in every episode.", read_only=True)
+        self.robot_config = p("robot_config", "", "A robot configuration file copied into each episode's metadata.")
+        unknown = sorted(set(topics) - set(TOPIC_TYPES))
+        if unknown:
+            raise ValueError(f"no known type for topics {unknown}")
+        self.typestore = make_typestore()
+        self._lock = threading.Lock()  # guards _episode
+        self._episode: _Episode | None = None
+        record = MutuallyExclusiveCallbackGroup()
+        for topic in topics:
+            qos = SENSOR_QOS if TOPIC_TYPES[topic].startswith("sensor_msgs") or "eef_pose" in topic else RELIABLE_QOS
+            if topic == "/rotvla/instruction":
+                qos = LATCHED_QOS
+            self.create_subscription(_message_class(TOPIC_TYPES[topic]), topic,
+                                     lambda data, t=topic: self._write(t, data), qos, raw=True, callback_group=record)
+        services = ReentrantCallbackGroup()
+        self.create_service(StartEpisode, "/rotvla/recorder/start", self._on_start, callback_group=services)
+        self.create_service(StopEpisode, "/rotvla/recorder/stop", self._on_stop, callback_group=services)
+        self.create_service(Trigger, "/rotvla/recorder/discard", self._on_discard, callback_group=services)
+        self.get_logger().info(f"recording {len(topics)} topics into {self.output_dir}/ on request")
+
+    # -- services -------------------------------------------------------------------------
+
+    def _on_start(self, request: StartEpisode.Request, response: StartEpisode.Response):
+        with self._lock:
+            if self._episode is not None:
+                response.success, response.message = False, f"episode {self._episode.meta['episode_id']} is being recorded"
+                return response
+            episode_id = time.strftime("%Y%m%d-%H%M%S") + f"-{request.task or 'episode'}"
+            final = self.output_dir / episode_id
+            partial = self.output_dir / f".{episode_id}.partial"
+            if final.exists() or partial.exists():
+                response.success, response.message = False, f"{final} exists"
+                return response
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            writer = Writer(partial / "bag", version=8, storage_plugin=StoragePlugin.MCAP)
+            writer.open()
+            meta = {
+                "episode_id": episode_id, "task": request.task, "instruction": request.instruction,
+                "operator": request.operator_name, "start_time": self.get_clock().now().nanoseconds * 1e-9,
+                "robot_config": Path(self.robot_config).read_text() if self.robot_config else "",
+            }
+            self._episode = _Episode(partial, final, writer, meta)
+        self.get_logger().info(f"recording episode {episode_id}")
+        response.success, response.message = True, "recording"
+        response.episode_id, response.path = episode_id, str(final)
+        return response
+
+    def _on_stop(self, request: StopEpisode.Request, response: StopEpisode.Response):
+        with self._lock:
+            episode, self._episode = self._episode, None
+        if episode is None:
+            response.success, response.message = False, "no episode is being recorded"
+            return response
+        episode.writer.close()
+        duration = ((episode.last_ns - episode.first_ns) * 1e-9) if episode.first_ns is not None else 0.0
+        episode.meta.update(success=bool(request.task_success), notes=request.notes, message_count=episode.count,
+                            duration=duration, stop_time=self.get_clock().now().nanoseconds * 1e-9)
+        (episode.partial / "episode.json").write_text(json.dumps(episode.meta, indent=2))
+        episode.partial.rename(episode.final)  # complete, atomically
+        self.get_logger().info(f"episode {episode.meta['episode_id']}: {episode.count} messages, {duration:.1f} s, "
+                               f"success={request.task_success}")
+        response.success, response.message = True, "saved"
+        response.episode_id, response.path = episode.meta["episode_id"], str(episode.final)
+        response.duration, response.message_count = duration, episode.count
+        return response
+
+    def _on_discard(self, request: Trigger.Request, response: Trigger.Response):
+        with self._lock:
+            episode, self._episode = self._episode, None
+        if episode is None:
+            response.success, response.message = False, "no episode is being recorded"
+            return response
+        episode.writer.close()
+        shutil.rmtree(episode.partial, ignore_errors=True)
+        response.success, response.message = True, f"discarded {episode.meta['episode_id']}"
+        self.get_logger().info(response.message)
+        return response
+
+    # -- recording ------------------------------------------------------------------------
+
+    def _write(self, topic: str, data: bytes) -> None:
+        with self._lock:
+            episode = self._episode
+            if episode is None:
+                return
+            connection = episode.connections.get(topic)
+            if connection is None:
+                connection = episode.writer.add_connection(topic, TOPIC_TYPES[topic], typestore=self.typestore)
+                episode.connections[topic] = connection
+            stamp = self.get_clock().now().nanoseconds
+            episode.writer.write(connection, stamp, bytes(data))
+            episode.count += 1
+            episode.first_ns = stamp if episode.first_ns is None else episode.first_ns
+            episode.last_ns = stamp
+
+    def destroy_node(self):
+        with self._lock:
+            episode, self._episode = self._episode, None
+        if episode is not None:  # an episode never stopped is not complete: it stays .partial
+            episode.writer.close()
+            self.get_logger().warning(f"episode {episode.meta['episode_id']} left incomplete in {episode.partial}")
+        return super().destroy_node()
+
+
+def main(args=None):
+    run_node(EpisodeRecorder, args, num_threads=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""rotvla_train: one command per stage, a YAML config (the paper's values are the defaults),
+single GPU, CPU, or many GPUs with torchrun.
+
+    rotvla_train stage1 --config config/train/stage1.yaml --dataset DATA --output runs/lam
+    rotvla_train stage2 --config config/train/stage2.yaml --dataset DATA --lam-checkpoint runs/lam/last --output runs/pre
+    rotvla_train stage3 --config config/train/stage3.yaml --dataset DATA --lam-checkpoint runs/lam/last \\
+        --init-checkpoint runs/pre/last --output runs/ft
+    torchrun --nproc-per-node 8 -m rotvla_ros.train.cli stage2 ...      (DistributedDataParallel)
+
+``--resume`` continues a run from <output>/last. The checkpoint of stages II and III is a
+policy directory: ``rotvla_ctl load runs/ft/last`` swaps it into a running policy node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import STAGES, load_config
+from .trainer import Trainer
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("--config", help="YAML file (config/train/<stage>.yaml)")
+    parser.add_argument("--dataset")
+    parser.add_argument("--output")
+    parser.add_argument("--preset", help="rotvla-1.7b or tiny")
+    parser.add_argument("--lam-checkpoint")
+    parser.add_argument("--init-checkpoint")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--warmup-steps", type=int)
+    parser.add_argument("--save-every", type=int)
+    parser.add_argument("--log-every", type=int)
+    parser.add_argument("--device")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--resume", action="store_true", help="continue from <output>/last")
+    args = parser.parse_args(argv)
+    config = load_config(
+        args.stage, args.config, dataset=args.dataset, output=args.output, preset=args.preset,
+        lam_checkpoint=args.lam_checkpoint, init_checkpoint=args.init_checkpoint, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, save_every=args.save_every,
+        log_every=args.log_every, device=args.device, seed=args.seed,
+    )
+    if not config.dataset or not config.output:
+        parser.error("--dataset and --output are needed (or set them in the config)")
+    trainer = Trainer(config, resume=args.resume)
+    if trainer.step:
+        print(f"[{config.stage}] resuming at step {trainer.step}", flush=True)
+    trainer.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

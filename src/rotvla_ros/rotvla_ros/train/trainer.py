@@ -1,0 +1,263 @@
+"""One training loop for the three stages: data from a LeRobot v3 dataset, AdamW with the
+stage's schedule, gradient clipping, bf16 autocast on GPUs, DistributedDataParallel when
+started by ``torchrun`` (one process per GPU), and a resumable run directory:
+
+    <output>/last/            the latest checkpoint, in the policy's directory format (stage
+                              I: the LAM's), plus train_state.pt (step, optimiser, scheduler,
+                              RNG states): ``--resume`` continues from it exactly
+    <output>/step-<N>/        every ``save_every`` steps
+    <output>/log.jsonl        one line of losses per ``log_every`` steps
+
+The order of the training samples is a function of (seed, step), so a resumed run sees the
+same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from copy import deepcopy as copy_module
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.lerobot_dataset import LeRobotV3Dataset
+from ..model.config import LAM_PRESETS, PRESETS
+from ..model.lam import LatentActionModel
+from ..model.rotvla import RotVLA
+from ..policy.checkpoint import load_lam, save_lam
+from ..policy.normalization import ActionNormalizer
+from ..policy.policy import RotVLAPolicy
+from .config import TrainConfig
+
+TRAIN_STATE = "train_state.pt"
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank), initialising torch.distributed under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def color_jitter(images: torch.Tensor, generator: torch.Generator, strength: float = 0.2) -> torch.Tensor:
+    """Brightness, contrast and saturation jitter per sample; images (B, ..., 3, H, W) in [0, 1]."""
+    shape = (images.shape[0],) + (1,) * (images.dim() - 1)
+    factors = [1 + strength * (2 * torch.rand(shape, generator=generator) - 1) for _ in range(3)]
+    factors = [f.to(images.device, images.dtype) for f in factors]
+    images = images * factors[0]
+    mean = images.mean(dim=(-1, -2, -3), keepdim=True)
+    images = (images - mean) * factors[1] + mean
+    grey = images.mean(dim=-3, keepdim=True)
+    return ((images - grey) * factors[2] + grey).clamp(0, 1)
+
+
+def _to_tensor(frames: list[np.ndarray], size: int) -> torch.Tensor:
+    """uint8 (..., H, W, 3) arrays -> float (..., 3, size, size) in [0, 1]."""
+    x = torch.from_numpy(np.stack(frames)).float().div_(255).movedim(-1, -3)  # (..., 3, H, W)
+    lead = x.shape[:-3]
+    x = x.reshape(-1, *x.shape[-3:])
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.reshape(*lead, 3, size, size)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, resume: bool = False):
+        self.config = config
+        self.rank, self.world, local_rank = _distributed()
+        if config.device == "auto":
+            self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(config.device)
+        self.autocast = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.output = Path(config.output)
+        torch.manual_seed(config.seed + self.rank)
+        self.stage = config.stage
+        self.lam: LatentActionModel | None = None
+        model_config = PRESETS[config.preset]()
+        if self.stage == "stage1":
+            self.model = LatentActionModel(LAM_PRESETS[config.preset]())
+            horizon, clip = 1, 3  # triplets
+        else:
+            if not config.lam_checkpoint:
+                raise ValueError(f"{self.stage} needs the frozen Stage I LAM: --lam-checkpoint")
+            self.lam = load_lam(Path(config.lam_checkpoint)).to(self.device).eval()
+            for p in self.lam.parameters():
+                p.requires_grad_(False)
+            if (self.lam.config.latent_dim, self.lam.config.num_latent_tokens) != (model_config.latent_dim,
+                                                                                   model_config.num_latent_tokens):
+                raise ValueError("the LAM's latent space does not match the model's (latent_dim, num_latent_tokens)")
+            model_config = dataclasses.replace(model_config, mode=self.stage)
+            self.model = RotVLA(model_config)
+            if config.init_checkpoint:
+                start = RotVLAPolicy.from_pretrained(config.init_checkpoint, device="cpu", dtype="float32")
+                missing, unexpected = self.model.load_state_dict(start.model.state_dict(), strict=False)
+                if unexpected:
+                    raise ValueError(f"{config.init_checkpoint} does not fit this model: unexpected {unexpected[:3]}")
+            horizon, clip = model_config.action_horizon, model_config.latent_horizon + 1  # plan frames
+        self.model_config = model_config
+        self.dataset = LeRobotV3Dataset(config.dataset, action_horizon=horizon, clip_length=clip,
+                                        clip_stride=config.frame_stride, clip_camera=config.latent_camera)
+        if self.stage == "stage3" and tuple(self.dataset.action_names) != tuple(model_config.action_names):
+            raise ValueError(f"dataset actions {self.dataset.action_names} are not the model's {model_config.action_names}")
+        self.normalizer = ActionNormalizer.from_data(model_config.action_names, self.dataset.action) \
+            if self.stage != "stage1" else None
+        self.model.to(self.device).train()
+        self.module = self.model
+        if self.world > 1:
+            self.module = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[local_rank] if self.device.type == "cuda" else None)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.step = 0
+        self.jitter = torch.Generator().manual_seed(config.seed + 1000 + self.rank)
+        if resume and (self.output / "last" / TRAIN_STATE).exists():
+            self._load_state(self.output / "last")
+
+    # -- optimisation ---------------------------------------------------------------------
+
+    def _param_groups(self) -> list[dict]:
+        if self.stage == "stage1":
+            return [{"params": [p for p in self.model.parameters() if p.requires_grad], "lr_scale": 1.0}]
+        backbone = [p for p in self.model.backbone.parameters() if p.requires_grad]
+        others = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+        return [{"params": others, "lr_scale": 1.0, "name": "expert"},
+                {"params": backbone, "lr_scale": self.config.vlm_lr_scale, "name": "vlm"}]
+
+    def _lr_factor(self, step: int) -> float:
+        c = self.config
+        if c.scheduler == "constant":
+            return 1.0
+        warm = min(1.0, (step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
+        progress = min(1.0, step / max(1, c.steps))
+        return warm * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def _apply_group_scales(self) -> None:
+        """X-VLA: the VLM is frozen (lr 0) during the action expert's warm-up, then learns at
+        ``vlm_lr_scale`` of the rate; the scheduler's factor applies to both."""
+        for group in self.optimizer.param_groups:
+            scale = group.get("lr_scale", 1.0)
+            if group.get("name") == "vlm" and self.step < self.config.warmup_steps:
+                scale = 0.0
+            group["lr"] = self.config.lr * scale * self._lr_factor(self.step)
+
+    # -- data -----------------------------------------------------------------------------
+
+    def _batch_indices(self, step: int) -> list[int]:
+        """Dataset rows of this rank's batch at ``step``: a pure function of (seed, step)."""
+        n, b = len(self.dataset), self.config.batch_size
+        out = []
+        for k in range(b):
+            position = (step * self.world + self.rank) * b + k
+            epoch, offset = divmod(position, n)
+            out.append(int(np.random.default_rng([self.config.seed, epoch]).permutation(n)[offset]))
+        return out
+
+    def _batch(self, step: int) -> dict[str, torch.Tensor]:
+        items = [self.dataset[i] for i in self._batch_indices(step)]
+        size = self.model_config.image_size if self.stage != "stage1" else self.model.config.dino.image_size
+        clip_size = self.model.config.dino.image_size if self.stage == "stage1" else self.lam.config.dino.image_size
+        batch = {"clips": _to_tensor([it["clip"] for it in items], clip_size).to(self.device)}  # (B, L, 3, S, S)
+        if self.stage != "stage1":
+            cameras = self.model_config.camera_names
+            views = _to_tensor([[it["images"][c] for c in cameras] for it in items], size)  # (B, V, 3, S, S)
+            if self.config.color_jitter:
+                views = color_jitter(views, self.jitter)
+            ids, mask = self.model.backbone.tokenize([it["instruction"] for it in items])
+            batch.update(images=views.to(self.device), input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+            actions = np.stack([self.normalizer.normalize(it["actions"]) for it in items]).astype(np.float32)
+            batch["actions"] = torch.from_numpy(actions).to(self.device)  # (B, H, A)
+        return batch
+
+    def _plan(self, clips: torch.Tensor) -> torch.Tensor:
+        """Latent plan labels from the frozen LAM: clips (B, horizon + 1, 3, S, S) ->
+        (B, K, n, n), K = latent_horizon x tokens."""
+        with torch.no_grad():
+            latents = self.lam.latent_actions(clips)  # (B, horizon, q, n, n)
+        return latents.flatten(1, 2).float()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def train_step(self) -> dict[str, float]:
+        batch = self._batch(self.step)
+        self._apply_group_scales()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            if self.stage == "stage1":
+                losses = self.module.loss(batch["clips"])
+            else:
+                plan = self._plan(batch["clips"])
+                losses = self.module.loss(batch["images"], batch["input_ids"], batch["attention_mask"], plan,
+                                          batch["actions"] if self.stage == "stage3" else None)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if self.config.grad_clip > 0:
+            losses["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def run(self, steps: int | None = None, on_log=None) -> None:
+        """Train until ``config.steps`` (or ``steps`` more), saving and logging as configured."""
+        stop = self.config.steps if steps is None else min(self.config.steps, self.step + steps)
+        self.output.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        while self.step < stop:
+            losses = self.train_step()
+            if self.rank == 0 and (self.step % self.config.log_every == 0 or self.step == stop):
+                record = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
+                          "seconds_per_step": (time.perf_counter() - started) / max(1, self.step), **losses}
+                with open(self.output / "log.jsonl", "a") as log:
+                    log.write(json.dumps(record) + "\n")
+                print(f"[{self.stage}] step {self.step}/{self.config.steps} " +
+                      " ".join(f"{k}={v:.4g}" for k, v in losses.items()), flush=True)
+                if on_log:
+                    on_log(record)
+            if self.rank == 0 and (self.step % self.config.save_every == 0 or self.step == stop):
+                self.save()
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def save(self) -> Path:
+        """Write <output>/step-N and <output>/last (atomically replaced)."""
+        staging = self.output / f".last.{self.step}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        if self.stage == "stage1":
+            save_lam(self.model, staging)
+        else:  # a CPU copy: the policy wrapper moves and casts the model it is given
+            copy = copy_module(self.model).cpu()
+            RotVLAPolicy(copy, self.normalizer, device="cpu", dtype="float32").save_pretrained(staging)
+        torch.save({
+            "step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(), "jitter_rng": self.jitter.get_state(),
+            "config": dataclasses.asdict(self.config),
+        }, staging / TRAIN_STATE)
+        shutil.copytree(staging, self.output / f"step-{self.step}", dirs_exist_ok=True)
+        last = self.output / "last"
+        old = self.output / ".last.old"
+        if last.exists():
+            last.rename(old)
+        staging.rename(last)
+        shutil.rmtree(old, ignore_errors=True)
+        return last
+
+    def _load_state(self, directory: Path) -> None:
+        if self.stage == "stage1":
+            self.model.load_state_dict(load_lam(directory).state_dict())
+        else:
+            self.model.load_state_dict(RotVLAPolicy.from_pretrained(directory, device="cpu", dtype="float32").model.state_dict())
+        self.model.to(self.device).train()
+        state = torch.load(directory / TRAIN_STATE, map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.jitter.set_state(state["jitter_rng"])
+        self.step = int(state["step"])
