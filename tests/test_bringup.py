@@ -56,10 +56,11 @@ class Observer:
 
 @pytest.mark.timeout(420)
 def test_the_simulated_stack_runs_the_expert_to_success_and_shuts_down_cleanly(rclpy_context, peer_factory):
-    """The MuJoCo cell, the executor (teleop from the sim's scripted expert, through its
-    safety filter), camera ingestion and the policy node (tiny checkpoint) in one process."""
+    """The MuJoCo cell (cup stacking, both arms), the executor (teleop from the sim's scripted
+    expert, through its safety filter), camera ingestion and the policy node (tiny
+    checkpoint) in one process."""
     runner = peer_factory(sys.executable, "-m", "rotvla_ros.nodes.runner", "--checkpoint",
-                          str(REPO_ROOT / "models" / "tiny-random"), "--expert", "--seed", "1")
+                          str(REPO_ROOT / "models" / "tiny-random"), "--expert", "--task", "cup_stacking", "--seed", "1")
     observer = Observer()
     try:
         seen = observer.seen
@@ -75,11 +76,12 @@ def test_the_simulated_stack_runs_the_expert_to_success_and_shuts_down_cleanly(r
         status = seen["status"][-1]
         assert status.mode == ExecutorStatus.MODE_TELEOP and status.last_rejection_reason.startswith("teleop")
         assert seen["chunk"][-1].checkpoint_id.startswith("tiny-random")
-        # The left arm moved, and no joint ever left its limits.
+        # Both arms moved (the cups are a dual-arm task), and no joint ever left its limits.
         positions = np.array([m.position for m in seen["joints"]])
         names = list(seen["joints"][-1].name)
-        left = positions[:, [names.index(f"left_joint{i}") for i in range(1, 7)]]
-        assert np.abs(left - left[0]).max() > 0.3
+        for arm in ("left", "right"):
+            joints = positions[:, [names.index(f"{arm}_joint{i}") for i in range(1, 7)]]
+            assert np.abs(joints - joints[0]).max() > 0.3, arm
         for k, joint in enumerate(f"joint{i}" for i in range(1, 7)):
             lower, upper = R5_JOINT_LIMITS[joint]
             for arm in ("left", "right"):
