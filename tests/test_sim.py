@@ -15,8 +15,11 @@ def run_expert(task: str, seed: int) -> tuple[SimWorld, ScriptedExpert]:
     world = SimWorld(task, seed)
     kinematics = {m.name: ArmKinematics(base_xyz=m.base_xyz, base_rpy=m.base_rpy) for m in world.config.arms}
     expert = ScriptedExpert(world, kinematics, start_time=0.2)
-    t = 0.0
-    while t < expert.end_time + 1.0:
+    t, finished = 0.0, None
+    while finished is None or t < finished + 1.0:  # until a second after the expert's last waypoint
+        if finished is None and expert.done(t):
+            finished = t
+        assert t < 120, "the expert never finished"
         t = round(t + CONTROL_PERIOD, 6)
         for arm, (joints, gripper) in expert.targets(t).items():
             world.command(arm, joints, gripper)

@@ -92,7 +92,16 @@ def plan(world: SimWorld) -> list[Waypoint]:
 
 
 class ScriptedExpert:
-    """Joint targets over time for every arm of the world (teleop source interface)."""
+    """Joint targets over time for every arm of the world (teleop source interface).
+
+    Each waypoint is reached along a smoothstep path in its ``duration``; the next one
+    starts only once the arm has got there (its measured grasp point within ``ARRIVED`` m),
+    or after ``PATIENCE`` x the duration: when the arms lag (a loaded machine, the
+    executor's speed caps between the expert and the joints) the expert waits for them
+    instead of letting go of a cup in mid-air."""
+
+    ARRIVED = 0.006  # m
+    PATIENCE = 3.0
 
     def __init__(self, world: SimWorld, kinematics: dict[str, ArmKinematics], start_time: float):
         self.world = world
@@ -101,17 +110,10 @@ class ScriptedExpert:
         self.start_time = start_time
         self.targets_now = {arm: world.read(arm) for arm in world.arm_names}
         self.ik_failures = 0
-        self._shifted: dict[int, np.ndarray] = {}
-        # Each waypoint's start and end times, and where its arm was when it began.
-        self._schedule = []
-        t = start_time
-        last_tip = {arm: self._tip(arm, self.targets_now[arm][0]) for arm in world.arm_names}
-        last_gripper = {arm: self.targets_now[arm][1] for arm in world.arm_names}
-        for waypoint in self.waypoints:
-            self._schedule.append((t, t + waypoint.duration, last_tip[waypoint.arm], last_gripper[waypoint.arm], waypoint))
-            t += waypoint.duration
-            last_tip[waypoint.arm], last_gripper[waypoint.arm] = waypoint.tip, waypoint.gripper
-        self.end_time = t
+        self._index = 0
+        self._segment_start = start_time
+        self._from = {arm: (self._tip(arm, q), g) for arm, (q, g) in self.targets_now.items()}  # tip, gripper
+        self._target_tip: np.ndarray | None = None  # the current waypoint's (shifted) target
 
     def _tip(self, arm: str, joints: np.ndarray) -> np.ndarray:
         position, rotation = self.kinematics[arm].fk_world(joints)
@@ -127,30 +129,41 @@ class ScriptedExpert:
             return seed
         return result.q
 
-    def _target(self, index: int, waypoint: Waypoint) -> np.ndarray:
-        """The waypoint's tip, shifted once (at its start) by the carried body's offset."""
-        if index not in self._shifted:
+    def _segment_target(self, waypoint: Waypoint) -> np.ndarray:
+        """The waypoint's tip, shifted once (as its segment starts) by where the carried body
+        sits in the grasp."""
+        if self._target_tip is None:
             shift = np.zeros(3)
             if waypoint.carrying:
-                tip = self._tip(waypoint.arm, self.targets_now[waypoint.arm][0])
+                tip = self._tip(waypoint.arm, self.world.read(waypoint.arm)[0])
                 body = self.world.data.xpos[self.world.model.body(waypoint.carrying).id]
                 shift[:2] = (tip - body)[:2]
-            self._shifted[index] = waypoint.tip + shift
-        return self._shifted[index]
+            self._target_tip = waypoint.tip + shift
+        return self._target_tip
+
+    def _arrived(self, waypoint: Waypoint) -> bool:
+        measured = self._tip(waypoint.arm, self.world.read(waypoint.arm)[0])
+        return bool(np.linalg.norm(measured - self._segment_target(waypoint)) < self.ARRIVED)
 
     def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
-        for index, (start, end, from_tip, from_gripper, waypoint) in enumerate(self._schedule):
-            if start <= now < end:
-                s = (now - start) / (end - start)
-                s = s * s * (3 - 2 * s)  # smoothstep: at rest at each waypoint
-                if index > 0 and self._schedule[index - 1][4].arm == waypoint.arm:
-                    from_tip = self._target(index - 1, self._schedule[index - 1][4])
-                tip = (1 - s) * from_tip + s * self._target(index, waypoint)
-                gripper = (1 - s) * from_gripper + s * waypoint.gripper
-                seed = self.targets_now[waypoint.arm][0]
-                self.targets_now[waypoint.arm] = (self._ik(waypoint.arm, tip, seed), float(gripper))
+        while self._index < len(self.waypoints):
+            waypoint = self.waypoints[self._index]
+            elapsed = now - self._segment_start
+            if elapsed < waypoint.duration or not (self._arrived(waypoint) or elapsed > self.PATIENCE * waypoint.duration):
                 break
+            self._from[waypoint.arm] = (self._segment_target(waypoint), waypoint.gripper)
+            self._index += 1
+            self._segment_start, self._target_tip = now, None
+        if self._index >= len(self.waypoints) or now < self.start_time:
+            return dict(self.targets_now)
+        waypoint = self.waypoints[self._index]
+        s = float(np.clip((now - self._segment_start) / waypoint.duration, 0.0, 1.0))
+        s = s * s * (3 - 2 * s)  # smoothstep: at rest at each waypoint
+        from_tip, from_gripper = self._from[waypoint.arm]
+        tip = (1 - s) * from_tip + s * self._segment_target(waypoint)
+        gripper = (1 - s) * from_gripper + s * waypoint.gripper
+        self.targets_now[waypoint.arm] = (self._ik(waypoint.arm, tip, self.targets_now[waypoint.arm][0]), float(gripper))
         return dict(self.targets_now)
 
     def done(self, now: float) -> bool:
-        return now >= self.end_time
+        return self._index >= len(self.waypoints)

@@ -69,6 +69,31 @@ def _to_tensor(frames: list[np.ndarray], size: int) -> torch.Tensor:
     return x.reshape(*lead, 3, size, size)
 
 
+class StepBatchSampler(torch.utils.data.Sampler):
+    """The dataset rows of each step's batch for one rank: a pure function of (seed, step),
+    so that a run resumed at step N draws exactly the batches an uninterrupted one would.
+    Epochs are seeded permutations of the rows; ranks take interleaved batches."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+        self._epoch, self._order = -1, None
+
+    def _row(self, position: int) -> int:
+        epoch, offset = divmod(position, self.size)
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.size)
+        return int(self._order[offset])
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            first = (step * self.world + self.rank) * self.batch_size
+            yield [self._row(first + k) for k in range(self.batch_size)]
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, resume: bool = False):
         self.config = config
@@ -151,18 +176,16 @@ class Trainer:
 
     # -- data -----------------------------------------------------------------------------
 
-    def _batch_indices(self, step: int) -> list[int]:
-        """Dataset rows of this rank's batch at ``step``: a pure function of (seed, step)."""
-        n, b = len(self.dataset), self.config.batch_size
-        out = []
-        for k in range(b):
-            position = (step * self.world + self.rank) * b + k
-            epoch, offset = divmod(position, n)
-            out.append(int(np.random.default_rng([self.config.seed, epoch]).permutation(n)[offset]))
-        return out
+    def _loader(self, start: int, stop: int):
+        """Batches of items for steps [start, stop), loaded by ``num_workers`` processes."""
+        sampler = StepBatchSampler(len(self.dataset), self.config.batch_size, self.config.seed, start, stop,
+                                   self.rank, self.world)
+        # A generator of its own: the loader draws its workers' seeds from it, not from the global
+        # RNG that the flow-matching noise comes from (a resumed run must draw the same noise).
+        return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.config.num_workers,
+                                           collate_fn=list, generator=torch.Generator().manual_seed(self.config.seed))
 
-    def _batch(self, step: int) -> dict[str, torch.Tensor]:
-        items = [self.dataset[i] for i in self._batch_indices(step)]
+    def _batch(self, items: list[dict]) -> dict[str, torch.Tensor]:
         size = self.model_config.image_size if self.stage != "stage1" else self.model.config.dino.image_size
         clip_size = self.model.config.dino.image_size if self.stage == "stage1" else self.lam.config.dino.image_size
         batch = {"clips": _to_tensor([it["clip"] for it in items], clip_size).to(self.device)}  # (B, L, 3, S, S)
@@ -186,8 +209,8 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def train_step(self) -> dict[str, float]:
-        batch = self._batch(self.step)
+    def train_step(self, items: list[dict]) -> dict[str, float]:
+        batch = self._batch(items)
         self._apply_group_scales()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             if self.stage == "stage1":
@@ -209,12 +232,12 @@ class Trainer:
         """Train until ``config.steps`` (or ``steps`` more), saving and logging as configured."""
         stop = self.config.steps if steps is None else min(self.config.steps, self.step + steps)
         self.output.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        while self.step < stop:
-            losses = self.train_step()
+        started, first = time.perf_counter(), self.step
+        for items in self._loader(self.step, stop):
+            losses = self.train_step(items)
             if self.rank == 0 and (self.step % self.config.log_every == 0 or self.step == stop):
                 record = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
-                          "seconds_per_step": (time.perf_counter() - started) / max(1, self.step), **losses}
+                          "seconds_per_step": (time.perf_counter() - started) / max(1, self.step - first), **losses}
                 with open(self.output / "log.jsonl", "a") as log:
                     log.write(json.dumps(record) + "\n")
                 print(f"[{self.stage}] step {self.step}/{self.config.steps} " +
