@@ -170,6 +170,7 @@ class ExecutorNode(Node):
         self._limits_since_status: set[str] = set()
         self._lateness = deque(maxlen=int(10 * rate))  # s, the last 10 s of wake-ups
         self.overruns = 0
+        self._last_rejection_log, self._unlogged_rejections = -float("inf"), 0
         self._cycle_index = 0
         self._last_measured: tuple[float, np.ndarray] | None = None
 
@@ -212,7 +213,15 @@ class ExecutorNode(Node):
                 return
             except ChunkRejected as rejection:
                 reason = str(rejection)
-        self.get_logger().warning(f"chunk {msg.sequence} from {msg.checkpoint_id or '?'} rejected: {reason}")
+        # At most one log line per second: a policy that keeps sending bad chunks (stale ones on
+        # a slow machine) would bury everything else; the line says how many it stands for.
+        now = time.monotonic()
+        self._unlogged_rejections += 1
+        if now - self._last_rejection_log >= 1.0:
+            more = self._unlogged_rejections - 1
+            self.get_logger().warning(f"chunk {msg.sequence} from {msg.checkpoint_id or '?'} rejected: {reason}"
+                                      + (f" (and {more} more since the last report)" if more else ""))
+            self._last_rejection_log, self._unlogged_rejections = now, 0
         self.diagnostics.publish(self._diagnostics(WARN, f"chunk {msg.sequence} rejected: {reason}"))
 
     def _on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
