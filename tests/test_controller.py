@@ -44,14 +44,16 @@ def chunk_actions(offsets, rotation=None, gripper=0.04, q=HOME):
     return np.array([np.r_[row(off), row(off)] for off in offsets])
 
 
-def run(controller, start, end, chunks=(), on_cycle=None):
-    """Step the controller (and its sim arms) at the control rate from ``start`` to ``end``;
+def run(controller, start, end, chunks=(), on_cycle=None, gaps=None):
+    """Step the controller (and its sim arms) at the control rate from ``start`` to ``end``
+    (or with the time between cycles drawn from ``gaps``: a late, loaded control loop);
     each (arrival time, kwargs) in ``chunks`` is submitted when its time comes."""
     pending = sorted(chunks, key=lambda c: c[0])
     cycles, rejections = [], []
     t = start
     while t < end - 1e-12:
-        t = round(t + PERIOD, 9)
+        gap = PERIOD if gaps is None else next(gaps)
+        t = round(t + gap, 9)
         while pending and pending[0][0] <= t:
             _, kwargs = pending.pop(0)
             try:
@@ -60,7 +62,7 @@ def run(controller, start, end, chunks=(), on_cycle=None):
                 rejections.append(rejection)
         cycle = controller.step(t)
         for arm in controller.arms:
-            arm.backend.step(PERIOD)
+            arm.backend.step(gap)
         cycles.append(cycle)
         if on_cycle:
             on_cycle(cycle)
@@ -178,12 +180,41 @@ def test_teleop_drives_through_the_same_safety_and_chunks_are_refused():
     assert (np.abs(np.diff(joints, axis=0)) <= JOINT_CAP * PERIOD + 1e-9).all()
 
 
+def test_a_late_cycle_keeps_the_arms_speed_and_a_stall_never_becomes_a_jump():
+    """Speed caps apply over the time since the previous cycle, up to ``max_cycle_period``:
+    on a loaded machine the arms keep their pace (a teleop demo is not slowed down), and
+    after a long stall the first command moves no further than that bound allows."""
+    config = ControllerConfig(control_period=PERIOD, max_cycle_period=0.02)
+    far = HOME + np.array([0.0, 0.0, 0.0, 0.6, 0.8, 1.8])  # J6 at its cap throughout, the flange barely moves
+
+    class Hold:  # a teleop source asking for one far pose
+        def targets(self, now):
+            return {"left": (far, 0.04), "right": (far, 0.04)}
+
+    rng = np.random.default_rng(0)
+    gaps = [float(g) for g in rng.choice([0.002, 0.005, 0.011, 0.017, 0.2], 150, p=[0.2, 0.4, 0.2, 0.15, 0.05])]
+    controller = make_controller(config)
+    controller.set_teleop(Hold())
+    cycles, _ = run(controller, 0.0, sum(gaps) - 1e-6, gaps=iter(gaps))
+    times = np.array([0.0] + [c.time for c in cycles])
+    joints = np.array([np.stack([HOME, HOME])] + [c.joints for c in cycles])  # (N + 1, 2, 6)
+    allowed = np.minimum(np.diff(times), 0.02)[:, None, None] * JOINT_CAP  # (N, 1, 6)
+    steps = np.abs(np.diff(joints, axis=0))  # (N, 2, 6)
+    assert (steps <= allowed + 1e-9).all()
+    # Late cycles while J6 is still far from its target: J6 steps at its cap over the gap
+    # (a cap over the nominal period would give JOINT_CAP * PERIOD whatever the gap).
+    j6_far = (np.abs(far[5] - joints[:-1, :, 5]) > 0.1).all(axis=1)  # (N,)
+    late = (np.diff(times) >= 0.011) & j6_far
+    late[0] = False  # the first cycle has no previous one to measure from: a nominal period
+    assert late.sum() >= 5
+    assert np.allclose(steps[late, :, 5], allowed[late, :, 5], rtol=1e-6)
+
 ADVERSARIAL = st.sampled_from(["random", "nan", "huge_jump", "outside_box", "unreachable", "wrong_size", "future", "past"])
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), kinds=st.lists(ADVERSARIAL, min_size=1, max_size=4))
-def test_no_command_ever_leaves_the_limits_whatever_the_chunks(seed, kinds):
+@given(seed=st.integers(0, 2**32 - 1), kinds=st.lists(ADVERSARIAL, min_size=1, max_size=4), late_cycles=st.booleans())
+def test_no_command_ever_leaves_the_limits_whatever_the_chunks(seed, kinds, late_cycles):
     rng = np.random.default_rng(seed)
     controller = make_controller()
     chunks = []
@@ -210,18 +241,22 @@ def test_no_command_ever_leaves_the_limits_whatever_the_chunks(seed, kinds):
         elif kind == "random":
             actions = rng.uniform(-1, 1, actions.shape)
         chunks.append((arrival, dict(stamp=stamp, dt=0.05, horizon=size, actions=actions, sequence=k)))
-    cycles, _ = run(controller, 0.0, 0.05 + 0.12 * len(kinds) + 0.3, chunks)
+    gaps = None
+    if late_cycles:  # a loaded control loop: cycles early, late, and now and then stalled
+        gaps = iter([float(g) for g in rng.choice([0.003, 0.005, 0.012, 0.05], 1000, p=[0.2, 0.5, 0.25, 0.05])])
+    cycles, _ = run(controller, 0.0, 0.05 + 0.12 * len(kinds) + 0.3, chunks, gaps=gaps)
     kinematics = KINEMATICS["left"]
-    previous = np.stack([HOME, HOME])
+    previous, previous_time = np.stack([HOME, HOME]), 0.0
     for cycle in cycles:
+        period = min(cycle.time - previous_time, controller.config.max_cycle_period)
         assert np.isfinite(cycle.joints).all()
         assert (cycle.joints >= kinematics.lower - 1e-12).all() and (cycle.joints <= kinematics.upper + 1e-12).all()
-        assert (np.abs(cycle.joints - previous) <= JOINT_CAP * PERIOD + 1e-9).all()
+        assert (np.abs(cycle.joints - previous) <= JOINT_CAP * period + 1e-9).all()
         for a in range(2):
             before, _ = kinematics.fk(previous[a])
             after, _ = kinematics.fk(cycle.joints[a])
-            assert np.linalg.norm(after - before) <= CARTESIAN_CAP * PERIOD + 1e-9
+            assert np.linalg.norm(after - before) <= CARTESIAN_CAP * period + 1e-9
             outside = np.maximum(BOX[0] - after, 0) + np.maximum(after - BOX[1], 0)
             assert np.linalg.norm(outside) <= 1e-9  # it started inside the box and never left
         assert ((cycle.grippers >= 0) & (cycle.grippers <= 0.08)).all()
-        previous = cycle.joints
+        previous, previous_time = cycle.joints, cycle.time

@@ -14,6 +14,8 @@ Whatever the source, the target then passes the safety supervisor: per arm, the 
 limits, joint and Cartesian speed caps and workspace box (``SafetyFilter``); the gripper's
 range and speed; then the clearance between the arms (a command that brings them closer
 than ``min_clearance`` holds both). What changed a command is reported in ``Cycle.limits_hit``.
+Speed caps are applied over the time since the previous cycle, at most ``max_cycle_period``
+(ros2_control's controllers likewise update with the measured period).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class Mode(IntEnum):
 @dataclass
 class ControllerConfig:
     control_period: float = 0.005  # s (200 Hz)
+    # Speed caps apply over the time since the previous cycle, so that a late cycle (a loaded
+    # machine, a coarse sim clock) does not slow the arm down; beyond this the step is capped
+    # as if this much time had passed, so that a stall never turns into a jump.
+    max_cycle_period: float = 0.02  # s
     overlap_steps: int = 8  # chunk steps blended at a seam (benchmarks/bench_seams.py: 8 beats 4 on smoothness and lag)
     latency_compensation: float = 0.0  # s, added to every step's due time
     future_tolerance: float = 0.05  # s: a chunk stamped further ahead of the clock is refused
@@ -132,6 +138,7 @@ class DualArmController:
         self.commands = np.array([q for q, _ in readings], dtype=float)  # (A, 6): the last command sent
         self.grippers = np.array([g for _, g in readings], dtype=float)  # (A,)
         self._clearance_now = self._clearance(self.commands)
+        self._last_step_time: float | None = None
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -186,6 +193,7 @@ class DualArmController:
     # -- the control cycle ----------------------------------------------------------------
 
     def step(self, now: float) -> Cycle:
+        period = self._cycle_period(now)
         readings = [arm.backend.read() for arm in self.arms]
         measured = np.array([q for q, _ in readings], dtype=float)
         measured_grippers = np.array([g for _, g in readings], dtype=float)
@@ -225,9 +233,9 @@ class DualArmController:
 
         commands = np.empty_like(self.commands)
         for a, arm in enumerate(self.arms):
-            commands[a], arm_hit = arm.safety.filter(self.commands[a], targets[a], self.config.control_period)
+            commands[a], arm_hit = arm.safety.filter(self.commands[a], targets[a], period)
             hit += arm_hit
-        grippers = self._filter_grippers(gripper_targets, hit)
+        grippers = self._filter_grippers(gripper_targets, period, hit)
         clearance = self._clearance(commands)
         if clearance < self.config.min_clearance and clearance < self._clearance_now - 1e-9:
             commands, clearance = self.commands.copy(), self._clearance_now  # closer than allowed: hold both
@@ -258,9 +266,18 @@ class DualArmController:
             angular_velocity=np.zeros((count, 3)),
         )
 
-    def _filter_grippers(self, targets: np.ndarray, hit: list[str]) -> np.ndarray:
+    def _cycle_period(self, now: float) -> float:
+        """Seconds this cycle's command may cover: the time since the previous cycle (the
+        nominal period for the first one, or after the clock went back), at most
+        ``max_cycle_period``."""
+        last, self._last_step_time = self._last_step_time, now
+        if last is None or now <= last:
+            return self.config.control_period
+        return min(now - last, max(self.config.max_cycle_period, self.config.control_period))
+
+    def _filter_grippers(self, targets: np.ndarray, period: float, hit: list[str]) -> np.ndarray:
         out = self.grippers.copy()
-        step_cap = self.config.gripper_speed * self.config.control_period
+        step_cap = self.config.gripper_speed * period
         for a, arm in enumerate(self.arms):
             target = targets[a]
             if not np.isfinite(target):

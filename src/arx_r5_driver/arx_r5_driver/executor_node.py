@@ -89,6 +89,8 @@ class ExecutorNode(Node):
         upper = p("joint_upper", [R5_JOINT_LIMITS[j][1] for j in JOINT_NAMES], "Upper joint limits, rad (never wider than the manual's).")
         config = ControllerConfig(
             control_period=1.0 / rate,
+            max_cycle_period=p("max_cycle_period", 0.02, "Speed caps apply over the time since the last cycle, "
+                               "at most this (s): a late cycle keeps the arm's speed, a stall never becomes a jump."),
             overlap_steps=p("overlap_steps", 8, "Chunk steps blended with the trajectory they replace."),
             latency_compensation=-(camera_latency + arm_latency),
             future_tolerance=p("future_tolerance", 0.05, "A chunk stamped further ahead of the clock (s) is rejected."),

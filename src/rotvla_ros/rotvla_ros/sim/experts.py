@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mujoco
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -33,6 +34,9 @@ class Waypoint:
     # A body being carried: the tip target is shifted by where that body sits in the grasp
     # (measured when the segment starts), so that the body, not the tip, lands on target.
     carrying: str = ""
+    # A body to place onto: the tip's x, y follow where that body is when the segment starts
+    # (a cup nested a few millimetres off centre moves the next cup's target with it).
+    over: str = ""
 
 
 def pitch_for(tip_height: float) -> float:
@@ -42,7 +46,7 @@ def pitch_for(tip_height: float) -> float:
 
 
 def _pick_and_place(arm: str, pick: np.ndarray, place: np.ndarray, grasp_height: float, release_height: float,
-                    carry_height: float = 0.13, body: str = "") -> list[Waypoint]:
+                    carry_height: float = 0.13, body: str = "", over: str = "") -> list[Waypoint]:
     """Heights are the grasp point's, world z: grasping, letting go, and while moving."""
     pick_at, pick_above = np.r_[pick[:2], grasp_height], np.r_[pick[:2], carry_height]
     place_at, place_above = np.r_[place[:2], release_height], np.r_[place[:2], carry_height]
@@ -51,10 +55,10 @@ def _pick_and_place(arm: str, pick: np.ndarray, place: np.ndarray, grasp_height:
         Waypoint(arm, pick_at, OPEN, 1.5),
         Waypoint(arm, pick_at, CLOSED, 0.8),
         Waypoint(arm, pick_above, CLOSED, 1.2),
-        Waypoint(arm, place_above, CLOSED, 1.8, carrying=body),
-        Waypoint(arm, place_at, CLOSED, 1.0, carrying=body),
-        Waypoint(arm, place_at, OPEN, 0.6),
-        Waypoint(arm, place_above, OPEN, 1.0),
+        Waypoint(arm, place_above, CLOSED, 1.8, carrying=body, over=over),
+        Waypoint(arm, place_at, CLOSED, 1.0, carrying=body, over=over),
+        Waypoint(arm, place_at, OPEN, 0.6, over=over),
+        Waypoint(arm, place_above, OPEN, 1.0, over=over),
         Waypoint(arm, pick_above, OPEN, 1.5),  # out of the other arm's way
     ]
 
@@ -81,13 +85,14 @@ def plan(world: SimWorld) -> list[Waypoint]:
         ]
     if world.task.name == "cup_stacking":
         # Each cup is pinched by its upper wall (the palm stays above the rim), carried with its
-        # bottom 1.5 cm above the green cup's rim, and let go there, to drop inside.
+        # bottom 1.5 cm above the green cup's rim, lowered until its bottom is 1 cm inside the
+        # rim of the cups below (so that it cannot catch on that rim), and let go.
         grasp = {name: CUPS[name][1] - 0.015 for name in ("yellow", "red")}
-        clear = CUPS["green"][1] + 0.015
-        return (_pick_and_place("left", p["yellow"], p["green"], grasp["yellow"], clear + grasp["yellow"],
-                                clear + grasp["yellow"], body="yellow_cup")
-                + _pick_and_place("right", p["red"], p["green"], grasp["red"], clear + grasp["red"], clear + grasp["red"],
-                                  body="red_cup"))
+        carry, release = CUPS["green"][1] + 0.015, CUPS["green"][1] - 0.01
+        return (_pick_and_place("left", p["yellow"], p["green"], grasp["yellow"], release + grasp["yellow"],
+                                carry + grasp["yellow"], body="yellow_cup", over="green_cup")
+                + _pick_and_place("right", p["red"], p["green"], grasp["red"], release + grasp["red"],
+                                  carry + grasp["red"], body="red_cup", over="yellow_cup"))
     raise ValueError(f"no expert for {world.task.name}")
 
 
@@ -95,13 +100,17 @@ class ScriptedExpert:
     """Joint targets over time for every arm of the world (teleop source interface).
 
     Each waypoint is reached along a smoothstep path in its ``duration``; the next one
-    starts only once the arm has got there (its measured grasp point within ``ARRIVED`` m),
-    or after ``PATIENCE`` x the duration: when the arms lag (a loaded machine, the
-    executor's speed caps between the expert and the joints) the expert waits for them
-    instead of letting go of a cup in mid-air."""
+    starts only once the arm has got there (its measured grasp point within ``ARRIVED`` m;
+    with a body in the grasp, also that body within ``ARRIVED`` m of where it is to go, and
+    swinging no faster than ``SETTLED`` m/s; a settled body that is off is re-aimed, up to
+    ``CORRECTIONS`` times), or after ``PATIENCE`` x the duration: when the
+    arms lag (a loaded machine, the executor's speed caps between the expert and the joints)
+    the expert waits for them instead of letting go of a swinging cup above the rim."""
 
     ARRIVED = 0.006  # m
+    SETTLED = 0.02  # m/s
     PATIENCE = 3.0
+    CORRECTIONS, CORRECTION_DURATION = 3, 0.5  # re-aims of a carried body per waypoint, s each
 
     def __init__(self, world: SimWorld, kinematics: dict[str, ArmKinematics], start_time: float):
         self.world = world
@@ -114,6 +123,8 @@ class ScriptedExpert:
         self._segment_start = start_time
         self._from = {arm: (self._tip(arm, q), g) for arm, (q, g) in self.targets_now.items()}  # tip, gripper
         self._target_tip: np.ndarray | None = None  # the current waypoint's (shifted) target
+        self._duration = self.waypoints[0].duration  # of the current segment
+        self._corrections = 0
 
     def _tip(self, arm: str, joints: np.ndarray) -> np.ndarray:
         position, rotation = self.kinematics[arm].fk_world(joints)
@@ -133,31 +144,57 @@ class ScriptedExpert:
         """The waypoint's tip, shifted once (as its segment starts) by where the carried body
         sits in the grasp."""
         if self._target_tip is None:
-            shift = np.zeros(3)
+            target = waypoint.tip.copy()
+            if waypoint.over:
+                target[:2] = self._body_position(waypoint.over)[:2]
             if waypoint.carrying:
                 tip = self._tip(waypoint.arm, self.world.read(waypoint.arm)[0])
-                body = self.world.data.xpos[self.world.model.body(waypoint.carrying).id]
-                shift[:2] = (tip - body)[:2]
-            self._target_tip = waypoint.tip + shift
+                target[:2] += (tip - self._body_position(waypoint.carrying))[:2]
+            self._target_tip = target
         return self._target_tip
 
-    def _arrived(self, waypoint: Waypoint) -> bool:
+    def _body_position(self, name: str) -> np.ndarray:
+        return self.world.data.xpos[self.world.model.body(name).id].copy()
+
+    def _arrival(self, waypoint: Waypoint) -> str:
+        """"moving"; "arrived"; or "off": the tip is there and the carried body settled, but
+        the body is not where it is to go (it swung in the grasp since the segment began)."""
         measured = self._tip(waypoint.arm, self.world.read(waypoint.arm)[0])
-        return bool(np.linalg.norm(measured - self._segment_target(waypoint)) < self.ARRIVED)
+        if np.linalg.norm(measured - self._segment_target(waypoint)) >= self.ARRIVED:
+            return "moving"
+        if not waypoint.carrying:
+            return "arrived"
+        body = self.world.model.body(waypoint.carrying).id
+        velocity = np.zeros(6)  # (angular, linear), world frame
+        mujoco.mj_objectVelocity(self.world.model, self.world.data, mujoco.mjtObj.mjOBJ_BODY, body, velocity, 0)
+        if np.linalg.norm(velocity[3:]) >= self.SETTLED:
+            return "moving"
+        wanted = self._body_position(waypoint.over)[:2] if waypoint.over else waypoint.tip[:2]
+        return "arrived" if np.linalg.norm(self.world.data.xpos[body][:2] - wanted) < self.ARRIVED else "off"
 
     def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
         while self._index < len(self.waypoints):
             waypoint = self.waypoints[self._index]
             elapsed = now - self._segment_start
-            if elapsed < waypoint.duration or not (self._arrived(waypoint) or elapsed > self.PATIENCE * waypoint.duration):
+            if elapsed < self._duration:
+                break
+            arrival = self._arrival(waypoint)
+            if arrival == "off" and self._corrections < self.CORRECTIONS:
+                # Aim again from here with the body's offset in the grasp as it is now.
+                self._from[waypoint.arm] = (self._segment_target(waypoint), waypoint.gripper)
+                self._segment_start, self._target_tip, self._duration = now, None, self.CORRECTION_DURATION
+                self._corrections += 1
+                break
+            if arrival == "moving" and elapsed <= self.PATIENCE * waypoint.duration:
                 break
             self._from[waypoint.arm] = (self._segment_target(waypoint), waypoint.gripper)
             self._index += 1
-            self._segment_start, self._target_tip = now, None
+            self._segment_start, self._target_tip, self._corrections = now, None, 0
+            self._duration = self.waypoints[self._index].duration if self._index < len(self.waypoints) else 0.0
         if self._index >= len(self.waypoints) or now < self.start_time:
             return dict(self.targets_now)
         waypoint = self.waypoints[self._index]
-        s = float(np.clip((now - self._segment_start) / waypoint.duration, 0.0, 1.0))
+        s = float(np.clip((now - self._segment_start) / self._duration, 0.0, 1.0))
         s = s * s * (3 - 2 * s)  # smoothstep: at rest at each waypoint
         from_tip, from_gripper = self._from[waypoint.arm]
         tip = (1 - s) * from_tip + s * self._segment_target(waypoint)
