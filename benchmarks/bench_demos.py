@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import print_table  # noqa: E402
@@ -72,14 +74,26 @@ def main():
     rows.append(["convert (rosbag2 MCAP -> LeRobot v3, 3 x 320x240 libx264)",
                  f"{info['total_frames'] / seconds:.1f} frames/s",
                  f"{info['total_frames']} frames, {size_mb:.0f} MB bag, {seconds:.1f} s"])
+    from rotvla_ros.data.lerobot_dataset import LeRobotV3Dataset
+
+    dataset = LeRobotV3Dataset(work / "dataset", action_horizon=20, clip_length=3, clip_stride=5)
+    order = np.random.default_rng(0).permutation(len(dataset))
+    for label in ("cold: decoded on demand", "warm: from the decoded-frame cache"):
+        started = time.perf_counter()
+        for row in order:
+            dataset[int(row)]
+        seconds = time.perf_counter() - started
+        rows.append([f"read samples in random order (3 cameras + a 3-frame clip), {label}",
+                     f"{len(order) / seconds:.0f} samples/s", f"{len(order)} samples, one process"])
+    warm_up = -(-len(dataset) // args.batch_size) + 1  # an epoch's worth of samples: the frames are cached
     common = dict(dataset=str(work / "dataset"), preset="tiny", batch_size=args.batch_size, save_every=10**9,
                   log_every=10**9, device="cpu", num_workers=0)
     stages = [("stage1", dict()), ("stage2", dict(lam_checkpoint=str(work / "lam" / "last"))),
               ("stage3", dict(lam_checkpoint=str(work / "lam" / "last")))]
     for stage, extra in stages:
         trainer = Trainer(load_config(stage, None, output=str(work / ("lam" if stage == "stage1" else stage)),
-                                      steps=args.steps + 2, **common, **extra))
-        trainer.run(steps=2)  # warm-up (first batches decode the videos)
+                                      steps=args.steps + warm_up, **common, **extra))
+        trainer.run(steps=warm_up)
         started = time.perf_counter()
         trainer.run(steps=args.steps)
         per_step = (time.perf_counter() - started) / args.steps

@@ -57,6 +57,7 @@ class ConversionConfig:
     joint_state_topic: str = "/joint_states"
     max_gap: float = 0.25  # s between consecutive messages of a stream
     codec: str = "libx264"  # libsvtav1 is LeRobot's default; x264 encodes faster on a CPU
+    gop: int = 2  # frames between keyframes (LeRobot's default): any frame decodes from at most one before it
     robot_type: str = "arx_r5_dual"
     task: str = ""  # the instruction when a bag has no episode.json
 
@@ -187,12 +188,12 @@ def _pandas_index_metadata(index_column: str) -> dict:
 
 
 class _VideoWriter:
-    def __init__(self, path: Path, fps: int, width: int, height: int, codec: str):
+    def __init__(self, path: Path, fps: int, width: int, height: int, codec: str, gop: int):
         import av
 
         path.parent.mkdir(parents=True, exist_ok=True)
         self.container = av.open(str(path), mode="w")
-        self.stream = self.container.add_stream(codec, rate=fps)
+        self.stream = self.container.add_stream(codec, rate=fps, options={"g": str(gop)})
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
         self.stream.time_base = Fraction(1, fps)
         self.frames = 0
@@ -254,7 +255,7 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
             if camera not in videos:
                 shapes[camera] = (height, width)
                 videos[camera] = _VideoWriter(root / "videos" / key / "chunk-000" / "file-000.mp4", config.fps, width,
-                                              height, config.codec)
+                                              height, config.codec, config.gop)
             elif shapes[camera] != (height, width):
                 raise ConversionError(f"{episode.name}: camera {camera} is {width}x{height}, earlier episodes "
                                       f"{shapes[camera][1]}x{shapes[camera][0]}")
@@ -329,9 +330,10 @@ def main(argv=None) -> int:
     parser.add_argument("--max-gap", type=float, default=0.25)
     parser.add_argument("--task", default="", help="instruction for bags without episode.json")
     parser.add_argument("--codec", default="libx264")
+    parser.add_argument("--gop", type=int, default=2, help="frames between keyframes (short: fast random access in training)")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    config = ConversionConfig(fps=args.fps, max_gap=args.max_gap, task=args.task, codec=args.codec)
+    config = ConversionConfig(fps=args.fps, max_gap=args.max_gap, task=args.task, codec=args.codec, gop=args.gop)
     try:
         info = convert(sorted(args.bags), args.output, config, overwrite=args.overwrite)
     except ConversionError as error:

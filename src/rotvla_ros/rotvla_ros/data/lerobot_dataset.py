@@ -7,9 +7,11 @@ a mask saying which steps are real), a clip of ``clip_length`` frames ``clip_str
 from the ``clip_camera`` starting at this one (the latent action model's triplets and plan
 frames), and the task's text.
 
-Video frames are decoded with PyAV, one whole file at a time on first use, and kept in
-memory: right for the datasets a workstation fine-tunes on (100 demos per task); a
-million-episode pretraining corpus needs a streaming decoder instead.
+Video frames are decoded on demand (``video.VideoFrames``: seek to the keyframe before the
+frame, decode forward) into a cache of at most ``video_cache_mb`` per process: a small
+fine-tuning set ends up decoded once and served from memory, a large one costs a seek and a
+couple of decodes per frame, and memory never grows with the dataset. DataLoader workers
+each open their own files.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 from torch.utils.data import Dataset
+
+from .video import VideoFrames
 
 STATE_KEY, ACTION_KEY = "observation.state", "action"
 
@@ -37,16 +41,9 @@ def _read_tables(folder: Path):
     return pa.concat_tables([pq.read_table(f) for f in files])
 
 
-def _decode_video(path: Path) -> np.ndarray:
-    import av
-
-    with av.open(str(path)) as container:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])  # (N, H, W, 3)
-
-
 class LeRobotV3Dataset(Dataset):
     def __init__(self, root: str | Path, action_horizon: int = 1, cameras: list[str] | None = None,
-                 clip_length: int = 0, clip_stride: int = 1, clip_camera: str = "head"):
+                 clip_length: int = 0, clip_stride: int = 1, clip_camera: str = "head", video_cache_mb: float = 1024):
         self.root = Path(root)
         info_path = self.root / "meta" / "info.json"
         if not info_path.exists():
@@ -88,7 +85,12 @@ class LeRobotV3Dataset(Dataset):
         self.tasks = dict(zip(tasks.column("task_index").to_pylist(), tasks.column(task_column).to_pylist()))
         episodes = _read_tables(self.root / "meta" / "episodes").to_pylist()
         self.episodes = {row["episode_index"]: row for row in episodes}
-        self._videos: dict[Path, np.ndarray] = {}
+        self._videos: dict[Path, VideoFrames] = {}
+        # The cache budget, shared evenly by the video files (frames of the features' shape).
+        files = {(key, row[f"videos/{key}/chunk_index"], row[f"videos/{key}/file_index"])
+                 for row in self.episodes.values() for key in (f"observation.images.{c}" for c in self.cameras)}
+        frame_bytes = max(int(np.prod(features[f"observation.images.{c}"].get("shape", [224, 224, 3]))) for c in self.cameras)
+        self._cache_frames = max(8, int(video_cache_mb * 2**20 / frame_bytes / max(len(files), 1)))
 
     def __len__(self) -> int:
         return len(self.state)
@@ -103,7 +105,7 @@ class LeRobotV3Dataset(Dataset):
         path = self.root / self.info["video_path"].format(
             video_key=key, chunk_index=episode[f"videos/{key}/chunk_index"], file_index=episode[f"videos/{key}/file_index"])
         if path not in self._videos:
-            self._videos[path] = _decode_video(path)
+            self._videos[path] = VideoFrames(path, cache_frames=self._cache_frames)
         video = self._videos[path]
         position = int(round((episode[f"videos/{key}/from_timestamp"] + self.frame_index[row] / self.fps) * self.fps))
         return video[min(position, len(video) - 1)]

@@ -49,6 +49,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     num_workers: int = 2
+    video_cache_mb: float = 1024  # decoded frames kept per data process (a small dataset is decoded once)
     device: str = "auto"
 
     def __post_init__(self):

@@ -130,7 +130,8 @@ class Trainer:
             horizon, clip = model_config.action_horizon, model_config.latent_horizon + 1  # plan frames
         self.model_config = model_config
         self.dataset = LeRobotV3Dataset(config.dataset, action_horizon=horizon, clip_length=clip,
-                                        clip_stride=config.frame_stride, clip_camera=config.latent_camera)
+                                        clip_stride=config.frame_stride, clip_camera=config.latent_camera,
+                                        video_cache_mb=config.video_cache_mb)
         if self.stage == "stage3" and tuple(self.dataset.action_names) != tuple(model_config.action_names):
             raise ValueError(f"dataset actions {self.dataset.action_names} are not the model's {model_config.action_names}")
         self.normalizer = ActionNormalizer.from_data(model_config.action_names, self.dataset.action) \
