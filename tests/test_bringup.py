@@ -94,6 +94,30 @@ def test_the_simulated_stack_runs_the_expert_to_success_and_shuts_down_cleanly(r
     assert not any("Traceback" in line for line in runner.lines), "".join(runner.lines[-60:])
 
 
+@pytest.mark.timeout(300)
+def test_the_policy_drives_the_simulated_arms_with_fresh_chunks(rclpy_context, peer_factory):
+    """No expert: the tiny checkpoint's chunks reach the executor in time to be executed
+    (the policy runs in a process of its own, one torch thread: see NodeSpec.own_process)."""
+    runner = peer_factory(sys.executable, "-m", "rotvla_ros.nodes.runner", "--checkpoint",
+                          str(REPO_ROOT / "models" / "tiny-random"), "--task", "block_to_plate")
+    observer = Observer()
+    try:
+        seen = observer.seen
+        executing = lambda: any(m.executed_steps >= 100 for m in seen["status"])  # noqa: E731
+        assert observer.spin_until(executing, 200), "".join(runner.lines[-40:])
+        assert seen["status"][-1].mode in (ExecutorStatus.MODE_EXECUTING, ExecutorStatus.MODE_HOLDING)
+        chunks = seen["chunk"]
+        assert len(chunks) >= 5 and all(c.checkpoint_id.startswith("tiny-random") for c in chunks)
+        # Most chunks are taken (a loaded machine may make one stale now and then, never most).
+        status = seen["status"][-1]
+        assert status.chunks_rejected <= len(chunks) // 2, status
+    finally:
+        observer.close()
+    runner.proc.send_signal(signal.SIGINT)
+    assert runner.proc.wait(timeout=60) == 0, "".join(runner.lines[-40:])
+    assert not any("Traceback" in line for line in runner.lines), "".join(runner.lines[-60:])
+
+
 def _declared_launch_arguments() -> set[str]:
     tree = ast.parse(LAUNCH_FILE.read_text())
     for node in ast.walk(tree):

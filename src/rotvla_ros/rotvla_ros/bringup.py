@@ -31,6 +31,11 @@ class NodeSpec:
     entry: str  # "module:Class" (the composed runner)
     parameters: dict = field(default_factory=dict)  # overrides on top of the files
     threads: int = 1  # executor threads in the composed runner (>1: blocking callbacks)
+    # The composed runner starts it as a process of its own, as launch does every node. The
+    # policy's forward is thousands of small torch ops, each taking the GIL back: sharing a
+    # process with the other nodes' threads made a 7 ms tiny-checkpoint forward take
+    # 600-900 ms on 2 cores, and every chunk arrived stale.
+    own_process: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ def node_set(args: SystemArgs) -> list[NodeSpec]:
     ]
     if args.policy:
         nodes.append(NodeSpec("policy", "rotvla_ros", "policy_node", "rotvla_ros.nodes.policy_node:PolicyNode", policy,
-                              threads=2))
+                              threads=2, own_process=True))
     if args.record_episodes:
         nodes.append(NodeSpec("episode_recorder", "rotvla_ros", "episode_recorder",
                               "rotvla_ros.nodes.episode_recorder:EpisodeRecorder", threads=2))

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -89,6 +90,11 @@ class PolicyNode(Node):
         checkpoint = p("checkpoint", "", "Checkpoint directory to serve at start (empty: none until load_checkpoint).")
         device = p("device", "auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:N.")
         self.device = default_device() if device == "auto" else device
+        cpu_threads = p("cpu_threads", 0, "Torch intra-op threads on the CPU (0: torch's default, one per core). "
+                        "On a machine whose cores the other nodes keep busy, 1: a multi-threaded op waits for "
+                        "its slowest thread, and a busy core makes every op wait.", read_only=True)
+        if cpu_threads > 0:
+            torch.set_num_threads(cpu_threads)
         self.dtype = p("dtype", "", "Compute dtype (bfloat16, float16, float32); empty: bfloat16 on GPU, float32 on CPU.") or None
         self.instruction = p("instruction", "", "Instruction at start (per task YAML).")
         self.max_observation_age = p("max_observation_age", 0.3, "Observations older than this (s) are refused.")

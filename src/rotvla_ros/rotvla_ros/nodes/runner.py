@@ -1,6 +1,9 @@
 """``rotvla_run``: the system of ``rotvla_ros.bringup`` in one process, for machines without
 launch_ros and for the integration tests. Same nodes, same parameter files, same overrides
-as ``ros2 launch rotvla_ros bringup.launch.py``.
+as ``ros2 launch rotvla_ros bringup.launch.py``. The exception is a node whose spec says
+``own_process`` (the policy: see ``NodeSpec``). It is started as a child process with the
+same files and overrides, stopped with SIGINT after the others, and its exit status becomes
+the runner's.
 
 Each node spins in an executor of its own on its own thread: a SingleThreadedExecutor, or a
 MultiThreadedExecutor where the node has blocking callbacks (the policy's checkpoint load).
@@ -14,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -56,6 +62,21 @@ def build(spec: NodeSpec, files: list[Path]):
     return node_class(parameter_overrides=node_parameters(spec, files))
 
 
+def start_process(spec: NodeSpec, files: list[Path], ros_args: list[str]) -> subprocess.Popen:
+    """The node as its own process, as launch starts it: the same parameter files, then the
+    overrides (JSON values are YAML), then the runner's own --ros-args."""
+    module = spec.entry.split(":")[0]
+    command = [sys.executable, "-m", module, "--ros-args"]
+    for path in files:
+        command += ["--params-file", str(path)]
+    for name, value in spec.parameters.items():
+        command += ["-p", f"{name}:={json.dumps(value)}"]
+    command += [arg for arg in ros_args if arg != "--ros-args"]
+    # A session of its own: a terminal's Ctrl-C reaches the runner only, which stops the
+    # child once, in order.
+    return subprocess.Popen(command, start_new_session=True)
+
+
 def _spin(executor, context, running: threading.Event) -> None:
     try:
         while running.is_set() and context.ok():
@@ -70,15 +91,20 @@ def _spin(executor, context, running: threading.Event) -> None:
 class System:
     """The nodes, started in order (the simulation first: the executor waits for its joints)."""
 
-    def __init__(self, args: SystemArgs, config_dir: Path | None = None):
+    def __init__(self, args: SystemArgs, config_dir: Path | None = None, ros_args: list[str] = ()):
         self.files = parameter_files(config_dir or default_config_dir(), args)
         self.specs = node_set(args)
+        self.ros_args = list(ros_args)
         self.nodes, self.executors, self.threads = {}, [], []
+        self.processes: dict[str, subprocess.Popen] = {}
         self.running = threading.Event()
 
     def start(self) -> None:
         self.running.set()
         for spec in self.specs:
+            if spec.own_process:
+                self.processes[spec.name] = start_process(spec, self.files, self.ros_args)
+                continue
             node = build(spec, self.files)
             self.nodes[spec.name] = node
             executor = MultiThreadedExecutor(num_threads=spec.threads) if spec.threads > 1 else SingleThreadedExecutor()
@@ -93,13 +119,28 @@ class System:
         """In order: stop spinning, destroy the nodes (each stops its own threads while the
         context can still carry their last messages), then shut the context down."""
         self.running.clear()
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
         for thread in self.threads:
             thread.join(timeout=5.0)
         for executor in self.executors:
             executor.shutdown(timeout_sec=5.0)
         for node in reversed(list(self.nodes.values())):
             node.destroy_node()
+        for name, process in self.processes.items():
+            try:
+                process.wait(timeout=20.0)
+            except subprocess.TimeoutExpired:
+                print(f"[rotvla_run] {name} did not stop within 20 s: killed", file=sys.stderr)
+                process.kill()
+                process.wait()
         rclpy.try_shutdown()
+
+    @property
+    def exit_code(self) -> int:
+        """Non-zero when a node process of its own failed."""
+        return next((p.returncode for p in self.processes.values() if p.returncode not in (0, None)), 0)
 
 
 def main(argv=None):
@@ -123,7 +164,7 @@ def main(argv=None):
     system = System(SystemArgs(sim=not options.hardware, task=options.task, checkpoint=options.checkpoint,
                                instruction=options.instruction, device=options.device, seed=options.seed,
                                expert=options.expert, policy=not options.no_policy,
-                               record_episodes=options.record), options.config_dir)
+                               record_episodes=options.record), options.config_dir, ros_args)
     if options.hardware:
         print("[rotvla_run] hardware: start the cameras with realsense2_camera (see launch/bringup.launch.py)")
     try:
@@ -135,7 +176,8 @@ def main(argv=None):
         pass
     finally:
         system.stop()
+    return system.exit_code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
