@@ -11,18 +11,29 @@ from rotvla_ros.sim.world import CAMERAS, SimWorld
 CONTROL_PERIOD = 0.005
 
 
-def run_expert(task: str, seed: int) -> tuple[SimWorld, ScriptedExpert]:
+def run_expert(task: str, seed: int, step=None, missed_cycles: float = 0.0) -> tuple[SimWorld, ScriptedExpert]:
+    """The task's expert until a second after its last waypoint. ``step(world, expert)``
+    returns the control cycle to run at time t (default: the expert's targets straight to the
+    joints); a fraction ``missed_cycles`` of the cycles, drawn at random, does not run (the
+    joints keep the last command) while the world keeps its time."""
     world = SimWorld(task, seed)
     kinematics = {m.name: ArmKinematics(base_xyz=m.base_xyz, base_rpy=m.base_rpy) for m in world.config.arms}
     expert = ScriptedExpert(world, kinematics, start_time=0.2)
+    if step is None:
+        def cycle(t):
+            for arm, (joints, gripper) in expert.targets(t).items():
+                world.command(arm, joints, gripper)
+    else:
+        cycle = step(world, expert)
+    rng = np.random.default_rng(0)
     t, finished = 0.0, None
-    while finished is None or t < finished + 1.0:  # until a second after the expert's last waypoint
+    while finished is None or t < finished + 1.0:
         if finished is None and expert.done(t):
             finished = t
         assert t < 120, "the expert never finished"
         t = round(t + CONTROL_PERIOD, 6)
-        for arm, (joints, gripper) in expert.targets(t).items():
-            world.command(arm, joints, gripper)
+        if not (missed_cycles and rng.random() < missed_cycles):
+            cycle(t)
         world.step_to(t)
     return world, expert
 
@@ -91,28 +102,22 @@ def test_each_tasks_expert_succeeds_through_the_executors_safety_filter_on_a_lat
     from arx_r5_driver.safety import ArmLimits, SafetyFilter
     from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
 
-    world = SimWorld(task, 1)
-    arms, capsules = [], []
-    for mount in world.config.arms:
-        kinematics = ArmKinematics(base_xyz=mount.base_xyz, base_rpy=mount.base_rpy)
-        limits = ArmLimits([2.0, 2.0, 2.0, 3.0, 3.0, 3.0], 0.5, [0.05, -0.45, -0.12], [0.60, 0.45, 0.45])  # config/robot.yaml
-        arms.append(Arm(mount.name, kinematics, SafetyFilter(kinematics, limits, mount.name), WorldArm(world, mount.name)))
-        capsules.append(ArmCapsules(kinematics, 0.045, 0.12))
-    controller = DualArmController(arms, DUAL_ARM_EEF_ACTION_NAMES, ControllerConfig(), ArmClearance(*capsules))
-    expert = ScriptedExpert(world, {arm.name: arm.kinematics for arm in arms}, start_time=0.2)
-    controller.set_teleop(expert)
-    rng = np.random.default_rng(0)
-    t, finished = 0.0, None
-    while finished is None or t < finished + 1.0:
-        if finished is None and expert.done(t):
-            finished = t
-        assert t < 120, "the expert never finished"
-        t = round(t + CONTROL_PERIOD, 6)
-        if rng.random() < 0.5:  # a missed cycle: the joints keep the last command
-            world.step_to(t)
-            continue
-        cycle = controller.step(t)
-        assert not any("clearance" in hit or "workspace" in hit for hit in cycle.limits_hit), cycle.limits_hit
-        world.step_to(t)
+    def through_the_controller(world, expert):
+        arms, capsules = [], []
+        for mount in world.config.arms:
+            kinematics = expert.kinematics[mount.name]
+            limits = ArmLimits([2.0, 2.0, 2.0, 3.0, 3.0, 3.0], 0.5, [0.05, -0.45, -0.12], [0.60, 0.45, 0.45])  # config/robot.yaml
+            arms.append(Arm(mount.name, kinematics, SafetyFilter(kinematics, limits, mount.name), WorldArm(world, mount.name)))
+            capsules.append(ArmCapsules(kinematics, 0.045, 0.12))
+        controller = DualArmController(arms, DUAL_ARM_EEF_ACTION_NAMES, ControllerConfig(), ArmClearance(*capsules))
+        controller.set_teleop(expert)
+
+        def cycle(t):
+            hits = controller.step(t).limits_hit
+            assert not any("clearance" in hit or "workspace" in hit for hit in hits), hits
+
+        return cycle
+
+    world, expert = run_expert(task, 1, through_the_controller, missed_cycles=0.5)
     assert expert.ik_failures == 0
     assert world.success()

@@ -69,28 +69,30 @@ class VideoFrames:
         if index in self._cache:
             self._cache.move_to_end(index)
             return self._cache[index]
-        container = self._open()
-        stream = container.streams.video[0]
-        seconds = index / self._fps
-        container.seek(self._start + int(seconds / self._time_base), stream=stream, backward=True, any_frame=False)
-        for frame in container.decode(stream):
-            found = self._index_of(frame)
-            if found > index and index not in self._cache:
-                break  # the seek landed after it (a stream without keyframe index): decode from the start
-            self._remember(found, frame.to_ndarray(format="rgb24"))
-            if found >= index:
-                break
-        if index not in self._cache:
-            container.seek(self._start, stream=stream, backward=True, any_frame=False)
-            for frame in container.decode(stream):
-                found = self._index_of(frame)
-                if found >= index - 2:
-                    self._remember(found, frame.to_ndarray(format="rgb24"))
-                if found >= index:
-                    break
+        # From the keyframe before it; from the start when the seek lands after it (a stream
+        # without a keyframe index).
+        if not self._decode_up_to(index, self._start + int(index / self._fps / self._time_base)):
+            self._decode_up_to(index, self._start)
         if index not in self._cache:
             raise VideoDecodeError(f"{self.path}: frame {index} could not be decoded")
         return self._cache[index]
+
+    def _decode_up_to(self, index: int, seek_pts: int) -> bool:
+        """Seek to the keyframe at or before ``seek_pts`` and decode up to frame ``index``,
+        caching the frames on the way that the cache could still hold; False when the
+        first frame decoded is already past ``index``."""
+        container = self._open()
+        stream = container.streams.video[0]
+        container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            found = self._index_of(frame)
+            if found > index:  # past it without having seen it
+                return False
+            if found >= index - self.cache_frames:
+                self._remember(found, frame.to_ndarray(format="rgb24"))
+            if found >= index:
+                break
+        return True
 
     def _remember(self, index: int, frame: np.ndarray) -> None:
         self._cache[index] = frame

@@ -170,7 +170,7 @@ class ScriptedExpert:
         if np.linalg.norm(velocity[3:]) >= self.SETTLED:
             return "moving"
         wanted = self._body_position(waypoint.over)[:2] if waypoint.over else waypoint.tip[:2]
-        return "arrived" if np.linalg.norm(self.world.data.xpos[body][:2] - wanted) < self.ARRIVED else "off"
+        return "arrived" if np.linalg.norm(self._body_position(waypoint.carrying)[:2] - wanted) < self.ARRIVED else "off"
 
     def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
         while self._index < len(self.waypoints):
