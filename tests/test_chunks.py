@@ -10,13 +10,14 @@ from arx_r5_driver.chunks import (
     DEGENERATE_ROTATION,
     FUTURE_STAMP,
     NAN_OR_INF,
+    OUT_OF_RANGE,
     STALE,
     UNKNOWN_LAYOUT,
     WRONG_SIZE,
     ChunkRejected,
     validate_chunk,
 )
-from rotvla_ros.model.config import DUAL_ARM_EEF_ACTION_NAMES as NAMES
+from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES as NAMES
 
 H, D = 8, len(NAMES)
 ROTATION_COLUMNS = [i for i, n in enumerate(NAMES) if n.split("/")[1] in ("r11", "r21", "r31", "r12", "r22", "r32")]
@@ -38,18 +39,18 @@ def _args(**change):
 
 
 def test_a_good_chunk_is_accepted_with_its_step_times():
-    actions = with_identity(np.arange(H * D, dtype=float))
+    actions = with_identity(np.arange(H * D, dtype=float) / 100)
     chunk = validate_chunk(**_args(actions=actions))
-    assert chunk.actions.shape == (H, D) and chunk.actions[1, 0] == D and chunk.actions[1, 1] == D + 1  # row-major: step-major
-    np.testing.assert_allclose(chunk.due_times(0.02), 10.02 + 0.05 * np.arange(H))
+    assert chunk.actions.shape == (H, D) and chunk.actions[1, 0] == D / 100 and chunk.actions[1, 1] == (D + 1) / 100  # row-major
+    np.testing.assert_allclose(chunk.due_times(0.02), 10.02 + 0.05 * np.arange(1, H + 1))  # the contract: step i at (i + 1) dt
 
 
 def test_only_future_steps_are_returned_in_order():
     chunk = validate_chunk(**_args())
     times, actions = chunk.future_steps(now=10.1, latency_compensation=0.02)
-    # Steps due at 10.02, 10.07 have passed at 10.1; the rest remain, in order.
-    np.testing.assert_allclose(times, 10.02 + 0.05 * np.arange(2, H))
-    assert len(actions) == H - 2 and np.all(np.diff(times) > 0)
+    # Step 0 was due at 10.07 and has passed at 10.1; the rest remain, in order.
+    np.testing.assert_allclose(times, 10.02 + 0.05 * np.arange(2, H + 1))
+    assert len(actions) == H - 1 and np.all(np.diff(times) > 0)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +63,8 @@ def test_only_future_steps_are_returned_in_order():
         (dict(horizon=0, actions=np.zeros(0)), WRONG_SIZE),
         (dict(actions=np.r_[np.zeros(H * D - 1), np.nan]), NAN_OR_INF),
         (dict(actions=np.r_[np.inf, np.zeros(H * D - 1)]), NAN_OR_INF),
+        (dict(actions=np.where(np.arange(H * D) == 3, 1e30, with_identity(np.zeros(H * D)))), OUT_OF_RANGE),
+        (dict(actions=np.where(np.arange(H * D) == 0, -150.0, with_identity(np.zeros(H * D)))), OUT_OF_RANGE),
         (dict(dt=0.0), BAD_PERIOD),
         (dict(dt=float("nan")), BAD_PERIOD),
         (dict(stamp=10.5), FUTURE_STAMP),

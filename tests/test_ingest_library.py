@@ -5,7 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from rotvla_ros.ingest.images import ImageFormatError, center_crop_resize, fill_image, image_to_rgb
+from rotvla_common.contract import prepare_image
+from rotvla_ros.ingest.images import ImageFormatError, fill_image, image_to_rgb
 from rotvla_ros.ingest.sync import FrameSynchronizer
 
 
@@ -52,18 +53,18 @@ def test_malformed_images_raise_a_clear_error(fields, message):
         image_to_rgb(msg)
 
 
-def test_center_crop_resize_keeps_the_centre_and_the_values():
+def test_prepare_image_keeps_the_centre_and_the_values():
     image = np.zeros((480, 640, 3), np.uint8)
     image[:, :80] = 255  # left margin outside the central 480x480 square: cropped away
     image[200:280, 280:360] = [10, 200, 30]  # a block at the centre
-    out = center_crop_resize(image, 224)
+    out = prepare_image(image, 224)
     assert out.shape == (224, 224, 3) and out.dtype == np.uint8
     assert out[:, :5].max() == 0
     np.testing.assert_array_equal(out[112, 112], [10, 200, 30])
     # A uniform image stays uniform; an image already at size is unchanged.
-    np.testing.assert_array_equal(center_crop_resize(np.full((480, 640, 3), 77, np.uint8), 224), 77)
+    np.testing.assert_array_equal(prepare_image(np.full((480, 640, 3), 77, np.uint8), 224), 77)
     small = _rgb(224, 224)
-    np.testing.assert_array_equal(center_crop_resize(small, 224), small)
+    np.testing.assert_array_equal(prepare_image(small, 224), small)
 
 
 def test_cv_bridge_gives_the_same_arrays_where_it_exists():

@@ -34,7 +34,8 @@ def test_training_loss_and_sampling_in_both_stages(mode):
 
 def test_stage3_requires_robot_actions_and_unknown_modes_are_refused():
     model = RotVLA(tiny_config())
-    images = torch.rand(1, 3, 3, 56, 56)
+    size = model.config.image_size
+    images = torch.rand(1, 3, 3, size, size)
     ids, mask = model.backbone.tokenize(["x"])
     with pytest.raises(ValueError, match="robot actions"):
         model.loss(images, ids, mask, torch.eye(4).expand(1, 4, 4, 4))

@@ -6,7 +6,7 @@ from scipy.spatial.transform import Rotation
 
 from arx_r5_driver.chunks import Chunk
 from arx_r5_driver.scheduler import ActionLayout, ChunkScheduler, Setpoint
-from rotvla_ros.model.config import DUAL_ARM_EEF_ACTION_NAMES as NAMES
+from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES as NAMES
 
 LAYOUT = ActionLayout.from_names(NAMES)
 CONTROL_PERIOD = 0.005  # 200 Hz
@@ -37,7 +37,7 @@ def test_knots_are_reached_at_their_due_times_and_past_steps_dropped():
     chunk = make_chunk(stamp=10.0)
     taken = scheduler.submit(chunk, now=10.1, current=rest(0.30 + 0.2 * 0.1))
     due = chunk.due_times(0.03)
-    assert taken == int((due > 10.1).sum()) == 18  # steps due at 10.03 and 10.08 are past
+    assert taken == int((due > 10.1).sum()) == 19  # step 0, due at 10.08, is past
     for i in range(5, 20):  # beyond the start: exactly the chunk's values at its due times
         setpoint = scheduler.sample(due[i])
         assert setpoint.linear[0, 0] == pytest.approx(chunk.actions[i, 0], abs=1e-9)

@@ -7,3 +7,6 @@ matrix, column-major) + gripper opening (m); left arm first: 20 numbers per step
 ARMS = ("left", "right")
 ARM_ACTION_FIELDS = ("x", "y", "z", "r11", "r21", "r31", "r12", "r22", "r32", "gripper")
 DUAL_ARM_EEF_ACTION_NAMES = tuple(f"{arm}/{name}" for arm in ARMS for name in ARM_ACTION_FIELDS)
+
+# The robot's cameras, in the order of every observation and of a checkpoint's views.
+CAMERA_NAMES = ("head", "left_wrist", "right_wrist")

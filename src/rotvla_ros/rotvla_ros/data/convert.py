@@ -10,9 +10,13 @@ Per episode (one bag, with the recorder's ``episode.json`` when there is one):
 - The episode's timeline runs at ``fps`` over the span every stream covers; each frame
   takes, per stream, the message nearest its time.
 - ``observation.state``: both arms' EEF poses in the paper's 20-D layout (xyz, Rotate6D,
-  gripper opening; left arm first), from ``/rotvla/eef_pose/<arm>`` and the grippers in
-  ``/joint_states``. ``action``: the state of the next frame (absolute EEF targets), the
-  last frame holding its own.
+  gripper opening; left arm first; ``rotvla_common.contract.eef_state``), from
+  ``/rotvla/eef_pose/<arm>`` and the grippers in ``/joint_states``. ``action``: the state of
+  the next frame (absolute EEF targets), the last frame holding its own: the contract's
+  alignment, under which the executor schedules a chunk's step ``i`` at ``stamp + (i + 1) dt``.
+- Frames before the robot first moves (an operator getting ready) are left out, but the last
+  one: a demonstration then starts with the motion it teaches, not with a pause whose end no
+  observation can predict (``idle_motion``, 0 keeps them).
 - ``observation.images.<camera>``: one mp4 per camera for the whole dataset (PyAV), episodes
   one after the other, located by ``videos/<key>/from_timestamp`` in the episodes table.
 
@@ -33,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from scipy.spatial.transform import Rotation
+from rotvla_common.contract import DEFAULT_FPS, eef_state, next_state_actions, quaternion_to_matrix
 
 from ..ingest.images import ImageFormatError, image_to_rgb
-from ..model.config import DUAL_ARM_EEF_ACTION_NAMES
+from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
 from .rosbag_types import make_typestore
 
 CODEBASE_VERSION = "v3.0"
@@ -49,7 +53,7 @@ class ConversionError(RuntimeError):
 
 @dataclass
 class ConversionConfig:
-    fps: int = 10
+    fps: int = DEFAULT_FPS
     cameras: tuple[str, ...] = ("head", "left_wrist", "right_wrist")
     arms: tuple[str, ...] = ("left", "right")
     camera_topic: str = "/cameras/{camera}/color/image_raw"
@@ -59,6 +63,8 @@ class ConversionConfig:
     codec: str = "libx264"  # libsvtav1 is LeRobot's default; x264 encodes faster on a CPU
     gop: int = 2  # frames between keyframes (LeRobot's default): any frame decodes from at most one before it
     robot_type: str = "arx_r5_dual"
+    idle_motion: float = 0.002  # m (and m of gripper opening): less is "not moving yet" at the start
+    skip_invalid: bool = False  # leave out (and report) an episode that cannot be converted, instead of failing
     task: str = ""  # the instruction when a bag has no episode.json
 
 
@@ -127,8 +133,7 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:
                     images[cameras[topic]].append(msg)
                 elif topic in eefs:
                     p, q = msg.pose.position, msg.pose.orientation
-                    matrix = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
-                    poses[eefs[topic]].append(np.r_[p.x, p.y, p.z, matrix[:, 0], matrix[:, 1]])
+                    poses[eefs[topic]].append(((p.x, p.y, p.z), quaternion_to_matrix((q.x, q.y, q.z, q.w))))
                 else:
                     index = {n: i for i, n in enumerate(msg.name)}
                     grippers_now = [msg.position[index[f"{a}_gripper"]] if f"{a}_gripper" in index else np.nan
@@ -154,9 +159,11 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:
         gripper = np.asarray(grippers[arm])[joint_index]
         if not np.isfinite(gripper).all():
             raise ConversionError(f"{name}: {config.joint_state_topic} has no {arm}_gripper")
-        state.append(np.c_[np.asarray(poses[arm])[pose_index], gripper])  # (T, 10)
+        state.append(np.stack([eef_state(*poses[arm][i], g) for i, g in zip(pose_index, gripper)]))  # (T, 10)
     state = np.concatenate(state, axis=1).astype(np.float32)  # (T, 20)
-    action = np.concatenate([state[1:], state[-1:]], axis=0)  # the next frame's pose
+    first = _first_motion(state, config.idle_motion, len(config.arms))
+    times, state = times[first:], state[first:]
+    action = next_state_actions(state)
     frames = {}
     for camera in config.cameras:
         topic = config.camera_topic.format(camera=camera)
@@ -164,27 +171,72 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:
             frames[camera] = np.stack([image_to_rgb(images[camera][i]) for i in _nearest(arrays[topic], times)])
         except ImageFormatError as error:
             raise ConversionError(f"{name}: {topic}: {error}") from error
-    return Episode(name, task, (times - start).astype(np.float32), state, action, frames, meta)
+    return Episode(name, task, (times - times[0]).astype(np.float32), state, action, frames, meta)
+
+
+def _first_motion(state: np.ndarray, threshold: float, arms: int) -> int:
+    """The frame before the first one whose position or gripper has moved more than
+    ``threshold`` from the start (0 when ``threshold`` is 0 or nothing moves)."""
+    if threshold <= 0:
+        return 0
+    per_arm = state.reshape(len(state), arms, -1)  # (T, A, 10): xyz, Rotate6D, gripper
+    moved = np.maximum(np.linalg.norm(per_arm[:, :, :3] - per_arm[0, :, :3], axis=-1).max(1),
+                       np.abs(per_arm[:, :, 9] - per_arm[0, :, 9]).max(1))
+    moving = np.flatnonzero(moved > threshold)
+    return max(int(moving[0]) - 1, 0) if moving.size else 0
+
+
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}  # LeRobot's (pi0.5 normalises by them)
+STAT_NAMES = ("min", "max", "mean", "std", "count", *QUANTILES)
 
 
 def _feature_stats(values: np.ndarray) -> dict:
-    return {"min": values.min(0).tolist(), "max": values.max(0).tolist(), "mean": values.mean(0).tolist(),
-            "std": values.std(0).tolist(), "count": [int(len(values))]}
+    """LeRobot's statistics of a (N, D) or (N,) feature: min, max, mean, std, count, quantiles."""
+    values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    stats = {"min": values.min(0), "max": values.max(0), "mean": values.mean(0), "std": values.std(0)}
+    stats.update({name: np.quantile(values, q, axis=0) for name, q in QUANTILES.items()})
+    return {**{k: v.tolist() for k, v in stats.items()}, "count": [int(len(values))]}
 
 
 def _image_stats(frames: list[np.ndarray]) -> dict:
-    """Per-channel statistics over (a subsample of) the frames, in [0, 1], shaped (3, 1, 1)."""
-    pixels = np.concatenate([f[:: max(1, len(f) // 20)].reshape(-1, 3) for f in frames]).astype(np.float64) / 255.0
-    shape = lambda v: [[[float(x)]] for x in v]  # noqa: E731
-    return {"min": shape(pixels.min(0)), "max": shape(pixels.max(0)), "mean": shape(pixels.mean(0)),
-            "std": shape(pixels.std(0)), "count": [int(sum(len(f) for f in frames))]}
+    """Per-channel statistics over a subsample of the frames (about 20 per episode, every 4th
+    pixel each way), in [0, 1], shaped (3, 1, 1)."""
+    pixels = np.concatenate([f[:: max(1, len(f) // 20), ::4, ::4].reshape(-1, 3) for f in frames]).astype(np.float64) / 255.0
+    stats = _feature_stats(pixels)
+    return {k: (v if k == "count" else [[[float(x)]] for x in v]) for k, v in stats.items()} | {
+        "count": [int(sum(len(f) for f in frames))]}
 
 
-def _pandas_index_metadata(index_column: str) -> dict:
-    """Schema metadata that makes pandas read ``index_column`` as the index (LeRobot's tasks table)."""
-    return {b"pandas": json.dumps({"index_columns": [index_column], "column_indexes": [], "columns": [],
-                                    "creator": {"library": "pyarrow", "version": pa.__version__},
-                                    "pandas_version": "2.2.3"}).encode()}
+def _episode_stats_columns(stats: dict[str, dict]) -> dict:
+    """Per-episode statistics as LeRobot's episodes table holds them: ``stats/<feature>/<stat>``."""
+    return {f"stats/{feature}/{name}": value for feature, values in stats.items() for name, value in values.items()}
+
+
+def _tasks_table(tasks: dict[str, int]) -> pa.Table:
+    """LeRobot's meta/tasks.parquet: what ``pd.DataFrame({"task_index": ...}, index=pd.Index(tasks,
+    name="task")).to_parquet()`` writes, the pandas metadata naming every column, so that
+    pandas reads ``task`` back as the index (LeRobot's load_tasks) without pandas here."""
+    table = pa.table({"task_index": pa.array(list(tasks.values()), pa.int64()), "task": pa.array(list(tasks), pa.string())})
+    pandas = {
+        "index_columns": ["task"],
+        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
+                            "metadata": {"encoding": "UTF-8"}}],
+        "columns": [
+            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
+            {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
+        ],
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.2.3",
+    }
+    return table.replace_schema_metadata({b"pandas": json.dumps(pandas).encode()})
+
+
+def _stream_codec(path: Path) -> str:
+    """The codec of a video file's stream as LeRobot records it (h264, av1; not the encoder)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return container.streams.video[0].codec_context.name
 
 
 class _VideoWriter:
@@ -244,8 +296,15 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
     rows, episode_rows, states, actions, frames_for_stats = [], [], [], [], {c: [] for c in config.cameras}
     index = 0
     shapes = {}
-    for episode_index, bag in enumerate(episodes_iter):
-        episode = read_episode(Path(bag), config)
+    episode_index = 0
+    for bag in episodes_iter:
+        try:
+            episode = read_episode(Path(bag), config)
+        except ConversionError as error:
+            if not config.skip_invalid:
+                raise
+            print(f"rotvla_convert: left out: {error}", file=sys.stderr, flush=True)
+            continue
         task_index = tasks.setdefault(episode.task, len(tasks))
         length = len(episode.timestamps)
         video_row = {}
@@ -265,6 +324,12 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
             video_row.update({f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": 0,
                               f"videos/{key}/from_timestamp": start, f"videos/{key}/to_timestamp": start + length / config.fps})
             frames_for_stats[camera].append(frames)
+        bookkeeping = {"timestamp": episode.timestamps, "frame_index": np.arange(length),
+                       "episode_index": np.full(length, episode_index), "index": index + np.arange(length),
+                       "task_index": np.full(length, task_index)}
+        episode_stats = {STATE_KEY: _feature_stats(episode.state), ACTION_KEY: _feature_stats(episode.action),
+                         **{f"observation.images.{c}": _image_stats([f]) for c, f in episode.frames.items()},
+                         **{k: _feature_stats(v) for k, v in bookkeeping.items()}}
         for k in range(length):
             rows.append({STATE_KEY: episode.state[k].tolist(), ACTION_KEY: episode.action[k].tolist(),
                          "timestamp": float(episode.timestamps[k]), "frame_index": k, "episode_index": episode_index,
@@ -274,11 +339,14 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
             "data/chunk_index": 0, "data/file_index": 0, "dataset_from_index": index, "dataset_to_index": index + length,
             **video_row, "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
             "source": episode.name, "success": bool(episode.meta.get("success", True)),
-            "operator": str(episode.meta.get("operator", "")),
+            "operator": str(episode.meta.get("operator", "")), **_episode_stats_columns(episode_stats),
         })
         states.append(episode.state)
         actions.append(episode.action)
         index += length
+        episode_index += 1
+    if not episode_rows:
+        raise ConversionError("no episode could be converted")
     for writer in videos.values():
         writer.close()
 
@@ -290,25 +358,27 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
     pq.write_table(pa.Table.from_pylist(rows, schema=data_schema), root / "data" / "chunk-000" / "file-000.parquet")
     (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(episode_rows), root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
-    task_table = pa.table({"task": list(tasks), "task_index": pa.array(list(tasks.values()), pa.int64())})
-    pq.write_table(task_table.replace_schema_metadata(_pandas_index_metadata("task")), root / "meta" / "tasks.parquet")
+    pq.write_table(_tasks_table(tasks), root / "meta" / "tasks.parquet")
 
     state_all, action_all = np.concatenate(states), np.concatenate(actions)
     stats = {STATE_KEY: _feature_stats(state_all), ACTION_KEY: _feature_stats(action_all)}
     for camera, frames in frames_for_stats.items():
         stats[f"observation.images.{camera}"] = _image_stats(frames)
+    for key in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
+        stats[key] = _feature_stats(np.array([row[key] for row in rows]))
     (root / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
     names = list(DUAL_ARM_EEF_ACTION_NAMES)
+    codecs = {c: _stream_codec(root / "videos" / f"observation.images.{c}" / "chunk-000" / "file-000.mp4") for c in shapes}
     features = {
-        **{f"observation.images.{c}": {
-            "dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
-            "info": {"video.height": h, "video.width": w, "video.codec": config.codec, "video.pix_fmt": "yuv420p",
-                     "video.is_depth_map": False, "video.fps": config.fps, "video.channels": 3, "has_audio": False},
-        } for c, (h, w) in shapes.items()},
         STATE_KEY: {"dtype": "float32", "shape": [len(names)], "names": names},
         ACTION_KEY: {"dtype": "float32", "shape": [len(names)], "names": names},
-        **{k: {"dtype": "int64", "shape": [1], "names": None} for k in ("frame_index", "episode_index", "index", "task_index")},
+        **{f"observation.images.{c}": {
+            "dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
+            "info": {"video.height": h, "video.width": w, "video.codec": codecs[c], "video.pix_fmt": "yuv420p",
+                     "video.is_depth_map": False, "video.fps": config.fps, "video.channels": 3, "has_audio": False},
+        } for c, (h, w) in shapes.items()},
         "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+        **{k: {"dtype": "int64", "shape": [1], "names": None} for k in ("frame_index", "episode_index", "index", "task_index")},
     }
     info = {
         "codebase_version": CODEBASE_VERSION, "robot_type": config.robot_type, "total_episodes": len(episode_rows),
@@ -326,14 +396,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bags", nargs="+", type=Path, help="episode directories (the recorder's) or rosbag2 directories")
     parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--fps", type=int, default=10)
+    parser.add_argument("--fps", type=int, default=DEFAULT_FPS)
     parser.add_argument("--max-gap", type=float, default=0.25)
     parser.add_argument("--task", default="", help="instruction for bags without episode.json")
     parser.add_argument("--codec", default="libx264")
     parser.add_argument("--gop", type=int, default=2, help="frames between keyframes (short: fast random access in training)")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="leave out (and report) episodes that cannot be converted instead of failing")
     args = parser.parse_args(argv)
-    config = ConversionConfig(fps=args.fps, max_gap=args.max_gap, task=args.task, codec=args.codec, gop=args.gop)
+    config = ConversionConfig(fps=args.fps, max_gap=args.max_gap, task=args.task, codec=args.codec, gop=args.gop,
+                              skip_invalid=args.skip_invalid)
     try:
         info = convert(sorted(args.bags), args.output, config, overwrite=args.overwrite)
     except ConversionError as error:

@@ -5,7 +5,9 @@ An item is one frame: its camera images (uint8 RGB), its state, the chunk of the
 ``action_horizon`` actions of the same episode (the last action repeated past the end, with
 a mask saying which steps are real), a clip of ``clip_length`` frames ``clip_stride`` apart
 from the ``clip_camera`` starting at this one (the latent action model's triplets and plan
-frames), and the task's text.
+frames), and the task's text. With ``image_size`` (and ``clip_image_size`` for the clip), frames are passed
+through the contract's ``prepare_image`` as they are decoded: what a training run sees is
+what the deployed policy sees.
 
 Video frames are decoded on demand (``video.VideoFrames``: seek to the keyframe before the
 frame, decode forward) into a cache of at most ``video_cache_mb`` per process: a small
@@ -19,8 +21,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from functools import partial
+
 import numpy as np
 import pyarrow.parquet as pq
+from rotvla_common.contract import prepare_image
 from torch.utils.data import Dataset
 
 from .video import VideoFrames
@@ -43,7 +48,8 @@ def _read_tables(folder: Path):
 
 class LeRobotV3Dataset(Dataset):
     def __init__(self, root: str | Path, action_horizon: int = 1, cameras: list[str] | None = None,
-                 clip_length: int = 0, clip_stride: int = 1, clip_camera: str = "head", video_cache_mb: float = 1024):
+                 clip_length: int = 0, clip_stride: int = 1, clip_camera: str = "head", video_cache_mb: float = 1024,
+                 image_size: int = 0, clip_image_size: int = 0):
         self.root = Path(root)
         info_path = self.root / "meta" / "info.json"
         if not info_path.exists():
@@ -66,8 +72,10 @@ class LeRobotV3Dataset(Dataset):
             if key not in features:
                 raise DatasetFormatError(f"{self.root}: no {key} feature")
         self.action_names = tuple(features[ACTION_KEY].get("names") or [])
+        self.state_names = tuple(features[STATE_KEY].get("names") or [])
         self.action_horizon = action_horizon
         self.clip_length, self.clip_stride, self.clip_camera = clip_length, clip_stride, clip_camera
+        self.image_size, self.clip_image_size = image_size, clip_image_size
         if clip_length and clip_camera not in available:
             raise DatasetFormatError(f"{self.root}: no camera {clip_camera!r} for clips (has {available})")
 
@@ -85,11 +93,14 @@ class LeRobotV3Dataset(Dataset):
         self.tasks = dict(zip(tasks.column("task_index").to_pylist(), tasks.column(task_column).to_pylist()))
         episodes = _read_tables(self.root / "meta" / "episodes").to_pylist()
         self.episodes = {row["episode_index"]: row for row in episodes}
-        self._videos: dict[Path, VideoFrames] = {}
-        # The cache budget, shared evenly by the video files (frames of the features' shape).
+        self._videos: dict[tuple[Path, int], VideoFrames] = {}
+        # The cache budget, shared evenly by the video files (frames of the size they are kept at).
         files = {(key, row[f"videos/{key}/chunk_index"], row[f"videos/{key}/file_index"])
                  for row in self.episodes.values() for key in (f"observation.images.{c}" for c in self.cameras)}
-        frame_bytes = max(int(np.prod(features[f"observation.images.{c}"].get("shape", [224, 224, 3]))) for c in self.cameras)
+        if image_size and (clip_image_size or not clip_length):
+            frame_bytes = 3 * max(image_size, clip_image_size) ** 2
+        else:
+            frame_bytes = max(int(np.prod(features[f"observation.images.{c}"].get("shape", [224, 224, 3]))) for c in self.cameras)
         self._cache_frames = max(8, int(video_cache_mb * 2**20 / frame_bytes / max(len(files), 1)))
 
     def __len__(self) -> int:
@@ -99,35 +110,52 @@ class LeRobotV3Dataset(Dataset):
         path = self.root / "meta" / "stats.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
-    def _frame(self, camera: str, row: int) -> np.ndarray:
+    def _video(self, camera: str, episode: dict, size: int) -> VideoFrames:
         key = f"observation.images.{camera}"
-        episode = self.episodes[int(self.episode_index[row])]
         path = self.root / self.info["video_path"].format(
             video_key=key, chunk_index=episode[f"videos/{key}/chunk_index"], file_index=episode[f"videos/{key}/file_index"])
-        if path not in self._videos:
-            self._videos[path] = VideoFrames(path, cache_frames=self._cache_frames)
-        video = self._videos[path]
+        if (path, size) not in self._videos:
+            transform = partial(prepare_image, size=size) if size else None
+            self._videos[path, size] = VideoFrames(path, cache_frames=self._cache_frames, transform=transform)
+        return self._videos[path, size]
+
+    def preload(self) -> bool:
+        """Decode every video of the cameras read, in order, into the cache if they all fit
+        (see ``VideoFrames.preload``); True when they did."""
+        videos = {id(v): v for c in self.cameras for e in self.episodes.values() for v in [self._video(c, e, self.image_size)]}
+        return all([video.preload() for video in videos.values()])
+
+    def frame(self, camera: str, row: int, size: int = 0) -> np.ndarray:
+        """(H, W, 3) uint8, or (size, size, 3) through ``prepare_image``."""
+        key = f"observation.images.{camera}"
+        episode = self.episodes[int(self.episode_index[row])]
+        video = self._video(camera, episode, size)
         position = int(round((episode[f"videos/{key}/from_timestamp"] + self.frame_index[row] / self.fps) * self.fps))
         return video[min(position, len(video) - 1)]
 
-    def _same_episode(self, row: int, offset: int) -> int:
+    def episode_rows(self, episode: int) -> range:
+        row = self.episodes[episode]
+        return range(int(row["dataset_from_index"]), int(row["dataset_to_index"]))
+
+    def same_episode(self, row: int, offset: int) -> int:
         """The row ``offset`` frames later in the same episode (clamped to its last frame)."""
         episode = self.episodes[int(self.episode_index[row])]
         return min(row + offset, int(episode["dataset_to_index"]) - 1)
 
     def __getitem__(self, row: int) -> dict:
-        rows = [self._same_episode(row, k) for k in range(self.action_horizon)]
+        rows = [self.same_episode(row, k) for k in range(self.action_horizon)]
         end = int(self.episodes[int(self.episode_index[row])]["dataset_to_index"])
         item = {
-            "images": {c: self._frame(c, row) for c in self.cameras},  # (H, W, 3) uint8
+            "images": {c: self.frame(c, row, self.image_size) for c in self.cameras},  # (H, W, 3) uint8
             "state": self.state[row],
             "actions": self.action[rows],  # (H, A)
             "action_mask": np.array([row + k < end for k in range(self.action_horizon)]),
             "instruction": self.tasks[int(self.task_index[row])],
+            "index": row,
             "episode_index": int(self.episode_index[row]),
             "frame_index": int(self.frame_index[row]),
         }
         if self.clip_length:
-            rows = [self._same_episode(row, k * self.clip_stride) for k in range(self.clip_length)]
-            item["clip"] = np.stack([self._frame(self.clip_camera, r) for r in rows])  # (L, H, W, 3)
+            rows = [self.same_episode(row, k * self.clip_stride) for k in range(self.clip_length)]
+            item["clip"] = np.stack([self.frame(self.clip_camera, r, self.clip_image_size) for r in rows])  # (L, H, W, 3)
         return item

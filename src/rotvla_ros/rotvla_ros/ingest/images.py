@@ -1,13 +1,11 @@
-"""sensor_msgs/Image <-> numpy without cv_bridge (ROS 2's cv_bridge is not on PyPI), and
-the crop/resize to the model's input size.
+"""sensor_msgs/Image <-> numpy without cv_bridge (ROS 2's cv_bridge is not on PyPI). The
+crop/resize to the model's input size is the contract's ``prepare_image``.
 
 Functions take and fill message objects by their fields (height, width, encoding, step,
 data, is_bigendian), so this module imports no ROS package.
 """
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 import numpy as np
 
@@ -77,39 +75,3 @@ def fill_image(msg, rgb: np.ndarray, encoding: str = "rgb8"):
     msg.step = rgb.shape[1] * channels
     msg.data = np.ascontiguousarray(pixels).tobytes()
     return msg
-
-
-@lru_cache(maxsize=16)
-def _bilinear_plan(in_h: int, in_w: int, size: int):
-    """Source indices and weights of a centre-crop-to-square + bilinear resize (cached per
-    input shape: cameras keep theirs)."""
-    side = min(in_h, in_w)
-    top, left = (in_h - side) // 2, (in_w - side) // 2
-    # Pixel centres of the output mapped into the crop (align_corners=False convention).
-    coords = (np.arange(size) + 0.5) * side / size - 0.5
-    coords = np.clip(coords, 0, side - 1)
-    low = np.floor(coords).astype(np.intp)
-    high = np.minimum(low + 1, side - 1)
-    frac = (coords - low).astype(np.float32)
-    return top + low, top + high, left + low, left + high, frac
-
-
-def center_crop_resize(rgb: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8: the central square, resized bilinearly
-    (area averaging first when shrinking by 2x or more, against aliasing)."""
-    side = min(rgb.shape[:2])
-    factor = side // size
-    if factor >= 2:  # box-filter by an integer factor, then bilinear for the remainder
-        top, left = (rgb.shape[0] - side) // 2, (rgb.shape[1] - side) // 2
-        crop = rgb[top : top + side - side % factor, left : left + side - side % factor]
-        small = side // factor
-        rgb = crop.reshape(small, factor, small, factor, 3).mean(axis=(1, 3), dtype=np.float32)
-    if rgb.shape[:2] == (size, size):
-        return np.round(rgb).astype(np.uint8) if rgb.dtype != np.uint8 else rgb
-    rows0, rows1, cols0, cols1, frac = _bilinear_plan(rgb.shape[0], rgb.shape[1], size)
-    # Rows first, then columns: two 1-D interpolations.
-    fy = frac[:, None, None]
-    rows = rgb[rows0].astype(np.float32) * (1 - fy) + rgb[rows1].astype(np.float32) * fy  # (size, W, 3)
-    fx = frac[None, :, None]
-    out = rows[:, cols0] * (1 - fx) + rows[:, cols1] * fx  # (size, size, 3)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-from rotvla_common.action_space import ARM_ACTION_FIELDS, ARMS, DUAL_ARM_EEF_ACTION_NAMES  # noqa: F401
-DEFAULT_CAMERAS = ("head", "left_wrist", "right_wrist")
+from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES
+from rotvla_common.contract import DEFAULT_FPS
 
 
 @dataclass
@@ -135,27 +135,68 @@ class RotVLAConfig:
     vlm: VLMConfig = field(default_factory=VLMConfig)
     expert: ActionExpertConfig = field(default_factory=ActionExpertConfig)
     flow: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
-    camera_names: tuple[str, ...] = DEFAULT_CAMERAS
+    camera_names: tuple[str, ...] = CAMERA_NAMES
     image_size: int = 224  # paper appendix C
     # Latent plan: latent_horizon future transitions x num_latent_tokens tokens, each an
     # n x n rotation (n = latent_dim), as produced by the LAM.
     latent_dim: int = 16
     num_latent_tokens: int = 4
     latent_horizon: int = 4
-    # Robot actions (Stage III): horizon x len(action_names), one step every dt seconds.
+    # False: robot actions alone, no plan tokens (the paper's "w/o. Planner" ablation); Stage
+    # III then needs no LAM.
+    latent_planner: bool = True
+    # Robot actions (Stage III): horizon x len(action_names), one step every dt seconds (the
+    # training dataset's 1 / fps: the contract, rotvla_common.contract).
     action_names: tuple[str, ...] = DUAL_ARM_EEF_ACTION_NAMES
     action_horizon: int = 30
-    dt: float = 0.05
+    dt: float = 1.0 / DEFAULT_FPS
+    # The robot's own state (the contract's EEF state, in the action layout) as one more
+    # prefix token that the plan and the actions attend to. The paper is silent; most
+    # deployed VLAs (pi0, GR00T) feed it.
+    use_state: bool = False
     # "stage2": denoise latent-action chunks only; "stage3": latent plan + robot actions.
     mode: str = "stage3"
 
     @property
     def plan_tokens(self) -> int:
-        return self.latent_horizon * self.num_latent_tokens
+        return self.latent_horizon * self.num_latent_tokens if self.latent_planner else 0
 
     @property
     def action_dim(self) -> int:
         return len(self.action_names)
+
+    def problems(self) -> list[str]:
+        """What makes this configuration unable to produce a usable chunk (empty: nothing)."""
+        found = []
+
+        def need(condition: bool, text: str) -> None:
+            if not condition:
+                found.append(text)
+
+        def heads(name: str, dim: int, count: int) -> None:
+            need(dim > 0 and count > 0 and dim % count == 0, f"{name}: width {dim} is not a positive multiple of {count} heads")
+
+        v, t, e = self.vlm.vision, self.vlm.text, self.expert
+        heads("vlm.vision", v.hidden_size, v.num_attention_heads)
+        need(t.num_attention_heads > 0 and t.num_key_value_heads > 0 and t.num_attention_heads % t.num_key_value_heads == 0,
+             f"vlm.text: {t.num_attention_heads} heads do not share {t.num_key_value_heads} key/value heads")
+        need(t.head_dim > 0 and t.hidden_size > 0 and t.vocab_size > 0, "vlm.text: non-positive dimensions")
+        need(v.patch_size > 0 and self.image_size >= v.patch_size, f"image_size {self.image_size} below one patch ({v.patch_size})")
+        if v.patch_size > 0:
+            grid = self.image_size // v.patch_size * self.vlm.downsample_ratio
+            need(grid >= 1 and float(grid).is_integer(), f"image_size {self.image_size}: {self.image_size // max(v.patch_size, 1)} "
+                 f"patches a side do not pixel-shuffle by {self.vlm.downsample_ratio}")
+        heads("expert", e.dim, e.num_heads)
+        need(e.num_layers >= 1 and e.mlp_ratio > 0, "expert: no layers or no MLP")
+        need(self.action_horizon >= 1 and self.action_dim >= 1, "no robot actions (horizon or layout empty)")
+        need(len(set(self.action_names)) == len(self.action_names), "action names repeat")
+        need(bool(self.camera_names) and len(set(self.camera_names)) == len(self.camera_names), "cameras empty or repeated")
+        need(0.0 < self.dt <= 1.0, f"step period dt {self.dt} s outside (0, 1]")
+        need(self.latent_dim >= 2 and self.num_latent_tokens >= 1 and self.latent_horizon >= 1,
+             "latent plan dimensions must be positive (latent_dim >= 2)")
+        need(1 <= self.flow.num_steps <= 1000 and 0.0 < self.flow.t_min < 1.0, "flow: steps outside [1, 1000] or t_min outside (0, 1)")
+        need(self.vlm.max_instruction_tokens >= 1, "max_instruction_tokens < 1")
+        return found
 
 
 def tiny_lam_config() -> LAMConfig:
@@ -172,10 +213,12 @@ def tiny_lam_config() -> LAMConfig:
 
 
 def tiny_config() -> RotVLAConfig:
+    """Tests and the random-weight checkpoint: the smallest model of the architecture. Its 84 px
+    input is the simulated stack's (config/sim.yaml image_size), so that it serves there too."""
     return RotVLAConfig(
         preset="tiny",
         vlm=VLMConfig(
-            vision=VisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=56),
+            vision=VisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=84),
             text=TextConfig(
                 vocab_size=260, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2, head_dim=16, intermediate_size=128,
@@ -183,7 +226,7 @@ def tiny_config() -> RotVLAConfig:
             max_instruction_tokens=32,
         ),
         expert=ActionExpertConfig(dim=64, num_layers=2, num_heads=4),
-        image_size=56,
+        image_size=84,
         latent_dim=4,
         num_latent_tokens=2,
         latent_horizon=2,
@@ -191,8 +234,61 @@ def tiny_config() -> RotVLAConfig:
     )
 
 
-PRESETS = {"rotvla-1.7b": RotVLAConfig, "tiny": tiny_config}
-LAM_PRESETS = {"rotvla-1.7b": LAMConfig, "tiny": tiny_lam_config}
+def sim_lam_config() -> LAMConfig:
+    """The LAM for ``sim``: DINOv2-style ViT-S/14-shaped but 4 layers at 112 px (frozen, as in
+    the paper; without real DINOv2 weights here it is a fixed random feature map), a 2+2-layer
+    encoder/decoder at width 128, two 8 x 8 rotations per transition."""
+    return LAMConfig(
+        dino=DinoConfig(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768, image_size=112),
+        dim=128,
+        encoder_layers=2,
+        decoder_layers=2,
+        num_heads=4,
+        latent_dim=8,
+        num_latent_tokens=2,
+        quantizer=SoftVQConfig(codebook_size=64),
+    )
+
+
+def sim_config() -> RotVLAConfig:
+    """The simulation-sized RotVLA: the paper's architecture (InternViT, Qwen3 LM, DiT expert
+    with the latent planner) small enough to train to success on two CPU cores in about an
+    hour (benchmarks/README.md), for the simulated cell.
+
+    - 84 px images (6 x 6 patches of 14, 3 x 3 tokens per view after the pixel shuffle): the
+      head camera sees the work area at about 1.2 cm per pixel, the wrist cameras the grasp
+      much closer; a training step at 112 px cost twice as much for nothing the tasks need.
+    - InternViT 192 wide x 4 layers, Qwen3 256 wide x 2 layers (byte tokenizer), DiT 256 wide x
+      4 layers: ~9 M parameters, ~0.35 s per training step of 32 on two cores with two views
+      (a single-arm task needs the head and its own wrist: ``TrainConfig.cameras``). Two more
+      language layers cost a quarter more per step for an instruction that does not change
+      within a task.
+    - 16 steps of 0.1 s (1.6 s) per chunk: the length of one reach of the experts.
+    - The robot state as input (``use_state``): the arm's pose and gripper disambiguate the
+      moments the images alone do not (the gripper closing on a block it already surrounds).
+    - The latent plan: 2 transitions x 2 tokens of SO(8), from ``sim_lam_config``.
+    """
+    return RotVLAConfig(
+        preset="sim",
+        vlm=VLMConfig(
+            vision=VisionConfig(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768,
+                                image_size=84),
+            text=TextConfig(vocab_size=260, hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, head_dim=64, intermediate_size=768),
+            max_instruction_tokens=48,
+        ),
+        expert=ActionExpertConfig(dim=256, num_layers=4, num_heads=4),
+        image_size=84,
+        latent_dim=8,
+        num_latent_tokens=2,
+        latent_horizon=2,
+        action_horizon=16,
+        use_state=True,
+    )
+
+
+PRESETS = {"rotvla-1.7b": RotVLAConfig, "sim": sim_config, "tiny": tiny_config}
+LAM_PRESETS = {"rotvla-1.7b": LAMConfig, "sim": sim_lam_config, "tiny": tiny_lam_config}
 
 
 def to_dict(config: Any) -> dict:

@@ -34,14 +34,16 @@ def euler_sample(
     on_step: Callable[[int], None] | None = None,
 ) -> list[torch.Tensor]:
     """Integrate from t = 1 (``noise``, a list of jointly denoised tensors) to t = 0.
-    ``velocity(xs, t)`` returns one velocity per tensor; t is (B,)."""
-    xs = list(noise)
+    ``velocity(xs, t)`` returns one velocity per tensor; t is (B,). The time and the
+    integrated state are float32 whatever the model computes in: in bfloat16, t = 0.9 would
+    be 0.8984 and ten Euler updates would each lose the state's low bits."""
+    xs = [x.float() for x in noise]
     batch = xs[0].shape[0]
     dt = -1.0 / num_steps
     for step in range(num_steps):
-        t = torch.full((batch,), 1.0 + step * dt, device=xs[0].device, dtype=xs[0].dtype)
+        t = torch.full((batch,), 1.0 + step * dt, device=xs[0].device, dtype=torch.float32)
         vs = velocity(xs, t)
-        xs = [x + dt * v for x, v in zip(xs, vs)]
+        xs = [x + dt * v.float() for x, v in zip(xs, vs)]
         if on_step is not None:
             on_step(step)
     return xs

@@ -2,8 +2,9 @@
 
 Tensors in, tensors out. Stage II (``mode="stage2"``) denoises latent-action chunks only;
 Stage III (``mode="stage3"``) jointly denoises [latent plan | robot actions] (Eq. 14) with
-the structured attention of ``action_expert``. Robot actions here are normalised (the
-policy owns the statistics).
+the structured attention of ``action_expert``. Robot actions (and the robot state, fed as one
+more prefix token when ``config.use_state``) are normalised here (the policy owns the
+statistics).
 
 The latent plan is flow-matched as the entries of its K rotation matrices (in [-1, 1]);
 a sample is projected back onto SO(n) at the end, so every published plan is a rotation.
@@ -31,6 +32,8 @@ class RotVLA(nn.Module):
         super().__init__()
         if config.mode not in ("stage2", "stage3"):
             raise ValueError(f"unknown mode {config.mode!r} (stage2 or stage3)")
+        if config.mode == "stage2" and not config.latent_planner:
+            raise ValueError("stage2 learns the latent plan only: it needs latent_planner")
         self.config = config
         self.backbone = VisionLanguageBackbone(config.vlm, config.image_size, backbone_hf_config, tokenizer)
         self.expert = UnifiedActionExpert(
@@ -41,14 +44,24 @@ class RotVLA(nn.Module):
             action_horizon=config.action_horizon,
             action_dim=config.action_dim,
         )
+        # The state token lives in the language model's space, beside the image and text tokens.
+        self.state_in = nn.Linear(config.action_dim, self.backbone.hidden_size) if config.use_state else None
 
     @property
     def with_actions(self) -> bool:
         return self.config.mode == "stage3"
 
-    def encode_prefix(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PrefixCache:
-        """images (B, V, 3, H, W) in [0, 1] -> the expert's per-block prefix keys/values."""
+    def encode_prefix(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      state: torch.Tensor | None = None) -> PrefixCache:
+        """images (B, V, 3, H, W) in [0, 1], state (B, A) normalised (``use_state``) -> the
+        expert's per-block prefix keys/values."""
         prefix, mask = self.backbone(images, input_ids, attention_mask)  # (B, N, C), (B, N)
+        if self.state_in is not None:
+            if state is None:
+                raise ValueError("this model takes the robot state (use_state): pass state")
+            token = self.state_in(state.to(prefix.dtype))[:, None]  # (B, 1, C)
+            prefix = torch.cat([prefix, token], dim=1)  # (B, N + 1, C)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         return self.expert.prefix_cache(prefix, mask)
 
     def loss(
@@ -58,13 +71,14 @@ class RotVLA(nn.Module):
         attention_mask: torch.Tensor,
         plan: torch.Tensor,
         actions: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Flow-matching loss. plan (B, K, n, n) latent actions from the frozen LAM;
-        actions (B, H, A) normalised robot actions (Stage III only)."""
-        cache = self.encode_prefix(images, input_ids, attention_mask)
+        actions (B, H, A) normalised robot actions (Stage III only); state (B, A)."""
+        cache = self.encode_prefix(images, input_ids, attention_mask, state)
         batch = plan.shape[0]
         t = sample_time(batch, self.config.flow, device=plan.device)
-        plan_flat = plan.flatten(2)  # (B, K, n*n)
+        plan_flat = plan.flatten(2)  # (B, K, n*n); K = 0 without the latent planner
         plan_t, plan_target = interpolate(plan_flat, torch.randn_like(plan_flat), t)
         action_t = action_target = None
         if self.with_actions:
@@ -72,13 +86,19 @@ class RotVLA(nn.Module):
                 raise ValueError("stage3 needs robot actions")
             action_t, action_target = interpolate(actions, torch.randn_like(actions), t)
         plan_v, action_v = self.expert(plan_t, action_t, t, cache)
-        losses = {"plan_loss": F.mse_loss(plan_v.float(), plan_target.float())}
-        total = self.config.flow.latent_loss_weight * losses["plan_loss"] if self.with_actions else losses["plan_loss"]
+        losses, total = {}, plan_v.new_zeros((), dtype=torch.float32)
+        if self.config.plan_tokens:
+            losses["plan_loss"] = F.mse_loss(plan_v.float(), plan_target.float())
+            total = self.config.flow.latent_loss_weight * losses["plan_loss"] if self.with_actions else losses["plan_loss"]
         if self.with_actions:
             losses["action_loss"] = F.mse_loss(action_v.float(), action_target.float())
             total = total + losses["action_loss"]
         losses["loss"] = total
         return losses
+
+    def plan_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """(B, K, n, n) of the latent plan (K = 0 without the planner)."""
+        return batch, self.config.plan_tokens, self.config.latent_dim, self.config.latent_dim
 
     def initial_noise(self, batch: int, device, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         c = self.config
@@ -103,5 +123,7 @@ class RotVLA(nn.Module):
 
         xs = euler_sample(velocity, noise, self.config.flow.num_steps, on_step)
         n = self.config.latent_dim
-        plan = project_to_so_n(xs[0].unflatten(-1, (n, n)))  # (B, K, n, n)
+        plan = xs[0].unflatten(-1, (n, n))  # (B, K, n, n)
+        if plan.shape[1]:
+            plan = project_to_so_n(plan)
         return plan, (xs[1] if self.with_actions else None)

@@ -5,7 +5,7 @@
       backbone_config.json   the transformers InternVLConfig the backbone was built from
       tokenizer/             the backbone's tokenizer files (absent: UTF-8 byte tokenizer)
       model.safetensors      every weight of the model
-      normalization.json     action statistics (ActionNormalizer)
+      normalization.json     action (and state) statistics (ActionNormalizer)
 
 Anything wrong with a checkpoint raises ``CheckpointError`` with the reason, before the
 model that is serving is touched.
@@ -23,7 +23,7 @@ from safetensors.torch import save_model
 
 from ..model.config import PRESETS, RotVLAConfig, from_dict, to_dict
 from ..model.rotvla import RotVLA
-from .normalization import ActionNormalizer
+from .normalization import ActionNormalizer, load_statistics, save_statistics
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -47,7 +47,8 @@ def checkpoint_id(path: Path) -> str:
     return f"{Path(path).resolve().name}-{digest.hexdigest()[:8]}"
 
 
-def save_checkpoint(model: RotVLA, normalizer: ActionNormalizer, path: Path) -> None:
+def save_checkpoint(model: RotVLA, normalizer: ActionNormalizer, path: Path,
+                    state_normalizer: ActionNormalizer | None = None) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = to_dict(model.config)
@@ -57,7 +58,7 @@ def save_checkpoint(model: RotVLA, normalizer: ActionNormalizer, path: Path) -> 
     tokenizer = model.backbone.tokenizer
     if hasattr(tokenizer, "save_pretrained"):
         tokenizer.save_pretrained(path / TOKENIZER_DIR)
-    normalizer.save(path / NORMALIZATION_FILE)
+    save_statistics(path / NORMALIZATION_FILE, normalizer, state_normalizer)
     save_model(model, str(path / WEIGHTS_FILE))
 
 
@@ -76,12 +77,15 @@ def read_config(path: Path) -> RotVLAConfig:
         raise CheckpointError(f"{path / CONFIG_FILE}: incompatible model configuration: {error}") from error
     if config.preset not in PRESETS:
         raise CheckpointError(f"{path / CONFIG_FILE}: unknown preset {config.preset!r} (known: {sorted(PRESETS)})")
+    problems = config.problems()
+    if problems:
+        raise CheckpointError(f"{path / CONFIG_FILE}: unusable model configuration: {'; '.join(problems)}")
     return config
 
 
 def load_checkpoint(
     path: Path, expected_action_names: tuple[str, ...] | None = None
-) -> tuple[RotVLA, ActionNormalizer]:
+) -> tuple[RotVLA, ActionNormalizer, ActionNormalizer | None]:
     """Build the model a checkpoint describes and load its weights (on the CPU, float32)."""
     path = Path(path)
     if not path.is_dir():
@@ -95,27 +99,33 @@ def load_checkpoint(
             f"{path}: action layout {list(config.action_names)} does not match the robot's {list(expected_action_names)}"
         )
     try:
-        normalizer = ActionNormalizer.load(path / NORMALIZATION_FILE)
+        normalizer, state_normalizer = load_statistics(path / NORMALIZATION_FILE)
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{path / NORMALIZATION_FILE}: {error}") from error
     if normalizer.names != tuple(config.action_names):
         raise CheckpointError(f"{path / NORMALIZATION_FILE}: statistics are for {list(normalizer.names)}, not the model's actions")
+    if config.use_state and (state_normalizer is None or state_normalizer.names != tuple(config.action_names)):
+        raise CheckpointError(f"{path / NORMALIZATION_FILE}: the model takes the robot state but has no state "
+                              "statistics in the action layout")
 
     from transformers import AutoTokenizer, InternVLConfig
     from transformers.initialization import no_init_weights
 
     try:
         backbone_config = InternVLConfig.from_dict(json.loads((path / BACKBONE_CONFIG_FILE).read_text()))
-    except (json.JSONDecodeError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path / BACKBONE_CONFIG_FILE}: {error}") from error
-    tokenizer = AutoTokenizer.from_pretrained(path / TOKENIZER_DIR) if (path / TOKENIZER_DIR).is_dir() else None
+        problems = backbone_problems(backbone_config)
+    except Exception as error:  # transformers validates with errors of its own (StrictDataclassError, ...)
+        raise CheckpointError(f"{path / BACKBONE_CONFIG_FILE}: {type(error).__name__}: {error}") from error
+    if problems:
+        raise CheckpointError(f"{path / BACKBONE_CONFIG_FILE}: unusable backbone: {'; '.join(problems)}")
     try:
+        tokenizer = AutoTokenizer.from_pretrained(path / TOKENIZER_DIR) if (path / TOKENIZER_DIR).is_dir() else None
         # Every parameter is overwritten below (strict load): skip the random initialisation,
         # seconds of CPU for the full-size model.
         with no_init_weights():
             model = RotVLA(config, backbone_hf_config=backbone_config, tokenizer=tokenizer)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: cannot build the model: {error}") from error
+    except Exception as error:  # a configuration the model code cannot be built from
+        raise CheckpointError(f"{path}: cannot build the model: {type(error).__name__}: {error}") from error
 
     state = _read_weights(path / WEIGHTS_FILE)
     expected = model.state_dict()
@@ -136,7 +146,26 @@ def load_checkpoint(
     if problems:
         raise CheckpointError(f"{path / WEIGHTS_FILE} does not fit the configured model: {'; '.join(problems)}")
     model.load_state_dict(state, strict=True)
-    return model, normalizer
+    return model, normalizer, state_normalizer
+
+
+def backbone_problems(hf_config) -> list[str]:
+    """Dimensions of a stored transformers InternVLConfig that cannot build a model."""
+    found = []
+    for name, sub in (("vision_config", hf_config.vision_config), ("text_config", hf_config.text_config)):
+        hidden, heads = getattr(sub, "hidden_size", 0), getattr(sub, "num_attention_heads", 0)
+        if not (isinstance(hidden, int) and isinstance(heads, int) and hidden > 0 and heads > 0):
+            found.append(f"{name}: hidden_size {hidden} / num_attention_heads {heads}")
+        elif name == "vision_config" and hidden % heads:
+            found.append(f"{name}: hidden_size {hidden} is not a multiple of {heads} heads")
+        layers = getattr(sub, "num_hidden_layers", 0)
+        if not isinstance(layers, int) or layers < 1:
+            found.append(f"{name}: num_hidden_layers {layers}")
+    kv = getattr(hf_config.text_config, "num_key_value_heads", None)
+    heads = getattr(hf_config.text_config, "num_attention_heads", 0)
+    if isinstance(kv, int) and isinstance(heads, int) and (kv < 1 or (heads > 0 and heads % kv)):
+        found.append(f"text_config: {heads} heads do not share {kv} key/value heads")
+    return found
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -1,5 +1,6 @@
-"""Per-dimension normalisation statistics of the robot actions, stored beside a checkpoint
-(``normalization.json``) and computed from training data."""
+"""Per-dimension normalisation statistics of the robot actions (and of the robot state, for a
+checkpoint that takes it), stored beside a checkpoint (``normalization.json``: one entry per
+feature, ``action`` and ``state``) and computed from training data."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-# A dimension that never varied in the data (a fixed gripper, say) keeps unit scale.
-MIN_STD = 1e-4
+# The smallest scale a dimension is normalised by (1 cm, 0.01 of a Rotate6D entry, 0.01 rad):
+# a dimension that (nearly) never varied in the data (the idle arm of a single-arm task, a
+# rotation entry the demonstrations kept at 0) must not turn the sub-millimetre differences
+# between the recorded robot and a live one into inputs many standard deviations away.
+MIN_STD = 1e-2
+# Beyond these the statistics describe no robot (metres, radians, even millimetres or degrees
+# stay far below): a checkpoint carrying them would serve garbage.
+MAX_MAGNITUDE, MAX_STD = 1e4, 1e4
 
 
 @dataclass
@@ -29,6 +36,10 @@ class ActionNormalizer:
             raise ValueError("normalisation statistics contain NaN or inf")
         if (arrays[1] <= 0).any():
             raise ValueError("normalisation std must be positive")
+        if (arrays[1] > MAX_STD).any() or any((np.abs(a) > MAX_MAGNITUDE).any() for a in (arrays[0], arrays[2], arrays[3])):
+            raise ValueError(f"normalisation statistics beyond any robot's range (std <= {MAX_STD:g}, |values| <= {MAX_MAGNITUDE:g})")
+        if (arrays[2] > arrays[3]).any():
+            raise ValueError("normalisation min exceeds max")
         self.mean, self.std, self.minimum, self.maximum = arrays
         self.names = tuple(self.names)
 
@@ -52,24 +63,23 @@ class ActionNormalizer:
         return (actions * self.std + self.mean).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {
-            "action": {
-                "names": list(self.names),
-                "mean": self.mean.tolist(),
-                "std": self.std.tolist(),
-                "min": self.minimum.tolist(),
-                "max": self.maximum.tolist(),
-            }
-        }
+        return {"names": list(self.names), "mean": self.mean.tolist(), "std": self.std.tolist(),
+                "min": self.minimum.tolist(), "max": self.maximum.tolist()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ActionNormalizer":
-        a = data["action"]
-        return cls(tuple(a["names"]), a["mean"], a["std"], a["min"], a["max"])
+        return cls(tuple(data["names"]), data["mean"], data["std"], data["min"], data["max"])
 
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
-    @classmethod
-    def load(cls, path: Path) -> "ActionNormalizer":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+def save_statistics(path: Path, action: ActionNormalizer, state: ActionNormalizer | None = None) -> None:
+    data = {"action": action.to_dict()}
+    if state is not None:
+        data["state"] = state.to_dict()
+    Path(path).write_text(json.dumps(data, indent=2))
+
+
+def load_statistics(path: Path) -> tuple[ActionNormalizer, ActionNormalizer | None]:
+    """(action statistics, state statistics or None); raises ValueError, KeyError, TypeError."""
+    data = json.loads(Path(path).read_text())
+    state = ActionNormalizer.from_dict(data["state"]) if "state" in data else None
+    return ActionNormalizer.from_dict(data["action"]), state

@@ -5,7 +5,10 @@ around it, as openpi separates them: image pre-processing, tokenisation, normali
 statistics, post-processing of the robot actions (Rotate6D re-orthonormalised), device and
 dtype, timing, warm-up, and checkpoint I/O. It imports no rclpy: the policy node wraps it.
 
-An observation is ``{"images": {camera: (H, W, 3) uint8 RGB}, "instruction": str}``.
+An observation is ``{"images": {camera: (H, W, 3) uint8 RGB}, "instruction": str}``, plus
+``"state"`` ((A,) in the action layout: ``rotvla_common.contract.eef_state`` per arm) for a
+checkpoint that takes the robot state. Images of any size pass the contract's
+``prepare_image``, as in training; one already at the model's size passes unchanged.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from rotvla_common.contract import Contract, prepare_image
 
 from ..model.config import RotVLAConfig
 from ..model.rotvla import RotVLA
@@ -48,6 +52,22 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def usable_device(name: str) -> torch.device:
+    """``name`` as a torch device that exists on this machine; ValueError otherwise."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"{name!r} is no torch device ({error})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: this torch has no usable CUDA (CPU build or no GPU)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} GPU(s) here")
+    elif device.type not in ("cpu", "mps") or (device.type == "mps" and not torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} is not available here")
+    return device
+
+
 def rot6d_slices(action_names: tuple[str, ...]) -> list[slice]:
     """Where each arm's Rotate6D (r11 r21 r31 r12 r22 r32) sits in the action vector."""
     slices = []
@@ -69,17 +89,21 @@ class RotVLAPolicy:
         device: str | None = None,
         dtype: str | None = None,
         checkpoint: str = "",
+        state_normalizer: ActionNormalizer | None = None,
     ):
         self.config: RotVLAConfig = model.config
         if normalizer.names != tuple(self.config.action_names):
             raise ValueError("normaliser and model disagree on the action names")
-        self.device = torch.device(device or default_device())
+        if self.config.use_state and state_normalizer is None:
+            raise ValueError("the model takes the robot state: state statistics are needed")
+        self.device = usable_device(device or default_device())
         dtype = dtype or ("bfloat16" if self.device.type == "cuda" else "float32")
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r} (one of {sorted(DTYPES)})")
         self.dtype = DTYPES[dtype]
         self.model = model.to(self.device, self.dtype).eval()
         self.normalizer = normalizer
+        self.state_normalizer = state_normalizer if self.config.use_state else None
         self.checkpoint_id = checkpoint
         self._rot6d = rot6d_slices(self.config.action_names)
 
@@ -88,7 +112,15 @@ class RotVLAPolicy:
     @classmethod
     def from_config(cls, config: RotVLAConfig, normalizer: ActionNormalizer | None = None, **kwargs) -> "RotVLAPolicy":
         """A randomly initialised policy (tests, benchmarks, the start of training)."""
-        return cls(RotVLA(config), normalizer or ActionNormalizer.identity(config.action_names), **kwargs)
+        identity = ActionNormalizer.identity(config.action_names)
+        kwargs.setdefault("state_normalizer", identity if config.use_state else None)
+        return cls(RotVLA(config), normalizer or identity, **kwargs)
+
+    @property
+    def contract(self) -> Contract:
+        """What this checkpoint was trained for (rotvla_common.contract)."""
+        c = self.config
+        return Contract(c.dt, c.image_size, tuple(c.camera_names), tuple(c.action_names))
 
     @classmethod
     def from_pretrained(
@@ -99,39 +131,46 @@ class RotVLAPolicy:
         expected_action_names: tuple[str, ...] | None = None,
     ) -> "RotVLAPolicy":
         """Load a checkpoint directory; raises ``CheckpointError`` with the reason."""
-        model, normalizer = load_checkpoint(Path(path), expected_action_names)
+        model, normalizer, state_normalizer = load_checkpoint(Path(path), expected_action_names)
         try:
-            return cls(model, normalizer, device=device, dtype=dtype, checkpoint=checkpoint_id(Path(path)))
+            return cls(model, normalizer, device=device, dtype=dtype, checkpoint=checkpoint_id(Path(path)),
+                       state_normalizer=state_normalizer)
         except (ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path}: {error}") from error
 
     def save_pretrained(self, path: str | Path) -> str:
         """Write the checkpoint directory (weights in the policy's current dtype); returns its id."""
-        save_checkpoint(self.model, self.normalizer, Path(path))
+        save_checkpoint(self.model, self.normalizer, Path(path), self.state_normalizer)
         return checkpoint_id(Path(path))
 
     # -- inference ------------------------------------------------------------------------
 
-    def preprocess(self, observation: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> images (1, V, 3, S, S) in [0, 1], token ids and mask (1, L)."""
+    def preprocess(self, observation: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """-> images (1, V, 3, S, S) in [0, 1], token ids and mask (1, L), normalised state
+        (1, A) or None."""
         images = observation.get("images")
         if not isinstance(images, dict):
             raise ObservationError("observation['images'] must be a dict camera -> (H, W, 3) uint8 image")
         views = []
-        size = self.config.image_size
         for camera in self.config.camera_names:
             if camera not in images:
                 raise ObservationError(f"observation has no image from camera {camera!r} (has {sorted(images)})")
             image = np.asarray(images[camera])
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) == 0:
                 raise ObservationError(f"camera {camera!r}: expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-            view = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
-            if view.shape[-2:] != (size, size):
-                view = F.interpolate(view, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            views.append(view[0])
-        pixels = torch.stack(views)[None].to(self.dtype)  # (1, V, 3, S, S)
+            # Contiguous: a bgr8 image arrives as a view with negative strides.
+            views.append(np.ascontiguousarray(prepare_image(image, self.config.image_size)))
+        pixels = torch.from_numpy(np.stack(views)).to(self.device).permute(0, 3, 1, 2)[None]  # (1, V, 3, S, S)
+        pixels = (pixels.float() / 255.0).to(self.dtype)
         ids, mask = self.model.backbone.tokenize([str(observation.get("instruction", ""))])
-        return pixels, ids.to(self.device), mask.to(self.device)
+        state = None
+        if self.state_normalizer is not None:
+            raw = np.asarray(observation.get("state", ()), dtype=np.float64)
+            if raw.shape != (self.config.action_dim,) or not np.isfinite(raw).all():
+                raise ObservationError(f"this checkpoint takes the robot state: {self.config.action_dim} finite numbers "
+                                       f"in the action layout, got {raw.shape}")
+            state = torch.from_numpy(self.state_normalizer.normalize(raw)).to(self.device)[None]  # (1, A)
+        return pixels, ids.to(self.device), mask.to(self.device), state
 
     def postprocess(self, normalised: torch.Tensor) -> np.ndarray:
         """(H, D) normalised -> un-normalised actions with every Rotate6D a rotation again."""
@@ -152,12 +191,12 @@ class RotVLAPolicy:
             timings[stage] = now - mark
             mark = now
 
-        pixels, ids, mask = self.preprocess(observation)
+        pixels, ids, mask, state = self.preprocess(observation)
         lap("preprocess")
-        cache = self.model.encode_prefix(pixels, ids, mask)
+        cache = self.model.encode_prefix(pixels, ids, mask, state)
         lap("vl_prefix")
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-        noise = [n.to(self.dtype) for n in self.model.initial_noise(1, self.device, generator)]
+        noise = self.model.initial_noise(1, self.device, generator)  # float32: see euler_sample
         denoise_start = mark
         plan, actions = self.model.sample(cache, noise, on_step=lambda i: lap(f"denoise_step_{i}"))
         timings["denoise"] = mark - denoise_start
@@ -180,7 +219,10 @@ class RotVLAPolicy:
         size = self.config.image_size
         rng = np.random.default_rng(0)
         images = {c: rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for c in self.config.camera_names}
-        return {"images": images, "instruction": instruction}
+        observation = {"images": images, "instruction": instruction}
+        if self.state_normalizer is not None:
+            observation["state"] = self.state_normalizer.mean.copy()
+        return observation
 
     def warmup(self, passes: int = 2) -> float:
         """Run ``passes`` predictions on a synthetic observation (kernels, allocator, caches);

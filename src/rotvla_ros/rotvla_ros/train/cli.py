@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import yaml
+
 from .config import STAGES, load_config
 from .trainer import Trainer
 
@@ -37,13 +39,21 @@ def main(argv=None) -> int:
     parser.add_argument("--log-every", type=int)
     parser.add_argument("--device")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other setting of the config (YAML value), e.g. --set latent_planner=false")
     parser.add_argument("--resume", action="store_true", help="continue from <output>/last")
     args = parser.parse_args(argv)
+    extra = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: KEY=VALUE expected")
+        extra[key.strip()] = yaml.safe_load(value)
     config = load_config(
         args.stage, args.config, dataset=args.dataset, output=args.output, preset=args.preset,
         lam_checkpoint=args.lam_checkpoint, init_checkpoint=args.init_checkpoint, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, save_every=args.save_every,
-        log_every=args.log_every, device=args.device, seed=args.seed,
+        log_every=args.log_every, device=args.device, seed=args.seed, **extra,
     )
     if not config.dataset or not config.output:
         parser.error("--dataset and --output are needed (or set them in the config)")

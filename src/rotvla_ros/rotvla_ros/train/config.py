@@ -31,9 +31,14 @@ class TrainConfig:
     stage: str = "stage3"
     dataset: str = ""  # a LeRobot v3 dataset directory
     output: str = ""  # run directory: checkpoints, logs
-    preset: str = "rotvla-1.7b"  # model size (tiny for tests and CPU trials)
+    preset: str = "rotvla-1.7b"  # model size (sim for the simulated cell on a CPU, tiny for tests)
     init_checkpoint: str = ""  # stage III: the Stage II checkpoint to start from
     lam_checkpoint: str = ""  # stages II and III: the frozen Stage I LAM
+    use_state: bool | None = None  # the robot state as model input; None: the preset's
+    cameras: list[str] | None = None  # the views the model takes, in order; None: the preset's (all three)
+    latent_planner: bool = True  # stage III: False trains robot actions alone (no LAM, no plan)
+    random_shift: int = 0  # augmentation: each view shifted by up to this many pixels (edge-padded)
+    ema_decay: float = 0.0  # > 0: checkpoints hold an exponential moving average of the weights (Diffusion Policy's)
     steps: int = 40_000
     batch_size: int = 128
     lr: float = 1e-4
@@ -45,6 +50,7 @@ class TrainConfig:
     color_jitter: bool = True
     latent_camera: str = "head"  # whose frames the LAM labels
     frame_stride: int = 5  # frames between the LAM's triplet / plan frames
+    latent_cache_dir: str = ""  # where latent-action labels are cached (empty: ~/.cache/rotvla/latent_labels)
     save_every: int = 1_000
     log_every: int = 10
     seed: int = 0
@@ -79,6 +85,10 @@ def load_config(stage: str, path: str | Path | None = None, **overrides) -> Trai
         if unknown:
             raise ValueError(f"{path}: unknown settings {unknown}")
         values.update(data)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}")
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["stage"] = stage
     return TrainConfig(**values)

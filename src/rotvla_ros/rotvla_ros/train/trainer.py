@@ -28,13 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from ..data.lerobot_dataset import LeRobotV3Dataset
-from ..model.config import LAM_PRESETS, PRESETS
+from ..model.config import LAM_PRESETS, PRESETS, RotVLAConfig
 from ..model.lam import LatentActionModel
 from ..model.rotvla import RotVLA
-from ..policy.checkpoint import load_lam, save_lam
+from ..policy.checkpoint import checkpoint_id, load_lam, save_lam
 from ..policy.normalization import ActionNormalizer
 from ..policy.policy import RotVLAPolicy
 from .config import TrainConfig
+from .latent_labels import latent_labels, plan_rows
 
 TRAIN_STATE = "train_state.pt"
 
@@ -59,14 +60,31 @@ def color_jitter(images: torch.Tensor, generator: torch.Generator, strength: flo
     return ((images - grey) * factors[2] + grey).clamp(0, 1)
 
 
-def _to_tensor(frames: list[np.ndarray], size: int) -> torch.Tensor:
-    """uint8 (..., H, W, 3) arrays -> float (..., 3, size, size) in [0, 1]."""
-    x = torch.from_numpy(np.stack(frames)).float().div_(255).movedim(-1, -3)  # (..., 3, H, W)
-    lead = x.shape[:-3]
-    x = x.reshape(-1, *x.shape[-3:])
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.reshape(*lead, 3, size, size)
+def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
+    """uint8 (..., H, W, 3) arrays -> float (..., 3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.stack(frames)).float().div_(255).movedim(-1, -3)
+
+
+def random_shift(images: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each view of each sample by up to ``pixels`` in x and y, edge-padded (DrQ's
+    augmentation); images (B, V, 3, H, W)."""
+    batch, views, channels, height, width = images.shape
+    flat = images.reshape(batch * views, channels, height, width)
+    padded = F.pad(flat, (pixels,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * pixels + 1, (batch * views, 2), generator=generator)
+    shifted = torch.stack([padded[i, :, y : y + height, x : x + width] for i, (y, x) in enumerate(offsets.tolist())])
+    return shifted.reshape(images.shape)
+
+
+def _ema_update(decay: float):
+    """AveragedModel's multi_avg_fn for an EMA whose decay ramps up to ``decay``."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        n = float(num_averaged)
+        rate = min(decay, (1.0 + n) / (10.0 + n))
+        torch._foreach_lerp_(averaged, current, 1.0 - rate)
+
+    return update
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
@@ -107,46 +125,93 @@ class Trainer:
         torch.manual_seed(config.seed + self.rank)
         self.stage = config.stage
         self.lam: LatentActionModel | None = None
+        self.labels: np.ndarray | None = None
         model_config = PRESETS[config.preset]()
         if self.stage == "stage1":
             self.model = LatentActionModel(LAM_PRESETS[config.preset]())
-            horizon, clip = 1, 3  # triplets
+            self.dataset = LeRobotV3Dataset(config.dataset, action_horizon=1, clip_length=3, clip_stride=config.frame_stride,
+                                            clip_camera=config.latent_camera, video_cache_mb=config.video_cache_mb,
+                                            clip_image_size=self.model.config.dino.image_size)  # triplets
         else:
-            if not config.lam_checkpoint:
-                raise ValueError(f"{self.stage} needs the frozen Stage I LAM: --lam-checkpoint")
-            self.lam = load_lam(Path(config.lam_checkpoint)).to(self.device).eval()
-            for p in self.lam.parameters():
-                p.requires_grad_(False)
-            if (self.lam.config.latent_dim, self.lam.config.num_latent_tokens) != (model_config.latent_dim,
-                                                                                   model_config.num_latent_tokens):
-                raise ValueError("the LAM's latent space does not match the model's (latent_dim, num_latent_tokens)")
-            model_config = dataclasses.replace(model_config, mode=self.stage)
+            self.dataset = LeRobotV3Dataset(config.dataset, video_cache_mb=config.video_cache_mb)  # metadata first
+            model_config = self._model_config(model_config)
+            if model_config.plan_tokens:
+                if not config.lam_checkpoint:
+                    raise ValueError(f"{self.stage} with the latent planner needs the frozen Stage I LAM: --lam-checkpoint")
+                self.lam = load_lam(Path(config.lam_checkpoint)).to(self.device).eval()
+                for p in self.lam.parameters():
+                    p.requires_grad_(False)
+                if (self.lam.config.latent_dim, self.lam.config.num_latent_tokens) != (model_config.latent_dim,
+                                                                                       model_config.num_latent_tokens):
+                    raise ValueError("the LAM's latent space does not match the model's (latent_dim, num_latent_tokens)")
             self.model = RotVLA(model_config)
             if config.init_checkpoint:
-                start = RotVLAPolicy.from_pretrained(config.init_checkpoint, device="cpu", dtype="float32")
-                missing, unexpected = self.model.load_state_dict(start.model.state_dict(), strict=False)
-                if unexpected:
-                    raise ValueError(f"{config.init_checkpoint} does not fit this model: unexpected {unexpected[:3]}")
-            horizon, clip = model_config.action_horizon, model_config.latent_horizon + 1  # plan frames
+                self._initialise_from(Path(config.init_checkpoint))
+            self.dataset = LeRobotV3Dataset(
+                config.dataset, action_horizon=model_config.action_horizon, cameras=list(model_config.camera_names),
+                video_cache_mb=config.video_cache_mb, image_size=model_config.image_size)
+            if self.lam is not None:  # (N, q, n, n): every frame's latent action, cached on disk
+                self.labels = latent_labels(self.dataset, self.lam, checkpoint_id(Path(config.lam_checkpoint)),
+                                            config.latent_camera, config.frame_stride,
+                                            Path(config.latent_cache_dir) if config.latent_cache_dir else None,
+                                            device=self.device)
         self.model_config = model_config
-        self.dataset = LeRobotV3Dataset(config.dataset, action_horizon=horizon, clip_length=clip,
-                                        clip_stride=config.frame_stride, clip_camera=config.latent_camera,
-                                        video_cache_mb=config.video_cache_mb)
-        if self.stage == "stage3" and tuple(self.dataset.action_names) != tuple(model_config.action_names):
-            raise ValueError(f"dataset actions {self.dataset.action_names} are not the model's {model_config.action_names}")
-        self.normalizer = ActionNormalizer.from_data(model_config.action_names, self.dataset.action) \
-            if self.stage != "stage1" else None
+        if config.num_workers == 0 and self.dataset.preload():  # a small dataset: decoded once, in order
+            print(f"[{self.stage}] {len(self.dataset)} frames decoded into memory", flush=True)
+        self.normalizer = self.state_normalizer = None
+        if self.stage != "stage1":
+            self.normalizer = ActionNormalizer.from_data(model_config.action_names, self.dataset.action)
+            if model_config.use_state:
+                self.state_normalizer = ActionNormalizer.from_data(model_config.action_names, self.dataset.state)
         self.model.to(self.device).train()
         self.module = self.model
         if self.world > 1:
             self.module = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[local_rank] if self.device.type == "cuda" else None)
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
+        # The averaged weights are what a checkpoint holds; the decay ramps up from 0 as
+        # (1 + n) / (10 + n), so that the first steps' random weights fade out quickly.
+        self.ema = None
+        if config.ema_decay > 0:
+            self.ema = torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=_ema_update(config.ema_decay),
+                                                           use_buffers=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
         self.jitter = torch.Generator().manual_seed(config.seed + 1000 + self.rank)
         if resume and (self.output / "last" / TRAIN_STATE).exists():
             self._load_state(self.output / "last")
+
+    def _initialise_from(self, checkpoint: Path) -> None:
+        """Start from an earlier stage's weights. Tensors this model has no use for are left
+        out only where that is the point: the latent planner's, when Stage III trains without
+        it (the paper's ablation); any other unexpected or mis-shaped tensor is an error."""
+        incoming = RotVLAPolicy.from_pretrained(checkpoint, device="cpu", dtype="float32").model.state_dict()
+        own = self.model.state_dict()
+        unusable = sorted(k for k in incoming if k not in own or incoming[k].shape != own[k].shape)
+        planner_only = [k for k in unusable if k.startswith("expert.plan_")]
+        if not self.model.config.latent_planner and planner_only:
+            print(f"[{self.stage}] without the latent planner: {len(planner_only)} tensors of {checkpoint} left out "
+                  f"({planner_only})", flush=True)
+            unusable = [k for k in unusable if k not in planner_only]
+        if unusable:
+            raise ValueError(f"{checkpoint} does not fit this model: {unusable[:5]}")
+        self.model.load_state_dict({k: v for k, v in incoming.items() if k in own and k not in planner_only}, strict=False)
+
+    def _model_config(self, preset: RotVLAConfig) -> RotVLAConfig:
+        """The preset, bound to the dataset by the contract: the step period is the dataset's,
+        the actions (and state) its layout, the views its cameras."""
+        config, dataset = self.config, self.dataset
+        cameras = tuple(config.cameras) if config.cameras else tuple(preset.camera_names)
+        missing = sorted(set(cameras) - set(dataset.cameras))
+        if missing:
+            raise ValueError(f"{config.dataset} has no cameras {missing} (has {dataset.cameras})")
+        if self.stage == "stage3" and tuple(dataset.action_names) != tuple(preset.action_names):
+            raise ValueError(f"dataset actions {dataset.action_names} are not the model's {preset.action_names}")
+        use_state = preset.use_state if config.use_state is None else config.use_state
+        if use_state and tuple(dataset.state_names) != tuple(preset.action_names):
+            raise ValueError(f"dataset state {dataset.state_names} is not in the action layout {preset.action_names}")
+        return dataclasses.replace(preset, mode=self.stage, dt=1.0 / dataset.fps, use_state=use_state, camera_names=cameras,
+                                   latent_planner=config.latent_planner or self.stage == "stage2")
 
     # -- optimisation ---------------------------------------------------------------------
 
@@ -187,26 +252,29 @@ class Trainer:
                                            collate_fn=list, generator=torch.Generator().manual_seed(self.config.seed))
 
     def _batch(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        size = self.model_config.image_size if self.stage != "stage1" else self.model.config.dino.image_size
-        clip_size = self.model.config.dino.image_size if self.stage == "stage1" else self.lam.config.dino.image_size
-        batch = {"clips": _to_tensor([it["clip"] for it in items], clip_size).to(self.device)}  # (B, L, 3, S, S)
+        """Frames arrive at the model's size (the dataset applies the contract's prepare_image)."""
+        batch = {}
+        if "clip" in items[0]:
+            batch["clips"] = _to_tensor([it["clip"] for it in items]).to(self.device)  # (B, L, 3, S, S)
+        if self.stage != "stage1" and self.labels is not None:
+            horizon, stride = self.model_config.latent_horizon, self.config.frame_stride
+            plans = np.stack([self.labels[plan_rows(self.dataset, it["index"], stride, horizon)] for it in items])
+            batch["plan"] = torch.from_numpy(plans).flatten(1, 2).to(self.device)  # (B, K, n, n), K = horizon x q
         if self.stage != "stage1":
             cameras = self.model_config.camera_names
-            views = _to_tensor([[it["images"][c] for c in cameras] for it in items], size)  # (B, V, 3, S, S)
+            views = _to_tensor([[it["images"][c] for c in cameras] for it in items])  # (B, V, 3, S, S)
+            if self.config.random_shift:
+                views = random_shift(views, self.config.random_shift, self.jitter)
             if self.config.color_jitter:
                 views = color_jitter(views, self.jitter)
             ids, mask = self.model.backbone.tokenize([it["instruction"] for it in items])
             batch.update(images=views.to(self.device), input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
             actions = np.stack([self.normalizer.normalize(it["actions"]) for it in items]).astype(np.float32)
             batch["actions"] = torch.from_numpy(actions).to(self.device)  # (B, H, A)
+            if self.state_normalizer is not None:
+                state = np.stack([self.state_normalizer.normalize(it["state"]) for it in items]).astype(np.float32)
+                batch["state"] = torch.from_numpy(state).to(self.device)  # (B, A)
         return batch
-
-    def _plan(self, clips: torch.Tensor) -> torch.Tensor:
-        """Latent plan labels from the frozen LAM: clips (B, horizon + 1, 3, S, S) ->
-        (B, K, n, n), K = latent_horizon x tokens."""
-        with torch.no_grad():
-            latents = self.lam.latent_actions(clips)  # (B, horizon, q, n, n)
-        return latents.flatten(1, 2).float()
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -217,15 +285,18 @@ class Trainer:
             if self.stage == "stage1":
                 losses = self.module.loss(batch["clips"])
             else:
-                plan = self._plan(batch["clips"])
+                plan = batch["plan"] if self.labels is not None else torch.zeros(
+                    self.model.plan_shape(len(items)), device=self.device)
                 losses = self.module.loss(batch["images"], batch["input_ids"], batch["attention_mask"], plan,
-                                          batch["actions"] if self.stage == "stage3" else None)
+                                          batch["actions"] if self.stage == "stage3" else None, batch.get("state"))
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if self.config.grad_clip > 0:
             losses["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.step += 1
         return {k: float(v.detach()) for k, v in losses.items()}
 
@@ -251,18 +322,22 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------
 
     def save(self) -> Path:
-        """Write <output>/step-N and <output>/last (atomically replaced)."""
+        """Write <output>/step-N and <output>/last (atomically replaced). With an EMA, the
+        checkpoint's weights are the averaged ones and train_state.pt keeps the raw ones."""
         staging = self.output / f".last.{self.step}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
+        weights = self.ema.module if self.ema is not None else self.model
         if self.stage == "stage1":
-            save_lam(self.model, staging)
+            save_lam(weights, staging)
         else:  # a CPU copy: the policy wrapper moves and casts the model it is given
-            copy = copy_module(self.model).cpu()
-            RotVLAPolicy(copy, self.normalizer, device="cpu", dtype="float32").save_pretrained(staging)
+            copy = copy_module(weights).cpu()
+            RotVLAPolicy(copy, self.normalizer, device="cpu", dtype="float32",
+                         state_normalizer=self.state_normalizer).save_pretrained(staging)
         torch.save({
             "step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "jitter_rng": self.jitter.get_state(),
             "config": dataclasses.asdict(self.config),
+            **({"model": self.model.state_dict(), "ema_averaged": int(self.ema.n_averaged)} if self.ema is not None else {}),
         }, staging / TRAIN_STATE)
         shutil.copytree(staging, self.output / f"step-{self.step}", dirs_exist_ok=True)
         last = self.output / "last"
@@ -275,11 +350,16 @@ class Trainer:
 
     def _load_state(self, directory: Path) -> None:
         if self.stage == "stage1":
-            self.model.load_state_dict(load_lam(directory).state_dict())
+            saved = load_lam(directory).state_dict()
         else:
-            self.model.load_state_dict(RotVLAPolicy.from_pretrained(directory, device="cpu", dtype="float32").model.state_dict())
-        self.model.to(self.device).train()
+            saved = RotVLAPolicy.from_pretrained(directory, device="cpu", dtype="float32").model.state_dict()
         state = torch.load(directory / TRAIN_STATE, map_location="cpu", weights_only=False)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(saved)
+            self.ema.n_averaged.fill_(state["ema_averaged"])
+            saved = state["model"]
+        self.model.load_state_dict(saved)
+        self.model.to(self.device).train()
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
