@@ -73,14 +73,15 @@ def test_exactly_the_due_steps_are_executed_in_order_on_time_and_stale_steps_nev
     controller = make_controller()
     dt, horizon = 0.02, 20
     offsets = np.c_[np.linspace(0, 0.04, horizon), np.zeros(horizon), np.linspace(0, 0.02, horizon)]
-    # Computed from an observation at t=10.0 and arriving 0.07 s later: steps 0..3 are stale.
+    # Computed from an observation at t=10.0 and arriving 0.07 s later: steps 0..2 (due at
+    # 10.02, 10.04, 10.06) are stale.
     chunk = dict(stamp=10.0, dt=dt, horizon=horizon, actions=chunk_actions(offsets), sequence=7)
     cycles, _ = run(controller, 10.0, 10.6, [(10.07, chunk)])
     executed = [step for cycle in cycles for step in cycle.executed]
-    assert [s.index for s in executed] == list(range(4, horizon))  # in order, none twice, none stale
+    assert [s.index for s in executed] == list(range(3, horizon))  # in order, none twice, none stale
     assert all(s.sequence == 7 for s in executed)
     for step in executed:
-        assert step.due == pytest.approx(10.0 + step.index * dt)
+        assert step.due == pytest.approx(10.0 + (step.index + 1) * dt)
         assert step.due <= step.at < step.due + PERIOD + 1e-9  # the first cycle at or after it is due
     # The commanded pose passes through each step (beyond the blend with the start).
     by_time = {round(c.time, 6): c for c in cycles}
@@ -89,7 +90,20 @@ def test_exactly_the_due_steps_are_executed_in_order_on_time_and_stale_steps_nev
         position, _ = KINEMATICS["left"].fk(cycle.joints[0])
         wanted = KINEMATICS["left"].fk(HOME)[0] + offsets[step.index]
         assert np.linalg.norm(position - wanted) < 0.0015  # within a period of motion (0.1 m/s * 5 ms) + IK
-    assert controller.counters.executed_steps == horizon - 4
+    assert controller.counters.executed_steps == horizon - 3
+
+
+@pytest.mark.parametrize("gripper, counted", [(0.083, False), (-0.003, False), (0.095, True), (-0.02, True)])
+def test_a_gripper_target_just_past_its_range_is_clamped_without_a_limit_event(gripper, counted):
+    """A policy regresses "fully open" as 0.083: clamped quietly; a target far out is an event."""
+    controller = make_controller()
+    settle = dict(stamp=10.0, dt=0.05, horizon=10, sequence=1,
+                  actions=chunk_actions(np.zeros((10, 3)), gripper=float(np.clip(gripper, 0.0, 0.08))))
+    chunk = dict(stamp=10.5, dt=0.05, horizon=10, actions=chunk_actions(np.zeros((10, 3)), gripper=gripper), sequence=2)
+    cycles, _ = run(controller, 10.0, 10.9, [(10.0, settle), (10.5, chunk)])
+    assert all(0.0 <= g <= 0.08 for c in cycles for g in c.grippers)
+    position_events = [h for c in cycles if c.time > 10.5 for h in c.limits_hit if h.endswith("gripper:position")]
+    assert bool(position_events) == counted, position_events
 
 
 def test_a_chunk_in_the_past_or_future_or_malformed_is_rejected_whole_and_motion_continues():
@@ -109,7 +123,7 @@ def test_a_chunk_in_the_past_or_future_or_malformed_is_rejected_whole_and_motion
     assert controller.counters.chunks_rejected == 4 and controller.counters.chunks_accepted == 1
     assert controller.last_rejection[0].startswith("stale")
     executed = [s.sequence for c in cycles for s in c.executed]
-    assert set(executed) == {1} and len(executed) == 9  # the good chunk ran to its end
+    assert set(executed) == {1} and len(executed) == 10  # the good chunk ran to its end
 
 
 def test_watchdog_decelerates_to_a_hold_and_e_stop_holds_at_once_until_resume():

@@ -1,4 +1,5 @@
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -17,6 +18,9 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/tasks", glob("config/tasks/*.yaml")),
         (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
+        (f"share/{PACKAGE}/config/train/sim", glob("config/train/sim/*.yaml")),
+        # The shipped simulation checkpoints (models/sim-<task>): the simulated bringup's default.
+        *[(f"share/{PACKAGE}/models/{Path(d).name}", sorted(glob(f"{d}/*"))) for d in sorted(glob("models/sim-*"))],
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -31,6 +35,8 @@ setup(
             "episode_recorder = rotvla_ros.nodes.episode_recorder:main",
             "rotvla_convert = rotvla_ros.data.convert:main",
             "rotvla_train = rotvla_ros.train.cli:main",
+            "rotvla_eval = rotvla_ros.eval.cli:main",
+            "rotvla_record = rotvla_ros.nodes.sim_episodes:main",
             "rotvla_ctl = rotvla_ros.nodes.rotvla_ctl:main",
             "rotvla_run = rotvla_ros.nodes.runner:main",
             "sim_node = rotvla_ros.nodes.sim_node:main",

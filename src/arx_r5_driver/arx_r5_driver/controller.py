@@ -10,6 +10,11 @@ Each cycle, the source in force gives a target per arm:
   ``watchdog_timeout`` the trajectory is replaced by a deceleration to a hold;
 - nothing yet: hold where the arms are.
 
+The controller starts from where the arms are: its first cycle reads them (``resync``), and
+so does the first cycle after ``desync`` (the world changed under it: a simulation reset, the
+clock jumping back). Until the backends can be read (``BackendNotReady``) no cycle runs and
+every chunk is refused.
+
 Whatever the source, the target then passes the safety supervisor: per arm, the joint
 limits, joint and Cartesian speed caps and workspace box (``SafetyFilter``); the gripper's
 range and speed; then the clearance between the arms (a command that brings them closer
@@ -24,12 +29,13 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Callable
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .backends import ArmBackend
-from .chunks import Chunk, ChunkRejected, validate_chunk
+from .backends import ArmBackend, BackendNotReady
+from .chunks import INVALID, OUT_OF_ORDER, STALE, Chunk, ChunkRejected, validate_chunk
 from .clearance import ArmClearance
 from .kinematics import GRIPPER_MAX_OPENING_M, ArmKinematics
 from .safety import SafetyFilter
@@ -38,6 +44,7 @@ from .teleop import TeleopSource
 
 ESTOP = "estop"
 TELEOP = "teleop"
+NOT_READY = "not_ready"
 
 
 class Mode(IntEnum):
@@ -64,10 +71,14 @@ class ControllerConfig:
     hold_deceleration: float = 0.15  # s from the setpoint's velocity to rest
     min_clearance: float = 0.05  # m between the two arms' link capsules
     gripper_speed: float = 0.2  # m/s of opening
+    # A learned policy regresses "fully open" and "closed" as values a little past the range's
+    # ends; clamping those is not a safety event (it was ~1,000 a minute with a trained policy).
+    gripper_range_tolerance: float = 0.005  # m beyond [0, max opening] clamped without counting
     ik_position_tolerance: float = 0.005  # m: a setpoint IK misses by more holds the arm
     ik_rotation_tolerance: float = 0.05  # rad
     ik_iterations: int = 50
-
+    max_horizon: int = 1000  # steps: a longer chunk is refused (it would stall the control loop)
+    max_text: int = 256  # characters of a chunk's checkpoint id
 
 @dataclass
 class Arm:
@@ -134,11 +145,30 @@ class DualArmController:
         self._stopping = False  # the watchdog's deceleration is in force
         self._last_chunk_time = -math.inf
         self._pending: deque[tuple[float, int, int]] = deque()  # (due, sequence, index) of scheduled steps
-        readings = [arm.backend.read() for arm in arms]
-        self.commands = np.array([q for q, _ in readings], dtype=float)  # (A, 6): the last command sent
-        self.grippers = np.array([g for _, g in readings], dtype=float)  # (A,)
-        self._clearance_now = self._clearance(self.commands)
+        self.commands = np.zeros((len(arms), 6))  # (A, 6): the last command sent (once synced)
+        self.grippers = np.zeros(len(arms))  # (A,)
+        self._clearance_now = math.inf
         self._last_step_time: float | None = None
+        self._unreachable: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # arm -> the pose IK last failed on
+        self.synced = False
+
+    def resync(self) -> None:
+        """Take the arms' measured state as the command in force, with no trajectory (raises
+        ``BackendNotReady`` while a backend has no state)."""
+        readings = [arm.backend.read() for arm in self.arms]
+        self.commands = np.array([q for q, _ in readings], dtype=float)
+        self.grippers = np.array([g for _, g in readings], dtype=float)
+        self._clearance_now = self._clearance(self.commands)
+        self._drop_trajectory()
+        self._last_step_time = None
+        self._last_chunk_time = -math.inf
+        self.synced = True
+
+    def desync(self) -> None:
+        """The arms may no longer be where they were commanded (the world was reset): the next
+        cycle starts from their measured state, and chunks are refused until then."""
+        self.synced = False
+        self._drop_trajectory()
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -147,6 +177,11 @@ class DualArmController:
         """Validate a chunk and schedule its future steps; raises ``ChunkRejected`` with the
         reason (counted, remembered for the status), leaving the motion in force untouched."""
         try:
+            if not self.synced:
+                try:
+                    self.resync()
+                except BackendNotReady as waiting:
+                    raise ChunkRejected(NOT_READY, f"the arms' state is not known yet ({waiting})") from None
             if self.estopped:
                 raise ChunkRejected(ESTOP, "e-stop is engaged: call resume")
             if self.teleop is not None:
@@ -155,24 +190,38 @@ class DualArmController:
                 stamp=stamp, dt=dt, horizon=horizon, action_names=action_names, actions=actions,
                 expected_names=self.action_names, now=now, latency_compensation=self.config.latency_compensation,
                 future_tolerance=self.config.future_tolerance, sequence=sequence, checkpoint_id=checkpoint_id,
+                max_horizon=self.config.max_horizon, max_text=self.config.max_text,
             )
+            active = self.active_chunk
+            if active is not None and (chunk.stamp, chunk.sequence) <= (active.stamp, active.sequence):
+                raise ChunkRejected(OUT_OF_ORDER, f"stamp {chunk.stamp:.3f} / sequence {chunk.sequence} is not newer "
+                                                  f"than the chunk in force ({active.stamp:.3f} / {active.sequence})")
+            # A step due within half a period of now is too close to bend the motion towards it:
+            # the scheduler drops it. A chunk with nothing else schedules nothing, and must not
+            # feed the watchdog.
+            if not (chunk.due_times(self.config.latency_compensation) >= now + 0.5 * chunk.dt).any():
+                raise ChunkRejected(STALE, "no step due at least half a period from now")
         except ChunkRejected as rejection:
-            self.counters.chunks_rejected += 1
-            self.counters.rejections[rejection.reason] = self.counters.rejections.get(rejection.reason, 0) + 1
-            self.last_rejection = (str(rejection), now)
+            self._count_rejection(rejection, now)
             raise
-        if not self.scheduler.active:
-            taken = self.scheduler.submit(chunk, now, self._setpoint_at_rest())
-        else:
-            taken = self.scheduler.submit(chunk, now)
-        if taken:
-            self._stopping = False
-            self._pending = deque((float(t), chunk.sequence, i)
-                                  for i, t in zip(range(horizon - taken, horizon), chunk.due_times(self.config.latency_compensation)[-taken:]))
-            self.active_chunk = chunk
+        try:
+            taken = self.scheduler.submit(chunk, now, None if self.scheduler.active else self._setpoint_at_rest())
+        except Exception as error:  # what the checks let through and the trajectory maths cannot take
+            rejection = ChunkRejected(INVALID, f"{type(error).__name__}: {error}")
+            self._count_rejection(rejection, now)
+            raise rejection from error
+        self._stopping = False
+        due = chunk.due_times(self.config.latency_compensation)
+        self._pending = deque((float(due[i]), chunk.sequence, i) for i in range(horizon - taken, horizon))
+        self.active_chunk = chunk
         self._last_chunk_time = now
         self.counters.chunks_accepted += 1
         return chunk
+
+    def _count_rejection(self, rejection: ChunkRejected, now: float) -> None:
+        self.counters.chunks_rejected += 1
+        self.counters.rejections[rejection.reason] = self.counters.rejections.get(rejection.reason, 0) + 1
+        self.last_rejection = (str(rejection), now)
 
     def estop(self) -> None:
         """Hold the last command from the next cycle on; refuse chunks until ``resume``."""
@@ -192,8 +241,14 @@ class DualArmController:
 
     # -- the control cycle ----------------------------------------------------------------
 
-    def step(self, now: float) -> Cycle:
-        period = self._cycle_period(now)
+    def step(self, now: float, send_clock: Callable[[], float] | None = None) -> Cycle:
+        """One control cycle at ``now``; raises ``BackendNotReady`` (nothing commanded) while
+        the arms cannot be read. ``send_clock``: reads the time just before the commands go
+        out; the speed caps apply over the time since the previous commands went out by it
+        (by ``now`` without one), so a cycle that computed late cannot send a step that was
+        meant for more time than has passed between the two sends."""
+        if not self.synced:
+            self.resync()
         readings = [arm.backend.read() for arm in self.arms]
         measured = np.array([q for q, _ in readings], dtype=float)
         measured_grippers = np.array([g for _, g in readings], dtype=float)
@@ -217,11 +272,9 @@ class DualArmController:
             setpoint = self.scheduler.sample(now)
             self.mode = Mode.HOLDING if self._stopping or now >= self.scheduler.end_time() else Mode.EXECUTING
             for a, arm in enumerate(self.arms):
-                result = arm.kinematics.ik(setpoint.linear[a, :3], setpoint.rotation[a].as_matrix(), self.commands[a],
-                                           max_iterations=self.config.ik_iterations)
-                if (result.position_error <= self.config.ik_position_tolerance
-                        and result.rotation_error <= self.config.ik_rotation_tolerance):
-                    targets[a] = result.q
+                reached = self._solve(a, setpoint.linear[a, :3], setpoint.rotation[a].as_matrix())
+                if reached is not None:
+                    targets[a] = reached
                 else:
                     hit.append(f"{arm.name}:unreachable")
                 gripper_targets[a] = setpoint.linear[a, 3]
@@ -231,6 +284,7 @@ class DualArmController:
         else:
             self.mode = Mode.IDLE
 
+        period = self._cycle_period(send_clock() if send_clock is not None else now)
         commands = np.empty_like(self.commands)
         for a, arm in enumerate(self.arms):
             commands[a], arm_hit = arm.safety.filter(self.commands[a], targets[a], period)
@@ -248,6 +302,22 @@ class DualArmController:
         return Cycle(now, self.mode, commands.copy(), grippers.copy(), measured, measured_grippers, hit, executed)
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _solve(self, a: int, position: np.ndarray, rotation: np.ndarray) -> np.ndarray | None:
+        """Joints reaching the pose for arm ``a`` (seeded with its last command), or None when
+        IK misses it by more than the tolerances. A pose that failed is not solved again
+        while it stays the same: holding at an unreachable target costs one solve, not one
+        per cycle."""
+        failed = self._unreachable.get(a)
+        if failed is not None and np.array_equal(failed[0], position) and np.array_equal(failed[1], rotation):
+            return None
+        result = self.arms[a].kinematics.ik(position, rotation, self.commands[a], max_iterations=self.config.ik_iterations)
+        if (result.position_error <= self.config.ik_position_tolerance
+                and result.rotation_error <= self.config.ik_rotation_tolerance):
+            self._unreachable.pop(a, None)
+            return result.q
+        self._unreachable[a] = (position.copy(), rotation.copy())
+        return None
 
     def _drop_trajectory(self) -> None:
         self.scheduler.reset()
@@ -267,13 +337,13 @@ class DualArmController:
         )
 
     def _cycle_period(self, now: float) -> float:
-        """Seconds this cycle's command may cover: the time since the previous cycle (the
-        nominal period for the first one, or after the clock went back), at most
-        ``max_cycle_period``."""
+        """Seconds this cycle's command may cover: the time since the previous command went
+        out (the nominal period for the first one, or after the clock went back; next to
+        nothing when no time has passed), at most ``max_cycle_period``."""
         last, self._last_step_time = self._last_step_time, now
-        if last is None or now <= last:
+        if last is None or now < last:
             return self.config.control_period
-        return min(now - last, max(self.config.max_cycle_period, self.config.control_period))
+        return min(max(now - last, 1e-6), max(self.config.max_cycle_period, self.config.control_period))
 
     def _filter_grippers(self, targets: np.ndarray, period: float, hit: list[str]) -> np.ndarray:
         out = self.grippers.copy()
@@ -284,7 +354,7 @@ class DualArmController:
                 hit.append(f"{arm.name}/gripper:nonfinite_target")
                 continue
             clamped = float(np.clip(target, 0.0, GRIPPER_MAX_OPENING_M))
-            if clamped != target:
+            if abs(clamped - target) > self.config.gripper_range_tolerance:
                 hit.append(f"{arm.name}/gripper:position")
             step = clamped - self.grippers[a]
             if abs(step) > step_cap:

@@ -1,7 +1,7 @@
 """The MuJoCo cell as a ROS node: it owns sim time and everything that lives in the
 simulation.
 
-- Physics advances in steps of ``step_period`` of sim time, paced to ``real_time_factor``
+- Physics advances in steps of ``clock_period`` of sim time, paced to ``real_time_factor``
   x the wall clock (0: as fast as it can); ``/clock`` is published every step, so every
   node with ``use_sim_time`` runs on it and the stack behaves the same on a slow machine.
 - The arms take joint position commands on ``/sim/joint_commands`` and report their state
@@ -13,7 +13,13 @@ simulation.
 - ``expert: true`` runs the task's scripted expert and publishes its joint targets on
   ``/rotvla/teleop/joint_targets`` (the executor in teleop mode follows them, through its
   safety filter): the demonstrations that get recorded.
-- Task success is reported on ``/diagnostics`` (``rotvla/sim``) and ``/sim/task_success``.
+- Task success is reported on ``/sim/task_success`` with every camera frame, and on
+  ``/diagnostics`` (``rotvla/sim``).
+- ``/sim/reset`` (rotvla_msgs/ResetSimulation) draws the task's scene again from a seed, the
+  arms at home, and restarts sim time at 0: the clock jumps back, which every node on sim
+  time takes as a new world (the executor resynchronises with the arms, the camera ingestion
+  forgets its frames). Evaluation and demo recording run episode after episode this way.
+  Joint commands stamped after the sim's clock (sent before a reset) are ignored.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
+from rotvla_msgs.srv import ResetSimulation
 from std_msgs.msg import Bool
 
 from arx_r5_driver.backends.topic import JointStateCache, joint_names
+from arx_r5_driver.configuration import ARM_PARAMETERS, PARAMETERS
 from arx_r5_driver.kinematics import ArmKinematics
 
 from ..ingest.images import fill_image
@@ -44,7 +52,8 @@ class SimNode(Node):
         p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
         task = p("task", "block_to_plate", "block_to_plate, block_into_drawer or cup_stacking.", read_only=True)
         seed = p("seed", 0, "Seed of the task's randomisation (object poses, colours).", read_only=True)
-        self.step_period = p("step_period", 0.005, "Sim time per physics step and /clock message, s.", read_only=True)
+        self.clock_period = p("clock_period", 0.005, "Sim time per /clock message (physics steps in between), s.",
+                              read_only=True)
         self.real_time_factor = p("real_time_factor", 1.0, "Pace: sim seconds per wall second (0: as fast as possible).")
         self.camera_rate = p("camera_rate", 10.0, "Camera frames per second of sim time.")
         self.width = p("width", 320, "Rendered image width.", read_only=True)
@@ -55,12 +64,16 @@ class SimNode(Node):
         expert_delay = p("expert_delay", 1.0, "Sim seconds before the expert starts.", read_only=True)
 
         mounts = []
-        for arm in p("arms", ["left", "right"], "Arms of the cell.", read_only=True):
-            default = [0.0, 0.3 if arm == "left" else -0.3, 0.1]
-            mounts.append(ArmMount(arm, tuple(p(f"{arm}.base_xyz", default, "Arm base position in the world, m.")),
-                                   tuple(p(f"{arm}.base_rpy", [0.0, 0.0, 0.0], "Arm base roll-pitch-yaw, rad."))))
-        self.world = SimWorld(task, seed, SceneConfig(arms=mounts))
+        for arm in p("arms", PARAMETERS["arms"][0], "Arms of the cell.", read_only=True):
+            base_xyz, base_rpy = (p(f"{arm}.{key}", ARM_PARAMETERS[key][0], ARM_PARAMETERS[key][1], read_only=True)
+                                  for key in ("base_xyz", "base_rpy"))
+            mounts.append(ArmMount(arm, tuple(base_xyz), tuple(base_rpy)))
+        self.task, self.seed, self.scene_config = task, seed, SceneConfig(arms=mounts)
+        self.expert_enabled, self.expert_delay = expert, expert_delay
+        self.world = SimWorld(task, seed, self.scene_config)
         self.instruction = self.world.scene.instruction
+        self._reset_lock = threading.Lock()
+        self._reset_request: tuple[int, threading.Event, dict] | None = None
         self.clock_publisher = self.create_publisher(Clock, "/clock", RELIABLE_QOS)
         self.state_publisher = self.create_publisher(JointState, "/sim/joint_states", SENSOR_QOS)
         self.success_publisher = self.create_publisher(Bool, "/sim/task_success", RELIABLE_QOS)
@@ -68,16 +81,16 @@ class SimNode(Node):
         self.image_publishers = {c: self.create_publisher(Image, f"{namespace}/{c}/{colour_topic}", SENSOR_QOS) for c in CAMERAS}
         self.info_publishers = {c: self.create_publisher(CameraInfo, f"{namespace}/{c}/color/camera_info", SENSOR_QOS)
                                 for c in CAMERAS}
-        self.commands = JointStateCache()
+        self.commands = JointStateCache(now=lambda: self.world.time)
         self.create_subscription(JointState, "/sim/joint_commands", self.commands.update, RELIABLE_QOS)
-        self.expert = None
+        self.create_service(ResetSimulation, "/sim/reset", self._on_reset)
+        self.expert = self._new_expert()
         if expert:
-            kinematics = {m.name: ArmKinematics(base_xyz=m.base_xyz, base_rpy=m.base_rpy) for m in self.world.config.arms}
-            self.expert = ScriptedExpert(self.world, kinematics, start_time=expert_delay)
             self.expert_publisher = self.create_publisher(JointState, "/rotvla/teleop/joint_targets", RELIABLE_QOS)
         self.render_seconds: list[float] = []
         self.steps = 0
         self.failed: Exception | None = None
+        self.fatal_error = ""
         self._stop = threading.Event()
         self.create_timer(1.0, self._publish_diagnostics)  # wall-clock: the sim's own clock is what it publishes
         self._publish_clock()
@@ -86,34 +99,78 @@ class SimNode(Node):
         self.get_logger().info(f"task {task} (seed {seed}): {self.instruction!r}; cameras {self.width}x{self.height} "
                                f"at {self.camera_rate:g} Hz of sim time; real-time factor {self.real_time_factor:g}")
 
+    def _new_expert(self) -> ScriptedExpert | None:
+        if not self.expert_enabled:
+            return None
+        kinematics = {m.name: ArmKinematics(base_xyz=m.base_xyz, base_rpy=m.base_rpy) for m in self.world.config.arms}
+        return ScriptedExpert(self.world, kinematics, start_time=self.expert_delay)
+
+    def _on_reset(self, request: ResetSimulation.Request, response: ResetSimulation.Response):
+        done, outcome = threading.Event(), {}
+        with self._reset_lock:
+            self._reset_request = (int(request.seed), done, outcome)
+        if not done.wait(timeout=30.0) or "error" in outcome:
+            response.success = False
+            response.message = f"reset failed: {outcome.get('error', 'the simulation did not answer in 30 s')}"
+        else:
+            response.success, response.message = True, f"{self.task} seed {request.seed}: sim time restarted at 0"
+        response.task, response.instruction = self.task, self.instruction
+        self.get_logger().info(response.message)
+        return response
+
+    def _apply_reset(self) -> bool:
+        """In the simulation thread, between steps: a new world from the requested seed."""
+        with self._reset_lock:
+            request, self._reset_request = self._reset_request, None
+        if request is None:
+            return False
+        seed, done, outcome = request
+        try:
+            world = SimWorld(self.task, seed, self.scene_config)
+        except Exception as error:  # a seed the scene cannot be drawn from: the old world stays
+            outcome["error"] = f"{type(error).__name__}: {error}"
+            done.set()
+            return False
+        self.world.close()
+        self.world, self.seed, self.instruction = world, seed, world.scene.instruction
+        self.commands.clear()
+        self.expert = self._new_expert()
+        self._publish_state()  # the new state before the new time, for whoever resynchronises on it
+        self._publish_clock()
+        done.set()
+        return True
+
     def _publish_clock(self) -> None:
         self.clock_publisher.publish(Clock(clock=to_time(self.world.time)))
 
     def _loop(self) -> None:
         try:
             self._run()
-        except Exception as error:  # the simulation is dead: say so loudly, publish nothing more
-            self.get_logger().fatal(f"simulation stopped: {type(error).__name__}: {error}")
+        except Exception as error:  # the simulation is dead: the node ends (run_node), the bringup with it
             self.failed = error
-            raise
+            self.fatal_error = f"the simulation stopped: {type(error).__name__}: {error}"
 
     def _run(self) -> None:
-        next_frame = 0.0
+        next_frame, ticks = 0.0, 0
         wall_start, sim_start = time.monotonic(), self.world.time
         while not self._stop.is_set():
+            if self._apply_reset():
+                next_frame, ticks = 0.0, 0
+                wall_start, sim_start = time.monotonic(), self.world.time
             for arm in self.world.arm_names:
                 command = self.commands.get(joint_names(arm))
                 if command is not None:
                     self.world.command(arm, command[:6], command[6])
-            target = self.world.time + self.step_period
-            self.world.step_to(target)
+            ticks += 1
+            self.world.step_to(ticks * self.clock_period)  # on a fixed grid: rounding to physics steps never drifts
             self.steps += 1
+            self._publish_state()  # before the clock that makes it current
             self._publish_clock()
-            self._publish_state()
             if self.expert is not None:
                 self._publish_expert()
             if self.world.time + 1e-9 >= next_frame:
                 self._publish_cameras()
+                self.success_publisher.publish(Bool(data=self.world.success()))
                 next_frame += 1.0 / self.camera_rate
             if self.real_time_factor > 0:  # pace: sim time runs at most real_time_factor x wall time
                 ahead = (self.world.time - sim_start) / self.real_time_factor - (time.monotonic() - wall_start)
@@ -152,7 +209,6 @@ class SimNode(Node):
 
     def _publish_diagnostics(self) -> None:
         success = self.world.success()
-        self.success_publisher.publish(Bool(data=success))
         renders = np.array(self.render_seconds[-30:]) if self.render_seconds else np.zeros(1)
         values = {"sim_time": self.world.time, "steps": self.steps, "task": self.world.task.name, "success": success,
                   "render_ms_per_camera_p50": float(np.median(renders) * 1e3)}

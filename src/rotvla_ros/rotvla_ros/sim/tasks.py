@@ -2,6 +2,10 @@
 and coloured from a seed, an instruction, and a success detector.
 
 - ``block_to_plate`` (left arm): put the block on the plate.
+
+Objects start between the arms, never under a resting arm: from the head camera an arm's
+links would hide them (a third of the scenes did, when the block could start under the left
+arm).
 - ``block_into_drawer`` (left arm): put the block into the (open) drawer and close it.
 - ``cup_stacking`` (both arms): the left arm puts the yellow cup into the green one, the
   right arm the red cup into the yellow one.
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-BLOCK_HALF = 0.015
+BLOCK_HALF = 0.02  # a 4 cm block: 3 px wide at 84 px from the head camera
 PLATE_RADIUS, PLATE_HALF_HEIGHT = 0.06, 0.004
 DRAWER_TRAVEL = 0.12  # m, fully open
 # Cups: outer radius, height; wall and bottom 4 mm; 12 wall segments.
@@ -72,6 +76,7 @@ class Task:
     name = ""
     instruction = ""
     arms: tuple[str, ...] = ()
+    time_limit = 30.0  # s of sim time an episode gets (about twice the expert's)
 
     def sample(self, rng: np.random.Generator) -> TaskScene:
         raise NotImplementedError
@@ -98,8 +103,8 @@ class BlockToPlate(Task):
     arms = ("left",)
 
     def sample(self, rng):
-        block = np.array([rng.uniform(0.30, 0.36), rng.uniform(0.30, 0.38), BLOCK_HALF])
-        plate = np.array([rng.uniform(0.28, 0.34), rng.uniform(0.12, 0.18), PLATE_HALF_HEIGHT])
+        block = np.array([rng.uniform(0.30, 0.38), rng.uniform(0.16, 0.26), BLOCK_HALF])
+        plate = np.array([rng.uniform(0.28, 0.36), rng.uniform(0.0, 0.08), PLATE_HALF_HEIGHT])
         xml = "\n".join([
             _block_xml("block", block, _jitter_colour(rng, (0.85, 0.15, 0.1))),
             f'<body name="plate" pos="{_vec(plate)}"><geom type="cylinder" size="{PLATE_RADIUS} {PLATE_HALF_HEIGHT}" '
@@ -120,6 +125,7 @@ class BlockIntoDrawer(Task):
     name = "block_into_drawer"
     instruction = "put the block into the drawer and close it"
     arms = ("left",)
+    time_limit = 45.0
     INTERIOR = np.array([0.07, 0.06])  # half extents of the drawer's inside, x and y
 
     def sample(self, rng):
@@ -172,6 +178,7 @@ class CupStacking(Task):
     name = "cup_stacking"
     instruction = "stack the cups"
     arms = ("left", "right")
+    time_limit = 60.0
 
     def sample(self, rng):
         positions = {

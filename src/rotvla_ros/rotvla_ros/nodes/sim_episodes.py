@@ -1,0 +1,238 @@
+"""Seeded episodes of the simulated stack, driven over ROS: the sim node's ``/sim/reset``
+starts each one (a new scene, sim time from 0), ``/sim/task_success`` and ``/clock`` say
+when it is done. ``rotvla_record`` records the scripted expert's episodes with the episode
+recorder; ``rotvla_eval --ros`` measures a checkpoint's (``evaluate_through_ros``).
+
+The stack is either started here (``start_stack``: the composed runner ``rotvla_run`` as a
+child process, as ``make run`` starts it) or already running (``ros2 launch rotvla_ros
+bringup.launch.py sim:=true ...``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from rotvla_msgs.srv import ResetSimulation, StartEpisode, StopEpisode
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
+
+from .common import RELIABLE_QOS, to_seconds
+
+
+@dataclass
+class EpisodeOutcome:
+    seed: int
+    success: bool
+    time_to_success: float | None  # s of sim time
+    duration: float  # s of sim time
+    wall_seconds: float
+
+
+class SimEpisodes:
+    """A client node of the simulated stack (spun here, in the caller's thread)."""
+
+    def __init__(self, name: str = "sim_episodes"):
+        self.node = Node(name)
+        self.sim_time = 0.0
+        self.success = False
+        self._epoch = 0  # counts /clock jumps back: a reset has reached this node
+        self.node.create_subscription(Clock, "/clock", self._on_clock, RELIABLE_QOS)
+        self.node.create_subscription(Bool, "/sim/task_success", self._on_success, RELIABLE_QOS)
+        self.reset_client = self.node.create_client(ResetSimulation, "/sim/reset")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+
+    def _on_clock(self, msg: Clock) -> None:
+        now = to_seconds(msg.clock)
+        if now < self.sim_time:
+            self._epoch += 1
+        self.sim_time = now
+
+    def _on_success(self, msg: Bool) -> None:
+        self.success = bool(msg.data)
+
+    def spin_until(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def call(self, client, request, timeout: float = 60.0):
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise RuntimeError(f"{client.srv_name}: no such service (is the simulated stack running?)")
+        future = client.call_async(request)
+        if not self.spin_until(future.done, timeout):
+            raise RuntimeError(f"{client.srv_name}: no answer in {timeout:.0f} s")
+        return future.result()
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        """Until the simulation answers and its clock runs."""
+        if not self.reset_client.wait_for_service(timeout_sec=timeout):
+            raise RuntimeError("no /sim/reset service: is the simulated stack running?")
+        if not self.spin_until(lambda: self.sim_time > 0.5, timeout):
+            raise RuntimeError("/clock does not advance")
+
+    def reset(self, seed: int, settle: float = 0.5) -> ResetSimulation.Response:
+        """A new episode from ``seed``; returns once this node sees the new clock run for
+        ``settle`` s (the other nodes have had the jump and the new world's first frames)."""
+        epoch = self._epoch
+        response = self.call(self.reset_client, ResetSimulation.Request(seed=seed))
+        if not response.success:
+            raise RuntimeError(response.message)
+        if not self.spin_until(lambda: self._epoch > epoch and self.sim_time >= settle, 60.0):
+            raise RuntimeError("the simulation did not restart its clock after the reset")
+        self.success = False
+        return response
+
+    def run_until_success(self, seed: int, time_limit: float, after_success: float = 0.0,
+                          wall_limit: float | None = None) -> EpisodeOutcome:
+        """From a reset: until the task succeeds (and ``after_success`` more sim seconds) or
+        ``time_limit`` sim seconds have passed."""
+        started, start_time = time.monotonic(), self.sim_time
+        wall_limit = wall_limit or 20 * time_limit  # a sim that stops advancing must not hang the run
+        self.spin_until(lambda: self.success or self.sim_time >= time_limit, wall_limit)
+        success, at = self.success, self.sim_time
+        if success and after_success > 0:
+            self.spin_until(lambda: self.sim_time >= at + after_success, wall_limit)
+        return EpisodeOutcome(seed, success, at if success else None, self.sim_time - start_time,
+                              time.monotonic() - started)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+def start_stack(arguments: list[str], log: Path) -> subprocess.Popen:
+    """The simulated stack (``rotvla_run`` with ``arguments``) as a child process, its output
+    in ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    output = open(log, "w")
+    return subprocess.Popen([sys.executable, "-m", "rotvla_ros.nodes.runner", *arguments], stdout=output,
+                            stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def stop_stack(process: subprocess.Popen) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def record_demonstrations(task: str, seeds: list[int], output: Path, *, keep_failures: bool = False,
+                          attach: bool = False, log_dir: Path = Path("log/record")) -> list[EpisodeOutcome]:
+    """The scripted expert's episodes of ``seeds``, each recorded by the episode recorder into
+    ``output`` (a rosbag2 directory per episode with its episode.json)."""
+    from ..sim.tasks import TASKS
+
+    stack = None
+    if not attach:
+        stack = start_stack(["--task", task, "--expert", "--no-policy", "--record", "--ros-args",
+                             "-p", f"output_dir:={output.resolve()}"], log_dir / f"{task}.log")
+    owns_context = not rclpy.ok()
+    if owns_context:
+        rclpy.init()
+    client = SimEpisodes("demo_operator")
+    start = client.node.create_client(StartEpisode, "/rotvla/recorder/start")
+    stop = client.node.create_client(StopEpisode, "/rotvla/recorder/stop")
+    discard = client.node.create_client(Trigger, "/rotvla/recorder/discard")
+    outcomes = []
+    try:
+        client.wait_ready()
+        for seed in seeds:
+            reply = client.reset(seed)
+            started = client.call(start, StartEpisode.Request(task=task, instruction=reply.instruction,
+                                                             operator_name="scripted expert"))
+            if not started.success:
+                raise RuntimeError(f"the recorder did not start: {started.message}")
+            outcome = client.run_until_success(seed, TASKS[task].time_limit, after_success=0.5)
+            if outcome.success or keep_failures:
+                stopped = client.call(stop, StopEpisode.Request(task_success=outcome.success, notes=f"seed {seed}"))
+                where = stopped.path
+            else:
+                client.call(discard, Trigger.Request())
+                where = "discarded"
+            outcomes.append(outcome)
+            print(f"seed {seed}: {'success' if outcome.success else 'failed'} in {outcome.duration:.1f} s of sim time "
+                  f"({outcome.wall_seconds:.0f} s) -> {where}", flush=True)
+    finally:
+        client.close()
+        if owns_context:
+            rclpy.try_shutdown()
+        if stack is not None:
+            stop_stack(stack)
+    return outcomes
+
+
+def evaluate_through_ros(checkpoint: str, task: str, seeds: list[int], *, attach: bool = False,
+                         time_limit: float | None = None, log_dir: Path = Path("log/eval"), on_result=None) -> list:
+    """The policy node serving ``checkpoint`` drives the simulated stack through the episodes
+    of ``seeds`` (EpisodeResult each, as the in-process evaluation reports them)."""
+    from ..eval.report import EpisodeResult
+    from ..sim.tasks import TASKS
+
+    stack = None
+    if not attach:
+        stack = start_stack(["--task", task, "--checkpoint", str(Path(checkpoint).resolve())], log_dir / f"{task}.log")
+    owns_context = not rclpy.ok()
+    if owns_context:
+        rclpy.init()
+    client = SimEpisodes("evaluation")
+    results = []
+    try:
+        client.wait_ready()
+        for seed in seeds:
+            client.reset(seed)
+            outcome = client.run_until_success(seed, time_limit or TASKS[task].time_limit)
+            result = EpisodeResult(task, seed, outcome.success, outcome.time_to_success, outcome.duration,
+                                   wall_seconds=outcome.wall_seconds)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    finally:
+        client.close()
+        if owns_context:
+            rclpy.try_shutdown()
+        if stack is not None:
+            stop_stack(stack)
+    return results
+
+
+def main(argv=None) -> int:
+    """rotvla_record: record the simulated scripted expert's demonstrations of a task."""
+    import argparse
+
+    from ..sim.tasks import TASKS
+
+    parser = argparse.ArgumentParser(
+        description="Record the scripted expert's demonstrations of a simulated task, one rosbag2 episode per seed "
+                    "(the episode recorder of the stack), ready for rotvla_convert.")
+    parser.add_argument("--task", choices=sorted(TASKS), default="block_to_plate")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--first-seed", type=int, default=1000, help="demonstration seeds (evaluation uses 0 onwards)")
+    parser.add_argument("--output", type=Path, required=True, help="directory of the episodes")
+    parser.add_argument("--keep-failures", action="store_true", help="keep episodes the expert failed (flagged)")
+    parser.add_argument("--attach", action="store_true",
+                        help="use a running simulated stack (expert:=true, record:=true) instead of starting one")
+    args = parser.parse_args(argv)
+    seeds = list(range(args.first_seed, args.first_seed + args.episodes))
+    outcomes = record_demonstrations(args.task, seeds, args.output, keep_failures=args.keep_failures, attach=args.attach)
+    print(f"{sum(o.success for o in outcomes)}/{len(outcomes)} successful demonstrations in {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
