@@ -155,7 +155,8 @@ def test_live_swap_while_observations_stream_then_failed_swaps_keep_the_old_mode
     root, ids = checkpoints
     bad = _bad_checkpoints(root, tmp_path)
     node = peer_factory(sys.executable, "-m", "rotvla_ros.nodes.policy_node", "--ros-args",
-                        "-p", f"checkpoint:={root / 'tiny-a'}", "-p", "device:=cpu", "-p", "max_observation_age:=1.0")
+                        "-p", f"checkpoint:={root / 'tiny-a'}", "-p", "device:=cpu", "-p", "max_observation_age:=1.0",
+                        "-p", "min_swap_interval:=0.0")  # swaps in quick succession, each refused for its own reason
     period, seconds = 0.1, 12.0  # the policy rate; the streaming window
     streamer = peer_factory(TESTS_DIR / "peers" / "observation_streamer.py", str(1 / period), str(seconds))
     streamer.wait_ready(timeout=60)
@@ -209,7 +210,8 @@ def test_a_second_load_during_a_load_is_refused(ros, checkpoints):
     second = driver.load.call_async(LoadCheckpoint.Request(path=str(root / "tiny-b")))
     assert wait_for(lambda: first.done() and second.done(), 60)
     assert first.result().success
-    assert not second.result().success and second.result().message.startswith("busy")
+    # Refused while the first loads, or (queued behind it) as too soon after its swap.
+    assert not second.result().success and second.result().message.startswith(("busy", "too soon")), second.result()
 
 
 def test_a_model_that_emits_nan_publishes_nothing_and_diagnostics_report_it(ros, checkpoints):

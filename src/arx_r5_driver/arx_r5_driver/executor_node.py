@@ -43,29 +43,25 @@ from rotvla_common.ros import (
     ERROR, OK, RELIABLE_QOS, SENSOR_QOS, WARN, declare, diagnostic_array, run_node, to_seconds, to_time,
 )
 
+from .backends import BackendNotReady
 from .backends.sim import SimArm
 from .backends.topic import JointStateCache, TopicArm, TopicTeleop
 from .chunks import ChunkRejected
-from .clearance import ArmCapsules, ArmClearance
-from .controller import Arm, ControllerConfig, Cycle, DualArmController, Mode
-from .kinematics import JOINT_NAMES, R5_JOINT_LIMITS, ArmKinematics
-from .safety import ArmLimits, SafetyFilter
+from .configuration import ARM_PARAMETERS, HOME_JOINTS, PARAMETERS, build_controller, controller_config  # noqa: F401
+from .controller import Cycle, DualArmController, Mode
+from .kinematics import JOINT_NAMES
 from .teleop import LeaderArms, ScriptedTeleop
-
-HOME_JOINTS = [0.0, -1.9, -1.0, -0.5, 0.0, 0.0]  # EEF about 0.3 m ahead of the base, 0.12 m up
-ARM_DEFAULTS = {
-    "left": {"base_xyz": [0.0, 0.30, 0.10], "can_port": "can1", "leader_can_port": "can0"},
-    "right": {"base_xyz": [0.0, -0.30, 0.10], "can_port": "can3", "leader_can_port": "can2"},
-}
 
 assert Mode.ESTOP == ExecutorStatus.MODE_ESTOP and Mode.TELEOP == ExecutorStatus.MODE_TELEOP
 
 
 class ExecutorNode(Node):
     def __init__(self, **kwargs):
+        self._stop = threading.Event()  # before anything can fail: destroy_node reads it
+        self._thread: threading.Thread | None = None
+        self.controller: DualArmController | None = None
         super().__init__("arx_r5_executor", **kwargs)
         p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
-        self.arm_names = tuple(p("arms", ["left", "right"], "Arms, in the order of the action layout.", read_only=True))
         backend = p("backend", "sim", "sim (simulated arms in this process), topic (arms in another process: the "
                     "MuJoCo cell, over joint_command_topic / joint_state_topic) or sdk (ARX's SDK on the CAN bus).",
                     read_only=True)
@@ -74,104 +70,68 @@ class ExecutorNode(Node):
         teleop_topic = p("teleop_topic", "/rotvla/teleop/joint_targets",
                          "Teleop joint targets (control_source teleop with backend topic: the sim's expert).")
         control_source = p("control_source", "policy", "policy (action chunks) or teleop (leader arms / scripted).", read_only=True)
-        rate = p("control_rate", 200.0, "Control loop rate, Hz.", read_only=True)
         self.publish_divisor = max(1, p("publish_divisor", 2, "Publish joint states and EEF poses every N cycles."))
         self.status_divisor = max(1, p("status_divisor", 10, "Publish ExecutorStatus every N cycles."))
         self.realtime_priority = p("realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-99; 0: "
                                    "the default scheduler). Needs CAP_SYS_NICE or an rtprio limit.", read_only=True)
         self.frame_prefix = p("frame_prefix", "", "Prefix of the arm base frames (<prefix><arm>_base_link).")
         action_names = tuple(p("action_names", list(DUAL_ARM_EEF_ACTION_NAMES), "The action layout chunks must have."))
-        camera_latency = p("latency.camera", 0.0, "Exposure to image stamp, s: steps are scheduled this much earlier.")
-        arm_latency = p("latency.arm_command", 0.0, "Command to motion on the arm, s: steps are sent this much earlier.")
-        joint_velocity = p("max_joint_velocity", [2.0, 2.0, 2.0, 3.0, 3.0, 3.0], "Joint speed caps, rad/s (J1..J6).")
-        cartesian_speed = p("max_cartesian_speed", 0.5, "End-effector speed cap, m/s.")
-        lower = p("joint_lower", [R5_JOINT_LIMITS[j][0] for j in JOINT_NAMES], "Lower joint limits, rad (never wider than the manual's).")
-        upper = p("joint_upper", [R5_JOINT_LIMITS[j][1] for j in JOINT_NAMES], "Upper joint limits, rad (never wider than the manual's).")
-        config = ControllerConfig(
-            control_period=1.0 / rate,
-            max_cycle_period=p("max_cycle_period", 0.02, "Speed caps apply over the time since the last cycle, "
-                               "at most this (s): a late cycle keeps the arm's speed, a stall never becomes a jump."),
-            overlap_steps=p("overlap_steps", 8, "Chunk steps blended with the trajectory they replace."),
-            latency_compensation=-(camera_latency + arm_latency),
-            future_tolerance=p("future_tolerance", 0.05, "A chunk stamped further ahead of the clock (s) is rejected."),
-            watchdog_timeout=p("watchdog_timeout", 0.5, "No fresh chunk for this long (s): decelerate to a hold."),
-            hold_deceleration=p("hold_deceleration", 0.15, "Time (s) to decelerate to a hold when the watchdog fires."),
-            min_clearance=p("min_clearance", 0.05, "Smallest distance between the arms' link capsules, m."),
-            gripper_speed=p("gripper_speed", 0.2, "Gripper opening speed cap, m/s."),
-        )
-        link_radius = p("link_radius", 0.045, "Radius of the capsules covering each link, m.")
-        tool_length = p("tool_length", 0.12, "Flange to fingertips, m (the last capsule).")
-        joint_limits = {
-            name: (max(lo, R5_JOINT_LIMITS[name][0]), min(hi, R5_JOINT_LIMITS[name][1]))
-            for name, lo, hi in zip(JOINT_NAMES, lower, upper)
-        }
+        values = {name: p(name, default, text, read_only=True) for name, (default, text) in PARAMETERS.items()}
+        self.arm_names = tuple(values["arms"])
+        for arm in self.arm_names:
+            values.update({f"{arm}.{name}": p(f"{arm}.{name}", default, text, read_only=True)
+                           for name, (default, text) in ARM_PARAMETERS.items()})
+            values[f"{arm}.can_port"] = p(f"{arm}.can_port", "", "CAN interface of the follower arm (sdk).")
+            values[f"{arm}.leader_can_port"] = p(f"{arm}.leader_can_port", "", "CAN interface of the leader arm (sdk teleop).")
+        config = controller_config(values)
 
         self.sim_arms: list[SimArm] = []
-        arms, leaders, capsules = [], {}, []
+        self.joint_state_caches: list[JointStateCache] = []
+        leaders = {}
         if backend == "topic":
-            sim_states = JointStateCache()
+            sim_states = JointStateCache(now=self._now)
+            self.joint_state_caches.append(sim_states)
             self.create_subscription(JointState, state_topic, sim_states.update, SENSOR_QOS)
             command_publisher = self.create_publisher(JointState, command_topic, RELIABLE_QOS)
-            # The arms must be where they are before the first command: wait for their state.
-            deadline = time.monotonic() + p("state_timeout", 30.0, "Seconds to wait for the first joint state (topic).")
-            while not sim_states.received.is_set() and time.monotonic() < deadline and rclpy.ok(context=self.context):
-                rclpy.spin_once(self, timeout_sec=0.1)
-            if not sim_states.received.is_set():
-                raise RuntimeError(f"no joint state on {state_topic}: is the simulation running?")
-        for name in self.arm_names:
-            defaults = ARM_DEFAULTS.get(name, {})
-            q = lambda key, default, text: declare(self, f"{name}.{key}", default, text)  # noqa: E731
-            kinematics = ArmKinematics(
-                base_xyz=q("base_xyz", defaults.get("base_xyz", [0.0, 0.0, 0.0]), "Arm base position in the world, m."),
-                base_rpy=q("base_rpy", [0.0, 0.0, 0.0], "Arm base roll-pitch-yaw in the world, rad."),
-                joint_limits=joint_limits,
-            )
-            limits = ArmLimits(
-                max_joint_velocity=joint_velocity,
-                max_cartesian_speed=cartesian_speed,
-                workspace_min=q("workspace_min", [0.05, -0.45, -0.12], "Workspace box corner, m, in the arm's base frame."),
-                workspace_max=q("workspace_max", [0.60, 0.45, 0.55], "Workspace box corner, m, in the arm's base frame."),
-            )
-            initial = q("initial_joints", HOME_JOINTS, "Start pose of a simulated arm, rad.")
-            can_port = q("can_port", defaults.get("can_port", ""), "CAN interface of the follower arm (sdk).")
-            leader_port = q("leader_can_port", defaults.get("leader_can_port", ""), "CAN interface of the leader arm (sdk teleop).")
-            if backend == "sim":
-                arm_backend = SimArm(initial=initial, max_velocity=joint_velocity)
-                self.sim_arms.append(arm_backend)
-            elif backend == "topic":
-                arm_backend = TopicArm(name, sim_states, command_publisher, self.get_clock())
-            elif backend == "sdk":
-                from .backends.sdk import SdkArm  # ARX's SDK exists on the robot's Python only
+        elif backend not in ("sim", "sdk"):
+            raise ValueError(f"backend must be sim, topic or sdk, not {backend!r}")
 
-                arm_backend = SdkArm(can_port, config.control_period)
-                if control_source == "teleop":
-                    leaders[name] = SdkArm(leader_port, config.control_period)
-            else:
-                raise ValueError(f"backend must be sim, topic or sdk, not {backend!r}")
-            arms.append(Arm(name, kinematics, SafetyFilter(kinematics, limits, name), arm_backend))
-            capsules.append(ArmCapsules(kinematics, link_radius, tool_length))
-        clearance = ArmClearance(*capsules) if len(capsules) == 2 else None
-        self.controller = DualArmController(arms, action_names, config, clearance)
+        def backend_for(name: str):
+            if backend == "sim":
+                arm_backend = SimArm(initial=values[f"{name}.initial_joints"], max_velocity=values["max_joint_velocity"])
+                self.sim_arms.append(arm_backend)
+                return arm_backend
+            if backend == "topic":
+                return TopicArm(name, sim_states, command_publisher, self.get_clock())
+            from .backends.sdk import SdkArm  # ARX's SDK exists on the robot's Python only
+
+            if control_source == "teleop":
+                leaders[name] = SdkArm(values[f"{name}.leader_can_port"], config.control_period)
+            return SdkArm(values[f"{name}.can_port"], config.control_period)
+
+        self.controller = build_controller(values, backend_for, action_names)
+        arms = self.controller.arms
         if control_source == "teleop":
-            start = {arm.name: q for arm, q in zip(arms, self.controller.commands)}
             if backend == "sdk":
                 source = LeaderArms(leaders)
             elif backend == "topic":
-                teleop_targets = JointStateCache()
+                teleop_targets = JointStateCache(now=self._now)
+                self.joint_state_caches.append(teleop_targets)
                 self.create_subscription(JointState, teleop_topic, teleop_targets.update, RELIABLE_QOS)
                 source = TopicTeleop(self.arm_names, teleop_targets)
             else:
-                source = ScriptedTeleop(start, self._now())
+                source = ScriptedTeleop({arm.name: values[f"{arm.name}.initial_joints"] for arm in arms}, self._now())
             self.controller.set_teleop(source)
         elif control_source != "policy":
             raise ValueError(f"control_source must be policy or teleop, not {control_source!r}")
+        rate = values["control_rate"]
         self.period = config.control_period
 
         self._lock = threading.Lock()  # guards the controller
-        self._stop = threading.Event()
         self._limits_since_status: set[str] = set()
         self._lateness = deque(maxlen=int(10 * rate))  # s, the last 10 s of wake-ups
         self.overruns = 0
+        self.waiting_cycles = self.failed_cycles = self.time_resets = 0
         self._last_rejection_log, self._unlogged_rejections = -float("inf"), 0
         self._cycle_index = 0
         self._last_measured: tuple[float, np.ndarray] | None = None
@@ -245,13 +205,16 @@ class ExecutorNode(Node):
     # -- the control loop -----------------------------------------------------------------
 
     def _wait_until(self, wake_ns: int) -> bool:
-        """Sleep until the node's clock reads ``wake_ns``; False when stopping. Not
-        Clock.sleep_until: each of its calls leaves a callback registered on the context
+        """Sleep until the node's clock reads ``wake_ns`` (or jumps back: the loop must see
+        that at once, not after the old time has come round again); False when stopping.
+        Not Clock.sleep_until: each of its calls leaves a callback registered on the context
         (200 a second here, for as long as the node runs)."""
         clock = self.get_clock()
+        went_back_below = wake_ns - 2 * int(round(self.period * 1e9))
         while not self._stop.is_set():
-            remaining = (wake_ns - clock.now().nanoseconds) * 1e-9
-            if remaining <= 0:
+            now_ns = clock.now().nanoseconds
+            remaining = (wake_ns - now_ns) * 1e-9
+            if remaining <= 0 or (0 < now_ns < went_back_below):
                 return True
             if clock.ros_time_is_active:  # sim time: wake on /clock updates
                 self._clock_moved.wait(min(remaining, 0.1))
@@ -286,21 +249,50 @@ class ExecutorNode(Node):
         last_ns = None
         while self._wait_until(wake_ns) and self.context.ok():
             now_ns = clock.now().nanoseconds
-            if last_ns is not None and now_ns < last_ns:  # time jumped back (a sim reset)
+            if last_ns is not None and now_ns < last_ns:  # time jumped back: the world was reset
+                self._on_time_reset()
                 wake_ns, last_ns = now_ns + period_ns, None
                 continue
             self._lateness.append((now_ns - wake_ns) * 1e-9)
             elapsed = (now_ns - last_ns) * 1e-9 if last_ns is not None else self.period
             for sim_arm in self.sim_arms:
                 sim_arm.step(elapsed)
-            with self._lock:
-                cycle = self.controller.step(now_ns * 1e-9)
-            self._publish(cycle, elapsed)
+            self._cycle(now_ns * 1e-9, elapsed)
             last_ns = now_ns
             wake_ns += period_ns
             if now_ns >= wake_ns:  # more than a period late: skip the missed cycles, no burst
                 self.overruns += 1
                 wake_ns = now_ns + period_ns
+
+    def _cycle(self, now: float, elapsed: float) -> None:
+        """One controller cycle. Nothing that goes wrong in it ends the control thread: the
+        arms keep their last command (position-controlled, they hold), and it is counted,
+        logged and reported."""
+        try:
+            with self._lock:
+                cycle = self.controller.step(now, send_clock=self._now)
+        except BackendNotReady as waiting:
+            self.waiting_cycles += 1
+            self.get_logger().warning(f"waiting for the arms: {waiting}", throttle_duration_sec=2.0)
+            return
+        except Exception as error:  # a fault in the controller or a backend: hold, say so
+            self.failed_cycles += 1
+            self.get_logger().error(f"control cycle failed ({type(error).__name__}: {error}): holding",
+                                    throttle_duration_sec=1.0)
+            return
+        self._publish(cycle, elapsed)
+
+    def _on_time_reset(self) -> None:
+        """The clock went back (a simulation reset, a bag played again): what the joint-state
+        caches hold and the trajectory in force belong to another world; start again from the
+        arms' state as the new clock reports it."""
+        with self._lock:
+            for cache in self.joint_state_caches:
+                cache.clear()
+            self.controller.desync()
+            self._last_measured = None
+        self.time_resets += 1
+        self.get_logger().info("the clock jumped back: resynchronising with the arms")
 
     def _publish(self, cycle: Cycle, elapsed: float) -> None:
         self._cycle_index += 1
@@ -373,6 +365,9 @@ class ExecutorNode(Node):
             "wake_lateness_p99_ms": float(np.percentile(lateness, 99) * 1e3),
             "wake_lateness_max_ms": float(lateness.max() * 1e3),
             "overruns": self.overruns,
+            "waiting_cycles": self.waiting_cycles,
+            "failed_cycles": self.failed_cycles,
+            "time_resets": self.time_resets,
         })
         return diagnostic_array(self, "rotvla/executor", level, message, values)
 
@@ -387,13 +382,14 @@ class ExecutorNode(Node):
 
     def destroy_node(self):
         self._stop.set()
-        self._clock_moved.set()
-        if self._thread.is_alive():
+        if self._thread is not None:
+            self._clock_moved.set()
             self._thread.join(timeout=1.0)
-        for arm in self.controller.arms:
-            arm.backend.close()
-        if isinstance(self.controller.teleop, LeaderArms):
-            self.controller.teleop.close()
+        if self.controller is not None:
+            for arm in self.controller.arms:
+                arm.backend.close()
+            if isinstance(self.controller.teleop, LeaderArms):
+                self.controller.teleop.close()
         super().destroy_node()
 
 

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import faulthandler
 import signal
+import sys
+import threading
+import traceback
 from typing import Any
 
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.logging import get_logger
+from rclpy.signals import SignalHandlerOptions
 
 # Camera streams: best effort accepts both reliable and best-effort publishers (REP-2003:
 # sensor drivers publish reliable, consumers subscribe best effort); keep a few frames.
@@ -27,9 +34,22 @@ LATCHED_QOS = QoSProfile(
 )
 
 
+class MissingParameterError(ValueError):
+    """A required parameter that no parameter file or override set."""
+
+
 def declare(node: Node, name: str, default: Any, description: str, read_only: bool = False) -> Any:
-    """Declare a parameter with its descriptor and return its value."""
-    node.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=read_only))
+    """Declare a parameter with its descriptor and return its value. A ``default`` of None
+    makes it required (a list of floats): it must come from a parameter file or override."""
+    descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    if default is None:
+        node.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, descriptor)
+        try:
+            return node.get_parameter(name).value
+        except ParameterUninitializedException:
+            raise MissingParameterError(f"parameter {name!r} is required ({description}): set it in the robot's "
+                                        "parameter file (config/robot.yaml)") from None
+    node.declare_parameter(name, default, descriptor)
     return node.get_parameter(name).value
 
 
@@ -73,35 +93,75 @@ OK, WARN, ERROR, STALE = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticS
 
 
 def run_node(node_class, args=None, num_threads: int = 4) -> None:
-    """The ``main`` of every node: init, build, spin until Ctrl-C, SIGTERM or shutdown, then
-    destroy the node. A signal during construction (a checkpoint loading, say) stops it just
-    as cleanly. ``num_threads`` > 1: a MultiThreadedExecutor, for nodes with callbacks that
-    block (a checkpoint load); 1: a SingleThreadedExecutor, whose much smaller cost per
-    callback matters for a node that takes /clock at hundreds of Hz (measured: the executor
-    node's 200 Hz loop fell to 0 cycles/s under a MultiThreadedExecutor with /clock at 400 Hz
-    on 2 cores, 18 of 18 expected with a SingleThreadedExecutor)."""
+    """The ``main`` of every node: init, build, spin until SIGINT or SIGTERM (to the node alone
+    or to its whole process group, once or repeatedly) or a shutdown, then stop in order and
+    exit 0 without a traceback:
+
+    1. stop spinning (the signal only sets a flag: nothing is interrupted mid-callback);
+    2. the executor: no callback is in flight once it has shut down;
+    3. ``destroy_node``: the node stops and joins its own threads (the simulation, the control
+       loop, the inference worker) while the context still carries their last messages, so
+       none of them publishes into a shut-down context; then the context.
+
+    A signal while the node is being built (a checkpoint loading, say) ends the build at once.
+    A node that cannot start exits 1 with one line saying why; so does a node whose own
+    thread died (it sets ``fatal_error``). ``num_threads`` > 1: a
+    MultiThreadedExecutor, for nodes with callbacks that block (a checkpoint load); 1: a
+    SingleThreadedExecutor, whose much smaller cost per callback matters for a node that takes
+    /clock at hundreds of Hz (measured: the executor node's 200 Hz loop fell to 0 cycles/s
+    under a MultiThreadedExecutor with /clock at 400 Hz on 2 cores, 18 of 18 expected with a
+    SingleThreadedExecutor)."""
     # `kill -USR1 <pid>` prints every thread's stack: what a hung node is doing.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    rclpy.init(args=args)
+    stop = threading.Event()
+    building = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+        if building.is_set():
+            building.clear()
+            raise KeyboardInterrupt  # abandon the build; later signals only set the flag
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    name = getattr(node_class, "__name__", "node")
     node = executor = None
+    code = 0
     try:
+        building.set()
         node = node_class()
+        building.clear()
         executor = MultiThreadedExecutor(num_threads=num_threads) if num_threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
-        # Not executor.spin(): rclpy's SIGTERM handler shuts the context down but, now and
-        # then (1 in ~4 stops of the executor node under sim time), does not wake a
-        # SingleThreadedExecutor's wait; a bounded wait notices the shutdown.
-        while rclpy.ok(context=node.context):
-            executor.spin_once(timeout_sec=0.25)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        # A bounded wait: it notices the stop flag, a shutdown of the context, and a thread of
+        # the node's own that died (``fatal_error``: the simulation, say).
+        while not stop.is_set() and rclpy.ok(context=node.context) and not getattr(node, "fatal_error", None):
+            executor.spin_once(timeout_sec=0.1)
+        if getattr(node, "fatal_error", None):
+            get_logger(name).fatal(f"stopping: {node.fatal_error}")
+            code = 1
+    except KeyboardInterrupt:
         pass
-    except Exception:
-        if rclpy.ok():
-            raise  # a real failure of a running node
-        # A callback racing the shutdown (a timer publishing into the closed context): benign.
+    except Exception as error:
+        building.clear()
+        if node is None:  # it could not start: one clear line, no traceback
+            get_logger(name).fatal(f"cannot start: {type(error).__name__}: {error}")
+        else:  # a bug in a callback: loudly, with its traceback
+            get_logger(name).fatal(f"stopped by an error:\n{traceback.format_exc()}")
+        code = 1
     finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=5.0)  # stops its thread pool, or the interpreter waits on it
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        building.clear()
+        try:
+            if executor is not None:  # first: no callback may be in flight when the node's entities go
+                executor.shutdown(timeout_sec=5.0)  # stops its thread pool, or the interpreter waits on it
+            if node is not None:
+                node.destroy_node()
+        finally:
+            rclpy.try_shutdown()
+            # Python resets its handlers to the default at exit: a repeated signal (launch's, then
+            # the terminal's) arriving then would kill the process that has already stopped cleanly.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if code:
+        sys.exit(code)

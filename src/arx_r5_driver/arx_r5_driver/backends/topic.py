@@ -6,11 +6,13 @@ reports joint states on another. Both are sensor_msgs/JointState with names
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 import numpy as np
 from sensor_msgs.msg import JointState
 
 from ..kinematics import JOINT_NAMES
+from . import BackendNotReady
 
 
 def joint_names(arm: str) -> list[str]:
@@ -18,17 +20,35 @@ def joint_names(arm: str) -> list[str]:
 
 
 class JointStateCache:
-    """The newest position of every named joint from a JointState subscription."""
+    """The newest position of every named joint from a JointState subscription.
 
-    def __init__(self):
+    With ``now`` (the subscriber's clock, s), a message stamped more than ``future_tolerance``
+    ahead of it is dropped: after the clock jumps back (a simulation reset) the messages still
+    in flight from before it must not pass for the new state. A message whose names and
+    positions do not pair up, or with a non-finite position, is dropped too (counted)."""
+
+    def __init__(self, now: Callable[[], float] | None = None, future_tolerance: float = 0.5):
         self._lock = threading.Lock()
         self._positions: dict[str, float] = {}
         self.received = threading.Event()
+        self._now, self.future_tolerance = now, future_tolerance
+        self.dropped = 0
 
     def update(self, msg: JointState) -> None:
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        positions = np.asarray(msg.position, dtype=float)
+        if (len(msg.name) != len(positions) or not np.isfinite(positions).all()
+                or (self._now is not None and stamp > self._now() + self.future_tolerance)):
+            self.dropped += 1
+            return
         with self._lock:
-            self._positions.update(zip(msg.name, msg.position))
+            self._positions.update(zip(msg.name, positions.tolist()))
         self.received.set()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._positions.clear()
+        self.received.clear()
 
     def get(self, names: list[str]) -> np.ndarray | None:
         with self._lock:
@@ -48,7 +68,7 @@ class TopicArm:
     def read(self) -> tuple[np.ndarray, float]:
         values = self.states.get(self.names)
         if values is None:
-            raise RuntimeError(f"no joint state for {self.arm} yet")
+            raise BackendNotReady(f"no joint state for {self.arm} yet")
         return values[:6], float(values[6])
 
     def command(self, joints: np.ndarray, gripper: float) -> None:

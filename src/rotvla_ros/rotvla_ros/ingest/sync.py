@@ -11,7 +11,10 @@ counted by reason, when
 - ``no_joint_state`` / ``joint_state_stale``: the joint state is missing or older than
   ``joint_state_max_age`` (when required);
 
-and never published. A set is published once: a poll without newer frames returns nothing
+and never published. A frame or joint state stamped more than ``future_tolerance`` ahead of
+the clock is refused as it arrives (counted as ``future``): kept, it would stand in front of
+every real frame after it. ``reset`` forgets everything (the clock jumped back). A set is
+published once: a poll without newer frames returns nothing
 and counts nothing. A refusal is counted once every camera has delivered a frame since the
 last judgement, so that frames still arriving one camera at a time are not counted as skew
 (publishing never waits for that). Stamps are seconds (float) on whatever clock the caller uses (the node's
@@ -53,7 +56,7 @@ class CameraStats:
 
 
 class FrameSynchronizer:
-    DROP_REASONS = ("skew", "stale", "no_joint_state", "joint_state_stale")
+    DROP_REASONS = ("skew", "stale", "no_joint_state", "joint_state_stale", "future")
 
     def __init__(
         self,
@@ -63,6 +66,7 @@ class FrameSynchronizer:
         joint_state_max_age: float,
         require_joint_state: bool = True,
         buffer_size: int = 8,
+        future_tolerance: float = 0.1,
     ):
         if not cameras:
             raise ValueError("at least one camera is needed")
@@ -71,18 +75,37 @@ class FrameSynchronizer:
         self.cameras = list(cameras)
         self.slop, self.max_age, self.joint_state_max_age = slop, max_age, joint_state_max_age
         self.require_joint_state = require_joint_state
-        self._frames = {c: collections.deque(maxlen=buffer_size) for c in self.cameras}
-        self._joint_state: Stamped | None = None
+        self.future_tolerance = future_tolerance
+        self._buffer_size = buffer_size
         self.stats = {c: CameraStats() for c in self.cameras}
         self.drops = dict.fromkeys(self.DROP_REASONS, 0)
+        self.future = dict.fromkeys([*self.cameras, "joint_state"], 0)  # refused as from the future, by source
         self.published = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every frame and joint state (the clock jumped back: they belong to another time)."""
+        self._frames = {c: collections.deque(maxlen=self._buffer_size) for c in self.cameras}
+        self._joint_state: Stamped | None = None
         self.last_skew: float | None = None
         self._last_published_newest = float("-inf")
         self._judged_state: tuple[float, ...] | None = None  # newest stamp per camera when last judged
+        for stats in self.stats.values():
+            stats.arrival_times.clear()
+            stats.last_stamp = None
 
-    def add_frame(self, camera: str, stamp: float, item: Any) -> None:
+    def _from_the_future(self, source: str, stamp: float, now: float | None) -> bool:
+        if now is not None and stamp > now + self.future_tolerance:
+            self.future[source] += 1
+            self.drops["future"] += 1
+            return True
+        return False
+
+    def add_frame(self, camera: str, stamp: float, item: Any, now: float | None = None) -> None:
         if camera not in self._frames:
             raise KeyError(f"unknown camera {camera!r}")
+        if self._from_the_future(camera, stamp, now):
+            return
         frames = self._frames[camera]
         if frames and stamp <= frames[-1].stamp:
             return  # a repeated or out-of-order frame never replaces a newer one
@@ -92,7 +115,9 @@ class FrameSynchronizer:
         stats.arrival_times.append(stamp)
         stats.last_stamp = stamp
 
-    def add_joint_state(self, stamp: float, item: Any) -> None:
+    def add_joint_state(self, stamp: float, item: Any, now: float | None = None) -> None:
+        if self._from_the_future("joint_state", stamp, now):
+            return
         if self._joint_state is None or stamp >= self._joint_state.stamp:
             self._joint_state = Stamped(stamp, item)
 

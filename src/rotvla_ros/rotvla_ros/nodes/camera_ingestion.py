@@ -15,11 +15,12 @@ uses, and rclpy's own deserialisation copied each 640x480 frame (6x slower, meas
 
 from __future__ import annotations
 
-import struct
 import threading
 
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rotvla_msgs.msg import Observation
 from builtin_interfaces.msg import Time
@@ -28,7 +29,10 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 
 from ..data.rosbag_types import make_typestore
-from ..ingest.images import ImageFormatError, center_crop_resize, check_image, fill_image, image_to_rgb
+from rotvla_common.contract import prepare_image
+from rotvla_common.text import bounded
+
+from ..ingest.images import ImageFormatError, check_image, fill_image, image_to_rgb
 from ..ingest.sync import FrameSynchronizer
 from .common import (
     ERROR,
@@ -61,11 +65,17 @@ class CameraIngestionNode(Node):
         joint_state_max_age = p("joint_state_max_age", 0.1, "Largest age of the joint state used, s.")
         require_joint_state = p("require_joint_state", True, "Refuse observations without a fresh joint state.")
         joint_state_topic = p("joint_state_topic", "/joint_states", "Joint states of both arms.")
+        future_tolerance = p("future_tolerance", 0.1, "Frames and states stamped further ahead of the clock (s) are refused.")
+        self.max_instruction_chars = p("max_instruction_chars", 1000, "Longest instruction copied into observations.")
         self.arms = list(p("arms", ["left", "right"], "Arms whose EEF poses are included, in order."))
         eef_topic = p("eef_pose_topic", "/rotvla/eef_pose", "EEF poses arrive on <eef_pose_topic>/<arm>.")
         self.instruction = ""
-        self.sync = FrameSynchronizer(self.cameras, slop, max_age, joint_state_max_age, require_joint_state)
+        self.sync = FrameSynchronizer(self.cameras, slop, max_age, joint_state_max_age, require_joint_state,
+                                      future_tolerance=future_tolerance)
+        self.max_age = max_age
         self.malformed = dict.fromkeys(self.cameras, 0)
+        self.refused_instructions = 0
+        self._future_at_last_report = 0
         self.eef_poses: dict[str, PoseStamped] = {}
         self.sequence = 0
         self._drops_at_last_report = 0
@@ -87,23 +97,39 @@ class CameraIngestionNode(Node):
         output = MutuallyExclusiveCallbackGroup()
         self.create_timer(1.0 / rate, self._publish_observation, callback_group=output)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=output)
+        # The clock going back (a simulation reset) makes every buffered frame one from the future.
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
+            post_callback=self._on_time_jump)
+
+    def _on_time_jump(self, jump) -> None:
+        with self._lock:
+            self.sync.reset()
+        self.get_logger().info("the clock jumped back: buffered frames dropped")
 
     def _on_image(self, camera: str, raw: bytes) -> None:
         try:
             msg = self._typestore.deserialize_cdr(raw, "sensor_msgs/msg/Image")
             check_image(msg)
-        except (ImageFormatError, ValueError, IndexError, KeyError, struct.error) as error:
+            stamp = to_seconds(msg.header.stamp)
+        except Exception as error:  # whatever bytes arrive (truncated CDR: rosbags' SerdeError): a counted drop
             self.malformed[camera] += 1
-            self.get_logger().error(f"{camera}: malformed image dropped: {error}", throttle_duration_sec=2.0)
+            self.get_logger().error(f"{camera}: malformed image dropped: {type(error).__name__}: {bounded(str(error))}",
+                                    throttle_duration_sec=2.0)
             return
         with self._lock:
-            self.sync.add_frame(camera, to_seconds(msg.header.stamp), msg)
+            self.sync.add_frame(camera, stamp, msg, now_seconds(self))
 
     def _on_joint_state(self, msg: JointState) -> None:
         with self._lock:
-            self.sync.add_joint_state(to_seconds(msg.header.stamp), msg)
+            self.sync.add_joint_state(to_seconds(msg.header.stamp), msg, now_seconds(self))
 
     def _on_instruction(self, msg: String) -> None:
+        if len(msg.data) > self.max_instruction_chars:
+            self.refused_instructions += 1
+            self.get_logger().error(f"instruction of {len(msg.data)} characters refused (max_instruction_chars "
+                                    f"{self.max_instruction_chars}); keeping {bounded(self.instruction, 80)!r}")
+            return
         self.instruction = msg.data
 
     def _publish_observation(self) -> None:
@@ -118,7 +144,7 @@ class CameraIngestionNode(Node):
         obs.camera_names = self.cameras
         for camera in self.cameras:
             source = synced.frames[camera].item
-            image = fill_image(Image(), center_crop_resize(image_to_rgb(source), self.image_size), "rgb8")
+            image = fill_image(Image(), prepare_image(image_to_rgb(source), self.image_size), "rgb8")
             stamp = source.header.stamp  # capture stamp and optical frame of this camera
             image.header = Header(stamp=Time(sec=stamp.sec, nanosec=stamp.nanosec), frame_id=source.header.frame_id)
             obs.images.append(image)
@@ -139,12 +165,21 @@ class CameraIngestionNode(Node):
                 values[f"{camera}/rate_hz"] = s.rate()
                 values[f"{camera}/age_s"] = (now - s.last_stamp) if s.last_stamp is not None else float("inf")
                 values[f"{camera}/malformed"] = self.malformed[camera]
+                values[f"{camera}/future"] = self.sync.future[camera]
+            future_total = sum(self.sync.future.values())
         values.update({f"dropped/{reason}": count for reason, count in drops.items()})
+        values["refused_instructions"] = self.refused_instructions
         silent = [c for c in self.cameras if values[f"{c}/age_s"] > 1.0]
+        lagging = [c for c in self.cameras if self.max_age < values[f"{c}/age_s"] <= 1.0]
+        new_future, self._future_at_last_report = future_total - self._future_at_last_report, future_total
         new_drops = sum(drops.values()) - self._drops_at_last_report
         self._drops_at_last_report = sum(drops.values())
         if silent:
             level, message = ERROR, f"no recent frames from {', '.join(silent)}"
+        elif new_future:
+            level, message = ERROR, f"{new_future} frame(s) stamped in the future refused: a camera's clock is off"
+        elif lagging:
+            level, message = WARN, f"frames from {', '.join(lagging)} arrive older than max_age: a camera lags or drifts"
         elif new_drops:
             level, message = WARN, f"dropped {new_drops} observation(s) in the last period"
         else:

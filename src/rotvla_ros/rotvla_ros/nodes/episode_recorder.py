@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import threading
 import time
@@ -24,6 +26,8 @@ from rclpy.node import Node
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rotvla_msgs.srv import StartEpisode, StopEpisode
 from std_srvs.srv import Trigger
+
+from rotvla_common.text import bounded
 
 from ..bringup import RECORD_TOPICS
 from ..data.rosbag_types import make_typestore
@@ -43,7 +47,13 @@ TOPIC_TYPES = {
     "/tf_static": "tf2_msgs/msg/TFMessage",
     "/clock": "rosgraph_msgs/msg/Clock",
 }
+MAX_TEXT = 2000  # characters of a task, instruction, operator or note kept in episode.json
 DEFAULT_TOPICS = [t for t in RECORD_TOPICS if t not in ("/tf", "/tf_static", "/clock")]
+
+
+def default_output_dir() -> Path:
+    """$ROS_HOME/rotvla_demos (~/.ros/rotvla_demos): absolute, whatever directory launch runs in."""
+    return Path(os.environ.get("ROS_HOME") or Path.home() / ".ros").expanduser().resolve() / "rotvla_demos"
 
 
 def _message_class(type_name: str):
@@ -65,7 +75,9 @@ class EpisodeRecorder(Node):
     def __init__(self, **kwargs):
         super().__init__("episode_recorder", **kwargs)
         p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
-        self.output_dir = Path(p("output_dir", "demos", "Where episode bags are written.")).expanduser()
+        output_dir = p("output_dir", "", "Where episode bags are written (empty: $ROS_HOME/rotvla_demos, ROS_HOME "
+                       "being ~/.ros by default).")
+        self.output_dir = Path(output_dir).expanduser().resolve() if output_dir else default_output_dir()
         topics = p("topics", DEFAULT_TOPICS, "Topics recorded in every episode.", read_only=True)
         self.robot_config = p("robot_config", "", "A robot configuration file copied into each episode's metadata.")
         unknown = sorted(set(topics) - set(TOPIC_TYPES))
@@ -94,7 +106,9 @@ class EpisodeRecorder(Node):
             if self._episode is not None:
                 response.success, response.message = False, f"episode {self._episode.meta['episode_id']} is being recorded"
                 return response
-            episode_id = time.strftime("%Y%m%d-%H%M%S") + f"-{request.task or 'episode'}"
+            # The task names a directory: only its safe characters, bounded (never a path).
+            slug = re.sub(r"[^A-Za-z0-9_-]+", "_", request.task)[:64].strip("_") or "episode"
+            episode_id = time.strftime("%Y%m%d-%H%M%S") + f"-{slug}"
             final = self.output_dir / episode_id
             partial = self.output_dir / f".{episode_id}.partial"
             if final.exists() or partial.exists():
@@ -104,8 +118,9 @@ class EpisodeRecorder(Node):
             writer = Writer(partial / "bag", version=8, storage_plugin=StoragePlugin.MCAP)
             writer.open()
             meta = {
-                "episode_id": episode_id, "task": request.task, "instruction": request.instruction,
-                "operator": request.operator_name, "start_time": self.get_clock().now().nanoseconds * 1e-9,
+                "episode_id": episode_id, "task": bounded(request.task, MAX_TEXT),
+                "instruction": bounded(request.instruction, MAX_TEXT),
+                "operator": bounded(request.operator_name, MAX_TEXT), "start_time": self.get_clock().now().nanoseconds * 1e-9,
                 "robot_config": Path(self.robot_config).read_text() if self.robot_config else "",
             }
             self._episode = _Episode(partial, final, writer, meta)
@@ -122,7 +137,7 @@ class EpisodeRecorder(Node):
             return response
         episode.writer.close()
         duration = ((episode.last_ns - episode.first_ns) * 1e-9) if episode.first_ns is not None else 0.0
-        episode.meta.update(success=bool(request.task_success), notes=request.notes, message_count=episode.count,
+        episode.meta.update(success=bool(request.task_success), notes=bounded(request.notes, MAX_TEXT), message_count=episode.count,
                             duration=duration, stop_time=self.get_clock().now().nanoseconds * 1e-9)
         (episode.partial / "episode.json").write_text(json.dumps(episode.meta, indent=2))
         episode.partial.rename(episode.final)  # complete, atomically

@@ -9,8 +9,9 @@
 - A chunk carries the observation's capture stamp, the checkpoint id, the latent plan and
   per-stage timings. Observations older than ``max_observation_age`` and outputs with NaN/inf
   are refused (logged, counted, reported on /diagnostics); nothing is published for them.
-- ``/rotvla/load_checkpoint`` loads, validates (action layout, cameras, weights, a finite
-  warm-up) and swaps between two inferences; the old model serves until then and stays on
+- ``/rotvla/load_checkpoint`` loads, validates (the contract of ``rotvla_common.contract``:
+  step period, image size, cameras, action layout; the weights; a finite warm-up) and swaps
+  between two inferences; the old model serves until then and stays on
   any failure; a second request during a load is refused at once.
 - ``/rotvla/set_instruction`` changes the instruction; the instruction in force is latched
   on /rotvla/instruction (the camera ingestion node copies it into observations).
@@ -23,6 +24,7 @@ for as long as a load takes.
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,8 +40,11 @@ from rotvla_msgs.srv import LoadCheckpoint, SetInstruction
 from std_msgs.msg import ColorRGBA, String
 from visualization_msgs.msg import Marker, MarkerArray
 
+from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES
+from rotvla_common.contract import Contract, contract_mismatches, eef_state, quaternion_to_matrix
+from rotvla_common.text import bounded
+
 from ..ingest.images import ImageFormatError, image_to_rgb
-from ..model.config import DUAL_ARM_EEF_ACTION_NAMES
 from ..policy import CheckpointError, NonFiniteOutputError, ObservationError, RotVLAPolicy
 from ..policy.policy import default_device
 from .common import (
@@ -57,6 +62,21 @@ from .common import (
     to_duration,
     to_seconds,
 )
+
+def observation_state(obs: Observation, arms: tuple[str, ...]) -> np.ndarray:
+    """The contract's robot state (A,) from an Observation: each arm's EEF pose (eef_poses,
+    in the order of ``arms``, framed ``<arm>_base_link``) and gripper opening (joint_state
+    ``<arm>_gripper``); raises ObservationError when any is missing."""
+    positions = dict(zip(obs.joint_state.name, obs.joint_state.position))
+    parts = []
+    for arm in arms:
+        pose = next((p for p in obs.eef_poses if p.header.frame_id.endswith(f"{arm}_base_link")), None)
+        if pose is None or f"{arm}_gripper" not in positions:
+            raise ObservationError(f"the observation has no EEF pose or gripper of the {arm} arm (the checkpoint takes the state)")
+        p, q = pose.pose.position, pose.pose.orientation
+        parts.append(eef_state((p.x, p.y, p.z), quaternion_to_matrix((q.x, q.y, q.z, q.w)), positions[f"{arm}_gripper"]))
+    return np.concatenate(parts)
+
 
 ARM_COLOURS = {"left": ColorRGBA(r=0.1, g=0.4, b=1.0, a=1.0), "right": ColorRGBA(r=1.0, g=0.3, b=0.1, a=1.0)}
 
@@ -97,12 +117,27 @@ class PolicyNode(Node):
             torch.set_num_threads(cpu_threads)
         self.dtype = p("dtype", "", "Compute dtype (bfloat16, float16, float32); empty: bfloat16 on GPU, float32 on CPU.") or None
         self.instruction = p("instruction", "", "Instruction at start (per task YAML).")
+        self.max_instruction_chars = p("max_instruction_chars", 1000, "Longest instruction accepted, characters.")
         self.max_observation_age = p("max_observation_age", 0.3, "Observations older than this (s) are refused.")
+        self.replan_period = p("replan_period", 0.0, "Serve an observation only this long (s) after the last one "
+                               "served: the executor runs that much of each chunk before the next replaces it "
+                               "(Diffusion Policy's n_action_steps; 0: every observation).")
         self.seed = p("seed", -1, "Seed of the sampled noise per chunk (-1: random).")
         self.warmup_passes = p("warmup_passes", 2, "Warm-up predictions before a checkpoint serves.")
+        self.min_swap_interval = p("min_swap_interval", 1.0, "A load requested sooner than this (s) after the last "
+                                   "swap is refused: back-to-back swaps would keep the stream at half rate.")
+        # A thread loading a checkpoint holds the GIL in long stretches of Python: hand it back to
+        # the inference thread every millisecond (the default 5 ms stalls each inference op).
+        sys.setswitchinterval(0.001)
         self.action_names = tuple(p("action_names", list(DUAL_ARM_EEF_ACTION_NAMES),
                                     "The robot's action layout; a checkpoint must match it."))
-        self.camera_names = tuple(p("camera_names", ["head", "left_wrist", "right_wrist"], "Cameras the robot has."))
+        self.arms = tuple(dict.fromkeys(name.split("/")[0] for name in self.action_names))
+        self.camera_names = tuple(p("camera_names", list(CAMERA_NAMES), "Cameras the robot has."))
+        self.image_size = p("image_size", 0, "Side of the images the camera ingestion makes, px: a checkpoint "
+                            "trained on another size is refused (0: not checked).")
+        self.step_period = p("step_period", 0.0, "The robot's chunk step period, s (1 / the fps its demonstrations "
+                             "are converted at): a checkpoint trained at another is refused; 0: any.")
+        self.future_tolerance = p("future_tolerance", 0.05, "Observations stamped further ahead of the clock (s) are refused.")
         self.frame_prefix = p("frame_prefix", "", "Prefix of the arm base frames (<prefix><arm>_base_link).")
 
         self._lock = threading.Condition()  # guards _policy, _latest, _stopping
@@ -111,11 +146,14 @@ class PolicyNode(Node):
         self._stopping = False
         self._loading = threading.Lock()
         self._pending: _PendingSwap | None = None  # a candidate the worker is warming up
+        self._last_swap = -float("inf")  # monotonic time the last swap completed
         self.counters = dict.fromkeys(
-            ("chunks", "stale_observations", "nonfinite_outputs", "bad_observations", "swaps", "failed_swaps"), 0
+            ("chunks", "stale_observations", "future_observations", "nonfinite_outputs", "bad_observations", "swaps",
+             "failed_swaps"), 0
         )
         self.last_timings: dict[str, float] = {}
         self.sequence = 0
+        self._last_served_stamp = -float("inf")
 
         self.chunk_publisher = self.create_publisher(ActionChunk, "/rotvla/action_chunk", RELIABLE_QOS)
         self.path_publisher = self.create_publisher(MarkerArray, "/rotvla/planned_path", RELIABLE_QOS)
@@ -133,6 +171,7 @@ class PolicyNode(Node):
         self._worker.start()  # before the first load: it does the warm-up
         if checkpoint:
             ok, message, *_ = self.load(checkpoint, self.device, self.dtype)
+            self._last_swap = -float("inf")  # the interval is between requested swaps, not after start-up
             self._log_outcome(ok, message)
         else:
             self.get_logger().warning("no checkpoint: nothing is published until /rotvla/load_checkpoint")
@@ -150,12 +189,19 @@ class PolicyNode(Node):
         if not self._loading.acquire(blocking=False):
             return False, "busy: another checkpoint is being loaded; try again when it has finished", 0.0, 0.0, self.checkpoint_id
         previous = self.checkpoint_id
+        since = time.monotonic() - self._last_swap
+        if since < self.min_swap_interval:
+            self._loading.release()
+            return (False, f"too soon: the last swap was {since:.2f} s ago (min_swap_interval {self.min_swap_interval:g} s)",
+                    0.0, 0.0, previous)
         try:
             started = time.perf_counter()
             candidate = RotVLAPolicy.from_pretrained(path, device=device, dtype=dtype, expected_action_names=self.action_names)
-            missing = set(candidate.config.camera_names) - set(self.camera_names)
-            if missing:
-                raise CheckpointError(f"{path}: the checkpoint needs cameras {sorted(missing)} this robot does not have")
+            deployment = Contract(self.step_period, self.image_size or candidate.config.image_size, self.camera_names,
+                                  self.action_names)
+            mismatches = contract_mismatches(candidate.contract, deployment)
+            if mismatches:
+                raise CheckpointError(f"{path} was trained for another deployment: {'; '.join(mismatches)}")
             loaded = time.perf_counter()
             pending = _PendingSwap(candidate, self.warmup_passes)
             with self._lock:
@@ -165,12 +211,13 @@ class PolicyNode(Node):
             if pending.error is not None:
                 raise pending.error
             self.counters["swaps"] += 1
+            self._last_swap = time.monotonic()
             message = f"serving {candidate.checkpoint_id} on {device} (was {previous or 'none'})"
             return True, message, loaded - started, pending.seconds, previous
-        except (CheckpointError, NonFiniteOutputError, ObservationError, ValueError, RuntimeError, OSError) as error:
+        except Exception as error:  # whatever a file from outside makes fail: refused, never the node's end
             self.counters["failed_swaps"] += 1
             kept = f"; still serving {previous}" if previous else ""
-            return False, f"{type(error).__name__}: {error}{kept}", 0.0, 0.0, previous
+            return False, bounded(f"{type(error).__name__}: {error}", 2000) + kept, 0.0, 0.0, previous
         finally:
             self._loading.release()
 
@@ -194,6 +241,12 @@ class PolicyNode(Node):
 
     def _on_set_instruction(self, request: SetInstruction.Request, response: SetInstruction.Response):
         response.previous_instruction = self.instruction
+        if len(request.instruction) > self.max_instruction_chars:
+            response.success = False
+            response.message = (f"refused: {len(request.instruction)} characters (max_instruction_chars "
+                                f"{self.max_instruction_chars}); the instruction stays {bounded(self.instruction, 80)!r}")
+            self.get_logger().error(response.message)
+            return response
         self.instruction = request.instruction
         self.instruction_publisher.publish(String(data=request.instruction))
         response.success, response.message = True, f"instruction set to {request.instruction!r}"
@@ -252,10 +305,23 @@ class PolicyNode(Node):
             self.counters["stale_observations"] += 1
             self.get_logger().warning(f"observation {obs.sequence} is {age:.3f} s old: refused", throttle_duration_sec=2.0)
             return
+        if age < -self.future_tolerance:
+            self.counters["future_observations"] += 1
+            self.get_logger().warning(f"observation {obs.sequence} is stamped {-age:.3f} s in the future: refused",
+                                      throttle_duration_sec=2.0)
+            return
+        stamp = to_seconds(obs.header.stamp)
+        if stamp < self._last_served_stamp:  # the clock went back (a reset): start the rhythm again
+            self._last_served_stamp = -float("inf")
+        if stamp < self._last_served_stamp + self.replan_period - 1e-3:
+            return  # the chunk in force still runs
+        self._last_served_stamp = stamp
         try:
             images = {name: image_to_rgb(image) for name, image in zip(obs.camera_names, obs.images)}
-            output = policy.predict({"images": images, "instruction": self.instruction},
-                                    seed=None if self.seed < 0 else self.seed)
+            observation = {"images": images, "instruction": self.instruction}
+            if policy.config.use_state:
+                observation["state"] = observation_state(obs, self.arms)
+            output = policy.predict(observation, seed=None if self.seed < 0 else self.seed)
         except (ImageFormatError, ObservationError) as error:
             self.counters["bad_observations"] += 1
             self.get_logger().error(f"observation {obs.sequence} refused: {error}", throttle_duration_sec=2.0)

@@ -1,0 +1,235 @@
+"""Seeded fuzzing of every node over DDS, each node in its own process: thousands of
+malformed, truncated, oversized and adversarial messages and service requests. Afterwards
+the node is still up, has counted what it refused, and does its job on good input; the
+executor's arms never left their limits."""
+
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+pytest.importorskip("rclpy")
+
+from rclpy.serialization import serialize_message  # noqa: E402
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus, Observation  # noqa: E402
+from rotvla_msgs.srv import LoadCheckpoint, ResetSimulation, SetInstruction, StartEpisode, StopEpisode  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from arx_r5_driver.configuration import HOME_JOINTS  # noqa: E402
+from arx_r5_driver.kinematics import R5_JOINT_LIMITS, ArmKinematics  # noqa: E402
+from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES as NAMES  # noqa: E402
+from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS, to_duration, to_seconds, to_time  # noqa: E402
+from rotvla_ros.ingest.images import fill_image  # noqa: E402
+from rotvla_ros.nodes.common import OBSERVATION_QOS  # noqa: E402
+from test_robustness_nodes import Client, alive, frame  # noqa: E402
+
+ROBOT = str(REPO_ROOT / "config" / "robot.yaml")
+SIM = str(REPO_ROOT / "config" / "sim.yaml")
+TINY = str(REPO_ROOT / "models" / "tiny-random")
+ENCODINGS = ["rgb8", "bgr8", "mono8", "rgba8", "bgra8", "16UC1", "", "yuv422", "x" * 300]
+
+
+@pytest.fixture
+def client(rclpy_context):
+    c = Client("fuzzer")
+    yield c
+    c.close()
+
+
+def start(peer_factory, *args):
+    return peer_factory(sys.executable, "-m", *args)
+
+
+def random_image(rng) -> Image:
+    """An Image whose fields disagree with each other in every way."""
+    msg = Image(height=int(rng.choice([0, 1, 7, 48, 480, 2**31 - 1])), width=int(rng.choice([0, 1, 9, 64, 640])),
+                encoding=str(rng.choice(ENCODINGS)), step=int(rng.choice([0, 3, 192, 1920, 2**31 - 1])),
+                is_bigendian=int(rng.integers(0, 2)))
+    msg.data = rng.integers(0, 256, int(rng.choice([0, 1, 100, 9216, 100_000]))).astype(np.uint8).tobytes()
+    msg.header.stamp = to_time(float(rng.choice([0.0, 1e9, 1.0, rng.uniform(0, 2e9)])))
+    return msg
+
+
+def random_joint_state(rng) -> JointState:
+    names = [str(rng.choice(["left_gripper", "right_gripper", "left_joint1", "", "x" * 1000])) for _ in range(rng.integers(0, 5))]
+    positions = rng.choice([np.nan, np.inf, -1e30, 0.04, 1.0], size=int(rng.integers(0, 6))).tolist()
+    msg = JointState(name=names, position=positions)
+    msg.header.stamp = to_time(float(rng.uniform(0, 2e9)))
+    return msg
+
+
+def test_fuzz_camera_ingestion(client, peer_factory):
+    node = start(peer_factory, "rotvla_ros.nodes.camera_ingestion", "--ros-args", "-p", "image_size:=32")
+    images = {c: client.node.create_publisher(Image, f"/cameras/{c}/color/image_raw", SENSOR_QOS) for c in CAMERA_NAMES}
+    joints = client.node.create_publisher(JointState, "/joint_states", SENSOR_QOS)
+    observations = client.listen(Observation, "/rotvla/observation", OBSERVATION_QOS)
+    assert client.spin_until(lambda: all(p.get_subscription_count() for p in images.values()), 30)
+    rng = np.random.default_rng(0)
+    for k in range(2000):
+        camera = CAMERA_NAMES[k % 3]
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            raw = serialize_message(frame(camera, 0.0))
+            images[camera].publish(raw[: int(rng.integers(0, len(raw)))])  # truncated
+        elif kind == 1:
+            images[camera].publish(random_image(rng))
+        else:
+            joints.publish(random_joint_state(rng))
+        if k % 50 == 0:
+            client.spin_for(0.01)
+    client.spin_for(0.5)
+    assert alive(node), "".join(node.lines[-30:])
+    observations.clear()
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        now = client.node.get_clock().now().nanoseconds * 1e-9
+        for camera, publisher in images.items():
+            publisher.publish(frame(camera, now))
+        state = JointState(name=["left_gripper"], position=[0.04])
+        state.header.stamp = to_time(now)
+        joints.publish(state)
+        client.spin_for(0.05)
+    assert alive(node) and len(observations) >= 10, "".join(node.lines[-30:])
+
+
+def random_chunk(rng, client) -> ActionChunk:
+    horizon = int(rng.choice([0, 1, 8, 30, 1001, 5000]))
+    names = list(NAMES)
+    mutation = rng.integers(0, 5)
+    if mutation == 1:
+        names = names[::-1]
+    elif mutation == 2:
+        names = names[: int(rng.integers(0, 20))]
+    elif mutation == 3:
+        names = names + ["extra"]
+    size = int(rng.choice([horizon * len(names), horizon * 20, int(rng.integers(0, 2000))]))
+    values = rng.choice([0.3, -0.3, 0.0, 1.0, 1e30, np.nan, np.inf, 0.08], size=size)
+    if rng.random() < 0.5 and horizon * 20 == size and horizon:  # near-valid: a pose somewhere, maybe far
+        position, rotation = ArmKinematics().fk(np.array(HOME_JOINTS))
+        row = np.r_[position + rng.normal(0, 0.3, 3), rotation[:, 0], rotation[:, 1], rng.uniform(-0.1, 0.2)]
+        values = np.tile(np.r_[row, row], horizon)
+    msg = ActionChunk(horizon=horizon, action_names=names, actions=values.astype(np.float32).tolist(),
+                      checkpoint_id="f" * int(rng.choice([0, 10, 300])), sequence=int(rng.integers(0, 2**63)))
+    now = client.node.get_clock().now().nanoseconds * 1e-9
+    msg.header.stamp = to_time(max(0.0, now + float(rng.choice([0.0, -0.05, -10.0, 0.5, 1e6]))))
+    msg.dt = to_duration(float(rng.choice([0.05, 0.1, 0.0, 2.0, 1e-9])))
+    return msg
+
+
+def test_fuzz_executor_never_breaks_a_limit(client, peer_factory):
+    node = start(peer_factory, "arx_r5_driver.executor_node", "--ros-args", "--params-file", ROBOT, "-p", "arx_r5_executor:backend:=sim")
+    statuses = client.listen(ExecutorStatus, "/rotvla/executor_status")
+    states = client.listen(JointState, "/joint_states", SENSOR_QOS)
+    chunks = client.node.create_publisher(ActionChunk, "/rotvla/action_chunk", RELIABLE_QOS)
+    assert client.spin_until(lambda: statuses, 60), "".join(node.lines[-20:])
+    rng = np.random.default_rng(1)
+    sent = 1500
+    for k in range(sent):
+        chunks.publish(random_chunk(rng, client))
+        if k % 10 == 0:
+            client.spin_for(0.01)  # ~10 chunks every 10 ms: the control loop must hold
+    client.spin_for(2.0)
+    assert alive(node), "".join(node.lines[-30:])
+    last = statuses[-1]
+    assert last.chunks_rejected > 500 and last.chunks_rejected + last.chunks_accepted <= sent
+    lower = np.array([R5_JOINT_LIMITS[j][0] for j in sorted(R5_JOINT_LIMITS)])
+    upper = np.array([R5_JOINT_LIMITS[j][1] for j in sorted(R5_JOINT_LIMITS)])
+    positions = np.array([s.position for s in states])  # (T, 14): per arm 6 joints and the gripper
+    for arm in range(2):
+        joints = positions[:, 7 * arm : 7 * arm + 6]
+        assert np.all(joints >= lower - 1e-6) and np.all(joints <= upper + 1e-6)
+    stamps = np.array([to_seconds(s.header.stamp) for s in states])
+    assert len(stamps) > 100 and np.diff(stamps).max() < 0.1  # never stalled
+
+
+def random_observation(rng, client) -> Observation:
+    cameras = list(rng.choice(list(CAMERA_NAMES) + ["", "x" * 500], size=int(rng.integers(0, 5))))
+    msg = Observation(camera_names=cameras, instruction="i" * int(rng.choice([0, 10, 100_000])))
+    for _ in range(int(rng.integers(0, 5))):
+        if rng.random() < 0.5:
+            msg.images.append(random_image(rng))
+        else:
+            side = int(rng.choice([1, 8, 84, 200]))
+            msg.images.append(fill_image(Image(), rng.integers(0, 256, (side, side, 3)).astype(np.uint8),
+                                         str(rng.choice(["rgb8", "bgr8", "mono8"]))))
+    now = client.node.get_clock().now().nanoseconds * 1e-9
+    msg.header.stamp = to_time(max(0.0, now + float(rng.choice([0.0, -100.0, 100.0]))))
+    msg.joint_state = random_joint_state(rng)
+    return msg
+
+
+def test_fuzz_policy_node(client, peer_factory, tmp_path):
+    node = start(peer_factory, "rotvla_ros.nodes.policy_node", "--ros-args", "-p", f"checkpoint:={TINY}", "-p", "device:=cpu",
+                 "-p", "max_observation_age:=5.0")
+    chunks = client.listen(ActionChunk, "/rotvla/action_chunk")
+    observations = client.node.create_publisher(Observation, "/rotvla/observation", OBSERVATION_QOS)
+    assert client.spin_until(lambda: observations.get_subscription_count() > 0, 60)
+    rng = np.random.default_rng(2)
+    (tmp_path / "file").write_text("not a checkpoint")
+    paths = ["", "/", "/nonexistent", str(tmp_path / "file"), str(tmp_path), "x" * 5000, TINY + "/config.json"]
+    for k in range(1000):
+        observations.publish(random_observation(rng, client))
+        if k % 100 == 0:
+            reply = client.call(LoadCheckpoint, "/rotvla/load_checkpoint",
+                                LoadCheckpoint.Request(path=str(rng.choice(paths)), device=str(rng.choice(["", "cpu", "gpu9"]))))
+            assert not reply.success
+            client.call(SetInstruction, "/rotvla/set_instruction",
+                        SetInstruction.Request(instruction="put the block on the plate" * int(rng.choice([1, 10_000]))))
+        if k % 20 == 0:
+            client.spin_for(0.01)
+    assert alive(node), "".join(node.lines[-30:])
+    chunks.clear()
+    good = Observation(camera_names=list(CAMERA_NAMES))
+    for camera in CAMERA_NAMES:
+        good.images.append(fill_image(Image(), np.full((84, 84, 3), 90, np.uint8), "rgb8"))
+    deadline = time.monotonic() + 30
+    while not chunks and time.monotonic() < deadline:
+        good.header.stamp = client.node.get_clock().now().to_msg()
+        observations.publish(good)
+        client.spin_for(0.3)
+    assert chunks and alive(node), "".join(node.lines[-30:])
+
+
+def test_fuzz_sim_node_and_its_reset(client, peer_factory):
+    node = start(peer_factory, "rotvla_ros.nodes.sim_node", "--ros-args", "--params-file", ROBOT, "--params-file", SIM,
+                 "-p", "real_time_factor:=0.0")
+    commands = client.node.create_publisher(JointState, "/sim/joint_commands", RELIABLE_QOS)
+    states = client.listen(JointState, "/sim/joint_states", SENSOR_QOS)
+    assert client.spin_until(lambda: states, 60), "".join(node.lines[-20:])
+    rng = np.random.default_rng(3)
+    for k in range(1500):
+        commands.publish(random_joint_state(rng))
+        if k % 300 == 0:
+            reply = client.call(ResetSimulation, "/sim/reset", ResetSimulation.Request(seed=int(rng.integers(-2**63, 2**63))))
+            assert reply.success or "reset failed" in reply.message
+        if k % 20 == 0:
+            client.spin_for(0.01)
+    assert alive(node), "".join(node.lines[-30:])
+    states.clear()
+    assert client.spin_until(lambda: len(states) > 10, 10)
+    assert all(np.isfinite(s.position).all() for s in states)
+
+
+def test_fuzz_episode_recorder(client, peer_factory, tmp_path):
+    node = start(peer_factory, "rotvla_ros.nodes.episode_recorder", "--ros-args", "-p", f"output_dir:={tmp_path}")
+    rng = np.random.default_rng(4)
+    images = client.node.create_publisher(Image, "/cameras/head/color/image_raw", SENSOR_QOS)
+    for k in range(300):
+        choice = rng.integers(0, 4)
+        if choice == 0:
+            client.call(StartEpisode, "/rotvla/recorder/start",
+                        StartEpisode.Request(task=str(rng.choice(["t", "../../escape", "a/b", "x" * 300, ""])),
+                                             instruction="i" * int(rng.choice([0, 100_000]))))
+        elif choice == 1:
+            client.call(StopEpisode, "/rotvla/recorder/stop", StopEpisode.Request(task_success=bool(rng.integers(0, 2)),
+                                                                                   notes="n" * int(rng.choice([0, 100_000]))))
+        elif choice == 2:
+            client.call(Trigger, "/rotvla/recorder/discard", Trigger.Request())
+        else:
+            images.publish(random_image(rng))
+    assert alive(node), "".join(node.lines[-30:])
+    assert all(path.resolve().is_relative_to(tmp_path.resolve()) for path in tmp_path.rglob("*"))
+    assert not (tmp_path.parent / "escape").exists()

@@ -1,0 +1,282 @@
+"""Bad input over DDS against the real nodes, each in its own process (as launch runs them):
+one test per finding of the reliability issue that was made over DDS. Whatever arrives, the
+node stays up, refuses what it cannot use with a counted reason, and keeps serving; what it
+echoes stays bounded."""
+
+import json
+import shutil
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, wait_for
+
+pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.serialization import serialize_message  # noqa: E402
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus, Observation  # noqa: E402
+from rotvla_msgs.srv import LoadCheckpoint, SetInstruction  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES as NAMES  # noqa: E402
+from rotvla_common.ros import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, to_duration, to_seconds, to_time  # noqa: E402
+from rotvla_ros.ingest.images import fill_image  # noqa: E402
+from rotvla_ros.nodes.common import OBSERVATION_QOS  # noqa: E402
+
+TINY = REPO_ROOT / "models" / "tiny-random"
+
+
+class Client:
+    """The test's side of the graph, spun in the test's thread."""
+
+    def __init__(self, name: str):
+        self.node = Node(name)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.received: dict[str, list] = {}
+
+    def listen(self, msg_type, topic: str, qos=RELIABLE_QOS) -> list:
+        box = self.received.setdefault(topic, [])
+        self.node.create_subscription(msg_type, topic, box.append, qos)
+        return box
+
+    def spin_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.01)
+
+    def spin_until(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.02)
+        return predicate()
+
+    def call(self, srv_type, name: str, request, timeout: float = 120.0):
+        client = self.node.create_client(srv_type, name)
+        assert client.wait_for_service(timeout_sec=60), f"no {name}"
+        future = client.call_async(request)
+        assert self.spin_until(future.done, timeout), f"{name}: no reply in {timeout} s (did the node die?)"
+        return future.result()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture
+def client(rclpy_context):
+    c = Client("robustness_client")
+    yield c
+    c.close()
+
+
+def node_process(peer_factory, module: str, *params: str):
+    return peer_factory(sys.executable, "-m", module, "--ros-args", *[a for p in params for a in ("-p", p)])
+
+
+def alive(peer) -> bool:
+    return peer.proc.poll() is None
+
+
+def frame(camera: str, stamp: float, size=(60, 80)) -> Image:
+    msg = fill_image(Image(), np.full(size + (3,), 100, np.uint8), "rgb8")
+    msg.header.stamp = to_time(stamp)
+    msg.header.frame_id = f"{camera}_color_optical_frame"
+    return msg
+
+
+def latest_diagnostic(box: list, name: str):
+    statuses = [s for array in box for s in array.status if s.name == name]
+    return statuses[-1] if statuses else None
+
+
+# -- camera ingestion ------------------------------------------------------------------------
+
+
+def test_ingestion_survives_truncated_images_future_frames_and_huge_instructions(client, peer_factory):
+    """Findings 1, 9 and 6 (instruction): one truncated CDR Image ended the node; one frame
+    stamped 100 s ahead wedged it while diagnostics said OK; a 10 MB instruction was copied
+    into every observation."""
+    node = node_process(peer_factory, "rotvla_ros.nodes.camera_ingestion", "image_size:=32", "rate:=10.0")
+    images = {c: client.node.create_publisher(Image, f"/cameras/{c}/color/image_raw", SENSOR_QOS) for c in CAMERA_NAMES}
+    joints = client.node.create_publisher(JointState, "/joint_states", SENSOR_QOS)
+    instruction = client.node.create_publisher(String, "/rotvla/instruction", LATCHED_QOS)
+    observations = client.listen(Observation, "/rotvla/observation", OBSERVATION_QOS)
+    diagnostics = client.listen(DiagnosticArray, "/diagnostics")
+    assert client.spin_until(lambda: all(p.get_subscription_count() for p in images.values()), 30)
+
+    def stream(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            now = client.node.get_clock().now().nanoseconds * 1e-9
+            for camera, publisher in images.items():
+                publisher.publish(frame(camera, now))
+            state = JointState(name=["left_gripper"], position=[0.04])
+            state.header.stamp = to_time(now)
+            joints.publish(state)
+            client.spin_for(0.05)
+
+    stream(1.5)
+    assert client.spin_until(lambda: observations, 10), "".join(node.lines[-20:])
+    whole = serialize_message(frame("head", 0.0))
+    # Paced: the sensor QoS keeps only the newest few messages, and each of these must arrive.
+    for cut in (8, 20, 40, len(whole) // 2, len(whole) - 64):  # (the last bytes may be padding)
+        images["head"].publish(whole[:cut])  # truncated CDR
+        client.spin_for(0.05)
+    images["head"].publish(b"\x00\x01" * 13)  # not CDR at all
+    client.spin_for(0.05)
+    now = client.node.get_clock().now().nanoseconds * 1e-9
+    images["head"].publish(frame("head", now + 100.0))  # a frame from the future
+    instruction.publish(String(data="x" * 10_000_000))
+    client.spin_for(0.5)
+    assert alive(node), "".join(node.lines[-30:])
+    before = len(observations)
+    stream(2.0)
+    assert alive(node), "".join(node.lines[-30:])
+    assert len(observations) - before >= 8  # ~10 Hz: the stream was not wedged
+    assert all(len(o.instruction) < 1000 for o in observations[before:])
+
+    def counts() -> dict:
+        status = latest_diagnostic(diagnostics, "rotvla/camera_ingestion")
+        return {kv.key: kv.value for kv in status.values} if status is not None else {}
+
+    # Each refused message counted (diagnostics come at 1 Hz: wait for one that has them all).
+    assert client.spin_until(lambda: int(counts().get("head/malformed", 0)) >= 6, 5), str(counts())[:2000]
+    values = counts()
+    assert int(values["head/future"]) >= 1
+    statuses = [s for a in diagnostics for s in a.status if s.name == "rotvla/camera_ingestion"]
+    assert int(values["refused_instructions"]) == 1
+    assert any(s.level == DiagnosticStatus.ERROR and "future" in s.message for s in statuses), \
+        [s.message for s in statuses]
+
+
+# -- the policy node -------------------------------------------------------------------------
+
+
+def bad_checkpoint(tmp_path, name: str, edit) -> str:
+    target = tmp_path / name
+    shutil.copytree(TINY, target)
+    edit(target)
+    return str(target)
+
+
+def edit_json(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def policy(client, peer_factory):
+    node = node_process(peer_factory, "rotvla_ros.nodes.policy_node", f"checkpoint:={TINY}", "device:=cpu",
+                        "max_observation_age:=5.0")
+    chunks = client.listen(ActionChunk, "/rotvla/action_chunk")
+    observations = client.node.create_publisher(Observation, "/rotvla/observation", OBSERVATION_QOS)
+    assert client.spin_until(lambda: observations.get_subscription_count() > 0, 60), "".join(node.lines[-20:])
+
+    def observe(stamp_offset: float = 0.0, encoding: str = "rgb8") -> Observation:
+        now = client.node.get_clock().now().nanoseconds * 1e-9
+        msg = Observation(camera_names=list(CAMERA_NAMES))
+        for camera in CAMERA_NAMES:
+            image = fill_image(Image(), np.full((84, 84, 3), 90, np.uint8), encoding)
+            image.header.stamp = to_time(now + stamp_offset)
+            msg.images.append(image)
+        msg.header.stamp = to_time(now + stamp_offset)
+        observations.publish(msg)
+        return msg
+
+    return node, chunks, observe
+
+
+def test_the_policy_node_refuses_bad_checkpoints_and_keeps_serving(client, policy, tmp_path):
+    """Findings 2 and 3: three requests ended the node without a reply, two checkpoints that
+    cannot serve were swapped in."""
+    node, chunks, observe = policy
+    cases = {
+        "heads": lambda d: edit_json(d / "config.json", lambda c: c["model"]["expert"].update(num_heads=0)),
+        "backbone": lambda d: (d / "backbone_config.json").write_text(json.dumps({"vision_config": 5})),
+        "dt": lambda d: edit_json(d / "config.json", lambda c: c["model"].update(dt=0.0)),
+        "std": lambda d: edit_json(d / "normalization.json", lambda c: c["action"].update(std=[1e30] * 20)),
+        "missing": lambda d: (d / "model.safetensors").unlink(),
+        "corrupt": lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 100),
+    }
+    requests = [LoadCheckpoint.Request(path=bad_checkpoint(tmp_path, name, edit)) for name, edit in cases.items()]
+    requests.append(LoadCheckpoint.Request(path=str(TINY), device="cuda"))  # no CUDA in this torch
+    serving = None
+    for request in requests:
+        reply = client.call(LoadCheckpoint, "/rotvla/load_checkpoint", request)
+        assert alive(node), "".join(node.lines[-30:])
+        assert not reply.success, (request.path, reply.message)
+        assert reply.checkpoint_id and len(reply.message) < 3000
+        serving = serving or reply.checkpoint_id
+        assert reply.checkpoint_id == serving  # the old model still serves
+    chunks.clear()
+    observe()
+    assert client.spin_until(lambda: chunks, 30)
+    assert chunks[-1].checkpoint_id == serving and to_seconds(chunks[-1].dt) == pytest.approx(0.1)
+
+
+def test_the_policy_node_refuses_future_observations_huge_instructions_and_serves_bgr(client, policy):
+    """Findings 9 (an observation stamped 100 s ahead was answered), 6 (a 10 MB instruction)
+    and 12 (a bgr8 image failed inference with negative strides)."""
+    node, chunks, observe = policy
+    reply = client.call(SetInstruction, "/rotvla/set_instruction", SetInstruction.Request(instruction="x" * 10_000_000))
+    assert not reply.success and alive(node)
+    chunks.clear()
+    observe(stamp_offset=100.0)
+    client.spin_for(2.0)
+    assert not chunks  # nothing for an observation from the future
+    observe(encoding="bgr8")
+    assert client.spin_until(lambda: chunks, 30), "".join(node.lines[-20:])
+    assert alive(node)
+
+
+# -- the executor ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def executor(client, peer_factory):
+    node = peer_factory(sys.executable, "-m", "arx_r5_driver.executor_node", "--ros-args", "--params-file",
+                        str(REPO_ROOT / "config" / "robot.yaml"), "-p", "arx_r5_executor:backend:=sim")
+    statuses = client.listen(ExecutorStatus, "/rotvla/executor_status")
+    chunks = client.node.create_publisher(ActionChunk, "/rotvla/action_chunk", RELIABLE_QOS)
+    assert client.spin_until(lambda: statuses, 60), "".join(node.lines[-20:])
+    return node, statuses, chunks
+
+
+def chunk_message(client, horizon=8, names=NAMES, checkpoint_id="test", sequence=0) -> ActionChunk:
+    from arx_r5_driver.configuration import HOME_JOINTS
+    from arx_r5_driver.kinematics import ArmKinematics
+
+    position, rotation = ArmKinematics().fk(np.array(HOME_JOINTS))
+    row = np.r_[position, rotation[:, 0], rotation[:, 1], 0.04]
+    msg = ActionChunk(horizon=horizon, action_names=list(names), checkpoint_id=checkpoint_id, sequence=sequence)
+    msg.header.stamp = client.node.get_clock().now().to_msg()
+    msg.dt = to_duration(0.05)
+    msg.actions = np.tile(np.r_[row, row], horizon).astype(np.float32).tolist() if len(names) == 20 else [0.0] * (
+        horizon * len(names))
+    return msg
+
+
+def test_the_executor_bounds_what_it_echoes_and_refuses_chunks_that_would_stall_it(client, executor):
+    """Findings 6 (100,000 unknown names / a 1 MB checkpoint id made every status megabytes)
+    and 7 (a 50,000-step chunk stalled the control loop)."""
+    node, statuses, chunks = executor
+    states = client.listen(JointState, "/joint_states", SENSOR_QOS)
+    chunks.publish(chunk_message(client, horizon=2, names=[f"unknown/{k}" for k in range(100_000)]))
+    chunks.publish(chunk_message(client, checkpoint_id="c" * 1_000_000, sequence=1))
+    chunks.publish(chunk_message(client, horizon=50_000, sequence=2))
+    client.spin_until(lambda: statuses and statuses[-1].chunks_rejected >= 3, 30)
+    statuses.clear()
+    states.clear()
+    client.spin_for(2.0)
+    assert alive(node), "".join(node.lines[-30:])
+    assert statuses and statuses[-1].chunks_rejected == 3 and statuses[-1].chunks_accepted == 0
+    assert max(len(serialize_message(s)) for s in statuses) < 4096
+    stamps = [to_seconds(s.header.stamp) for s in states]
+    assert len(stamps) > 50 and max(np.diff(stamps)) < 0.1  # the control loop never stalled
