@@ -7,11 +7,22 @@ The node set, its parameter files and overrides come from ``rotvla_ros.bringup``
 description the composed runner ``rotvla_run`` uses. On hardware, realsense2_camera's
 rs_launch.py is included once per D405, each in a scoped GroupAction; with ``sim:=true`` the
 MuJoCo cell replaces cameras and arms. ``record:=true`` runs ``ros2 bag record -s mcap`` on
-the documented topics.
+the documented topics. When a required node (the simulation, the executor, the policy) exits,
+the whole launch shuts down with that reason: half a system never keeps running.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, GroupAction, IncludeLaunchDescription, OpaqueFunction
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    ExecuteProcess,
+    GroupAction,
+    IncludeLaunchDescription,
+    OpaqueFunction,
+    RegisterEventHandler,
+)
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 
@@ -46,19 +57,39 @@ def _actions(context):
 
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     args = SystemArgs(
-        sim=_truthy(value("sim")), task=value("task"), checkpoint=value("checkpoint"), instruction=value("instruction"),
-        device=value("device"), seed=int(value("seed")), expert=_truthy(value("expert")),
+        sim=_truthy(value("sim")),
+        task=value("task"),
+        checkpoint=value("checkpoint"),
+        instruction=value("instruction"),
+        device=value("device"),
+        seed=int(value("seed")),
+        expert=_truthy(value("expert")),
         record_episodes=_truthy(value("record")),
         camera_serials={c: value(f"{c}_serial") for c in CAMERAS},
         can_ports={arm: value(f"{arm}_can") for arm in ("left", "right") if value(f"{arm}_can")},
     )
     share = Path(get_package_share_directory("rotvla_ros"))
     files = [str(f) for f in parameter_files(share / "config", args)]
-    actions = [
-        Node(package=spec.package, executable=spec.executable, name=spec.name, output="screen",
-             parameters=[*files, spec.parameters], emulate_tty=True)
-        for spec in node_set(args)
-    ]
+    actions = []
+    for spec in node_set(args):
+        node = Node(
+            package=spec.package,
+            executable=spec.executable,
+            name=spec.name,
+            output="screen",
+            parameters=[*files, spec.parameters],
+            emulate_tty=True,
+        )
+        actions.append(node)
+        if spec.required:
+            actions.append(
+                RegisterEventHandler(
+                    OnProcessExit(
+                        target_action=node,
+                        on_exit=[EmitEvent(event=Shutdown(reason=f"required node {spec.name} exited"))],
+                    )
+                )
+            )
     if not args.sim:
         rs_launch = Path(get_package_share_directory("realsense2_camera")) / "launch" / "rs_launch.py"
         for camera in CAMERAS:
@@ -75,6 +106,9 @@ def _actions(context):
 
 def generate_launch_description():
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=text) for name, (default, text) in ARGUMENTS.items()]
+        [
+            DeclareLaunchArgument(name, default_value=default, description=text)
+            for name, (default, text) in ARGUMENTS.items()
+        ]
         + [OpaqueFunction(function=_actions)]
     )

@@ -81,7 +81,7 @@ build_inputs=$(
   {
     find src -type f \( -path 'src/rotvla_msgs/*' -o -name package.xml -o -name setup.py \
       -o -name setup.cfg -o -name CMakeLists.txt \) -print0 | sort -z | xargs -0 sha256sum
-    find launch config -type f | sort
+    find launch config models -path 'models/sim-*' -o -path 'launch/*' -o -path 'config/*' | sort
     cat colcon.meta
     echo "$MODE ${ROS_DISTRO:-} $VENV"
   } | sha256sum | cut -d' ' -f1
@@ -111,9 +111,12 @@ if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
     log "WARNING: libosmesa6 is missing and cannot be installed here (no root): the simulated cameras will not render"
   fi
 fi
-# 6. The embedded default checkpoint: the tiny preset with random weights.
-if [ ! -f models/tiny-random/model.safetensors ]; then
-  log "writing the embedded default checkpoint models/tiny-random"
+# 6. The random-weight checkpoint of the tests: the tiny preset, written again whenever the
+#    model's code changes.
+tiny_hash=$(hash_of src/rotvla_ros/rotvla_ros/model/*.py src/rotvla_ros/rotvla_ros/policy/*.py)
+if ! stamp_ok tiny-random "$tiny_hash" || [ ! -f models/tiny-random/model.safetensors ]; then
+  log "writing the random-weight test checkpoint models/tiny-random"
+  rm -rf models/tiny-random
   (source scripts/env.sh && python -m rotvla_ros.policy.init_checkpoint models/tiny-random --preset tiny --seed 0)
+  stamp_set tiny-random "$tiny_hash"
 fi
-log "ready ($MODE): source scripts/env.sh"

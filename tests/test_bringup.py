@@ -6,11 +6,10 @@ import importlib.util
 import signal
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, wait_for
+from conftest import REPO_ROOT
 
 pytest.importorskip("rclpy")
 
@@ -59,8 +58,18 @@ def test_the_simulated_stack_runs_the_expert_to_success_and_shuts_down_cleanly(r
     """The MuJoCo cell (cup stacking, both arms), the executor (teleop from the sim's scripted
     expert, through its safety filter), camera ingestion and the policy node (tiny
     checkpoint) in one process."""
-    runner = peer_factory(sys.executable, "-m", "rotvla_ros.nodes.runner", "--checkpoint",
-                          str(REPO_ROOT / "models" / "tiny-random"), "--expert", "--task", "cup_stacking", "--seed", "1")
+    runner = peer_factory(
+        sys.executable,
+        "-m",
+        "rotvla_ros.nodes.runner",
+        "--checkpoint",
+        str(REPO_ROOT / "models" / "tiny-random"),
+        "--expert",
+        "--task",
+        "cup_stacking",
+        "--seed",
+        "1",
+    )
     observer = Observer()
     try:
         seen = observer.seen
@@ -98,8 +107,15 @@ def test_the_simulated_stack_runs_the_expert_to_success_and_shuts_down_cleanly(r
 def test_the_policy_drives_the_simulated_arms_with_fresh_chunks(rclpy_context, peer_factory):
     """No expert: the tiny checkpoint's chunks reach the executor in time to be executed
     (the policy runs in a process of its own, one torch thread: see NodeSpec.own_process)."""
-    runner = peer_factory(sys.executable, "-m", "rotvla_ros.nodes.runner", "--checkpoint",
-                          str(REPO_ROOT / "models" / "tiny-random"), "--task", "block_to_plate")
+    runner = peer_factory(
+        sys.executable,
+        "-m",
+        "rotvla_ros.nodes.runner",
+        "--checkpoint",
+        str(REPO_ROOT / "models" / "tiny-random"),
+        "--task",
+        "block_to_plate",
+    )
     observer = Observer()
     try:
         seen = observer.seen
@@ -158,35 +174,58 @@ def test_the_launch_file_and_the_runner_share_one_node_set():
     for entity in description.entities:
         entity.visit(context)
     actions = module._actions(context)
-    launched = {a.node_name.split("/")[-1] for a in actions if hasattr(a, "node_name")}
-    assert launched == sim_nodes
+    from launch_ros.actions import Node
+
+    def text(value) -> str:  # a str, or launch substitutions (TextSubstitution) before they are performed
+        return value if isinstance(value, str) else "".join(getattr(part, "text", "") for part in value)
+
+    # node_name is only known once the action has run (launch_ros raises before); package and
+    # executable are known now.
+    launched = {(text(a.node_package), text(a.node_executable)) for a in actions if isinstance(a, Node)}
+    assert launched == {(spec.package, spec.executable) for spec in node_set(SystemArgs(sim=True))}
 
 
-def test_every_parameter_in_the_config_files_is_one_a_node_declares():
-    """A misspelt key in a YAML file would be silently ignored by ROS: every key of every
-    node section must be declared by that node (checked by building each node's class)."""
-    import yaml
+@pytest.mark.parametrize("task", ["block_to_plate", "cup_stacking"])
+def test_each_node_built_from_the_config_files_has_their_values(task, rclpy_context):
+    """A misspelt key in a YAML file would be silently ignored by ROS, and a code default that
+    disagrees with the file would give a node started without it another robot: every node of
+    the simulated bringup is built from the files (as the runner and launch build it), and
+    every key of its sections (and /**) must be a parameter it declares, with the file's value."""
 
-    declared = {
-        "arx_r5_executor": Path(REPO_ROOT / "src/arx_r5_driver/arx_r5_driver/executor_node.py").read_text(),
-        "camera_ingestion": Path(REPO_ROOT / "src/rotvla_ros/rotvla_ros/nodes/camera_ingestion.py").read_text(),
-        "policy": Path(REPO_ROOT / "src/rotvla_ros/rotvla_ros/nodes/policy_node.py").read_text(),
-        "sim": Path(REPO_ROOT / "src/rotvla_ros/rotvla_ros/nodes/sim_node.py").read_text(),
-    }
+    from arx_r5_driver.configuration import ARM_PARAMETERS, PARAMETERS
+    from rotvla_common.parameters import read_parameter_files
+    from rotvla_ros.nodes.runner import build
 
-    def keys(tree, prefix=""):
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                yield from keys(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}"
-
-    for path in sorted([*(REPO_ROOT / "config").glob("*.yaml"), *(REPO_ROOT / "config" / "tasks").glob("*.yaml")]):
-        for section, body in yaml.safe_load(path.read_text()).items():
-            if section == "/**":
-                continue
-            assert section in declared, f"{path}: unknown node {section}"
-            for key in keys(body["ros__parameters"]):
-                leaf = key.split(".")[-1]
-                assert key == "use_sim_time" or f'"{leaf}"' in declared[section] or f'"{key}"' in declared[section], \
-                    f"{path}: {section} declares no parameter {key}"
+    args = SystemArgs(sim=True, task=task, checkpoint="", status=False)
+    files = parameter_files(REPO_ROOT / "config", args)
+    shared = read_parameter_files(files, "")  # the /** sections alone
+    declared_somewhere = {"use_sim_time"}
+    for spec in node_set(args):
+        if spec.name == "policy":
+            spec = type(spec)(**{**spec.__dict__, "parameters": {}})  # no checkpoint to load here
+        values = read_parameter_files(files, spec.name)
+        own = {name for name, value in values.items() if name not in shared or shared[name] != value}
+        node = build(spec, files)
+        try:
+            for name, value in values.items():
+                if name not in own and not node.has_parameter(name):
+                    continue  # a /** entry another node takes
+                assert node.has_parameter(name), f"{spec.name} declares no parameter {name} (files: {files})"
+                declared_somewhere.add(name)
+                got = node.get_parameter(name).value
+                assert got == value or (isinstance(value, list) and list(got) == value), (spec.name, name, got, value)
+        finally:
+            node.destroy_node()
+    assert set(shared) <= declared_somewhere, f"/** keys no node declares: {sorted(set(shared) - declared_somewhere)}"
+    # The executor's code defaults are the robot file's values: a node started without it is still this robot.
+    robot = read_parameter_files([REPO_ROOT / "config" / "robot.yaml"], "arx_r5_executor")
+    for name, (default, _) in PARAMETERS.items():
+        if name in robot:
+            assert default == robot[name], (
+                f"arx_r5_executor default {name}={default} but config/robot.yaml has {robot[name]}"
+            )
+    for arm in robot["arms"]:
+        for name, (default, _) in ARM_PARAMETERS.items():
+            key = f"{arm}.{name}"
+            if key in robot and default is not None:
+                assert default == robot[key], f"default {key}={default} but config/robot.yaml has {robot[key]}"

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from rotvla_common import topics
+from rotvla_common.action_space import CAMERA_NAMES
 
 TASKS = ("block_to_plate", "block_into_drawer", "cup_stacking")
-CAMERAS = ("head", "left_wrist", "right_wrist")
 # What `record:=true` records (the episode recorder of the recording issue reads the same).
 RECORD_TOPICS = (
-    *(f"/cameras/{c}/color/image_raw" for c in CAMERAS),
-    *(f"/cameras/{c}/color/camera_info" for c in CAMERAS),
-    "/joint_states", "/rotvla/eef_pose/left", "/rotvla/eef_pose/right", "/rotvla/action_chunk",
-    "/rotvla/executor_status", "/rotvla/instruction", "/tf", "/tf_static", "/clock",
+    *(f"/cameras/{c}/color/image_raw" for c in CAMERA_NAMES),
+    *(f"/cameras/{c}/color/camera_info" for c in CAMERA_NAMES),
+    "/joint_states",
+    topics.absolute(topics.eef_pose("left")),
+    topics.absolute(topics.eef_pose("right")),
+    topics.absolute(topics.ACTION_CHUNK),
+    topics.absolute(topics.EXECUTOR_STATUS),
+    topics.absolute(topics.INSTRUCTION),
+    "/tf",
+    "/tf_static",
+    "/clock",
 )
 
 
@@ -36,6 +44,9 @@ class NodeSpec:
     # process with the other nodes' threads made a 7 ms tiny-checkpoint forward take
     # 600-900 ms on 2 cores, and every chunk arrived stale.
     own_process: bool = False
+    # Without it the system cannot run (the arms, their commands, the simulated world): its
+    # end ends the whole bringup, under launch (OnProcessExit -> Shutdown) and in rotvla_run.
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,9 +60,38 @@ class SystemArgs:
     expert: bool = False  # sim: the scripted expert drives (teleop), for demos
     camera_serials: dict = field(default_factory=dict)  # camera -> serial number (hardware)
     can_ports: dict = field(default_factory=dict)  # arm -> CAN interface (hardware)
-    status: bool = True  # the one-line status monitor
+    status: bool = True  # the status monitor
+    status_overwrite: bool = False  # its line rewritten in place (an interactive terminal, not launch)
     policy: bool = True  # False: recording demonstrations needs no policy
     record_episodes: bool = False  # the episode recorder node (start/stop/discard services)
+
+
+def default_config_dir() -> Path:
+    """The installed config/ (share/rotvla_ros/config), else the source tree's."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("rotvla_ros")) / "config"
+    except (ImportError, LookupError):
+        return Path(__file__).resolve().parents[1] / "config"  # src/rotvla_ros/config -> config/
+
+
+def default_checkpoint(task: str) -> str:
+    """What the simulated bringup serves when no checkpoint is named: the task's shipped
+    simulation checkpoint (models/sim-<task>, installed with the package), else the
+    random-weight test checkpoint the set-up writes (models/tiny-random); empty if neither."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        roots = [Path(get_package_share_directory("rotvla_ros")) / "models"]
+    except (ImportError, LookupError):
+        roots = []
+    roots.append(Path(__file__).resolve().parents[1] / "models")  # src/rotvla_ros/models -> models/
+    for name in (f"sim-{task}", "tiny-random"):
+        for root in roots:
+            if (root / name / "model.safetensors").is_file():
+                return str((root / name).resolve())
+    return ""
 
 
 def parameter_files(config_dir: Path, args: SystemArgs) -> list[Path]:
@@ -68,27 +108,73 @@ def node_set(args: SystemArgs) -> list[NodeSpec]:
     """The nodes of the system (cameras on hardware come from realsense2_camera's launch)."""
     executor = {"control_source": "teleop"} if args.expert else {}
     executor.update({f"{arm}.can_port": port for arm, port in args.can_ports.items()})
-    policy = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    checkpoint = args.checkpoint or (default_checkpoint(args.task) if args.sim else "")
+    policy = {"checkpoint": checkpoint} if checkpoint else {}
     if args.instruction:
         policy["instruction"] = args.instruction
     if args.device:
         policy["device"] = args.device
     nodes = []
     if args.sim:
-        nodes.append(NodeSpec("sim", "rotvla_ros", "sim_node", "rotvla_ros.nodes.sim_node:SimNode",
-                              {"seed": args.seed, "expert": args.expert}))
+        nodes.append(
+            NodeSpec(
+                "sim",
+                "rotvla_ros",
+                "sim_node",
+                "rotvla_ros.nodes.sim_node:SimNode",
+                {"seed": args.seed, "expert": args.expert},
+                required=True,
+            )
+        )
     nodes += [
-        NodeSpec("arx_r5_executor", "arx_r5_driver", "executor", "arx_r5_driver.executor_node:ExecutorNode", executor),
-        NodeSpec("camera_ingestion", "rotvla_ros", "camera_ingestion", "rotvla_ros.nodes.camera_ingestion:CameraIngestionNode"),
+        NodeSpec(
+            "arx_r5_executor",
+            "arx_r5_driver",
+            "executor",
+            "arx_r5_driver.executor_node:ExecutorNode",
+            executor,
+            required=True,
+        ),
+        NodeSpec(
+            "camera_ingestion",
+            "rotvla_ros",
+            "camera_ingestion",
+            "rotvla_ros.nodes.camera_ingestion:CameraIngestionNode",
+        ),
     ]
     if args.policy:
-        nodes.append(NodeSpec("policy", "rotvla_ros", "policy_node", "rotvla_ros.nodes.policy_node:PolicyNode", policy,
-                              threads=2, own_process=True))
+        nodes.append(
+            NodeSpec(
+                "policy",
+                "rotvla_ros",
+                "policy_node",
+                "rotvla_ros.nodes.policy_node:PolicyNode",
+                policy,
+                threads=2,
+                own_process=True,
+                required=True,
+            )
+        )
     if args.record_episodes:
-        nodes.append(NodeSpec("episode_recorder", "rotvla_ros", "episode_recorder",
-                              "rotvla_ros.nodes.episode_recorder:EpisodeRecorder", threads=2))
+        nodes.append(
+            NodeSpec(
+                "episode_recorder",
+                "rotvla_ros",
+                "episode_recorder",
+                "rotvla_ros.nodes.episode_recorder:EpisodeRecorder",
+                threads=2,
+            )
+        )
     if args.status:
-        nodes.append(NodeSpec("status_monitor", "rotvla_ros", "status_monitor", "rotvla_ros.nodes.status_monitor:StatusMonitor"))
+        nodes.append(
+            NodeSpec(
+                "status_monitor",
+                "rotvla_ros",
+                "status_monitor",
+                "rotvla_ros.nodes.status_monitor:StatusMonitor",
+                {"overwrite_line": True} if args.status_overwrite else {},
+            )
+        )
     return nodes
 
 

@@ -27,33 +27,19 @@ from pathlib import Path
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
-from rclpy.parameter import Parameter, parameter_dict_from_yaml_file
+from rclpy.parameter import Parameter
+from rotvla_common.parameters import read_parameter_files
 from rclpy.signals import SignalHandlerOptions
 
-from ..bringup import TASKS, NodeSpec, SystemArgs, node_set, parameter_files
-
-
-def default_config_dir() -> Path:
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory("rotvla_ros")) / "config"
-    except (ImportError, LookupError):
-        return Path(__file__).resolve().parents[2] / "config"
+from ..bringup import TASKS, NodeSpec, SystemArgs, default_config_dir, node_set, parameter_files
 
 
 def node_parameters(spec: NodeSpec, files: list[Path]) -> list[Parameter]:
-    """The node's parameters from the files (its section and /**), then the overrides."""
-    merged = {}
-    for path in files:
-        try:
-            merged.update(parameter_dict_from_yaml_file(str(path), use_wildcard=True, target_nodes=[spec.name]))
-        except RuntimeError as error:  # rclpy's way of saying the file has nothing for this node
-            if "does not contain any valid parameters" not in str(error):
-                raise
-    parameters = {name: Parameter.from_parameter_msg(msg) for name, msg in merged.items()}
-    parameters.update({name: Parameter(name, value=value) for name, value in spec.parameters.items()})
-    return list(parameters.values())
+    """The node's parameters from the files (/** and its section, merged per parameter as rcl
+    does: see rotvla_common.parameters), then the overrides."""
+    values = read_parameter_files(files, spec.name)
+    values.update(spec.parameters)
+    return [Parameter(name, value=value) for name, value in values.items()]
 
 
 def build(spec: NodeSpec, files: list[Path]):
@@ -73,19 +59,27 @@ def start_process(spec: NodeSpec, files: list[Path], ros_args: list[str]) -> sub
         command += ["-p", f"{name}:={json.dumps(value)}"]
     command += [arg for arg in ros_args if arg != "--ros-args"]
     # A session of its own: a terminal's Ctrl-C reaches the runner only, which stops the
-    # child once, in order.
-    return subprocess.Popen(command, start_new_session=True)
+    # child once, in order. And the child goes when the runner goes, however it goes.
+    return subprocess.Popen(command, start_new_session=True, preexec_fn=_end_with_parent)
 
 
-def _spin(executor, context, running: threading.Event) -> None:
+def _end_with_parent() -> None:
+    """In the child, before it runs: SIGTERM when the parent process dies (Linux prctl)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _spin(name: str, executor, context, running: threading.Event, errors: dict) -> None:
     try:
         while running.is_set() and context.ok():
             executor.spin_once(timeout_sec=0.25)  # bounded: see rotvla_common.ros.run_node
     except (ExternalShutdownException, KeyboardInterrupt):
         pass
-    except Exception:
+    except Exception as error:  # a bug in a callback: the runner reports it and stops the system
         if context.ok():
-            raise
+            errors[name] = f"{type(error).__name__}: {error}"
 
 
 class System:
@@ -98,6 +92,7 @@ class System:
         self.nodes, self.executors, self.threads = {}, [], []
         self.processes: dict[str, subprocess.Popen] = {}
         self.running = threading.Event()
+        self.errors: dict[str, str] = {}  # node -> what ended its spinning
 
     def start(self) -> None:
         self.running.set()
@@ -109,8 +104,12 @@ class System:
             self.nodes[spec.name] = node
             executor = MultiThreadedExecutor(num_threads=spec.threads) if spec.threads > 1 else SingleThreadedExecutor()
             executor.add_node(node)
-            thread = threading.Thread(target=_spin, args=(executor, node.context, self.running), name=f"spin-{spec.name}",
-                                      daemon=True)
+            thread = threading.Thread(
+                target=_spin,
+                args=(spec.name, executor, node.context, self.running, self.errors),
+                name=f"spin-{spec.name}",
+                daemon=True,
+            )
             thread.start()
             self.executors.append(executor)
             self.threads.append(thread)
@@ -137,6 +136,21 @@ class System:
                 process.wait()
         rclpy.try_shutdown()
 
+    def failure(self) -> str:
+        """Why a required node is no longer running (empty: all are)."""
+        for spec in self.specs:
+            if not spec.required:
+                continue
+            process = self.processes.get(spec.name)
+            if process is not None and process.poll() is not None:
+                return f"{spec.name} exited with status {process.returncode}"
+            node = self.nodes.get(spec.name)
+            if node is not None and getattr(node, "fatal_error", ""):
+                return f"{spec.name}: {node.fatal_error}"
+            if spec.name in self.errors:
+                return f"{spec.name} stopped: {self.errors[spec.name]}"
+        return ""
+
     @property
     def exit_code(self) -> int:
         """Non-zero when a node process of its own failed."""
@@ -161,22 +175,41 @@ def main(argv=None):
     # nodes' own threads): SIGINT and SIGTERM end the main loop, then stop() runs in order.
     rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    system = System(SystemArgs(sim=not options.hardware, task=options.task, checkpoint=options.checkpoint,
-                               instruction=options.instruction, device=options.device, seed=options.seed,
-                               expert=options.expert, policy=not options.no_policy,
-                               record_episodes=options.record), options.config_dir, ros_args)
+    system = System(
+        SystemArgs(
+            sim=not options.hardware,
+            task=options.task,
+            checkpoint=options.checkpoint,
+            instruction=options.instruction,
+            device=options.device,
+            seed=options.seed,
+            expert=options.expert,
+            policy=not options.no_policy,
+            record_episodes=options.record,
+            status_overwrite=sys.stdout.isatty(),
+        ),
+        options.config_dir,
+        ros_args,
+    )
     if options.hardware:
         print("[rotvla_run] hardware: start the cameras with realsense2_camera (see launch/bringup.launch.py)")
+    failure = ""
     try:
         system.start()
         deadline = time.monotonic() + options.seconds if options.seconds > 0 else float("inf")
-        while rclpy.ok() and time.monotonic() < deadline:
+        while rclpy.ok() and time.monotonic() < deadline and not (failure := system.failure()):
             time.sleep(0.1)
     except KeyboardInterrupt:
         pass
+    except Exception as error:  # a node that cannot start: one line, and nothing left running
+        failure = f"cannot start: {type(error).__name__}: {error}"
     finally:
+        if failure:
+            print(f"[rotvla_run] {failure}: stopping the system", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the orderly stop
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         system.stop()
-    return system.exit_code
+    return system.exit_code or (1 if failure else 0)
 
 
 if __name__ == "__main__":
