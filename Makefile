@@ -18,7 +18,7 @@ run:
 	$(IN_ENV) bash scripts/run.sh $(ARGS)
 
 test:
-	$(IN_ENV) python -m pytest $(PYTEST_ARGS)
+	$(IN_ENV) ruff check . && ruff format --check . && python -m pytest $(PYTEST_ARGS)
 
 test-slow:
 	$(IN_ENV) python -m pytest -m slow $(PYTEST_ARGS)

@@ -39,17 +39,32 @@ def main():
     from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES as NAMES
     from rotvla_common.ros import RELIABLE_QOS, to_duration, to_time
 
-    executor_process = subprocess.Popen([sys.executable, "-m", "arx_r5_driver.executor_node", "--ros-args", "--params-file",
-                                         str(ROOT / "config" / "robot.yaml"), "-p", "backend:=sim"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    executor_process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "arx_r5_driver.executor_node",
+            "--ros-args",
+            "--params-file",
+            str(ROOT / "config" / "robot.yaml"),
+            "-p",
+            "backend:=sim",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     rclpy.init()
     node = Node("bench_bad_input")
     spin = SingleThreadedExecutor()
     spin.add_node(node)
     statuses, diagnostics = [], []
     node.create_subscription(ExecutorStatus, "/rotvla/executor_status", statuses.append, RELIABLE_QOS)
-    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diagnostics.extend(
-        s for s in m.status if s.name == "rotvla/executor"), RELIABLE_QOS)
+    node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: diagnostics.extend(s for s in m.status if s.name == "rotvla/executor"),
+        RELIABLE_QOS,
+    )
     publisher = node.create_publisher(ActionChunk, "/rotvla/action_chunk", RELIABLE_QOS)
 
     def spin_for(seconds: float) -> None:
@@ -91,17 +106,29 @@ def main():
         spin_for(1.5)  # the last status and a diagnostics message with this period's lateness
         refused = statuses[-1].chunks_rejected - before
         values = {kv.key: kv.value for kv in diagnostics[-1].values} if diagnostics else {}
-        rows.append([f"{rate:g}", f"{sent / elapsed:.0f}", f"{refused / elapsed:.0f}",
-                     values.get("wake_lateness_p99_ms", "?"), values.get("wake_lateness_max_ms", "?"),
-                     values.get("overruns", "?")])
+        rows.append(
+            [
+                f"{rate:g}",
+                f"{sent / elapsed:.0f}",
+                f"{refused / elapsed:.0f}",
+                values.get("wake_lateness_p99_ms", "?"),
+                values.get("wake_lateness_max_ms", "?"),
+                values.get("overruns", "?"),
+            ]
+        )
     executor_process.terminate()
     executor_process.wait(timeout=15)
     node.destroy_node()
     rclpy.try_shutdown()
-    print_table(f"Bad chunks refused while the 200 Hz loop runs ({args.seconds:g} s per rate)",
-                ["offered /s", "sent /s", "refused /s", "wake lateness p99 (ms)", "max (ms)", "overruns (total)"], rows,
-                ["Bad chunks by turns: NaN, unknown layout, 5000 steps (too long), stamped 5 s ahead. Lateness over"
-                 " the last 10 s of the executor's loop (its /diagnostics)."])
+    print_table(
+        f"Bad chunks refused while the 200 Hz loop runs ({args.seconds:g} s per rate)",
+        ["offered /s", "sent /s", "refused /s", "wake lateness p99 (ms)", "max (ms)", "overruns (total)"],
+        rows,
+        [
+            "Bad chunks by turns: NaN, unknown layout, 5000 steps (too long), stamped 5 s ahead. Lateness over"
+            " the last 10 s of the executor's loop (its /diagnostics)."
+        ],
+    )
 
 
 if __name__ == "__main__":

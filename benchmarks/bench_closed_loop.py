@@ -51,15 +51,31 @@ def main():
         if args.ros:
             from rotvla_ros.nodes.sim_episodes import evaluate_through_ros
 
-            summaries.append(Summary.of(task, path.name, "ros", evaluate_through_ros(str(path), task, seeds[: args.ros])))
+            summaries.append(
+                Summary.of(task, path.name, "ros", evaluate_through_ros(str(path), task, seeds[: args.ros]))
+            )
         for s in summaries:
             mean = f"{s.mean_time_to_success:.1f}" if s.mean_time_to_success is not None else "-"
-            rows.append([task, path.name, s.mode, f"{s.successes}/{s.episodes}", f"{100 * s.success_rate:.0f}%",
-                         f"{100 * s.ci95[0]:.0f}-{100 * s.ci95[1]:.0f}%", mean])
-    print_table("Closed-loop success in simulation (seeds from %d)" % args.first_seed,
-                ["task", "checkpoint", "mode", "successes", "rate", "95% CI (Wilson)", "mean s to success"], rows,
-                [f"in-process: policy every {period:g} s of sim time, 0.1 s inference latency simulated; "
-                 "ros: the simulated bringup on sim time (rotvla_eval --ros)."])
+            rows.append(
+                [
+                    task,
+                    path.name,
+                    s.mode,
+                    f"{s.successes}/{s.episodes}",
+                    f"{100 * s.success_rate:.0f}%",
+                    f"{100 * s.ci95[0]:.0f}-{100 * s.ci95[1]:.0f}%",
+                    mean,
+                ]
+            )
+    print_table(
+        "Closed-loop success in simulation (seeds from %d)" % args.first_seed,
+        ["task", "checkpoint", "mode", "successes", "rate", "95% CI (Wilson)", "mean s to success"],
+        rows,
+        [
+            f"in-process: policy every {period:g} s of sim time, 0.1 s inference latency simulated; "
+            "ros: the simulated bringup on sim time (rotvla_eval --ros)."
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -37,12 +37,19 @@ def measure(seconds: float, with_policy: bool, priority: int) -> dict[str, str]:
     executor = [*EXECUTOR, "--ros-args", "-p", f"realtime_priority:={priority}"]
     processes = [subprocess.Popen([sys.executable, *executor], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     if with_policy:
-        processes += [subprocess.Popen([sys.executable, *a], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                      for a in STACK]
+        processes += [
+            subprocess.Popen([sys.executable, *a], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for a in STACK
+        ]
     node = Node("bench_control_jitter")
     latest: dict[str, str] = {}
-    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: [
-        latest.update({kv.key: kv.value for kv in s.values}) for s in m.status if s.name == "rotvla/executor"], 10)
+    node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: [
+            latest.update({kv.key: kv.value for kv in s.values}) for s in m.status if s.name == "rotvla/executor"
+        ],
+        10,
+    )
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.1)
@@ -62,21 +69,34 @@ def main():
 
     rclpy.init()
     rows = []
-    for label, with_policy, priority in (("executor alone", False, 0), ("with cameras, ingestion, policy", True, 0),
-                                         ("executor alone, SCHED_FIFO 80", False, 80),
-                                         ("with cameras, ingestion, policy, SCHED_FIFO 80", True, 80)):
+    for label, with_policy, priority in (
+        ("executor alone", False, 0),
+        ("with cameras, ingestion, policy", True, 0),
+        ("executor alone, SCHED_FIFO 80", False, 80),
+        ("with cameras, ingestion, policy, SCHED_FIFO 80", True, 80),
+    ):
         values = measure(args.seconds, with_policy, priority)
-        rows.append([label, values.get("wake_lateness_p50_ms", "?"), values.get("wake_lateness_p99_ms", "?"),
-                     values.get("wake_lateness_max_ms", "?"), values.get("overruns", "?"),
-                     values.get("chunks_accepted", "?"), values.get("chunks_rejected", "?"),
-                     values.get("last_rejection", "")[:60]])
+        rows.append(
+            [
+                label,
+                values.get("wake_lateness_p50_ms", "?"),
+                values.get("wake_lateness_p99_ms", "?"),
+                values.get("wake_lateness_max_ms", "?"),
+                values.get("overruns", "?"),
+                values.get("chunks_accepted", "?"),
+                values.get("chunks_rejected", "?"),
+                values.get("last_rejection", "")[:60],
+            ]
+        )
     rclpy.try_shutdown()
     print_table(
         "Executor control loop at 200 Hz: wake-up lateness (ms, last 10 s)",
         ["load", "p50", "p99", "max", "missed cycles", "chunks accepted", "chunks rejected", "last rejection"],
         rows,
-        ["Target: p99 <= 1 ms. Each node in its own process; the executor's loop is a Python thread; "
-         "SCHED_FIFO: the executor's realtime_priority parameter (it needs the right to raise it)."],
+        [
+            "Target: p99 <= 1 ms. Each node in its own process; the executor's loop is a Python thread; "
+            "SCHED_FIFO: the executor's realtime_priority parameter (it needs the right to raise it)."
+        ],
     )
 
 

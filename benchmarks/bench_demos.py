@@ -30,9 +30,21 @@ def record(output: Path) -> Path:
     from rotvla_msgs.srv import StartEpisode, StopEpisode
     from std_msgs.msg import Bool
 
-    runner = subprocess.Popen([sys.executable, "-m", "rotvla_ros.nodes.runner", "--expert", "--no-policy", "--record",
-                               "--ros-args", "-p", f"output_dir:={output}"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rotvla_ros.nodes.runner",
+            "--expert",
+            "--no-policy",
+            "--record",
+            "--ros-args",
+            "-p",
+            f"output_dir:={output}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     rclpy.init()
     node = Node("bench_demos")
     success = []
@@ -71,9 +83,13 @@ def main():
     info = convert([episode], work / "dataset", ConversionConfig(fps=10), progress=False)
     seconds = time.perf_counter() - started
     size_mb = sum(p.stat().st_size for p in (episode / "bag").glob("*")) / 1e6
-    rows.append(["convert (rosbag2 MCAP -> LeRobot v3, 3 x 320x240 libx264)",
-                 f"{info['total_frames'] / seconds:.1f} frames/s",
-                 f"{info['total_frames']} frames, {size_mb:.0f} MB bag, {seconds:.1f} s"])
+    rows.append(
+        [
+            "convert (rosbag2 MCAP -> LeRobot v3, 3 x 320x240 libx264)",
+            f"{info['total_frames'] / seconds:.1f} frames/s",
+            f"{info['total_frames']} frames, {size_mb:.0f} MB bag, {seconds:.1f} s",
+        ]
+    )
     from rotvla_ros.data.lerobot_dataset import LeRobotV3Dataset
 
     dataset = LeRobotV3Dataset(work / "dataset", action_horizon=20, clip_length=3, clip_stride=5)
@@ -83,24 +99,52 @@ def main():
         for row in order:
             dataset[int(row)]
         seconds = time.perf_counter() - started
-        rows.append([f"read samples in random order (3 cameras + a 3-frame clip), {label}",
-                     f"{len(order) / seconds:.0f} samples/s", f"{len(order)} samples, one process"])
+        rows.append(
+            [
+                f"read samples in random order (3 cameras + a 3-frame clip), {label}",
+                f"{len(order) / seconds:.0f} samples/s",
+                f"{len(order)} samples, one process",
+            ]
+        )
     warm_up = -(-len(dataset) // args.batch_size) + 1  # an epoch's worth of samples: the frames are cached
-    common = dict(dataset=str(work / "dataset"), preset="tiny", batch_size=args.batch_size, save_every=10**9,
-                  log_every=10**9, device="cpu", num_workers=0)
-    stages = [("stage1", dict()), ("stage2", dict(lam_checkpoint=str(work / "lam" / "last"))),
-              ("stage3", dict(lam_checkpoint=str(work / "lam" / "last")))]
+    common = dict(
+        dataset=str(work / "dataset"),
+        preset="tiny",
+        batch_size=args.batch_size,
+        save_every=10**9,
+        log_every=10**9,
+        device="cpu",
+        num_workers=0,
+    )
+    stages = [
+        ("stage1", dict()),
+        ("stage2", dict(lam_checkpoint=str(work / "lam" / "last"))),
+        ("stage3", dict(lam_checkpoint=str(work / "lam" / "last"))),
+    ]
     for stage, extra in stages:
-        trainer = Trainer(load_config(stage, None, output=str(work / ("lam" if stage == "stage1" else stage)),
-                                      steps=args.steps + warm_up, **common, **extra))
+        trainer = Trainer(
+            load_config(
+                stage,
+                None,
+                output=str(work / ("lam" if stage == "stage1" else stage)),
+                steps=args.steps + warm_up,
+                **common,
+                **extra,
+            )
+        )
         trainer.run(steps=warm_up)
         started = time.perf_counter()
         trainer.run(steps=args.steps)
         per_step = (time.perf_counter() - started) / args.steps
         if stage == "stage1":
             trainer.save()
-        rows.append([f"train {stage}, tiny, batch {args.batch_size}, CPU", f"{per_step * 1e3:.0f} ms/step",
-                     f"{os.cpu_count()} cores, torch threads {__import__('torch').get_num_threads()}"])
+        rows.append(
+            [
+                f"train {stage}, tiny, batch {args.batch_size}, CPU",
+                f"{per_step * 1e3:.0f} ms/step",
+                f"{os.cpu_count()} cores, torch threads {__import__('torch').get_num_threads()}",
+            ]
+        )
     print_table("Demos to checkpoints: conversion and training speed", ["what", "speed", "detail"], rows)
 
 

@@ -52,17 +52,34 @@ def main():
     checkpoint = Path(tempfile.mkdtemp()) / "tiny"
     torch.manual_seed(0)
     RotVLAPolicy.from_config(tiny_config(), device="cpu").save_pretrained(checkpoint)
-    policy = subprocess.Popen([sys.executable, "-m", "rotvla_ros.nodes.policy_node", "--ros-args",
-                               "-p", f"checkpoint:={checkpoint}", "-p", "device:=cpu"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cameras = subprocess.Popen([sys.executable, "-m", "rotvla_ros.nodes.test_pattern_cameras", "--ros-args",
-                                "-p", "encoding:=bgr8"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    policy = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rotvla_ros.nodes.policy_node",
+            "--ros-args",
+            "-p",
+            f"checkpoint:={checkpoint}",
+            "-p",
+            "device:=cpu",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cameras = subprocess.Popen(
+        [sys.executable, "-m", "rotvla_ros.nodes.test_pattern_cameras", "--ros-args", "-p", "encoding:=bgr8"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
     rclpy.init()
-    ingestion = CameraIngestionNode(parameter_overrides=[
-        Parameter("rate", value=args.rate), Parameter("require_joint_state", value=False),
-        Parameter("image_size", value=tiny_config().image_size),
-    ])
+    ingestion = CameraIngestionNode(
+        parameter_overrides=[
+            Parameter("rate", value=args.rate),
+            Parameter("require_joint_state", value=False),
+            Parameter("image_size", value=tiny_config().image_size),
+        ]
+    )
     image_latency: list[float] = []
     published: dict[int, tuple[float, float]] = {}  # observation sequence -> (ingestion seconds, publish time)
 
@@ -121,16 +138,24 @@ def main():
         forward.append(model)
         overhead.append(transport + ingest_s + outside_s)
         end_to_end.append(received - to_seconds(chunk.header.stamp))
-    for name, values in (("image transport (3 x 640x480 @ 30 fps)", image_latency), ("ingestion: sync+convert+resize+publish", ingest),
-                         ("policy node outside the forward", outside), ("overhead total", overhead),
-                         ("model forward (tiny, CPU)", forward), ("end to end: capture -> chunk received", end_to_end)):
+    for name, values in (
+        ("image transport (3 x 640x480 @ 30 fps)", image_latency),
+        ("ingestion: sync+convert+resize+publish", ingest),
+        ("policy node outside the forward", outside),
+        ("overhead total", overhead),
+        ("model forward (tiny, CPU)", forward),
+        ("end to end: capture -> chunk received", end_to_end),
+    ):
         p50, p99, mean = percentiles(values)
         rows.append([name, len(values), f"{p50:.2f}", f"{p99:.2f}", f"{mean:.2f}"])
     print_table(
         f"Camera-to-chunk overhead (ms), policy rate {args.rate:g} Hz, {args.seconds:g} s",
-        ["stage", "samples", "p50", "p99", "mean"], rows,
-        ["Overhead = image transport + ingestion + policy node outside the model forward (target <= 5 ms p99).",
-         "End to end includes waiting for the next policy-rate tick (up to 1/rate) and the forward."],
+        ["stage", "samples", "p50", "p99", "mean"],
+        rows,
+        [
+            "Overhead = image transport + ingestion + policy node outside the model forward (target <= 5 ms p99).",
+            "End to end includes waiting for the next policy-rate tick (up to 1/rate) and the forward.",
+        ],
     )
     executor.shutdown()
     ingestion.destroy_node()

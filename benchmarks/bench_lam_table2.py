@@ -79,11 +79,22 @@ def main():
     ]
     print_table(
         "LAM: Recon-Only vs Triplet on synthetic moving squares (paper Table 2)",
-        ["objective", "motion", "steps", "d(recon, I_t+k)", "d(imagined, I_t+k)", "d(imagined, recon)",
-         "d(imagined, I_t+2k)", "d(D(I_t, R2R1), I_t+2k)", "ms/step"],
+        [
+            "objective",
+            "motion",
+            "steps",
+            "d(recon, I_t+k)",
+            "d(imagined, I_t+k)",
+            "d(imagined, recon)",
+            "d(imagined, I_t+2k)",
+            "d(D(I_t, R2R1), I_t+2k)",
+            "ms/step",
+        ],
         rows,
-        ["Larger d(imagined, I_t+k) and d(imagined, recon) at equal reconstruction error mean the latent "
-         "moves the frame rather than copying the target (the paper's criterion)."],
+        [
+            "Larger d(imagined, I_t+k) and d(imagined, recon) at equal reconstruction error mean the latent "
+            "moves the frame rather than copying the target (the paper's criterion)."
+        ],
     )
 
 

@@ -44,12 +44,24 @@ def main():
     for name, seed in (("a", 0), ("b", 1)):
         torch.manual_seed(seed)
         RotVLAPolicy.from_config(tiny_config(), device="cpu").save_pretrained(root / name)
-    node = subprocess.Popen([sys.executable, "-m", "rotvla_ros.nodes.policy_node", "--ros-args",
-                             "-p", f"checkpoint:={root / 'a'}", "-p", "device:=cpu"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rotvla_ros.nodes.policy_node",
+            "--ros-args",
+            "-p",
+            f"checkpoint:={root / 'a'}",
+            "-p",
+            "device:=cpu",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     seconds = args.swaps * args.interval + 3
-    streamer = subprocess.Popen([sys.executable, str(STREAMER), str(args.rate), str(seconds)],
-                                stdout=subprocess.PIPE, text=True)
+    streamer = subprocess.Popen(
+        [sys.executable, str(STREAMER), str(args.rate), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     assert "ready" in streamer.stdout.readline()
     rclpy.init()
     client_node = Node("bench_live_swap")
@@ -76,14 +88,26 @@ def main():
     gaps = np.diff(times)
     period = 1.0 / args.rate
     # A gap "during a swap" overlaps a swap call (from its request to its reply).
-    during = np.array([any(t0 < s_end and t1 > s_start for s_start, s_end, *_ in swaps)
-                       for t0, t1 in zip(times[:-1], times[1:])])
+    during = np.array(
+        [any(t0 < s_end and t1 > s_start for s_start, s_end, *_ in swaps) for t0, t1 in zip(times[:-1], times[1:])]
+    )
     rows = []
-    for name, values in (("all gaps", gaps), ("gaps overlapping a swap", gaps[during]),
-                         ("gaps outside swaps", gaps[~during])):
+    for name, values in (
+        ("all gaps", gaps),
+        ("gaps overlapping a swap", gaps[during]),
+        ("gaps outside swaps", gaps[~during]),
+    ):
         p50, p99, _ = percentiles(values)
-        rows.append([name, len(values), f"{p50:.1f}", f"{p99:.1f}", f"{values.max() * 1e3:.1f}",
-                     int((values > 2 * period).sum())])
+        rows.append(
+            [
+                name,
+                len(values),
+                f"{p50:.1f}",
+                f"{p99:.1f}",
+                f"{values.max() * 1e3:.1f}",
+                int((values > 2 * period).sum()),
+            ]
+        )
     load = percentiles([s[2] for s in swaps])
     warm = percentiles([s[3] for s in swaps])
     call = percentiles([s[1] - s[0] for s in swaps])
@@ -91,9 +115,11 @@ def main():
         f"Chunk stream during {args.swaps} live swaps at {args.rate:g} Hz (gaps in ms)",
         ["", "count", "p50", "p99", "max", f"> {2 * period * 1e3:.0f} ms (2 periods)"],
         rows,
-        [f"swap call p50/p99 {call[0]:.0f}/{call[1]:.0f} ms; load {load[0]:.0f}/{load[1]:.0f} ms; "
-         f"warm-up {warm[0]:.0f}/{warm[1]:.0f} ms (p50/p99).",
-         "Target: no gap longer than two policy periods."],
+        [
+            f"swap call p50/p99 {call[0]:.0f}/{call[1]:.0f} ms; load {load[0]:.0f}/{load[1]:.0f} ms; "
+            f"warm-up {warm[0]:.0f}/{warm[1]:.0f} ms (p50/p99).",
+            "Target: no gap longer than two policy periods.",
+        ],
     )
 
 

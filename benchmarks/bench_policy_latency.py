@@ -26,8 +26,12 @@ def measure(config, device, dtype, runs):
     timings = [policy.predict(obs, seed=i).timings for i in range(runs)]
     steps = [t[f"denoise_step_{s}"] for t in timings for s in range(config.flow.num_steps)]
     row = [config.preset, device, dtype, runs]
-    for values in ([t["preprocess"] for t in timings], [t["vl_prefix"] for t in timings], steps,
-                   [t["total"] for t in timings]):
+    for values in (
+        [t["preprocess"] for t in timings],
+        [t["vl_prefix"] for t in timings],
+        steps,
+        [t["total"] for t in timings],
+    ):
         p50, p99, _ = percentiles(values)
         row += [f"{p50:.2f} / {p99:.2f}"]
     memory = f"{torch.cuda.max_memory_allocated() / 2**30:.2f}" if device.startswith("cuda") else "-"

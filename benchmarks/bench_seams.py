@@ -61,8 +61,12 @@ def make_chunks(rng, disagreement: float, noise: float) -> list[tuple[float, Chu
 
 def ours(chunks, overlap: int) -> np.ndarray:
     scheduler = ChunkScheduler(LAYOUT, overlap_steps=overlap)
-    rest = Setpoint(np.array([[*true_path(np.array([0.0]))[0], 0.04]] * 2), np.zeros((2, 4)),
-                    Rotation.concatenate([Rotation.identity()] * 2), np.zeros((2, 3)))
+    rest = Setpoint(
+        np.array([[*true_path(np.array([0.0]))[0], 0.04]] * 2),
+        np.zeros((2, 4)),
+        Rotation.concatenate([Rotation.identity()] * 2),
+        np.zeros((2, 3)),
+    )
     pending, out = list(chunks), []
     for t in control_times():
         while pending and pending[0][0] <= t:
@@ -140,8 +144,11 @@ def main():
         "Seam smoothness at 200 Hz (worst over seeds; lag: mean)",
         ["method", "max step mm", "max dv m/s", "p99 accel m/s^2", "lag mm"],
         rows,
-        [f"{args.seeds} seeds, chunks every {CHUNK_EVERY * 1e3:.0f} ms, horizon {HORIZON} x {DT * 1e3:.0f} ms, "
-         f"latency {LATENCY * 1e3:.0f} ms, disagreement {args.disagreement * 1e3:.0f} mm, noise {args.noise * 1e3:.0f} mm."],
+        [
+            f"{args.seeds} seeds, chunks every {CHUNK_EVERY * 1e3:.0f} ms, horizon {HORIZON} x {DT * 1e3:.0f} ms, "
+            f"latency {LATENCY * 1e3:.0f} ms, disagreement {args.disagreement * 1e3:.0f} mm, "
+            f"noise {args.noise * 1e3:.0f} mm."
+        ],
     )
 
 

@@ -43,8 +43,13 @@ def cell_alone(width: int, height: int, sim_seconds: float = 5.0) -> list:
             world.render(camera, width, height)
             renders.append(time.perf_counter() - started)
     rtf = sim_seconds / (time.perf_counter() - wall)
-    return [f"cell alone, {width}x{height}", f"{np.median(renders) * 1e3:.1f}", f"{np.percentile(renders, 99) * 1e3:.1f}",
-            f"{np.median(physics) * 1e3:.3f}", f"{rtf:.2f}"]
+    return [
+        f"cell alone, {width}x{height}",
+        f"{np.median(renders) * 1e3:.1f}",
+        f"{np.percentile(renders, 99) * 1e3:.1f}",
+        f"{np.median(physics) * 1e3:.3f}",
+        f"{rtf:.2f}",
+    ]
 
 
 def full_stack(seconds: float) -> list:
@@ -52,13 +57,26 @@ def full_stack(seconds: float) -> list:
     from rclpy.node import Node
     from rosgraph_msgs.msg import Clock
 
-    runner = subprocess.Popen([sys.executable, "-m", "rotvla_ros.nodes.runner", "--checkpoint",
-                               str(ROOT / "models" / "tiny-random"), "--ros-args", "-p", "real_time_factor:=0.0"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rotvla_ros.nodes.runner",
+            "--checkpoint",
+            str(ROOT / "models" / "tiny-random"),
+            "--ros-args",
+            "-p",
+            "real_time_factor:=0.0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     rclpy.init()
     node = Node("bench_sim")
     clock: list[tuple[float, float]] = []
-    node.create_subscription(Clock, "/clock", lambda m: clock.append((time.monotonic(), m.clock.sec + m.clock.nanosec * 1e-9)), 10)
+    node.create_subscription(
+        Clock, "/clock", lambda m: clock.append((time.monotonic(), m.clock.sec + m.clock.nanosec * 1e-9)), 10
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and (not clock or clock[-1][1] < 5.0):  # past the policy's load and warm-up
         rclpy.spin_once(node, timeout_sec=0.1)
@@ -83,8 +101,10 @@ def main():
         "Simulated cell: render ms per camera, physics ms per 5 ms step, real-time factor",
         ["configuration", "render p50", "render p99", "physics step p50", "RTF"],
         rows,
-        ["3 cameras at 10 Hz of sim time, physics at 2 ms steps (5 ms per /clock tick), OSMesa on the CPU. "
-         "Target: RTF >= 1.0."],
+        [
+            "3 cameras at 10 Hz of sim time, physics at 2 ms steps (5 ms per /clock tick), OSMesa on the CPU. "
+            "Target: RTF >= 1.0."
+        ],
     )
 
 

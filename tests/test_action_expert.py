@@ -25,7 +25,13 @@ def _inputs(batch=2):
     prefix = torch.randn(batch, 7, 16, generator=g)
     mask = torch.ones(batch, 7, dtype=torch.bool)
     mask[1, -2:] = False  # padded instruction tokens
-    return prefix, mask, torch.randn(batch, 4, 9, generator=g), torch.randn(batch, 6, 20, generator=g), torch.rand(batch, generator=g)
+    return (
+        prefix,
+        mask,
+        torch.randn(batch, 4, 9, generator=g),
+        torch.randn(batch, 6, 20, generator=g),
+        torch.rand(batch, generator=g),
+    )
 
 
 def test_latent_tokens_never_see_robot_action_tokens():
@@ -87,7 +93,11 @@ def test_the_expert_learns_a_two_dimensional_mixture_by_flow_matching():
     torch.manual_seed(0)
     expert = UnifiedActionExpert(
         ActionExpertConfig(dim=64, num_layers=2, num_heads=4),
-        context_dim=8, plan_tokens=1, plan_token_dim=1, action_horizon=1, action_dim=2,
+        context_dim=8,
+        plan_tokens=1,
+        plan_token_dim=1,
+        action_horizon=1,
+        action_dim=2,
     )
     config = FlowMatchingConfig()
     optimiser = torch.optim.AdamW(expert.parameters(), lr=2e-3)

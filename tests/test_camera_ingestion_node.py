@@ -33,7 +33,9 @@ class Driver:
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         best_effort = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
         self.images = {
-            c: self.node.create_publisher(Image, f"/cameras/{c}/color/image_raw", reliable if c == "head" else best_effort)
+            c: self.node.create_publisher(
+                Image, f"/cameras/{c}/color/image_raw", reliable if c == "head" else best_effort
+            )
             for c in CAMERAS
         }
         self.joints = self.node.create_publisher(JointState, "/joint_states", reliable)
@@ -41,8 +43,10 @@ class Driver:
         self.observations, self.diagnostics = [], []
         self.node.create_subscription(Observation, "/rotvla/observation", self.observations.append, OBSERVATION_QOS)
         self.node.create_subscription(
-            DiagnosticArray, "/diagnostics",
-            lambda m: self.diagnostics.extend(s for s in m.status if s.name == "rotvla/camera_ingestion"), 10,
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: self.diagnostics.extend(s for s in m.status if s.name == "rotvla/camera_ingestion"),
+            10,
         )
 
     def tick(self, seconds: float):
@@ -63,14 +67,18 @@ class Driver:
 
 @pytest.fixture
 def setup(ros):
-    node = ros.add(CameraIngestionNode(parameter_overrides=[
-        Parameter("use_sim_time", value=True),
-        Parameter("rate", value=20.0),
-        Parameter("slop", value=0.02),
-        Parameter("max_age", value=0.2),
-        Parameter("joint_state_max_age", value=0.2),
-        Parameter("image_size", value=32),
-    ]))
+    node = ros.add(
+        CameraIngestionNode(
+            parameter_overrides=[
+                Parameter("use_sim_time", value=True),
+                Parameter("rate", value=20.0),
+                Parameter("slop", value=0.02),
+                Parameter("max_age", value=0.2),
+                Parameter("joint_state_max_age", value=0.2),
+                Parameter("image_size", value=32),
+            ]
+        )
+    )
     driver = Driver(ros)
     assert wait_for(lambda: all(p.get_subscription_count() for p in driver.images.values()), 10)
     return node, driver

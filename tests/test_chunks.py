@@ -32,8 +32,16 @@ def with_identity(actions: np.ndarray) -> np.ndarray:
 
 
 def _args(**change):
-    args = dict(stamp=10.0, dt=0.05, horizon=H, action_names=NAMES, actions=with_identity(np.zeros(H * D)),
-                expected_names=NAMES, now=10.1, latency_compensation=0.02)
+    args = dict(
+        stamp=10.0,
+        dt=0.05,
+        horizon=H,
+        action_names=NAMES,
+        actions=with_identity(np.zeros(H * D)),
+        expected_names=NAMES,
+        now=10.1,
+        latency_compensation=0.02,
+    )
     args.update(change)
     return args
 
@@ -41,8 +49,12 @@ def _args(**change):
 def test_a_good_chunk_is_accepted_with_its_step_times():
     actions = with_identity(np.arange(H * D, dtype=float) / 100)
     chunk = validate_chunk(**_args(actions=actions))
-    assert chunk.actions.shape == (H, D) and chunk.actions[1, 0] == D / 100 and chunk.actions[1, 1] == (D + 1) / 100  # row-major
-    np.testing.assert_allclose(chunk.due_times(0.02), 10.02 + 0.05 * np.arange(1, H + 1))  # the contract: step i at (i + 1) dt
+    assert (
+        chunk.actions.shape == (H, D) and chunk.actions[1, 0] == D / 100 and chunk.actions[1, 1] == (D + 1) / 100
+    )  # row-major
+    np.testing.assert_allclose(
+        chunk.due_times(0.02), 10.02 + 0.05 * np.arange(1, H + 1)
+    )  # the contract: step i at (i + 1) dt
 
 
 def test_only_future_steps_are_returned_in_order():
@@ -89,6 +101,7 @@ def test_whatever_arrives_either_validates_fully_or_is_rejected(data):
     """Property: an accepted chunk is finite, of the right shape, not from the future, and
     has a step left to execute; anything else raises ChunkRejected and nothing else. Each
     fault is drawn on its own, so that valid chunks and every fault are exercised."""
+
     def fault() -> bool:  # each fault in one draw out of four
         return data.draw(st.integers(0, 3)) == 0
 
@@ -99,10 +112,14 @@ def test_whatever_arrives_either_validates_fully_or_is_rejected(data):
         values = list(with_identity(np.asarray(values)))
     if fault() and values:
         values[data.draw(st.integers(0, len(values) - 1))] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-    dt = data.draw(st.one_of(st.floats(-1, 0), st.floats(1.001, 5), st.just(float("nan"))) if fault()
-                   else st.floats(0.001, 1.0), label="dt")
-    stamp = 10.1 + data.draw(st.one_of(st.floats(-100, -0.3), st.floats(0.06, 10)) if fault()
-                             else st.floats(-0.3, 0.04), label="stamp offset")
+    dt = data.draw(
+        st.one_of(st.floats(-1, 0), st.floats(1.001, 5), st.just(float("nan"))) if fault() else st.floats(0.001, 1.0),
+        label="dt",
+    )
+    stamp = 10.1 + data.draw(
+        st.one_of(st.floats(-100, -0.3), st.floats(0.06, 10)) if fault() else st.floats(-0.3, 0.04),
+        label="stamp offset",
+    )
     try:
         chunk = validate_chunk(**_args(actions=np.asarray(values), horizon=horizon, stamp=stamp, dt=dt))
     except ChunkRejected as rejected:

@@ -60,7 +60,11 @@ def test_the_shipped_checkpoint_puts_the_block_on_the_plate_on_a_fixed_seed():
     first = run_episode(env, policy, SEED, policy_period=stack_policy_period())
     assert first.success, first
     second = run_episode(env, policy, SEED, policy_period=stack_policy_period())
-    assert (second.success, second.time_to_success, second.chunks) == (first.success, first.time_to_success, first.chunks)
+    assert (second.success, second.time_to_success, second.chunks) == (
+        first.success,
+        first.time_to_success,
+        first.chunks,
+    )
     env.close()
 
 
@@ -68,9 +72,25 @@ def test_the_shipped_checkpoint_puts_the_block_on_the_plate_on_a_fixed_seed():
 def test_rotvla_eval_runs_and_reports_an_episode_through_the_ros_stack(tmp_path):
     checkpoint = SHIPPED if SHIPPED.is_dir() else REPO_ROOT / "models" / "tiny-random"
     output = tmp_path / "eval.json"
-    run = subprocess.run([sys.executable, "-m", "rotvla_ros.eval.cli", str(checkpoint), "--ros", "--episodes", "1",
-                          "--first-seed", str(SEED), "--output", str(output)], capture_output=True, text=True,
-                         timeout=500, cwd=tmp_path)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rotvla_ros.eval.cli",
+            str(checkpoint),
+            "--ros",
+            "--episodes",
+            "1",
+            "--first-seed",
+            str(SEED),
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=500,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(output.read_text())
     assert report["mode"] == "ros" and report["episodes"] == 1 and len(report["results"]) == 1

@@ -30,7 +30,9 @@ def make_controller(config=None, initial=(HOME, HOME), min_clearance=0.05):
     arms, capsules = [], []
     for (name, kinematics), q0 in zip(KINEMATICS.items(), initial):
         limits = ArmLimits(JOINT_CAP, CARTESIAN_CAP, *BOX)
-        arms.append(Arm(name, kinematics, SafetyFilter(kinematics, limits, name), SimArm(initial=q0, max_velocity=JOINT_CAP)))
+        arms.append(
+            Arm(name, kinematics, SafetyFilter(kinematics, limits, name), SimArm(initial=q0, max_velocity=JOINT_CAP))
+        )
         capsules.append(ArmCapsules(kinematics, 0.045, 0.12))
     config = config or ControllerConfig(control_period=PERIOD, min_clearance=min_clearance)
     return DualArmController(arms, NAMES, config, ArmClearance(*capsules))
@@ -97,8 +99,13 @@ def test_exactly_the_due_steps_are_executed_in_order_on_time_and_stale_steps_nev
 def test_a_gripper_target_just_past_its_range_is_clamped_without_a_limit_event(gripper, counted):
     """A policy regresses "fully open" as 0.083: clamped quietly; a target far out is an event."""
     controller = make_controller()
-    settle = dict(stamp=10.0, dt=0.05, horizon=10, sequence=1,
-                  actions=chunk_actions(np.zeros((10, 3)), gripper=float(np.clip(gripper, 0.0, 0.08))))
+    settle = dict(
+        stamp=10.0,
+        dt=0.05,
+        horizon=10,
+        sequence=1,
+        actions=chunk_actions(np.zeros((10, 3)), gripper=float(np.clip(gripper, 0.0, 0.08))),
+    )
     chunk = dict(stamp=10.5, dt=0.05, horizon=10, actions=chunk_actions(np.zeros((10, 3)), gripper=gripper), sequence=2)
     cycles, _ = run(controller, 10.0, 10.9, [(10.0, settle), (10.5, chunk)])
     assert all(0.0 <= g <= 0.08 for c in cycles for g in c.grippers)
@@ -156,8 +163,9 @@ def test_watchdog_decelerates_to_a_hold_and_e_stop_holds_at_once_until_resume():
             frozen["joints"] = cycle.joints.copy()
 
     more = dict(stamp=0.35, dt=0.02, horizon=horizon, actions=chunk_actions(offsets * -1), sequence=2)
-    cycles, rejections = run(controller, 0.0, 0.6, [(0.0, chunk), (0.15, dict(chunk, stamp=0.15, sequence=3)), (0.35, more)],
-                             on_cycle=engage)
+    cycles, rejections = run(
+        controller, 0.0, 0.6, [(0.0, chunk), (0.15, dict(chunk, stamp=0.15, sequence=3)), (0.35, more)], on_cycle=engage
+    )
     after = [c for c in cycles if c.time > 0.3 + 1e-9]
     assert all(c.mode == Mode.ESTOP and np.array_equal(c.joints, frozen["joints"]) for c in after)
     assert [r.reason for r in rejections] == ["estop"]
@@ -176,8 +184,13 @@ def test_the_arms_never_come_closer_than_the_minimum_clearance():
     actions[:, 11] = -actions[:, 1]  # the right arm mirrors the left
     clearance = controller.clearance
     distances = []
-    cycles, _ = run(controller, 0.0, 2.0, [(0.0, dict(stamp=0.0, dt=0.04, horizon=horizon, actions=actions))],
-                    on_cycle=lambda c: distances.append(clearance.distance(*c.joints)))
+    cycles, _ = run(
+        controller,
+        0.0,
+        2.0,
+        [(0.0, dict(stamp=0.0, dt=0.04, horizon=horizon, actions=actions))],
+        on_cycle=lambda c: distances.append(clearance.distance(*c.joints)),
+    )
     assert min(distances) >= 0.08 - 1e-9
     assert any("arms:clearance" in c.limits_hit for c in cycles)  # it was the clearance that stopped them
 
@@ -186,7 +199,9 @@ def test_teleop_drives_through_the_same_safety_and_chunks_are_refused():
     controller = make_controller()
     controller.set_teleop(ScriptedTeleop({"left": HOME, "right": HOME}, start_time=0.0, period=2.0))
     offsets = np.zeros((10, 3))
-    cycles, rejections = run(controller, 0.0, 1.0, [(0.5, dict(stamp=0.5, dt=0.05, horizon=10, actions=chunk_actions(offsets)))])
+    cycles, rejections = run(
+        controller, 0.0, 1.0, [(0.5, dict(stamp=0.5, dt=0.05, horizon=10, actions=chunk_actions(offsets)))]
+    )
     assert [r.reason for r in rejections] == ["teleop"]
     assert all(c.mode == Mode.TELEOP for c in cycles)
     joints = np.array([c.joints for c in cycles])
@@ -223,7 +238,10 @@ def test_a_late_cycle_keeps_the_arms_speed_and_a_stall_never_becomes_a_jump():
     assert late.sum() >= 5
     assert np.allclose(steps[late, :, 5], allowed[late, :, 5], rtol=1e-6)
 
-ADVERSARIAL = st.sampled_from(["random", "nan", "huge_jump", "outside_box", "unreachable", "wrong_size", "future", "past"])
+
+ADVERSARIAL = st.sampled_from(
+    ["random", "nan", "huge_jump", "outside_box", "unreachable", "wrong_size", "future", "past"]
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

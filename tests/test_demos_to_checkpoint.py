@@ -6,8 +6,6 @@ policy node through LoadCheckpoint. Bad bags fail with their reason and write no
 
 import json
 import shutil
-import signal
-import sys
 import time
 from pathlib import Path
 
@@ -19,88 +17,47 @@ from conftest import REPO_ROOT, wait_for
 
 pytest.importorskip("rclpy")
 
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rotvla_msgs.srv import LoadCheckpoint, StartEpisode, StopEpisode  # noqa: E402
-from std_msgs.msg import Bool  # noqa: E402
+from rotvla_msgs.srv import LoadCheckpoint, StartEpisode  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from rotvla_ros.data.convert import ConversionConfig, ConversionError, convert  # noqa: E402
 from rotvla_ros.data.lerobot_dataset import LeRobotV3Dataset  # noqa: E402
-from rotvla_ros.model.config import DUAL_ARM_EEF_ACTION_NAMES  # noqa: E402
+from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES  # noqa: E402
 from rotvla_ros.nodes.common import RELIABLE_QOS  # noqa: E402
 from rotvla_ros.policy import RotVLAPolicy  # noqa: E402
+from rotvla_ros.sim.tasks import BLOCK_HALF  # noqa: E402
 from rotvla_ros.train.config import load_config  # noqa: E402
 from rotvla_ros.train.trainer import Trainer  # noqa: E402
 
 CAMERAS = ("head", "left_wrist", "right_wrist")
 
 
-class Operator:
-    """The test's side: calls the recorder's services, watches task success."""
-
-    def __init__(self):
-        self.node = Node("demo_operator")
-        self.success = []
-        self.node.create_subscription(Bool, "/sim/task_success", lambda m: self.success.append(m.data), RELIABLE_QOS)
-        self.start = self.node.create_client(StartEpisode, "/rotvla/recorder/start")
-        self.stop = self.node.create_client(StopEpisode, "/rotvla/recorder/stop")
-        self.discard = self.node.create_client(Trigger, "/rotvla/recorder/discard")
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-
-    def spin_until(self, predicate, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not predicate():
-            self.executor.spin_once(timeout_sec=0.05)
-        return predicate()
-
-    def call(self, client, request, timeout=30):
-        assert client.wait_for_service(timeout_sec=60)
-        future = client.call_async(request)
-        assert self.spin_until(future.done, timeout)
-        return future.result()
-
-    def close(self):
-        self.executor.shutdown()
-        self.node.destroy_node()
-
-
-def record_episode(peer_factory, operator, seed: int, output: Path, discard_first: bool = False):
-    runner = peer_factory(sys.executable, "-m", "rotvla_ros.nodes.runner", "--expert", "--no-policy", "--record",
-                          "--seed", str(seed), "--ros-args", "-p", f"output_dir:={output}", "-p", "camera_rate:=10.0")
-    if discard_first:
-        reply = operator.call(operator.start, StartEpisode.Request(task="block_to_plate", operator_name="test"))
-        assert reply.success, reply.message
-        assert operator.call(operator.discard, Trigger.Request()).success
-    operator.success.clear()
-    reply = operator.call(operator.start, StartEpisode.Request(task="block_to_plate", instruction="put the block on the plate",
-                                                               operator_name="scripted expert"))
-    assert reply.success, reply.message
-    assert operator.spin_until(lambda: any(operator.success), 120), "".join(runner.lines[-30:])
-    stopped = operator.call(operator.stop, StopEpisode.Request(task_success=True, notes=f"seed {seed}"))
-    assert stopped.success and stopped.message_count > 100 and stopped.duration > 5.0, stopped
-    runner.proc.send_signal(signal.SIGINT)
-    assert runner.proc.wait(timeout=60) == 0, "".join(runner.lines[-30:])
-    return Path(stopped.path)
-
-
 @pytest.fixture(scope="module")
 def episodes(tmp_path_factory, rclpy_context):
-    from conftest import Peer
+    """Two demonstrations (seeds 0, 1) recorded the tutorial's way (rotvla_record: the scripted
+    expert through the simulated stack, the sim reset between episodes, the episode recorder),
+    after an episode that was started and discarded."""
+    from rotvla_ros.nodes.sim_episodes import SimEpisodes, record_demonstrations, start_stack, stop_stack
 
     output = tmp_path_factory.mktemp("demos")
-    operator = Operator()
-    peers = []
-    factory = lambda *a: peers.append(Peer(*a)) or peers[-1]  # noqa: E731
+    log = tmp_path_factory.mktemp("log") / "stack.log"
+    stack = start_stack(["--expert", "--no-policy", "--record", "--ros-args", "-p", f"output_dir:={output}"], log)
     try:
-        paths = [record_episode(factory, operator, seed, output, discard_first=(seed == 0)) for seed in (0, 1)]
+        client = SimEpisodes("discarding_operator")
+        client.wait_ready()
+        start = client.node.create_client(StartEpisode, "/rotvla/recorder/start")
+        discard = client.node.create_client(Trigger, "/rotvla/recorder/discard")
+        reply = client.call(start, StartEpisode.Request(task="block_to_plate", operator_name="test"))
+        assert reply.success, reply.message
+        assert client.call(discard, Trigger.Request()).success
+        client.close()
+        outcomes = record_demonstrations("block_to_plate", [0, 1], output, attach=True)
     finally:
-        operator.close()
-        for peer in peers:
-            peer.stop()
-    return output, paths
+        assert stop_stack(stack) == 0, log.read_text()[-3000:]
+    assert [o.success for o in outcomes] == [True, True], log.read_text()[-3000:]
+    return output, sorted(p for p in output.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +77,13 @@ def test_recorded_episodes_are_complete_rosbag2_with_their_metadata(episodes):
     for path in paths:
         meta = json.loads((path / "episode.json").read_text())
         assert meta["task"] == "block_to_plate" and meta["success"] is True and meta["operator"] == "scripted expert"
+        assert meta["notes"] in ("seed 0", "seed 1")
         with AnyReader([path / "bag"]) as reader:  # an ordinary rosbag2 directory (metadata.yaml + mcap)
             topics = {c.topic for c in reader.connections}
-            assert {f"/cameras/{c}/color/image_raw" for c in CAMERAS} | {"/joint_states", "/rotvla/eef_pose/left"} <= topics
+            assert {f"/cameras/{c}/color/image_raw" for c in CAMERAS} | {
+                "/joint_states",
+                "/rotvla/eef_pose/left",
+            } <= topics
             assert reader.message_count == meta["message_count"]
 
 
@@ -144,10 +105,12 @@ def test_the_dataset_is_lerobot_v3_field_by_field(dataset, episodes):
         assert state.shape == (len(rows), 20) and np.allclose(action[:-1], state[1:])  # action: the next pose
         rotation = state[:, 3:9].reshape(-1, 2, 3)
         assert np.allclose(np.linalg.norm(rotation, axis=-1), 1, atol=1e-5)  # Rotate6D columns
-        assert state[:, 9].min() < 0.03 < state[:, 9].max()  # the left gripper closed on the block and opened
+        # the left gripper closed on the block (its width) and opened
+        assert state[:, 9].min() < 2 * BLOCK_HALF + 0.003 < 0.07 < state[:, 9].max()
         key = "observation.images.head"
         assert episode[f"videos/{key}/to_timestamp"] - episode[f"videos/{key}/from_timestamp"] == pytest.approx(
-            episode["length"] / 10)
+            episode["length"] / 10
+        )
     stats = json.loads((root / "meta" / "stats.json").read_text())
     all_state = np.array([r["observation.state"] for r in data])
     assert np.allclose(stats["observation.state"]["mean"], all_state.mean(0), atol=1e-5)
@@ -170,22 +133,39 @@ def test_the_dataset_is_lerobot_v3_field_by_field(dataset, episodes):
 def test_each_stage_trains_resumes_and_the_result_swaps_into_a_running_policy_node(dataset, tmp_path, ros):
     root, _ = dataset
     runs = tmp_path / "runs"
-    common = dict(dataset=str(root), preset="tiny", batch_size=2, save_every=2, log_every=1, device="cpu", num_workers=0)
-    Trainer(load_config("stage1", REPO_ROOT / "config/train/stage1.yaml", output=str(runs / "lam"), steps=3,
-                        **common)).run()
+    common = dict(
+        dataset=str(root), preset="tiny", batch_size=2, save_every=2, log_every=1, device="cpu", num_workers=0
+    )
+    Trainer(
+        load_config("stage1", REPO_ROOT / "config/train/stage1.yaml", output=str(runs / "lam"), steps=3, **common)
+    ).run()
     assert (runs / "lam" / "last" / "model.safetensors").exists()
 
-    stage2 = load_config("stage2", REPO_ROOT / "config/train/stage2.yaml", output=str(runs / "pre"), steps=3,
-                         lam_checkpoint=str(runs / "lam" / "last"), warmup_steps=2, **common)
+    stage2 = load_config(
+        "stage2",
+        REPO_ROOT / "config/train/stage2.yaml",
+        output=str(runs / "pre"),
+        steps=3,
+        lam_checkpoint=str(runs / "lam" / "last"),
+        warmup_steps=2,
+        **common,
+    )
     Trainer(stage2).run()
     losses = [json.loads(line) for line in (runs / "pre" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in losses] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in losses)
 
     # Stage III, stopped after 2 steps and resumed, equals an uninterrupted run of 4 steps.
     def stage3(output, steps):
-        return load_config("stage3", REPO_ROOT / "config/train/stage3.yaml", output=str(output), steps=steps,
-                           lam_checkpoint=str(runs / "lam" / "last"), init_checkpoint=str(runs / "pre" / "last"),
-                           warmup_steps=2, **common)
+        return load_config(
+            "stage3",
+            REPO_ROOT / "config/train/stage3.yaml",
+            output=str(output),
+            steps=steps,
+            lam_checkpoint=str(runs / "lam" / "last"),
+            init_checkpoint=str(runs / "pre" / "last"),
+            warmup_steps=2,
+            **common,
+        )
 
     straight = Trainer(stage3(runs / "ft-straight", 4))
     straight.run()
@@ -199,7 +179,9 @@ def test_each_stage_trains_resumes_and_the_result_swaps_into_a_running_policy_no
     resumed.run()
     for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
-    vlm_moments = [resumed.optimizer.state[p]["exp_avg"] for p in resumed.model.backbone.parameters() if p.requires_grad]
+    vlm_moments = [
+        resumed.optimizer.state[p]["exp_avg"] for p in resumed.model.backbone.parameters() if p.requires_grad
+    ]
     assert any(m.abs().sum() > 0 for m in vlm_moments)  # the VLM learned after its warm-up
 
     # The loop closes: the policy node takes the Stage III checkpoint while it serves.
@@ -231,33 +213,292 @@ def test_bad_bags_fail_with_their_reason_and_write_nothing(episodes, tmp_path):
         target.mkdir()
         shutil.copy(good / "episode.json", target / "episode.json")
         store = make_typestore()
-        with AnyReader([good / "bag"], default_typestore=store) as reader, \
-                Writer(target / "bag", version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        with (
+            AnyReader([good / "bag"], default_typestore=store) as reader,
+            Writer(target / "bag", version=8, storage_plugin=StoragePlugin.MCAP) as writer,
+        ):
             connections = {}
             for connection, timestamp, raw in reader.messages():
                 msg = reader.deserialize(raw, connection.msgtype)
                 if not keep(connection.topic, msg):
                     continue
                 if connection.topic not in connections:
-                    connections[connection.topic] = writer.add_connection(connection.topic, connection.msgtype,
-                                                                          typestore=store)
+                    connections[connection.topic] = writer.add_connection(
+                        connection.topic, connection.msgtype, typestore=store
+                    )
                 writer.write(connections[connection.topic], timestamp, raw)
         return target
 
     stamp = lambda m: m.header.stamp.sec + m.header.stamp.nanosec * 1e-9  # noqa: E731
     no_camera = broken_copy("no_camera", lambda t, m: t != "/cameras/left_wrist/color/image_raw")
-    gap = broken_copy("gap", lambda t, m: not (t == "/rotvla/eef_pose/right" and 2.0 < (stamp(m) % 100) < 3.0)
-                      if hasattr(m, "header") else True)
+    gap = broken_copy(
+        "gap",
+        lambda t, m: (
+            not (t == "/rotvla/eef_pose/right" and 2.0 < (stamp(m) % 100) < 3.0) if hasattr(m, "header") else True
+        ),
+    )
     truncated = tmp_path / "truncated"
     shutil.copytree(good, truncated)
     mcap = next((truncated / "bag").glob("*.mcap"))
     mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
-    cases = [(no_camera, "no messages on /cameras/left_wrist/color/image_raw"),
-             (gap, "/rotvla/eef_pose/right has a gap"),
-             (truncated, "cannot read the bag")]
+    cases = [
+        (no_camera, "no messages on /cameras/left_wrist/color/image_raw"),
+        (gap, "/rotvla/eef_pose/right has a gap"),
+        (truncated, "cannot read the bag"),
+    ]
     for bag, reason in cases:
         output = tmp_path / f"out-{bag.name}"
         with pytest.raises(ConversionError) as error:
             convert([good, bag], output, progress=False)
         assert reason in str(error.value) and bag.name in str(error.value)
         assert not output.exists() and not any(p.name.startswith(f".{output.name}") for p in tmp_path.iterdir())
+
+
+# -- the train/deploy contract (rotvla_common.contract) ------------------------------------------
+
+
+@pytest.mark.timeout(600)
+def test_recorded_actions_replayed_through_the_controller_retrace_the_recorded_path(dataset, episodes):
+    """Time, alignment and the executor's due times, end to end: each recorded episode's
+    actions, sent as a perfect policy would send them, through the executor's controller in the
+    cell of the same seed (config/sim.yaml, its arm latency included). An off-by-one step in any
+    of them shows as a path several millimetres off."""
+    from rotvla_ros.eval.episodes import replay_episode
+
+    root, _ = dataset
+    _, paths = episodes
+    seeds = {p.name: int(json.loads((p / "episode.json").read_text())["notes"].split()[-1]) for p in paths}
+    reader = LeRobotV3Dataset(root)
+    for index, row in reader.episodes.items():
+        seed = seeds[row["source"]]
+        kept = replay_episode(reader, index, "block_to_plate", seed)
+        assert kept["max"] < 0.004 and kept["mean"] < 0.001, kept
+        for shift in (-1, 1):  # a step early or late: what a broken alignment would cost
+            broken = replay_episode(reader, index, "block_to_plate", seed, time_shift_steps=shift)
+            assert broken["max"] > 0.005 and broken["mean"] > 1.5 * kept["mean"], (shift, broken, kept)
+
+
+@pytest.mark.timeout(600)
+def test_the_same_frame_is_the_same_model_input_in_training_and_live(dataset, tmp_path):
+    """One decoded frame, once through the training batch and once as a camera image through
+    the camera ingestion's transform and the policy's pre-processing: identical tensors."""
+    from sensor_msgs.msg import Image
+
+    from rotvla_common.contract import prepare_image
+    from rotvla_ros.ingest.images import fill_image, image_to_rgb
+
+    root, _ = dataset
+    config = load_config(
+        "stage3",
+        output=str(tmp_path / "run"),
+        dataset=str(root),
+        preset="tiny",
+        batch_size=1,
+        device="cpu",
+        num_workers=0,
+        color_jitter=False,
+        latent_planner=False,
+    )
+    trainer = Trainer(config)
+    row = 25
+    batch = trainer._batch([trainer.dataset[row]])
+    raw = LeRobotV3Dataset(root)[row]["images"]  # the frames at the camera's resolution, 4:3
+    policy = RotVLAPolicy(
+        trainer.model, trainer.normalizer, device="cpu", dtype="float32", state_normalizer=trainer.state_normalizer
+    )
+    size = policy.config.image_size
+    live = {
+        camera: prepare_image(image_to_rgb(fill_image(Image(), frame, "bgr8")), size)  # what ingestion publishes
+        for camera, frame in raw.items()
+    }
+    pixels, *_ = policy.preprocess({"images": live, "instruction": "", "state": trainer.dataset.state[row]})
+    assert raw["head"].shape == (240, 320, 3) and pixels.shape == batch["images"].shape
+    assert torch.equal(pixels, batch["images"])
+
+
+@pytest.mark.timeout(900)
+def test_a_dataset_at_another_fps_makes_chunks_of_its_period_and_is_refused_where_that_differs(episodes, tmp_path, ros):
+    """The step period travels from the dataset (converted at 5 fps) to the checkpoint to every
+    chunk the policy node publishes; a node configured for 10 fps refuses the checkpoint."""
+    from rotvla_msgs.msg import ActionChunk, Observation
+    from sensor_msgs.msg import Image
+
+    from rotvla_ros.ingest.images import fill_image
+    from rotvla_ros.nodes.common import OBSERVATION_QOS, to_seconds
+    from rotvla_ros.nodes.policy_node import PolicyNode
+
+    _, paths = episodes
+    root = tmp_path / "five_fps"
+    info = convert(paths, root, ConversionConfig(fps=5), progress=False)
+    assert info["fps"] == 5
+    config = load_config(
+        "stage3",
+        output=str(tmp_path / "run"),
+        dataset=str(root),
+        preset="tiny",
+        batch_size=2,
+        steps=2,
+        save_every=2,
+        device="cpu",
+        num_workers=0,
+        latent_planner=False,
+        warmup_steps=1,
+    )
+    Trainer(config).run()
+    checkpoint = tmp_path / "run" / "last"
+    assert RotVLAPolicy.from_pretrained(checkpoint, device="cpu").config.dt == pytest.approx(0.2)
+
+    strict = ros.add(
+        PolicyNode(parameter_overrides=[Parameter("device", value="cpu"), Parameter("step_period", value=0.1)])
+    )
+    refused = strict.load(str(checkpoint), "cpu", None)
+    assert not refused.success and "step period 0.2 s" in refused.message and "0.1 s" in refused.message
+    strict.destroy_node()
+    ros.nodes.remove(strict)
+
+    node = ros.add(
+        PolicyNode(
+            parameter_overrides=[
+                Parameter("device", value="cpu"),
+                Parameter("step_period", value=0.2),
+                Parameter("checkpoint", value=str(checkpoint)),
+                Parameter("max_observation_age", value=5.0),
+            ]
+        )
+    )
+    client = ros.add(Node("fps_test_client"))
+    chunks = []
+    client.create_subscription(ActionChunk, "/rotvla/action_chunk", chunks.append, RELIABLE_QOS)
+    publisher = client.create_publisher(Observation, "/rotvla/observation", OBSERVATION_QOS)
+    assert wait_for(lambda: publisher.get_subscription_count() > 0, 10)
+    observation = Observation(camera_names=list(CAMERAS))
+    for camera in CAMERAS:
+        observation.images.append(fill_image(Image(), np.full((84, 84, 3), 80, np.uint8), "rgb8"))
+    poses = []
+    from geometry_msgs.msg import PoseStamped
+
+    for arm in ("left", "right"):
+        pose = PoseStamped()
+        pose.header.frame_id = f"{arm}_base_link"
+        pose.pose.position.x, pose.pose.orientation.w = 0.3, 1.0
+        poses.append(pose)
+    observation.eef_poses = poses
+    observation.joint_state.name, observation.joint_state.position = ["left_gripper", "right_gripper"], [0.08, 0.08]
+    deadline = time.monotonic() + 60
+    while not chunks and time.monotonic() < deadline:
+        observation.header.stamp = node.get_clock().now().to_msg()
+        publisher.publish(observation)
+        time.sleep(0.2)
+    assert chunks, "no chunk"
+    assert to_seconds(chunks[-1].dt) == pytest.approx(0.2)
+
+
+# -- what LeRobot and rosbag2 readers expect (no LeRobot install needed) -------------------------
+
+# LeRobot v3 (docs: lerobot/datasets/v3 format): info.json's keys and their types.
+INFO_SCHEMA = {
+    "codebase_version": str,
+    "robot_type": str,
+    "total_episodes": int,
+    "total_frames": int,
+    "total_tasks": int,
+    "chunks_size": int,
+    "data_files_size_in_mb": int,
+    "video_files_size_in_mb": int,
+    "fps": int,
+    "splits": dict,
+    "data_path": str,
+    "video_path": str,
+    "features": dict,
+}
+VIDEO_INFO = {
+    "video.height": int,
+    "video.width": int,
+    "video.codec": str,
+    "video.pix_fmt": str,
+    "video.is_depth_map": bool,
+    "video.fps": int,
+    "video.channels": int,
+    "has_audio": bool,
+}
+STATS = ("min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99")
+BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+
+
+@pytest.mark.timeout(300)
+def test_every_parquet_file_reads_back_with_pandas_as_lerobot_reads_it(dataset):
+    import pandas as pd
+
+    root, info = dataset
+    tasks = pd.read_parquet(root / "meta" / "tasks.parquet")  # LeRobot's load_tasks
+    assert tasks.index.name == "task" and list(tasks.columns) == ["task_index"]
+    assert tasks.loc["put the block on the plate", "task_index"] == 0
+    data = pd.read_parquet(root / "data" / "chunk-000" / "file-000.parquet")
+    assert list(data.columns) == ["observation.state", "action", *BOOKKEEPING]
+    assert len(data) == info["total_frames"] and (data["index"].to_numpy() == np.arange(len(data))).all()
+    episodes = pd.read_parquet(root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    assert len(episodes) == info["total_episodes"]
+    for feature in info["features"]:
+        for stat in STATS:
+            assert f"stats/{feature}/{stat}" in episodes.columns, (feature, stat)
+    for name in (
+        "tasks",
+        "length",
+        "dataset_from_index",
+        "dataset_to_index",
+        "data/chunk_index",
+        "data/file_index",
+        "videos/observation.images.head/from_timestamp",
+        "meta/episodes/chunk_index",
+    ):
+        assert name in episodes.columns, name
+    first = episodes.iloc[0]
+    state = np.stack(data["observation.state"][first["dataset_from_index"] : first["dataset_to_index"]].to_numpy())
+    assert np.allclose(first["stats/observation.state/mean"], state.mean(0), atol=1e-5)
+
+
+@pytest.mark.timeout(300)
+def test_info_and_stats_follow_lerobot_v3(dataset):
+    root, _ = dataset
+    info = json.loads((root / "meta" / "info.json").read_text())
+    for key, kind in INFO_SCHEMA.items():
+        assert isinstance(info[key], kind), key
+    assert info["codebase_version"] == "v3.0"
+    for name, feature in info["features"].items():
+        assert {"dtype", "shape", "names"} <= set(feature), name
+        if feature["dtype"] == "video":
+            for key, kind in VIDEO_INFO.items():
+                assert isinstance(feature["info"][key], kind), (name, key)
+            assert feature["info"]["video.codec"] in ("h264", "hevc", "av1")  # the stream's codec, not the encoder
+    assert set(BOOKKEEPING) <= set(info["features"])
+    stats = json.loads((root / "meta" / "stats.json").read_text())
+    assert set(stats) == set(info["features"])
+    for name, values in stats.items():
+        assert set(values) == set(STATS), name
+        assert (
+            values["q01"] <= values["q50"] <= values["q99"]
+            if np.ndim(values["q50"]) == 0
+            else np.all(np.asarray(values["q01"]) <= np.asarray(values["q99"]))
+        ), name
+
+
+@pytest.mark.timeout(300)
+def test_the_recorders_bags_read_with_a_second_independent_mcap_reader(episodes):
+    """rosbags wrote them; the mcap + mcap-ros2-support readers decode every message too, from
+    the schemas the bags carry."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    _, paths = episodes
+    for path in paths:
+        counts = {}
+        (bag,) = (path / "bag").glob("*.mcap")
+        with open(bag, "rb") as stream:
+            reader = make_reader(stream, decoder_factories=[DecoderFactory()])
+            for _, channel, _, message in reader.iter_decoded_messages():
+                counts[channel.topic] = counts.get(channel.topic, 0) + 1
+                if channel.topic == "/cameras/head/color/image_raw":
+                    assert message.encoding == "rgb8" and len(message.data) == message.step * message.height
+        meta = json.loads((path / "episode.json").read_text())
+        assert sum(counts.values()) == meta["message_count"]
+        assert {f"/cameras/{c}/color/image_raw" for c in CAMERAS} <= set(counts)

@@ -43,8 +43,12 @@ class SimWorld:
         self.node.create_subscription(ExecutorStatus, "/rotvla/executor_status", self.statuses.append, RELIABLE_QOS)
         self.node.create_subscription(JointState, "/joint_states", self.joint_states.append, SENSOR_QOS)
         self.node.create_subscription(PoseStamped, "/rotvla/eef_pose/left", self.poses.append, SENSOR_QOS)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diagnostics.extend(
-            s for s in m.status if s.name == "rotvla/executor"), 50)
+        self.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: self.diagnostics.extend(s for s in m.status if s.name == "rotvla/executor"),
+            50,
+        )
         self.estop = self.node.create_client(Trigger, "/rotvla/estop")
         self.resume = self.node.create_client(Trigger, "/rotvla/resume")
         self.sim_time = T0
@@ -53,7 +57,10 @@ class SimWorld:
         # the clock thread on 2 cores at these message rates.
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
-        self._threads = [threading.Thread(target=self._spin, daemon=True), threading.Thread(target=self._tick, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._spin, daemon=True),
+            threading.Thread(target=self._tick, daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -102,12 +109,23 @@ class SimWorld:
 @pytest.fixture
 def world(request, rclpy_context, peer_factory):
     world = SimWorld()
-    params = ["use_sim_time:=true", "backend:=sim", "watchdog_timeout:=0.6", "publish_divisor:=10",
-              *getattr(request, "param", [])]
-    executor = peer_factory(sys.executable, "-m", "arx_r5_driver.executor_node", "--ros-args",
-                            "--params-file", str(REPO_ROOT / "config" / "robot.yaml"),
-                            # node-qualified: robot.yaml's node-specific values outrank a plain -p
-                            *[arg for param in params for arg in ("-p", f"arx_r5_executor:{param}")])
+    params = [
+        "use_sim_time:=true",
+        "backend:=sim",
+        "watchdog_timeout:=0.6",
+        "publish_divisor:=10",
+        *getattr(request, "param", []),
+    ]
+    executor = peer_factory(
+        sys.executable,
+        "-m",
+        "arx_r5_driver.executor_node",
+        "--ros-args",
+        "--params-file",
+        str(REPO_ROOT / "config" / "robot.yaml"),
+        # node-qualified: robot.yaml's node-specific values outrank a plain -p
+        *[arg for param in params for arg in ("-p", f"arx_r5_executor:{param}")],
+    )
     try:
         assert wait_for(lambda: world.latest_status() is not None, 30), f"no ExecutorStatus: {''.join(executor.lines)}"
         yield world
@@ -141,10 +159,19 @@ def test_chunks_move_the_arms_on_sim_time_and_state_is_published(world):
     assert wait_for(lambda: world.latest_status().mode == ExecutorStatus.MODE_HOLDING, 20)
     status = world.latest_status()
     assert status.chunks_accepted == 1 and status.chunks_rejected == 0
-    assert 8 <= status.executed_steps <= horizon  # step i is due at stamp + (i + 1) dt: all still due on a prompt arrival
+    assert (
+        8 <= status.executed_steps <= horizon
+    )  # step i is due at stamp + (i + 1) dt: all still due on a prompt arrival
     # The arm got there (the sim arm's first-order lag settles within a few tau).
-    assert wait_for(lambda: np.linalg.norm(
-        [world.poses[-1].pose.position.x - position[0] - 0.06, world.poses[-1].pose.position.z - position[2]]) < 0.003, 10)
+    assert wait_for(
+        lambda: (
+            np.linalg.norm(
+                [world.poses[-1].pose.position.x - position[0] - 0.06, world.poses[-1].pose.position.z - position[2]]
+            )
+            < 0.003
+        ),
+        10,
+    )
     stamps = [s.header.stamp.sec + s.header.stamp.nanosec * 1e-9 for s in world.joint_states[-20:]]
     assert all(b > a for a, b in zip(stamps, stamps[1:])) and stamps[-1] > stamp  # sim time, increasing
 
@@ -198,8 +225,9 @@ def test_the_watchdog_holds_when_the_chunks_stop(world):
     assert np.allclose(world.joint_states[-1].position, first, atol=2e-4)  # holding still
     held_x = world.poses[-1].pose.position.x - ArmKinematics().fk(HOME)[0][0]
     assert 0.01 < held_x < 0.1  # stopped part way, not at the end of the stale plan
-    assert wait_for(lambda: any(kv.key == "watchdog_stops" and kv.value == "1"
-                                for d in world.diagnostics for kv in d.values), 5)
+    assert wait_for(
+        lambda: any(kv.key == "watchdog_stops" and kv.value == "1" for d in world.diagnostics for kv in d.values), 5
+    )
 
 
 @pytest.mark.parametrize("world", [["control_source:=teleop"]], indirect=True)

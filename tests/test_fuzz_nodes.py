@@ -45,16 +45,23 @@ def start(peer_factory, *args):
 
 def random_image(rng) -> Image:
     """An Image whose fields disagree with each other in every way."""
-    msg = Image(height=int(rng.choice([0, 1, 7, 48, 480, 2**31 - 1])), width=int(rng.choice([0, 1, 9, 64, 640])),
-                encoding=str(rng.choice(ENCODINGS)), step=int(rng.choice([0, 3, 192, 1920, 2**31 - 1])),
-                is_bigendian=int(rng.integers(0, 2)))
+    msg = Image(
+        height=int(rng.choice([0, 1, 7, 48, 480, 2**31 - 1])),
+        width=int(rng.choice([0, 1, 9, 64, 640])),
+        encoding=str(rng.choice(ENCODINGS)),
+        step=int(rng.choice([0, 3, 192, 1920, 2**31 - 1])),
+        is_bigendian=int(rng.integers(0, 2)),
+    )
     msg.data = rng.integers(0, 256, int(rng.choice([0, 1, 100, 9216, 100_000]))).astype(np.uint8).tobytes()
     msg.header.stamp = to_time(float(rng.choice([0.0, 1e9, 1.0, rng.uniform(0, 2e9)])))
     return msg
 
 
 def random_joint_state(rng) -> JointState:
-    names = [str(rng.choice(["left_gripper", "right_gripper", "left_joint1", "", "x" * 1000])) for _ in range(rng.integers(0, 5))]
+    names = [
+        str(rng.choice(["left_gripper", "right_gripper", "left_joint1", "", "x" * 1000]))
+        for _ in range(rng.integers(0, 5))
+    ]
     positions = rng.choice([np.nan, np.inf, -1e30, 0.04, 1.0], size=int(rng.integers(0, 6))).tolist()
     msg = JointState(name=names, position=positions)
     msg.header.stamp = to_time(float(rng.uniform(0, 2e9)))
@@ -111,8 +118,13 @@ def random_chunk(rng, client) -> ActionChunk:
         position, rotation = ArmKinematics().fk(np.array(HOME_JOINTS))
         row = np.r_[position + rng.normal(0, 0.3, 3), rotation[:, 0], rotation[:, 1], rng.uniform(-0.1, 0.2)]
         values = np.tile(np.r_[row, row], horizon)
-    msg = ActionChunk(horizon=horizon, action_names=names, actions=values.astype(np.float32).tolist(),
-                      checkpoint_id="f" * int(rng.choice([0, 10, 300])), sequence=int(rng.integers(0, 2**63)))
+    msg = ActionChunk(
+        horizon=horizon,
+        action_names=names,
+        actions=values.astype(np.float32).tolist(),
+        checkpoint_id="f" * int(rng.choice([0, 10, 300])),
+        sequence=int(rng.integers(0, 2**63)),
+    )
     now = client.node.get_clock().now().nanoseconds * 1e-9
     msg.header.stamp = to_time(max(0.0, now + float(rng.choice([0.0, -0.05, -10.0, 0.5, 1e6]))))
     msg.dt = to_duration(float(rng.choice([0.05, 0.1, 0.0, 2.0, 1e-9])))
@@ -120,7 +132,15 @@ def random_chunk(rng, client) -> ActionChunk:
 
 
 def test_fuzz_executor_never_breaks_a_limit(client, peer_factory):
-    node = start(peer_factory, "arx_r5_driver.executor_node", "--ros-args", "--params-file", ROBOT, "-p", "arx_r5_executor:backend:=sim")
+    node = start(
+        peer_factory,
+        "arx_r5_driver.executor_node",
+        "--ros-args",
+        "--params-file",
+        ROBOT,
+        "-p",
+        "arx_r5_executor:backend:=sim",
+    )
     statuses = client.listen(ExecutorStatus, "/rotvla/executor_status")
     states = client.listen(JointState, "/joint_states", SENSOR_QOS)
     chunks = client.node.create_publisher(ActionChunk, "/rotvla/action_chunk", RELIABLE_QOS)
@@ -153,8 +173,13 @@ def random_observation(rng, client) -> Observation:
             msg.images.append(random_image(rng))
         else:
             side = int(rng.choice([1, 8, 84, 200]))
-            msg.images.append(fill_image(Image(), rng.integers(0, 256, (side, side, 3)).astype(np.uint8),
-                                         str(rng.choice(["rgb8", "bgr8", "mono8"]))))
+            msg.images.append(
+                fill_image(
+                    Image(),
+                    rng.integers(0, 256, (side, side, 3)).astype(np.uint8),
+                    str(rng.choice(["rgb8", "bgr8", "mono8"])),
+                )
+            )
     now = client.node.get_clock().now().nanoseconds * 1e-9
     msg.header.stamp = to_time(max(0.0, now + float(rng.choice([0.0, -100.0, 100.0]))))
     msg.joint_state = random_joint_state(rng)
@@ -162,8 +187,17 @@ def random_observation(rng, client) -> Observation:
 
 
 def test_fuzz_policy_node(client, peer_factory, tmp_path):
-    node = start(peer_factory, "rotvla_ros.nodes.policy_node", "--ros-args", "-p", f"checkpoint:={TINY}", "-p", "device:=cpu",
-                 "-p", "max_observation_age:=5.0")
+    node = start(
+        peer_factory,
+        "rotvla_ros.nodes.policy_node",
+        "--ros-args",
+        "-p",
+        f"checkpoint:={TINY}",
+        "-p",
+        "device:=cpu",
+        "-p",
+        "max_observation_age:=5.0",
+    )
     chunks = client.listen(ActionChunk, "/rotvla/action_chunk")
     observations = client.node.create_publisher(Observation, "/rotvla/observation", OBSERVATION_QOS)
     assert client.spin_until(lambda: observations.get_subscription_count() > 0, 60)
@@ -173,11 +207,17 @@ def test_fuzz_policy_node(client, peer_factory, tmp_path):
     for k in range(1000):
         observations.publish(random_observation(rng, client))
         if k % 100 == 0:
-            reply = client.call(LoadCheckpoint, "/rotvla/load_checkpoint",
-                                LoadCheckpoint.Request(path=str(rng.choice(paths)), device=str(rng.choice(["", "cpu", "gpu9"]))))
+            reply = client.call(
+                LoadCheckpoint,
+                "/rotvla/load_checkpoint",
+                LoadCheckpoint.Request(path=str(rng.choice(paths)), device=str(rng.choice(["", "cpu", "gpu9"]))),
+            )
             assert not reply.success
-            client.call(SetInstruction, "/rotvla/set_instruction",
-                        SetInstruction.Request(instruction="put the block on the plate" * int(rng.choice([1, 10_000]))))
+            client.call(
+                SetInstruction,
+                "/rotvla/set_instruction",
+                SetInstruction.Request(instruction="put the block on the plate" * int(rng.choice([1, 10_000]))),
+            )
         if k % 20 == 0:
             client.spin_for(0.01)
     assert alive(node), "".join(node.lines[-30:])
@@ -194,8 +234,17 @@ def test_fuzz_policy_node(client, peer_factory, tmp_path):
 
 
 def test_fuzz_sim_node_and_its_reset(client, peer_factory):
-    node = start(peer_factory, "rotvla_ros.nodes.sim_node", "--ros-args", "--params-file", ROBOT, "--params-file", SIM,
-                 "-p", "real_time_factor:=0.0")
+    node = start(
+        peer_factory,
+        "rotvla_ros.nodes.sim_node",
+        "--ros-args",
+        "--params-file",
+        ROBOT,
+        "--params-file",
+        SIM,
+        "-p",
+        "real_time_factor:=0.0",
+    )
     commands = client.node.create_publisher(JointState, "/sim/joint_commands", RELIABLE_QOS)
     states = client.listen(JointState, "/sim/joint_states", SENSOR_QOS)
     assert client.spin_until(lambda: states, 60), "".join(node.lines[-20:])
@@ -203,7 +252,9 @@ def test_fuzz_sim_node_and_its_reset(client, peer_factory):
     for k in range(1500):
         commands.publish(random_joint_state(rng))
         if k % 300 == 0:
-            reply = client.call(ResetSimulation, "/sim/reset", ResetSimulation.Request(seed=int(rng.integers(-2**63, 2**63))))
+            reply = client.call(
+                ResetSimulation, "/sim/reset", ResetSimulation.Request(seed=int(rng.integers(-(2**63), 2**63)))
+            )
             assert reply.success or "reset failed" in reply.message
         if k % 20 == 0:
             client.spin_for(0.01)
@@ -220,12 +271,20 @@ def test_fuzz_episode_recorder(client, peer_factory, tmp_path):
     for k in range(300):
         choice = rng.integers(0, 4)
         if choice == 0:
-            client.call(StartEpisode, "/rotvla/recorder/start",
-                        StartEpisode.Request(task=str(rng.choice(["t", "../../escape", "a/b", "x" * 300, ""])),
-                                             instruction="i" * int(rng.choice([0, 100_000]))))
+            client.call(
+                StartEpisode,
+                "/rotvla/recorder/start",
+                StartEpisode.Request(
+                    task=str(rng.choice(["t", "../../escape", "a/b", "x" * 300, ""])),
+                    instruction="i" * int(rng.choice([0, 100_000])),
+                ),
+            )
         elif choice == 1:
-            client.call(StopEpisode, "/rotvla/recorder/stop", StopEpisode.Request(task_success=bool(rng.integers(0, 2)),
-                                                                                   notes="n" * int(rng.choice([0, 100_000]))))
+            client.call(
+                StopEpisode,
+                "/rotvla/recorder/stop",
+                StopEpisode.Request(task_success=bool(rng.integers(0, 2)), notes="n" * int(rng.choice([0, 100_000]))),
+            )
         elif choice == 2:
             client.call(Trigger, "/rotvla/recorder/discard", Trigger.Request())
         else:

@@ -21,8 +21,10 @@ def arm():
 
 
 def test_the_urdf_is_read_from_the_vendor_package_without_importing_it():
-    code = "import sys; from arx_r5_driver.kinematics import vendor_urdf; p = vendor_urdf(); " \
-           "assert p.name == 'R5_master.urdf' and p.is_file(); assert 'arx_r5_sdk' not in sys.modules"
+    code = (
+        "import sys; from arx_r5_driver.kinematics import vendor_urdf; p = vendor_urdf(); "
+        "assert p.name == 'R5_master.urdf' and p.is_file(); assert 'arx_r5_sdk' not in sys.modules"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     assert "<robot" in vendor_urdf().read_text()
 

@@ -18,8 +18,10 @@ def test_dino_features_are_patch_tokens_after_the_final_layernorm_without_cls():
     frames = moving_squares(2, 2, 56, generator=torch.Generator().manual_seed(0))
     features = lam.features(frames)
     assert features.shape == (2, 2, lam.num_patches, lam.dino.config.hidden_size)
-    full = lam.dino(pixel_values=(frames[:, 0] - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-                    / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)).last_hidden_state
+    full = lam.dino(
+        pixel_values=(frames[:, 0] - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    ).last_hidden_state
     torch.testing.assert_close(features[:, 0], full[:, 1:])
     assert not any(p.requires_grad for p in lam.dino.parameters())
 

@@ -20,11 +20,27 @@ TINY = str(REPO_ROOT / "models" / "tiny-random")
 
 # Each node as launch would start it, and a line that says it is up.
 NODES = {
-    "policy": (["-m", "rotvla_ros.nodes.policy_node", "--ros-args", "-p", f"checkpoint:={TINY}", "-p", "device:=cpu"],
-               "serving"),
+    "policy": (
+        ["-m", "rotvla_ros.nodes.policy_node", "--ros-args", "-p", f"checkpoint:={TINY}", "-p", "device:=cpu"],
+        "serving",
+    ),
     "camera_ingestion": (["-m", "rotvla_ros.nodes.camera_ingestion"], None),
-    "executor": (["-m", "arx_r5_driver.executor_node", "--ros-args", "--params-file", ROBOT, "-p", "arx_r5_executor:backend:=sim"], "at 200 Hz"),
-    "sim": (["-m", "rotvla_ros.nodes.sim_node", "--ros-args", "--params-file", ROBOT, "--params-file", SIM], "task block_to_plate"),
+    "executor": (
+        [
+            "-m",
+            "arx_r5_driver.executor_node",
+            "--ros-args",
+            "--params-file",
+            ROBOT,
+            "-p",
+            "arx_r5_executor:backend:=sim",
+        ],
+        "at 200 Hz",
+    ),
+    "sim": (
+        ["-m", "rotvla_ros.nodes.sim_node", "--ros-args", "--params-file", ROBOT, "--params-file", SIM],
+        "task block_to_plate",
+    ),
     "recorder": (["-m", "rotvla_ros.nodes.episode_recorder"], "recording"),
 }
 
@@ -32,8 +48,14 @@ NODES = {
 class Process:
     def __init__(self, args: list[str]):
         # A session (and process group) of its own: the group signal reaches it and its children only.
-        self.proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.proc = subprocess.Popen(
+            [sys.executable, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         self.lines: list[str] = []
 
     def wait_for(self, marker: str | None, timeout: float = 90.0) -> None:

@@ -53,7 +53,9 @@ def test_predict_gives_a_chunk_of_the_configured_layout(policy):
     assert torch.allclose(plan @ plan.transpose(-1, -2), torch.eye(c.latent_dim).expand_as(plan), atol=1e-5)
     for start in (3, 13):
         rot6d = torch.from_numpy(out.actions[:, start : start + 6]).double()
-        torch.testing.assert_close(rot6d_to_matrix(rot6d)[..., :2].transpose(-1, -2).flatten(-2), rot6d, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            rot6d_to_matrix(rot6d)[..., :2].transpose(-1, -2).flatten(-2), rot6d, atol=1e-5, rtol=0
+        )
     for stage in ("preprocess", "vl_prefix", "denoise_step_0", "denoise_step_9", "denoise", "postprocess", "total"):
         assert out.timings[stage] >= 0
 

@@ -44,11 +44,16 @@ class Driver:
         self.node = ros.add(Node("policy_test_driver"))
         self.observations = self.node.create_publisher(Observation, "/rotvla/observation", OBSERVATION_QOS)
         self.chunks, self.paths, self.diagnostics = [], [], []
-        self.node.create_subscription(ActionChunk, "/rotvla/action_chunk",
-                                      lambda m: self.chunks.append((time.monotonic(), m)), 50)
+        self.node.create_subscription(
+            ActionChunk, "/rotvla/action_chunk", lambda m: self.chunks.append((time.monotonic(), m)), 50
+        )
         self.node.create_subscription(MarkerArray, "/rotvla/planned_path", self.paths.append, 10)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diagnostics.extend(
-            s for s in m.status if s.name == "rotvla/policy"), 10)
+        self.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: self.diagnostics.extend(s for s in m.status if s.name == "rotvla/policy"),
+            10,
+        )
         self.load = self.node.create_client(LoadCheckpoint, "/rotvla/load_checkpoint")
         self.instruct = self.node.create_client(SetInstruction, "/rotvla/set_instruction")
         self.sequence = 0
@@ -84,8 +89,11 @@ def rclpy_duration(seconds):
 
 
 def make_node(ros, checkpoint, **params):
-    overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("device", value="cpu"),
-                 Parameter("max_observation_age", value=1.0)]
+    overrides = [
+        Parameter("checkpoint", value=str(checkpoint)),
+        Parameter("device", value="cpu"),
+        Parameter("max_observation_age", value=1.0),
+    ]
     overrides += [Parameter(k, value=v) for k, v in params.items()]
     return ros.add(PolicyNode(parameter_overrides=overrides))
 
@@ -121,7 +129,7 @@ def test_stale_observations_are_refused_and_instruction_service_works(ros, check
     driver = Driver(ros)
     assert wait_for(lambda: driver.observations.get_subscription_count() > 0, 10)
     driver.publish(age=5.0)
-    assert wait_for(lambda: node.counters["stale_observations"] == 1, 10)
+    assert wait_for(lambda: node.counters.stale_observations == 1, 10)
     time.sleep(0.2)
     assert driver.chunks == []
     reply = driver.call(driver.instruct, SetInstruction.Request(instruction="stack the cups"))
@@ -144,7 +152,9 @@ def _bad_checkpoints(root, tmp_path):
     return [(tmp_path / "missing", "not found"), (corrupt, "corrupt"), (incompatible, "does not match the robot")]
 
 
-def test_live_swap_while_observations_stream_then_failed_swaps_keep_the_old_model(ros, checkpoints, tmp_path, peer_factory):
+def test_live_swap_while_observations_stream_then_failed_swaps_keep_the_old_model(
+    ros, checkpoints, tmp_path, peer_factory
+):
     """Deployed layout: the node in a process of its own, observations streamed at the policy
     rate by another light process that also times the chunks; this process only calls the
     service."""
@@ -154,9 +164,20 @@ def test_live_swap_while_observations_stream_then_failed_swaps_keep_the_old_mode
 
     root, ids = checkpoints
     bad = _bad_checkpoints(root, tmp_path)
-    node = peer_factory(sys.executable, "-m", "rotvla_ros.nodes.policy_node", "--ros-args",
-                        "-p", f"checkpoint:={root / 'tiny-a'}", "-p", "device:=cpu", "-p", "max_observation_age:=1.0",
-                        "-p", "min_swap_interval:=0.0")  # swaps in quick succession, each refused for its own reason
+    node = peer_factory(
+        sys.executable,
+        "-m",
+        "rotvla_ros.nodes.policy_node",
+        "--ros-args",
+        "-p",
+        f"checkpoint:={root / 'tiny-a'}",
+        "-p",
+        "device:=cpu",
+        "-p",
+        "max_observation_age:=1.0",
+        "-p",
+        "min_swap_interval:=0.0",
+    )  # swaps in quick succession, each refused for its own reason
     period, seconds = 0.1, 12.0  # the policy rate; the streaming window
     streamer = peer_factory(TESTS_DIR / "peers" / "observation_streamer.py", str(1 / period), str(seconds))
     streamer.wait_ready(timeout=60)
@@ -194,8 +215,9 @@ def test_live_swap_while_observations_stream_then_failed_swaps_keep_the_old_mode
     )
     first_b = chunk_ids.index(ids["tiny-b"])
     assert set(chunk_ids[:first_b]) == {ids["tiny-a"]} and set(chunk_ids[first_b:]) == {ids["tiny-b"]}
-    assert wait_for(lambda: any(
-        {kv.key: kv.value for kv in s.values}.get("failed_swaps") == "3" for s in driver.diagnostics), 5)
+    assert wait_for(
+        lambda: any({kv.key: kv.value for kv in s.values}.get("failed_swaps") == "3" for s in driver.diagnostics), 5
+    )
     values = {kv.key: kv.value for kv in driver.diagnostics[-1].values}
     assert values["swaps"] == "2" and values["nonfinite_outputs"] == "0"  # the start-up load and one swap
 
@@ -224,11 +246,15 @@ def test_a_model_that_emits_nan_publishes_nothing_and_diagnostics_report_it(ros,
     for _ in range(3):
         driver.publish()
         time.sleep(0.1)
-    assert wait_for(lambda: node.counters["nonfinite_outputs"] >= 1, 10)
+    assert wait_for(lambda: node.counters.nonfinite_outputs >= 1, 10)
     time.sleep(0.2)
     assert driver.chunks == []
-    assert wait_for(lambda: any(
-        {kv.key: kv.value for kv in s.values}.get("nonfinite_outputs", "0") != "0" for s in driver.diagnostics), 5)
+    assert wait_for(
+        lambda: any(
+            {kv.key: kv.value for kv in s.values}.get("nonfinite_outputs", "0") != "0" for s in driver.diagnostics
+        ),
+        5,
+    )
     from diagnostic_msgs.msg import DiagnosticStatus
 
     assert driver.diagnostics[-1].level == DiagnosticStatus.WARN
@@ -240,9 +266,11 @@ def test_rotvla_ctl_sets_the_instruction_and_swaps_checkpoints(ros, checkpoints)
     import sys
 
     root, ids = checkpoints
-    node = make_node(ros, root / "tiny-a")
+    node = make_node(ros, root / "tiny-a", min_swap_interval=0.0)  # a good swap, then a bad one at once
     ctl = [sys.executable, "-m", "rotvla_ros.nodes.rotvla_ctl"]
-    result = subprocess.run([*ctl, "instruct", "put the block into the drawer"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*ctl, "instruct", "put the block into the drawer"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert node.instruction == "put the block into the drawer" and "instruction set" in result.stdout
     result = subprocess.run([*ctl, "load", str(root / "tiny-b")], capture_output=True, text=True, timeout=120)

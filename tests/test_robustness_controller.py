@@ -17,11 +17,18 @@ from test_controller import HOME, JOINT_CAP, KINEMATICS, PERIOD, chunk_actions, 
 def test_a_chunk_that_schedules_nothing_is_refused_and_does_not_feed_the_watchdog():
     controller = make_controller(ControllerConfig(control_period=PERIOD, watchdog_timeout=0.5))
     dt = 0.1
-    long_plan = dict(stamp=0.0, dt=dt, horizon=40, actions=chunk_actions(np.c_[np.linspace(0, 0.08, 40), np.zeros((40, 2))]),
-                     sequence=1)
+    long_plan = dict(
+        stamp=0.0,
+        dt=dt,
+        horizon=40,
+        actions=chunk_actions(np.c_[np.linspace(0, 0.08, 40), np.zeros((40, 2))]),
+        sequence=1,
+    )
     # Every 0.1 s, a chunk whose only future step is due within dt/2 of its arrival.
-    feeders = [(t, dict(stamp=t - 0.97 * dt, dt=dt, horizon=1, actions=chunk_actions(np.zeros((1, 3))), sequence=2 + k))
-               for k, t in enumerate(np.arange(0.1, 2.0, 0.1))]
+    feeders = [
+        (t, dict(stamp=t - 0.97 * dt, dt=dt, horizon=1, actions=chunk_actions(np.zeros((1, 3))), sequence=2 + k))
+        for k, t in enumerate(np.arange(0.1, 2.0, 0.1))
+    ]
     cycles, rejections = run(controller, 0.0, 2.0, [(0.0, long_plan), *feeders])
     assert rejections and all(r.reason == "stale" for r in rejections)
     assert controller.counters.watchdog_stops == 1  # the 4 s plan was stopped 0.5 s after its chunk
@@ -74,11 +81,14 @@ def test_an_unreachable_target_is_solved_once_not_every_cycle(monkeypatch):
     assert calls["left"] <= len(cycles) - len(holding) + 2  # IK ran while the setpoint moved, then once
 
 
-@pytest.mark.parametrize("change, reason", [
-    (dict(horizon=50_000, actions=np.zeros((50_000, 20))), "too_long"),
-    (dict(checkpoint_id="x" * 1_000_000), "too_long"),
-    (dict(action_names=[f"unknown/{k}" for k in range(100_000)]), "unknown_layout"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (dict(horizon=50_000, actions=np.zeros((50_000, 20))), "too_long"),
+        (dict(checkpoint_id="x" * 1_000_000), "too_long"),
+        (dict(action_names=[f"unknown/{k}" for k in range(100_000)]), "unknown_layout"),
+    ],
+)
 def test_oversized_chunks_are_refused_with_a_bounded_reason(change, reason):
     controller = make_controller()
     chunk = dict(stamp=0.0, dt=0.05, horizon=8, actions=chunk_actions(np.zeros((8, 3))), action_names=NAMES, now=0.0)
@@ -91,10 +101,20 @@ def test_oversized_chunks_are_refused_with_a_bounded_reason(change, reason):
 
 def test_out_of_order_and_duplicate_chunks_are_refused():
     controller = make_controller()
-    chunk = lambda stamp, sequence: dict(stamp=stamp, dt=0.05, horizon=8, actions=chunk_actions(np.zeros((8, 3))),  # noqa: E731
-                                         sequence=sequence)
-    _, rejections = run(controller, 0.0, 0.5, [(0.10, chunk(0.10, 5)), (0.15, chunk(0.10, 5)),  # duplicate
-                                                 (0.20, chunk(0.05, 6)),  # an older observation
-                                                 (0.25, chunk(0.25, 7))])  # newer: taken
+
+    def chunk(stamp, sequence):
+        return dict(stamp=stamp, dt=0.05, horizon=8, actions=chunk_actions(np.zeros((8, 3))), sequence=sequence)
+
+    _, rejections = run(
+        controller,
+        0.0,
+        0.5,
+        [
+            (0.10, chunk(0.10, 5)),
+            (0.15, chunk(0.10, 5)),  # duplicate
+            (0.20, chunk(0.05, 6)),  # an older observation
+            (0.25, chunk(0.25, 7)),
+        ],
+    )  # newer: taken
     assert [r.reason for r in rejections] == ["out_of_order", "out_of_order"]
     assert controller.active_chunk.sequence == 7

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, wait_for
+from conftest import REPO_ROOT
 
 pytest.importorskip("rclpy")
 
@@ -151,8 +151,9 @@ def test_ingestion_survives_truncated_images_future_frames_and_huge_instructions
     assert int(values["head/future"]) >= 1
     statuses = [s for a in diagnostics for s in a.status if s.name == "rotvla/camera_ingestion"]
     assert int(values["refused_instructions"]) == 1
-    assert any(s.level == DiagnosticStatus.ERROR and "future" in s.message for s in statuses), \
-        [s.message for s in statuses]
+    assert any(s.level == DiagnosticStatus.ERROR and "future" in s.message for s in statuses), [
+        s.message for s in statuses
+    ]
 
 
 # -- the policy node -------------------------------------------------------------------------
@@ -173,8 +174,9 @@ def edit_json(path, change):
 
 @pytest.fixture
 def policy(client, peer_factory):
-    node = node_process(peer_factory, "rotvla_ros.nodes.policy_node", f"checkpoint:={TINY}", "device:=cpu",
-                        "max_observation_age:=5.0")
+    node = node_process(
+        peer_factory, "rotvla_ros.nodes.policy_node", f"checkpoint:={TINY}", "device:=cpu", "max_observation_age:=5.0"
+    )
     chunks = client.listen(ActionChunk, "/rotvla/action_chunk")
     observations = client.node.create_publisher(Observation, "/rotvla/observation", OBSERVATION_QOS)
     assert client.spin_until(lambda: observations.get_subscription_count() > 0, 60), "".join(node.lines[-20:])
@@ -241,8 +243,16 @@ def test_the_policy_node_refuses_future_observations_huge_instructions_and_serve
 
 @pytest.fixture
 def executor(client, peer_factory):
-    node = peer_factory(sys.executable, "-m", "arx_r5_driver.executor_node", "--ros-args", "--params-file",
-                        str(REPO_ROOT / "config" / "robot.yaml"), "-p", "arx_r5_executor:backend:=sim")
+    node = peer_factory(
+        sys.executable,
+        "-m",
+        "arx_r5_driver.executor_node",
+        "--ros-args",
+        "--params-file",
+        str(REPO_ROOT / "config" / "robot.yaml"),
+        "-p",
+        "arx_r5_executor:backend:=sim",
+    )
     statuses = client.listen(ExecutorStatus, "/rotvla/executor_status")
     chunks = client.node.create_publisher(ActionChunk, "/rotvla/action_chunk", RELIABLE_QOS)
     assert client.spin_until(lambda: statuses, 60), "".join(node.lines[-20:])
@@ -258,8 +268,11 @@ def chunk_message(client, horizon=8, names=NAMES, checkpoint_id="test", sequence
     msg = ActionChunk(horizon=horizon, action_names=list(names), checkpoint_id=checkpoint_id, sequence=sequence)
     msg.header.stamp = client.node.get_clock().now().to_msg()
     msg.dt = to_duration(0.05)
-    msg.actions = np.tile(np.r_[row, row], horizon).astype(np.float32).tolist() if len(names) == 20 else [0.0] * (
-        horizon * len(names))
+    msg.actions = (
+        np.tile(np.r_[row, row], horizon).astype(np.float32).tolist()
+        if len(names) == 20
+        else [0.0] * (horizon * len(names))
+    )
     return msg
 
 

@@ -11,8 +11,12 @@ from arx_r5_driver.kinematics import ArmKinematics
 from arx_r5_driver.safety import ArmLimits, SafetyFilter
 
 PERIOD = 0.005  # 200 Hz
-LIMITS = ArmLimits(max_joint_velocity=np.full(6, 2.0), max_cartesian_speed=0.5,
-                   workspace_min=[-0.1, -0.45, -0.05], workspace_max=[0.6, 0.45, 0.6])
+LIMITS = ArmLimits(
+    max_joint_velocity=np.full(6, 2.0),
+    max_cartesian_speed=0.5,
+    workspace_min=[-0.1, -0.45, -0.05],
+    workspace_max=[0.6, 0.45, 0.6],
+)
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,12 @@ def make_chunk(stamp, horizon=20, x0=0.30, speed=0.2, yaw_rate=0.0):
 
 
 def rest(x=0.30):
-    return Setpoint(np.array([[x, 0.1, 0.2, 0.04]] * 2), np.zeros((2, 4)),
-                    Rotation.concatenate([Rotation.identity()] * 2), np.zeros((2, 3)))
+    return Setpoint(
+        np.array([[x, 0.1, 0.2, 0.04]] * 2),
+        np.zeros((2, 4)),
+        Rotation.concatenate([Rotation.identity()] * 2),
+        np.zeros((2, 3)),
+    )
 
 
 def test_knots_are_reached_at_their_due_times_and_past_steps_dropped():
@@ -73,8 +77,10 @@ def test_seams_between_disagreeing_chunks_keep_position_and_velocity_continuous(
     chunks = [(0.0, make_chunk(0.0)), (0.5, make_chunk(0.45, x0=0.30 + 0.2 * 0.45 + 0.05))]
     ours_step, ours_jump = run(ChunkScheduler(LAYOUT, overlap_steps=4), chunks, 0.0, 1.2)
     naive_step, naive_jump = run(None, chunks, 0.0, 1.2, naive=True)
-    print(f"max position step per period: ours {ours_step * 1e3:.2f} mm, naive {naive_step * 1e3:.2f} mm; "
-          f"max velocity jump per period: ours {ours_jump:.3f} m/s, naive {naive_jump:.3f} m/s")
+    print(
+        f"max position step per period: ours {ours_step * 1e3:.2f} mm, naive {naive_step * 1e3:.2f} mm; "
+        f"max velocity jump per period: ours {ours_jump:.3f} m/s, naive {naive_jump:.3f} m/s"
+    )
     # Within one control period: no position step beyond what 1 m/s allows, and no
     # velocity jump beyond what 20 m/s^2 of acceleration allows (naive: 10 m/s in one period).
     assert ours_step <= 1.0 * CONTROL_PERIOD

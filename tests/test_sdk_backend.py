@@ -14,8 +14,15 @@ import pytest
 
 from arx_r5_driver.backends.sdk import R5_ARM_TYPE, SdkArm
 
-USED = ("__init__", "get_joint_positions", "set_joint_positions", "set_catch_pos", "gravity_compensation",
-        "go_home", "protect_mode")
+USED = (
+    "__init__",
+    "get_joint_positions",
+    "set_joint_positions",
+    "set_catch_pos",
+    "gravity_compensation",
+    "go_home",
+    "protect_mode",
+)
 
 
 def vendor_methods() -> dict[str, list[str]]:
@@ -24,8 +31,11 @@ def vendor_methods() -> dict[str, list[str]]:
     source = (Path(next(iter(spec.submodule_search_locations))) / "single_arm.py").read_text()
     tree = ast.parse(source)
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SingleArm")
-    return {f.name: [a.arg for a in f.args.args] + (["**" + f.args.kwarg.arg] if f.args.kwarg else [])
-            for f in cls.body if isinstance(f, ast.FunctionDef)}
+    return {
+        f.name: [a.arg for a in f.args.args] + (["**" + f.args.kwarg.arg] if f.args.kwarg else [])
+        for f in cls.body
+        if isinstance(f, ast.FunctionDef)
+    }
 
 
 class FakeSingleArm:

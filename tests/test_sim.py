@@ -6,7 +6,8 @@ import pytest
 
 from arx_r5_driver.kinematics import ArmKinematics
 from rotvla_ros.sim.experts import ScriptedExpert
-from rotvla_ros.sim.world import CAMERAS, SimWorld
+from rotvla_common.action_space import CAMERA_NAMES as CAMERAS
+from rotvla_ros.sim.world import SimWorld
 
 CONTROL_PERIOD = 0.005
 
@@ -20,6 +21,7 @@ def run_expert(task: str, seed: int, step=None, missed_cycles: float = 0.0) -> t
     kinematics = {m.name: ArmKinematics(base_xyz=m.base_xyz, base_rpy=m.base_rpy) for m in world.config.arms}
     expert = ScriptedExpert(world, kinematics, start_time=0.2)
     if step is None:
+
         def cycle(t):
             for arm, (joints, gripper) in expert.targets(t).items():
                 world.command(arm, joints, gripper)
@@ -106,8 +108,12 @@ def test_each_tasks_expert_succeeds_through_the_executors_safety_filter_on_a_lat
         arms, capsules = [], []
         for mount in world.config.arms:
             kinematics = expert.kinematics[mount.name]
-            limits = ArmLimits([2.0, 2.0, 2.0, 3.0, 3.0, 3.0], 0.5, [0.05, -0.45, -0.12], [0.60, 0.45, 0.45])  # config/robot.yaml
-            arms.append(Arm(mount.name, kinematics, SafetyFilter(kinematics, limits, mount.name), WorldArm(world, mount.name)))
+            limits = ArmLimits(
+                [2.0, 2.0, 2.0, 3.0, 3.0, 3.0], 0.5, [0.05, -0.45, -0.12], [0.60, 0.45, 0.45]
+            )  # config/robot.yaml
+            arms.append(
+                Arm(mount.name, kinematics, SafetyFilter(kinematics, limits, mount.name), WorldArm(world, mount.name))
+            )
             capsules.append(ArmCapsules(kinematics, 0.045, 0.12))
         controller = DualArmController(arms, DUAL_ARM_EEF_ACTION_NAMES, ControllerConfig(), ArmClearance(*capsules))
         controller.set_teleop(expert)

@@ -52,8 +52,12 @@ def _degenerate_inputs(n):
     if torch.linalg.det(rotation) < 0:
         rotation[:, 0] *= -1
     near = torch.eye(n, dtype=torch.float64) + 1e-9 * torch.randn(n, n, dtype=torch.float64)
-    return {"identity": torch.eye(n, dtype=torch.float64), "2I": 2 * torch.eye(n, dtype=torch.float64),
-            "rotation": rotation, "near_identity": near}
+    return {
+        "identity": torch.eye(n, dtype=torch.float64),
+        "2I": 2 * torch.eye(n, dtype=torch.float64),
+        "rotation": rotation,
+        "near_identity": near,
+    }
 
 
 @pytest.mark.parametrize("name", ["identity", "2I", "rotation", "near_identity"])

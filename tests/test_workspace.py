@@ -15,9 +15,17 @@ ROS_FREE = ["model", "policy", "data", "train"]
 
 def test_layout_promised_to_users_exists():
     for path in [
-        "src/rotvla_ros/package.xml", "src/rotvla_msgs/package.xml", "src/arx_r5_driver/package.xml",
+        "src/rotvla_ros/package.xml",
+        "src/rotvla_msgs/package.xml",
+        "src/arx_r5_driver/package.xml",
         "src/rotvla_common/package.xml",
-        "launch", "config", "models/README.md", "tests", "colcon.meta", "README.md", ".ci/run",
+        "launch",
+        "config",
+        "models/README.md",
+        "tests",
+        "colcon.meta",
+        "README.md",
+        ".ci/run",
     ]:
         assert (REPO_ROOT / path).exists(), path
 
@@ -35,8 +43,11 @@ def test_model_data_and_training_code_import_no_rclpy(subpackage):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            offenders += [f"{path}:{node.lineno} {n}" for n in names
-                          if n.split(".")[0] in ("rclpy", "rosidl_runtime_py", "rotvla_msgs") or n.startswith("rotvla_common.ros")]
+            offenders += [
+                f"{path}:{node.lineno} {n}"
+                for n in names
+                if n.split(".")[0] in ("rclpy", "rosidl_runtime_py", "rotvla_msgs") or n.startswith("rotvla_common.ros")
+            ]
     assert not offenders
 
 
@@ -47,9 +58,13 @@ def test_launch_and_config_files_are_installed_into_the_package_share():
     for folder in ("launch", "config"):
         source = REPO_ROOT / folder
         expected = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.suffix in (".py", ".yaml"))
-        installed = sorted(str(p.relative_to(share / folder)) for p in (share / folder).rglob("*") if p.is_file() or p.is_symlink())
+        installed = sorted(
+            str(p.relative_to(share / folder)) for p in (share / folder).rglob("*") if p.is_file() or p.is_symlink()
+        )
         assert installed == expected, folder
-    assert (share / "launch" / "bringup.launch.py").exists() and (share / "config" / "tasks" / "cup_stacking.yaml").exists()
+    assert (share / "launch" / "bringup.launch.py").exists() and (
+        share / "config" / "tasks" / "cup_stacking.yaml"
+    ).exists()
 
 
 @pytest.mark.slow
@@ -69,8 +84,16 @@ def test_setup_from_a_fresh_clone_then_a_quick_second_run(tmp_path):
     print(f"set-up on a fresh clone: cold {cold:.1f} s, warm {warm:.1f} s")
     assert warm < 15
     probe = subprocess.run(
-        ["bash", "-c", "source scripts/env.sh && python -c 'import rclpy, rotvla_msgs.msg, rotvla_ros, arx_r5_driver, rotvla_common.ros'"],
-        cwd=clone, env=env, capture_output=True, text=True,
+        [
+            "bash",
+            "-c",
+            "source scripts/env.sh && "
+            "python -c 'import rclpy, rotvla_msgs.msg, rotvla_ros, arx_r5_driver, rotvla_common.ros'",
+        ],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert probe.returncode == 0, probe.stderr
     shutil.rmtree(clone)
@@ -83,3 +106,36 @@ def test_stamp_conversions_carry_rounding_into_the_seconds():
     assert (to_time(1.9999999999).sec, to_time(1.9999999999).nanosec) == (2, 0)
     assert (to_time(100.25).sec, to_time(100.25).nanosec) == (100, 250_000_000)
     assert to_seconds(to_duration(0.05)) == pytest.approx(0.05)
+
+
+def test_topic_and_service_names_are_written_only_in_rotvla_common_topics():
+    """A name copied as a string literal drifts when the original is renamed: the packages'
+    code takes every topic and service name from rotvla_common.topics."""
+    from rotvla_common import topics
+
+    names = {value for key, value in vars(topics).items() if key.isupper() and isinstance(value, str)}
+    names |= {topics.absolute(name) for name in names}
+    copies = []
+    for path in sorted((REPO_ROOT / "src").rglob("*.py")):
+        if path.name == "topics.py" or "build" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if node.value in names or any(node.value.startswith(n + "/") for n in names):
+                    copies.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {node.value!r}")
+    assert not copies, "\n".join(copies)
+
+
+def test_camera_names_and_the_rotate6d_layout_are_written_only_in_the_action_space():
+    from rotvla_common.action_space import CAMERA_NAMES, ROT6D_FIELDS
+
+    copies = []
+    for path in sorted((REPO_ROOT / "src").rglob("*.py")):
+        if path.name == "action_space.py" or "build" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List)) and all(isinstance(e, ast.Constant) for e in node.elts):
+                values = tuple(e.value for e in node.elts)
+                if values in (tuple(CAMERA_NAMES), tuple(ROT6D_FIELDS)):
+                    copies.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {values}")
+    assert not copies, "\n".join(copies)

@@ -26,10 +26,15 @@ def main():
     rclpy.init()
     node = Node("observation_streamer")
     publisher = node.create_publisher(
-        Observation, "/rotvla/observation", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+        Observation, "/rotvla/observation", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    )
     chunks = []
-    node.create_subscription(ActionChunk, "/rotvla/action_chunk", lambda m: chunks.append(
-        (time.monotonic(), m.observation_sequence, m.checkpoint_id)), 50)
+    node.create_subscription(
+        ActionChunk,
+        "/rotvla/action_chunk",
+        lambda m: chunks.append((time.monotonic(), m.observation_sequence, m.checkpoint_id)),
+        50,
+    )
     rng = np.random.default_rng(0)
     images = []
     for _ in CAMERAS:

@@ -3,12 +3,13 @@ at which each step is due. ROS-free: the executor node passes the message's fiel
 
 A chunk computed from an observation captured at ``stamp`` has step ``i`` (0-based) due at
 ``stamp + latency_compensation + (i + 1) * dt``: the contract's rule
-(``rotvla_common.contract``), the one the converter's ``action[k] = state[k + 1]`` follows. A chunk is rejected whole, with a
-reason, when it cannot be trusted: an action layout the executor does not know, a size that
-does not match its horizon and layout, NaN or inf anywhere, a non-positive or absurd step
-period, a Rotate6D that is no rotation (a zero column, or two parallel ones: Gram-Schmidt
-would divide by zero), a stamp from the future (beyond a clock tolerance), no step left in
-the future, more steps than ``max_horizon`` or a checkpoint id longer than ``max_text``.
+(``rotvla_common.contract``), the one the converter's ``action[k] = state[k + 1]`` follows.
+A chunk is rejected whole, with a reason, when it cannot be trusted: an action layout the
+executor does not know, a size that does not match its horizon and layout, NaN or inf
+anywhere, a non-positive or absurd step period, a Rotate6D that is no rotation (a zero
+column, or two parallel ones: Gram-Schmidt would divide by zero), a stamp from the future
+(beyond a clock tolerance), no step left in the future, more steps than ``max_horizon`` or a
+checkpoint id longer than ``max_text``.
 Details echoed back (in the status, the log, /diagnostics) are bounded in length whatever the
 chunk carried.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from rotvla_common.contract import step_due_times
 from rotvla_common.text import bounded
+from rotvla_common.action_space import ROT6D_FIELDS
 
 # Reasons, as they appear in ExecutorStatus.last_rejection_reason (followed by details).
 UNKNOWN_LAYOUT = "unknown_layout"
@@ -36,10 +38,8 @@ INVALID = "invalid"
 # No action value of this layout (metres, Rotate6D entries, gripper metres) comes near this:
 # larger values are garbage, and squaring them would overflow the rotation checks.
 MAX_ACTION_MAGNITUDE = 100.0
-ROT6D_FIELDS = ("r11", "r21", "r31", "r12", "r22", "r32")
 # Smallest sine of the angle between the two Rotate6D columns (and smallest column norm).
 MIN_ROT6D_SINE = 1e-3
-
 
 
 class ChunkRejected(ValueError):
@@ -105,11 +105,16 @@ def validate_chunk(
         raise ChunkRejected(WRONG_SIZE, f"{values.size} values for horizon {horizon} x {dim} dimensions")
     if not np.isfinite(values).all():
         bad = np.flatnonzero(~np.isfinite(values))
-        raise ChunkRejected(NAN_OR_INF, f"{bad.size} values, first at step {bad[0] // dim} ({expected_names[bad[0] % dim]})")
+        raise ChunkRejected(
+            NAN_OR_INF, f"{bad.size} values, first at step {bad[0] // dim} ({expected_names[bad[0] % dim]})"
+        )
     if np.abs(values).max() > MAX_ACTION_MAGNITUDE:
         worst = int(np.argmax(np.abs(values)))
-        raise ChunkRejected(OUT_OF_RANGE, f"{values[worst]:.3g} at step {worst // dim} ({expected_names[worst % dim]}); "
-                                          f"|values| <= {MAX_ACTION_MAGNITUDE:g}")
+        raise ChunkRejected(
+            OUT_OF_RANGE,
+            f"{values[worst]:.3g} at step {worst // dim} ({expected_names[worst % dim]}); "
+            f"|values| <= {MAX_ACTION_MAGNITUDE:g}",
+        )
     _check_rotations(values.reshape(horizon, dim), tuple(expected_names))
     if not (np.isfinite(dt) and 0.0 < dt <= max_dt):
         raise ChunkRejected(BAD_PERIOD, f"dt {dt} s outside (0, {max_dt}]")
@@ -125,7 +130,7 @@ def validate_chunk(
 def _check_rotations(actions: np.ndarray, names: tuple[str, ...]) -> None:
     """Raise DEGENERATE_ROTATION if any step's Rotate6D of any arm is no rotation."""
     index = {n: i for i, n in enumerate(names)}
-    for arm in dict.fromkeys(n.split("/")[0] for n in names if n.endswith("/r11")):
+    for arm in dict.fromkeys(n.split("/")[0] for n in names if n.endswith("/" + ROT6D_FIELDS[0])):
         columns = actions[:, [index[f"{arm}/{f}"] for f in ROT6D_FIELDS]]  # (H, 6)
         first, second = columns[:, :3], columns[:, 3:]
         norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)

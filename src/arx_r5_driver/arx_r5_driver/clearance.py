@@ -60,8 +60,12 @@ class ArmClearance:
         """Metres between the closest links (negative: the capsules overlap)."""
         placed = []
         for arm, q in zip(self.arms, (q_first, q_second)):
-            placed.append([(coal.Capsule(arm.radius, length), transform)
-                           for transform, length in (_segment_transform(s, e) for s, e in arm.segments(q))])
+            placed.append(
+                [
+                    (coal.Capsule(arm.radius, length), transform)
+                    for transform, length in (_segment_transform(s, e) for s, e in arm.segments(q))
+                ]
+            )
         best = np.inf
         for (shape_a, pose_a), (shape_b, pose_b) in product(*placed):
             self._result.clear()

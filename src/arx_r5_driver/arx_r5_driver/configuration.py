@@ -25,8 +25,11 @@ _CONTROLLER = ControllerConfig()
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "arms": (["left", "right"], "Arms, in the order of the action layout."),
     "control_rate": (1.0 / _CONTROLLER.control_period, "Control loop rate, Hz."),
-    "max_cycle_period": (_CONTROLLER.max_cycle_period, "Speed caps apply over the time since the last cycle, at most this (s): a late "
-                         "cycle keeps the arm's speed, a stall never becomes a jump."),
+    "max_cycle_period": (
+        _CONTROLLER.max_cycle_period,
+        "Speed caps apply over the time since the last cycle, at most this (s): a late "
+        "cycle keeps the arm's speed, a stall never becomes a jump.",
+    ),
     "overlap_steps": (_CONTROLLER.overlap_steps, "Chunk steps blended with the trajectory they replace."),
     "latency.camera": (0.0, "Exposure to image stamp, s: steps are scheduled this much earlier."),
     "latency.arm_command": (0.0, "Command to motion on the arm, s: steps are sent this much earlier."),
@@ -35,15 +38,27 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "hold_deceleration": (_CONTROLLER.hold_deceleration, "Time (s) to decelerate to a hold when the watchdog fires."),
     "min_clearance": (_CONTROLLER.min_clearance, "Smallest distance between the arms' link capsules, m."),
     "gripper_speed": (_CONTROLLER.gripper_speed, "Gripper opening speed cap, m/s."),
-    "gripper_range_tolerance": (_CONTROLLER.gripper_range_tolerance, "Gripper targets this far (m) past the "
-                                "range's ends are clamped without counting a limit event (a policy's regression of "
-                                "'fully open')."),
-    "max_horizon": (_CONTROLLER.max_horizon, "Longest chunk accepted, steps (a longer one would stall the control loop)."),
+    "gripper_range_tolerance": (
+        _CONTROLLER.gripper_range_tolerance,
+        "Gripper targets this far (m) past the "
+        "range's ends are clamped without counting a limit event (a policy's regression of "
+        "'fully open').",
+    ),
+    "max_horizon": (
+        _CONTROLLER.max_horizon,
+        "Longest chunk accepted, steps (a longer one would stall the control loop).",
+    ),
     "max_text": (_CONTROLLER.max_text, "Longest checkpoint id a chunk may carry, characters."),
     "max_joint_velocity": ([2.0, 2.0, 2.0, 3.0, 3.0, 3.0], "Joint speed caps, rad/s (J1..J6)."),
     "max_cartesian_speed": (0.5, "End-effector speed cap, m/s."),
-    "joint_lower": ([R5_JOINT_LIMITS[j][0] for j in JOINT_NAMES], "Lower joint limits, rad (never wider than the manual's)."),
-    "joint_upper": ([R5_JOINT_LIMITS[j][1] for j in JOINT_NAMES], "Upper joint limits, rad (never wider than the manual's)."),
+    "joint_lower": (
+        [R5_JOINT_LIMITS[j][0] for j in JOINT_NAMES],
+        "Lower joint limits, rad (never wider than the manual's).",
+    ),
+    "joint_upper": (
+        [R5_JOINT_LIMITS[j][1] for j in JOINT_NAMES],
+        "Upper joint limits, rad (never wider than the manual's).",
+    ),
     "link_radius": (0.045, "Radius of the capsules covering each link, m."),
     "tool_length": (0.12, "Flange to fingertips, m (the last capsule)."),
 }
@@ -89,12 +104,16 @@ def controller_config(values: dict[str, Any]) -> ControllerConfig:
 def arm_kinematics(values: dict[str, Any], arm: str) -> ArmKinematics:
     """An arm's kinematics at its base pose, with the configured joint limits (never wider than
     the manual's)."""
-    limits = {name: (max(lo, R5_JOINT_LIMITS[name][0]), min(hi, R5_JOINT_LIMITS[name][1]))
-              for name, lo, hi in zip(JOINT_NAMES, values["joint_lower"], values["joint_upper"])}
+    limits = {
+        name: (max(lo, R5_JOINT_LIMITS[name][0]), min(hi, R5_JOINT_LIMITS[name][1]))
+        for name, lo, hi in zip(JOINT_NAMES, values["joint_lower"], values["joint_upper"])
+    }
     return ArmKinematics(base_xyz=values[f"{arm}.base_xyz"], base_rpy=values[f"{arm}.base_rpy"], joint_limits=limits)
 
 
-def build_controller(values: dict[str, Any], backend_for: Callable[[str], Any], action_names: tuple[str, ...]) -> DualArmController:
+def build_controller(
+    values: dict[str, Any], backend_for: Callable[[str], Any], action_names: tuple[str, ...]
+) -> DualArmController:
     """The dual-arm controller of ``values`` (see ``with_defaults``); ``backend_for(arm)``
     gives each arm's backend (ArmBackend)."""
     values = with_defaults(values)

@@ -80,6 +80,7 @@ class ControllerConfig:
     max_horizon: int = 1000  # steps: a longer chunk is refused (it would stall the control loop)
     max_text: int = 256  # characters of a chunk's checkpoint id
 
+
 @dataclass
 class Arm:
     name: str
@@ -172,8 +173,18 @@ class DualArmController:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def submit(self, *, stamp: float, dt: float, horizon: int, action_names, actions, now: float,
-               sequence: int = 0, checkpoint_id: str = "") -> Chunk:
+    def submit(
+        self,
+        *,
+        stamp: float,
+        dt: float,
+        horizon: int,
+        action_names,
+        actions,
+        now: float,
+        sequence: int = 0,
+        checkpoint_id: str = "",
+    ) -> Chunk:
         """Validate a chunk and schedule its future steps; raises ``ChunkRejected`` with the
         reason (counted, remembered for the status), leaving the motion in force untouched."""
         try:
@@ -187,15 +198,27 @@ class DualArmController:
             if self.teleop is not None:
                 raise ChunkRejected(TELEOP, "teleoperation drives the arms")
             chunk = validate_chunk(
-                stamp=stamp, dt=dt, horizon=horizon, action_names=action_names, actions=actions,
-                expected_names=self.action_names, now=now, latency_compensation=self.config.latency_compensation,
-                future_tolerance=self.config.future_tolerance, sequence=sequence, checkpoint_id=checkpoint_id,
-                max_horizon=self.config.max_horizon, max_text=self.config.max_text,
+                stamp=stamp,
+                dt=dt,
+                horizon=horizon,
+                action_names=action_names,
+                actions=actions,
+                expected_names=self.action_names,
+                now=now,
+                latency_compensation=self.config.latency_compensation,
+                future_tolerance=self.config.future_tolerance,
+                sequence=sequence,
+                checkpoint_id=checkpoint_id,
+                max_horizon=self.config.max_horizon,
+                max_text=self.config.max_text,
             )
             active = self.active_chunk
             if active is not None and (chunk.stamp, chunk.sequence) <= (active.stamp, active.sequence):
-                raise ChunkRejected(OUT_OF_ORDER, f"stamp {chunk.stamp:.3f} / sequence {chunk.sequence} is not newer "
-                                                  f"than the chunk in force ({active.stamp:.3f} / {active.sequence})")
+                raise ChunkRejected(
+                    OUT_OF_ORDER,
+                    f"stamp {chunk.stamp:.3f} / sequence {chunk.sequence} is not newer "
+                    f"than the chunk in force ({active.stamp:.3f} / {active.sequence})",
+                )
             # A step due within half a period of now is too close to bend the motion towards it:
             # the scheduler drops it. A chunk with nothing else schedules nothing, and must not
             # feed the watchdog.
@@ -311,9 +334,13 @@ class DualArmController:
         failed = self._unreachable.get(a)
         if failed is not None and np.array_equal(failed[0], position) and np.array_equal(failed[1], rotation):
             return None
-        result = self.arms[a].kinematics.ik(position, rotation, self.commands[a], max_iterations=self.config.ik_iterations)
-        if (result.position_error <= self.config.ik_position_tolerance
-                and result.rotation_error <= self.config.ik_rotation_tolerance):
+        result = self.arms[a].kinematics.ik(
+            position, rotation, self.commands[a], max_iterations=self.config.ik_iterations
+        )
+        if (
+            result.position_error <= self.config.ik_position_tolerance
+            and result.rotation_error <= self.config.ik_rotation_tolerance
+        ):
             self._unreachable.pop(a, None)
             return result.q
         self._unreachable[a] = (position.copy(), rotation.copy())

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -26,7 +27,6 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -39,8 +39,18 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
+from rotvla_common import topics
 from rotvla_common.ros import (
-    ERROR, OK, RELIABLE_QOS, SENSOR_QOS, WARN, declare, diagnostic_array, run_node, to_seconds, to_time,
+    ERROR,
+    OK,
+    RELIABLE_QOS,
+    SENSOR_QOS,
+    WARN,
+    declare,
+    diagnostic_array,
+    run_node,
+    to_seconds,
+    to_time,
 )
 
 from .backends import BackendNotReady
@@ -61,28 +71,48 @@ class ExecutorNode(Node):
         self._thread: threading.Thread | None = None
         self.controller: DualArmController | None = None
         super().__init__("arx_r5_executor", **kwargs)
-        p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
-        backend = p("backend", "sim", "sim (simulated arms in this process), topic (arms in another process: the "
-                    "MuJoCo cell, over joint_command_topic / joint_state_topic) or sdk (ARX's SDK on the CAN bus).",
-                    read_only=True)
-        command_topic = p("joint_command_topic", "/sim/joint_commands", "Joint position commands (backend topic).")
-        state_topic = p("joint_state_topic", "/sim/joint_states", "Measured joint states (backend topic).")
-        teleop_topic = p("teleop_topic", "/rotvla/teleop/joint_targets",
-                         "Teleop joint targets (control_source teleop with backend topic: the sim's expert).")
-        control_source = p("control_source", "policy", "policy (action chunks) or teleop (leader arms / scripted).", read_only=True)
+        p = functools.partial(declare, self)
+        backend = p(
+            "backend",
+            "sim",
+            "sim (simulated arms in this process), topic (arms in another process: the "
+            "MuJoCo cell, over joint_command_topic / joint_state_topic) or sdk (ARX's SDK on the CAN bus).",
+            read_only=True,
+        )
+        command_topic = p("joint_command_topic", topics.SIM_JOINT_COMMANDS, "Joint position commands (backend topic).")
+        state_topic = p("joint_state_topic", topics.SIM_JOINT_STATES, "Measured joint states (backend topic).")
+        teleop_topic = p(
+            "teleop_topic",
+            topics.TELEOP_JOINT_TARGETS,
+            "Teleop joint targets (control_source teleop with backend topic: the sim's expert).",
+        )
+        control_source = p(
+            "control_source", "policy", "policy (action chunks) or teleop (leader arms / scripted).", read_only=True
+        )
         self.publish_divisor = max(1, p("publish_divisor", 2, "Publish joint states and EEF poses every N cycles."))
         self.status_divisor = max(1, p("status_divisor", 10, "Publish ExecutorStatus every N cycles."))
-        self.realtime_priority = p("realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-99; 0: "
-                                   "the default scheduler). Needs CAP_SYS_NICE or an rtprio limit.", read_only=True)
+        self.realtime_priority = p(
+            "realtime_priority",
+            0,
+            "SCHED_FIFO priority of the control thread (1-99; 0: "
+            "the default scheduler). Needs CAP_SYS_NICE or an rtprio limit.",
+            read_only=True,
+        )
         self.frame_prefix = p("frame_prefix", "", "Prefix of the arm base frames (<prefix><arm>_base_link).")
         action_names = tuple(p("action_names", list(DUAL_ARM_EEF_ACTION_NAMES), "The action layout chunks must have."))
         values = {name: p(name, default, text, read_only=True) for name, (default, text) in PARAMETERS.items()}
         self.arm_names = tuple(values["arms"])
         for arm in self.arm_names:
-            values.update({f"{arm}.{name}": p(f"{arm}.{name}", default, text, read_only=True)
-                           for name, (default, text) in ARM_PARAMETERS.items()})
+            values.update(
+                {
+                    f"{arm}.{name}": p(f"{arm}.{name}", default, text, read_only=True)
+                    for name, (default, text) in ARM_PARAMETERS.items()
+                }
+            )
             values[f"{arm}.can_port"] = p(f"{arm}.can_port", "", "CAN interface of the follower arm (sdk).")
-            values[f"{arm}.leader_can_port"] = p(f"{arm}.leader_can_port", "", "CAN interface of the leader arm (sdk teleop).")
+            values[f"{arm}.leader_can_port"] = p(
+                f"{arm}.leader_can_port", "", "CAN interface of the leader arm (sdk teleop)."
+            )
         config = controller_config(values)
 
         self.sim_arms: list[SimArm] = []
@@ -98,7 +128,9 @@ class ExecutorNode(Node):
 
         def backend_for(name: str):
             if backend == "sim":
-                arm_backend = SimArm(initial=values[f"{name}.initial_joints"], max_velocity=values["max_joint_velocity"])
+                arm_backend = SimArm(
+                    initial=values[f"{name}.initial_joints"], max_velocity=values["max_joint_velocity"]
+                )
                 self.sim_arms.append(arm_backend)
                 return arm_backend
             if backend == "topic":
@@ -137,14 +169,15 @@ class ExecutorNode(Node):
         self._last_measured: tuple[float, np.ndarray] | None = None
 
         self.joint_state_publisher = self.create_publisher(JointState, "/joint_states", SENSOR_QOS)
-        self.pose_publishers = {arm: self.create_publisher(PoseStamped, f"/rotvla/eef_pose/{arm}", SENSOR_QOS)
-                                for arm in self.arm_names}
-        self.status_publisher = self.create_publisher(ExecutorStatus, "/rotvla/executor_status", RELIABLE_QOS)
+        self.pose_publishers = {
+            arm: self.create_publisher(PoseStamped, topics.eef_pose(arm), SENSOR_QOS) for arm in self.arm_names
+        }
+        self.status_publisher = self.create_publisher(ExecutorStatus, topics.EXECUTOR_STATUS, RELIABLE_QOS)
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
         inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(ActionChunk, "/rotvla/action_chunk", self._on_chunk, RELIABLE_QOS, callback_group=inputs)
-        self.create_service(Trigger, "/rotvla/estop", self._on_estop, callback_group=inputs)
-        self.create_service(Trigger, "/rotvla/resume", self._on_resume, callback_group=inputs)
+        self.create_subscription(ActionChunk, topics.ACTION_CHUNK, self._on_chunk, RELIABLE_QOS, callback_group=inputs)
+        self.create_service(Trigger, topics.ESTOP, self._on_estop, callback_group=inputs)
+        self.create_service(Trigger, topics.RESUME, self._on_resume, callback_group=inputs)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         self._clock_moved = threading.Event()
         self._jump_handle = self.get_clock().create_jump_callback(
@@ -168,9 +201,14 @@ class ExecutorNode(Node):
             now = self._now()
             try:
                 self.controller.submit(
-                    stamp=to_seconds(msg.header.stamp), dt=to_seconds(msg.dt), horizon=msg.horizon,
-                    action_names=tuple(msg.action_names), actions=np.asarray(msg.actions, dtype=np.float64),
-                    now=now, sequence=msg.sequence, checkpoint_id=msg.checkpoint_id,
+                    stamp=to_seconds(msg.header.stamp),
+                    dt=to_seconds(msg.dt),
+                    horizon=msg.horizon,
+                    action_names=tuple(msg.action_names),
+                    actions=np.asarray(msg.actions, dtype=np.float64),
+                    now=now,
+                    sequence=msg.sequence,
+                    checkpoint_id=msg.checkpoint_id,
                 )
                 return
             except ChunkRejected as rejection:
@@ -181,8 +219,10 @@ class ExecutorNode(Node):
         self._unlogged_rejections += 1
         if now - self._last_rejection_log >= 1.0:
             more = self._unlogged_rejections - 1
-            self.get_logger().warning(f"chunk {msg.sequence} from {msg.checkpoint_id or '?'} rejected: {reason}"
-                                      + (f" (and {more} more since the last report)" if more else ""))
+            self.get_logger().warning(
+                f"chunk {msg.sequence} from {msg.checkpoint_id or '?'} rejected: {reason}"
+                + (f" (and {more} more since the last report)" if more else "")
+            )
             self._last_rejection_log, self._unlogged_rejections = now, 0
         self.diagnostics.publish(self._diagnostics(WARN, f"chunk {msg.sequence} rejected: {reason}"))
 
@@ -199,7 +239,9 @@ class ExecutorNode(Node):
             self.controller.resume()
         self.get_logger().info("resume: chunks accepted again" if was_engaged else "resume: e-stop was not engaged")
         response.success = True
-        response.message = "resumed: the next chunk starts from the held pose" if was_engaged else "e-stop was not engaged"
+        response.message = (
+            "resumed: the next chunk starts from the held pose" if was_engaged else "e-stop was not engaged"
+        )
         return response
 
     # -- the control loop -----------------------------------------------------------------
@@ -232,8 +274,10 @@ class ExecutorNode(Node):
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))  # 0: this thread
             self.get_logger().info(f"control thread at SCHED_FIFO priority {self.realtime_priority}")
         except (PermissionError, OSError) as error:
-            self.get_logger().warning(f"no real-time priority for the control thread ({error}): timing may suffer "
-                                      "under load; allow it with `ulimit -r` / limits.conf rtprio or CAP_SYS_NICE")
+            self.get_logger().warning(
+                f"no real-time priority for the control thread ({error}): timing may suffer "
+                "under load; allow it with `ulimit -r` / limits.conf rtprio or CAP_SYS_NICE"
+            )
 
     def _control_loop(self) -> None:
         # A woken control thread waits for the GIL until the thread holding it yields, by
@@ -277,8 +321,9 @@ class ExecutorNode(Node):
             return
         except Exception as error:  # a fault in the controller or a backend: hold, say so
             self.failed_cycles += 1
-            self.get_logger().error(f"control cycle failed ({type(error).__name__}: {error}): holding",
-                                    throttle_duration_sec=1.0)
+            self.get_logger().error(
+                f"control cycle failed ({type(error).__name__}: {error}): holding", throttle_duration_sec=1.0
+            )
             return
         self._publish(cycle, elapsed)
 
@@ -322,7 +367,12 @@ class ExecutorNode(Node):
             pose.header.frame_id = f"{self.frame_prefix}{arm.name}_base_link"
             pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = position.tolist()
             x, y, z, w = Rotation.from_matrix(rotation).as_quat()
-            pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = x, y, z, w
+            pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = (
+                x,
+                y,
+                z,
+                w,
+            )
             self.pose_publishers[arm.name].publish(pose)
 
     def _status(self, now: float) -> ExecutorStatus:
@@ -360,15 +410,17 @@ class ExecutorNode(Node):
                 "last_rejection": self.controller.last_rejection[0] if self.controller.last_rejection else "",
                 **{f"rejected.{reason}": n for reason, n in sorted(counters.rejections.items())},
             }
-        values.update({
-            "wake_lateness_p50_ms": float(np.percentile(lateness, 50) * 1e3),
-            "wake_lateness_p99_ms": float(np.percentile(lateness, 99) * 1e3),
-            "wake_lateness_max_ms": float(lateness.max() * 1e3),
-            "overruns": self.overruns,
-            "waiting_cycles": self.waiting_cycles,
-            "failed_cycles": self.failed_cycles,
-            "time_resets": self.time_resets,
-        })
+        values.update(
+            {
+                "wake_lateness_p50_ms": float(np.percentile(lateness, 50) * 1e3),
+                "wake_lateness_p99_ms": float(np.percentile(lateness, 99) * 1e3),
+                "wake_lateness_max_ms": float(lateness.max() * 1e3),
+                "overruns": self.overruns,
+                "waiting_cycles": self.waiting_cycles,
+                "failed_cycles": self.failed_cycles,
+                "time_resets": self.time_resets,
+            }
+        )
         return diagnostic_array(self, "rotvla/executor", level, message, values)
 
     def _publish_diagnostics(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from rotvla_common.action_space import GRIPPER_FIELD, POSITION_FIELDS, ROT6D_FIELDS
 from scipy.spatial.transform import Rotation, Slerp
 
 from .chunks import Chunk
@@ -65,9 +66,9 @@ class ActionLayout:
         try:
             return cls(
                 arms,
-                tuple(tuple(index[f"{a}/{k}"] for k in ("x", "y", "z")) for a in arms),
-                tuple(tuple(index[f"{a}/{k}"] for k in ("r11", "r21", "r31", "r12", "r22", "r32")) for a in arms),
-                tuple(index[f"{a}/gripper"] for a in arms),
+                tuple(tuple(index[f"{a}/{k}"] for k in POSITION_FIELDS) for a in arms),
+                tuple(tuple(index[f"{a}/{k}"] for k in ROT6D_FIELDS) for a in arms),
+                tuple(index[f"{a}/{GRIPPER_FIELD}"] for a in arms),
             )
         except KeyError as missing:
             raise ValueError(f"action layout lacks {missing}") from None
@@ -195,8 +196,15 @@ class ChunkScheduler:
             value, derivative = self._values[-1], np.zeros_like(self._values[-1])
         else:
             i = int(np.searchsorted(times, t, side="right")) - 1
-            value, derivative = _hermite(t, times[i], times[i + 1], self._values[i], self._values[i + 1],
-                                         self._tangents[i], self._tangents[i + 1])
+            value, derivative = _hermite(
+                t,
+                times[i],
+                times[i + 1],
+                self._values[i],
+                self._values[i + 1],
+                self._tangents[i],
+                self._tangents[i + 1],
+            )
         rotvec = value[:, 4:]
         rotation = Rotation.from_rotvec(rotvec)
         body_rate = np.einsum("aij,aj->ai", right_jacobian(rotvec), derivative[:, 4:])

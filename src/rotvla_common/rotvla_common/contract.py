@@ -94,11 +94,13 @@ def prepare_image(rgb: np.ndarray, size: int) -> np.ndarray:
 def quaternion_to_matrix(xyzw) -> np.ndarray:
     """Unit quaternion (x, y, z, w) -> (3, 3) rotation matrix (normalised first)."""
     x, y, z, w = np.asarray(xyzw, dtype=np.float64) / np.linalg.norm(xyzw)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def eef_state(position, rotation: np.ndarray, gripper: float) -> np.ndarray:
@@ -125,13 +127,19 @@ def contract_mismatches(checkpoint: Contract, deployment: Contract) -> list[str]
     """Why a checkpoint cannot serve a deployment (empty: it can)."""
     reasons = []
     if deployment.dt > 0 and not np.isclose(checkpoint.dt, deployment.dt, rtol=1e-6, atol=1e-9):
-        reasons.append(f"step period {checkpoint.dt:g} s ({1 / checkpoint.dt:g} fps) where the robot runs "
-                       f"{deployment.dt:g} s ({1 / deployment.dt:g} fps)")
+        reasons.append(
+            f"step period {checkpoint.dt:g} s ({1 / checkpoint.dt:g} fps) where the robot runs "
+            f"{deployment.dt:g} s ({1 / deployment.dt:g} fps)"
+        )
     if checkpoint.image_size != deployment.image_size:
-        reasons.append(f"images of {checkpoint.image_size} px where the camera ingestion makes {deployment.image_size} px")
+        reasons.append(
+            f"images of {checkpoint.image_size} px where the camera ingestion makes {deployment.image_size} px"
+        )
     missing = [c for c in checkpoint.camera_names if c not in deployment.camera_names]
     if deployment.camera_names and missing:
         reasons.append(f"cameras {missing} that the robot does not have ({list(deployment.camera_names)})")
     if tuple(checkpoint.action_names) != tuple(deployment.action_names):
-        reasons.append(f"action layout {list(checkpoint.action_names)} where the robot's is {list(deployment.action_names)}")
+        reasons.append(
+            f"action layout {list(checkpoint.action_names)} where the robot's is {list(deployment.action_names)}"
+        )
     return reasons

@@ -29,7 +29,9 @@ SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=Re
 RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # Latched state: late joiners get the last value.
 LATCHED_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 
@@ -47,8 +49,10 @@ def declare(node: Node, name: str, default: Any, description: str, read_only: bo
         try:
             return node.get_parameter(name).value
         except ParameterUninitializedException:
-            raise MissingParameterError(f"parameter {name!r} is required ({description}): set it in the robot's "
-                                        "parameter file (config/robot.yaml)") from None
+            raise MissingParameterError(
+                f"parameter {name!r} is required ({description}): set it in the robot's "
+                "parameter file (config/robot.yaml)"
+            ) from None
     node.declare_parameter(name, default, descriptor)
     return node.get_parameter(name).value
 

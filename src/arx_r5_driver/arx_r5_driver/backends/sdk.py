@@ -17,9 +17,11 @@ class SdkArm:
         try:  # only here: see the module docstring
             from arx_r5_sdk.single_arm import SingleArm
         except ImportError as error:
-            raise ImportError(f"backend sdk needs ARX's R5 SDK (the arx_r5_sdk package and its compiled "
-                              f"library, CPython 3.12) for {can_port}: {error}. Without the arms, run with "
-                              "backend:=sim") from error
+            raise ImportError(
+                f"backend sdk needs ARX's R5 SDK (the arx_r5_sdk package and its compiled "
+                f"library, CPython 3.12) for {can_port}: {error}. Without the arms, run with "
+                "backend:=sim"
+            ) from error
 
         self.can_port = can_port
         self.arm = SingleArm({"can_port": can_port, "type": R5_ARM_TYPE, "num_joints": 6, "dt": control_period})

@@ -37,8 +37,11 @@ class JointStateCache:
     def update(self, msg: JointState) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         positions = np.asarray(msg.position, dtype=float)
-        if (len(msg.name) != len(positions) or not np.isfinite(positions).all()
-                or (self._now is not None and stamp > self._now() + self.future_tolerance)):
+        if (
+            len(msg.name) != len(positions)
+            or not np.isfinite(positions).all()
+            or (self._now is not None and stamp > self._now() + self.future_tolerance)
+        ):
             self.dropped += 1
             return
         with self._lock:

@@ -40,7 +40,8 @@ import pyarrow.parquet as pq
 from rotvla_common.contract import DEFAULT_FPS, eef_state, next_state_actions, quaternion_to_matrix
 
 from ..ingest.images import ImageFormatError, image_to_rgb
-from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
+from rotvla_common import topics
+from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES
 from .rosbag_types import make_typestore
 
 CODEBASE_VERSION = "v3.0"
@@ -54,10 +55,10 @@ class ConversionError(RuntimeError):
 @dataclass
 class ConversionConfig:
     fps: int = DEFAULT_FPS
-    cameras: tuple[str, ...] = ("head", "left_wrist", "right_wrist")
+    cameras: tuple[str, ...] = CAMERA_NAMES
     arms: tuple[str, ...] = ("left", "right")
     camera_topic: str = "/cameras/{camera}/color/image_raw"
-    eef_topic: str = "/rotvla/eef_pose/{arm}"
+    eef_topic: str = topics.absolute(topics.EEF_POSE) + "/{arm}"
     joint_state_topic: str = "/joint_states"
     max_gap: float = 0.25  # s between consecutive messages of a stream
     codec: str = "libx264"  # libsvtav1 is LeRobot's default; x264 encodes faster on a CPU
@@ -88,13 +89,17 @@ def _check_stream(name: str, topic: str, stamps: np.ndarray, max_gap: float) -> 
         raise ConversionError(f"{name}: no messages on {topic}")
     backwards = np.flatnonzero(np.diff(stamps) < 0)
     if backwards.size:
-        raise ConversionError(f"{name}: {topic} has out-of-order stamps (message {backwards[0] + 1} is "
-                              f"{stamps[backwards[0]] - stamps[backwards[0] + 1]:.3f} s before the one before it)")
+        raise ConversionError(
+            f"{name}: {topic} has out-of-order stamps (message {backwards[0] + 1} is "
+            f"{stamps[backwards[0]] - stamps[backwards[0] + 1]:.3f} s before the one before it)"
+        )
     gaps = np.diff(stamps)
     if gaps.size and gaps.max() > max_gap:
         at = int(np.argmax(gaps))
-        raise ConversionError(f"{name}: {topic} has a gap of {gaps[at]:.3f} s (> {max_gap} s) "
-                              f"{stamps[at] - stamps[0]:.3f} s into the episode")
+        raise ConversionError(
+            f"{name}: {topic} has a gap of {gaps[at]:.3f} s (> {max_gap} s) "
+            f"{stamps[at] - stamps[0]:.3f} s into the episode"
+        )
 
 
 def _nearest(stamps: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -136,8 +141,9 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:
                     poses[eefs[topic]].append(((p.x, p.y, p.z), quaternion_to_matrix((q.x, q.y, q.z, q.w))))
                 else:
                     index = {n: i for i, n in enumerate(msg.name)}
-                    grippers_now = [msg.position[index[f"{a}_gripper"]] if f"{a}_gripper" in index else np.nan
-                                    for a in config.arms]
+                    grippers_now = [
+                        msg.position[index[f"{a}_gripper"]] if f"{a}_gripper" in index else np.nan for a in config.arms
+                    ]
                     for arm, value in zip(config.arms, grippers_now):
                         grippers[arm].append(value)
     except ConversionError:
@@ -180,8 +186,10 @@ def _first_motion(state: np.ndarray, threshold: float, arms: int) -> int:
     if threshold <= 0:
         return 0
     per_arm = state.reshape(len(state), arms, -1)  # (T, A, 10): xyz, Rotate6D, gripper
-    moved = np.maximum(np.linalg.norm(per_arm[:, :, :3] - per_arm[0, :, :3], axis=-1).max(1),
-                       np.abs(per_arm[:, :, 9] - per_arm[0, :, 9]).max(1))
+    moved = np.maximum(
+        np.linalg.norm(per_arm[:, :, :3] - per_arm[0, :, :3], axis=-1).max(1),
+        np.abs(per_arm[:, :, 9] - per_arm[0, :, 9]).max(1),
+    )
     moving = np.flatnonzero(moved > threshold)
     return max(int(moving[0]) - 1, 0) if moving.size else 0
 
@@ -201,10 +209,13 @@ def _feature_stats(values: np.ndarray) -> dict:
 def _image_stats(frames: list[np.ndarray]) -> dict:
     """Per-channel statistics over a subsample of the frames (about 20 per episode, every 4th
     pixel each way), in [0, 1], shaped (3, 1, 1)."""
-    pixels = np.concatenate([f[:: max(1, len(f) // 20), ::4, ::4].reshape(-1, 3) for f in frames]).astype(np.float64) / 255.0
+    pixels = (
+        np.concatenate([f[:: max(1, len(f) // 20), ::4, ::4].reshape(-1, 3) for f in frames]).astype(np.float64) / 255.0
+    )
     stats = _feature_stats(pixels)
     return {k: (v if k == "count" else [[[float(x)]] for x in v]) for k, v in stats.items()} | {
-        "count": [int(sum(len(f) for f in frames))]}
+        "count": [int(sum(len(f) for f in frames))]
+    }
 
 
 def _episode_stats_columns(stats: dict[str, dict]) -> dict:
@@ -216,13 +227,28 @@ def _tasks_table(tasks: dict[str, int]) -> pa.Table:
     """LeRobot's meta/tasks.parquet: what ``pd.DataFrame({"task_index": ...}, index=pd.Index(tasks,
     name="task")).to_parquet()`` writes, the pandas metadata naming every column, so that
     pandas reads ``task`` back as the index (LeRobot's load_tasks) without pandas here."""
-    table = pa.table({"task_index": pa.array(list(tasks.values()), pa.int64()), "task": pa.array(list(tasks), pa.string())})
+    table = pa.table(
+        {"task_index": pa.array(list(tasks.values()), pa.int64()), "task": pa.array(list(tasks), pa.string())}
+    )
     pandas = {
         "index_columns": ["task"],
-        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
-                            "metadata": {"encoding": "UTF-8"}}],
+        "column_indexes": [
+            {
+                "name": None,
+                "field_name": None,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": {"encoding": "UTF-8"},
+            }
+        ],
         "columns": [
-            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
             {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None},
         ],
         "creator": {"library": "pyarrow", "version": pa.__version__},
@@ -265,8 +291,13 @@ class _VideoWriter:
         self.container.close()
 
 
-def convert(bags: list[Path], output: Path, config: ConversionConfig | None = None, overwrite: bool = False,
-            progress: bool = True) -> dict:
+def convert(
+    bags: list[Path],
+    output: Path,
+    config: ConversionConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
     """Write the dataset; returns its info.json. Raises ConversionError (nothing written)."""
     from tqdm import tqdm
 
@@ -313,34 +344,74 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
             height, width = frames.shape[1:3]
             if camera not in videos:
                 shapes[camera] = (height, width)
-                videos[camera] = _VideoWriter(root / "videos" / key / "chunk-000" / "file-000.mp4", config.fps, width,
-                                              height, config.codec, config.gop)
+                videos[camera] = _VideoWriter(
+                    root / "videos" / key / "chunk-000" / "file-000.mp4",
+                    config.fps,
+                    width,
+                    height,
+                    config.codec,
+                    config.gop,
+                )
             elif shapes[camera] != (height, width):
-                raise ConversionError(f"{episode.name}: camera {camera} is {width}x{height}, earlier episodes "
-                                      f"{shapes[camera][1]}x{shapes[camera][0]}")
+                raise ConversionError(
+                    f"{episode.name}: camera {camera} is {width}x{height}, earlier episodes "
+                    f"{shapes[camera][1]}x{shapes[camera][0]}"
+                )
             start = videos[camera].frames / config.fps
             for frame in frames:
                 videos[camera].write(frame)
-            video_row.update({f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": 0,
-                              f"videos/{key}/from_timestamp": start, f"videos/{key}/to_timestamp": start + length / config.fps})
+            video_row.update(
+                {
+                    f"videos/{key}/chunk_index": 0,
+                    f"videos/{key}/file_index": 0,
+                    f"videos/{key}/from_timestamp": start,
+                    f"videos/{key}/to_timestamp": start + length / config.fps,
+                }
+            )
             frames_for_stats[camera].append(frames)
-        bookkeeping = {"timestamp": episode.timestamps, "frame_index": np.arange(length),
-                       "episode_index": np.full(length, episode_index), "index": index + np.arange(length),
-                       "task_index": np.full(length, task_index)}
-        episode_stats = {STATE_KEY: _feature_stats(episode.state), ACTION_KEY: _feature_stats(episode.action),
-                         **{f"observation.images.{c}": _image_stats([f]) for c, f in episode.frames.items()},
-                         **{k: _feature_stats(v) for k, v in bookkeeping.items()}}
+        bookkeeping = {
+            "timestamp": episode.timestamps,
+            "frame_index": np.arange(length),
+            "episode_index": np.full(length, episode_index),
+            "index": index + np.arange(length),
+            "task_index": np.full(length, task_index),
+        }
+        episode_stats = {
+            STATE_KEY: _feature_stats(episode.state),
+            ACTION_KEY: _feature_stats(episode.action),
+            **{f"observation.images.{c}": _image_stats([f]) for c, f in episode.frames.items()},
+            **{k: _feature_stats(v) for k, v in bookkeeping.items()},
+        }
         for k in range(length):
-            rows.append({STATE_KEY: episode.state[k].tolist(), ACTION_KEY: episode.action[k].tolist(),
-                         "timestamp": float(episode.timestamps[k]), "frame_index": k, "episode_index": episode_index,
-                         "index": index + k, "task_index": task_index})
-        episode_rows.append({
-            "episode_index": episode_index, "tasks": [episode.task], "length": length,
-            "data/chunk_index": 0, "data/file_index": 0, "dataset_from_index": index, "dataset_to_index": index + length,
-            **video_row, "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
-            "source": episode.name, "success": bool(episode.meta.get("success", True)),
-            "operator": str(episode.meta.get("operator", "")), **_episode_stats_columns(episode_stats),
-        })
+            rows.append(
+                {
+                    STATE_KEY: episode.state[k].tolist(),
+                    ACTION_KEY: episode.action[k].tolist(),
+                    "timestamp": float(episode.timestamps[k]),
+                    "frame_index": k,
+                    "episode_index": episode_index,
+                    "index": index + k,
+                    "task_index": task_index,
+                }
+            )
+        episode_rows.append(
+            {
+                "episode_index": episode_index,
+                "tasks": [episode.task],
+                "length": length,
+                "data/chunk_index": 0,
+                "data/file_index": 0,
+                "dataset_from_index": index,
+                "dataset_to_index": index + length,
+                **video_row,
+                "meta/episodes/chunk_index": 0,
+                "meta/episodes/file_index": 0,
+                "source": episode.name,
+                "success": bool(episode.meta.get("success", True)),
+                "operator": str(episode.meta.get("operator", "")),
+                **_episode_stats_columns(episode_stats),
+            }
+        )
         states.append(episode.state)
         actions.append(episode.action)
         index += length
@@ -351,9 +422,17 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
         writer.close()
 
     vector = lambda: pa.list_(pa.float32(), len(DUAL_ARM_EEF_ACTION_NAMES))  # noqa: E731
-    data_schema = pa.schema([(STATE_KEY, vector()), (ACTION_KEY, vector()), ("timestamp", pa.float32()),
-                             ("frame_index", pa.int64()), ("episode_index", pa.int64()), ("index", pa.int64()),
-                             ("task_index", pa.int64())])
+    data_schema = pa.schema(
+        [
+            (STATE_KEY, vector()),
+            (ACTION_KEY, vector()),
+            ("timestamp", pa.float32()),
+            ("frame_index", pa.int64()),
+            ("episode_index", pa.int64()),
+            ("index", pa.int64()),
+            ("task_index", pa.int64()),
+        ]
+    )
     (root / "data" / "chunk-000").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=data_schema), root / "data" / "chunk-000" / "file-000.parquet")
     (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
@@ -368,22 +447,47 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
         stats[key] = _feature_stats(np.array([row[key] for row in rows]))
     (root / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
     names = list(DUAL_ARM_EEF_ACTION_NAMES)
-    codecs = {c: _stream_codec(root / "videos" / f"observation.images.{c}" / "chunk-000" / "file-000.mp4") for c in shapes}
+    codecs = {
+        c: _stream_codec(root / "videos" / f"observation.images.{c}" / "chunk-000" / "file-000.mp4") for c in shapes
+    }
     features = {
         STATE_KEY: {"dtype": "float32", "shape": [len(names)], "names": names},
         ACTION_KEY: {"dtype": "float32", "shape": [len(names)], "names": names},
-        **{f"observation.images.{c}": {
-            "dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
-            "info": {"video.height": h, "video.width": w, "video.codec": codecs[c], "video.pix_fmt": "yuv420p",
-                     "video.is_depth_map": False, "video.fps": config.fps, "video.channels": 3, "has_audio": False},
-        } for c, (h, w) in shapes.items()},
+        **{
+            f"observation.images.{c}": {
+                "dtype": "video",
+                "shape": [h, w, 3],
+                "names": ["height", "width", "channels"],
+                "info": {
+                    "video.height": h,
+                    "video.width": w,
+                    "video.codec": codecs[c],
+                    "video.pix_fmt": "yuv420p",
+                    "video.is_depth_map": False,
+                    "video.fps": config.fps,
+                    "video.channels": 3,
+                    "has_audio": False,
+                },
+            }
+            for c, (h, w) in shapes.items()
+        },
         "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-        **{k: {"dtype": "int64", "shape": [1], "names": None} for k in ("frame_index", "episode_index", "index", "task_index")},
+        **{
+            k: {"dtype": "int64", "shape": [1], "names": None}
+            for k in ("frame_index", "episode_index", "index", "task_index")
+        },
     }
     info = {
-        "codebase_version": CODEBASE_VERSION, "robot_type": config.robot_type, "total_episodes": len(episode_rows),
-        "total_frames": index, "total_tasks": len(tasks), "chunks_size": 1000, "data_files_size_in_mb": 100,
-        "video_files_size_in_mb": 200, "fps": config.fps, "splits": {"train": f"0:{len(episode_rows)}"},
+        "codebase_version": CODEBASE_VERSION,
+        "robot_type": config.robot_type,
+        "total_episodes": len(episode_rows),
+        "total_frames": index,
+        "total_tasks": len(tasks),
+        "chunks_size": 1000,
+        "data_files_size_in_mb": 100,
+        "video_files_size_in_mb": 200,
+        "fps": config.fps,
+        "splits": {"train": f"0:{len(episode_rows)}"},
         "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
         "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
         "features": features,
@@ -394,19 +498,32 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bags", nargs="+", type=Path, help="episode directories (the recorder's) or rosbag2 directories")
+    parser.add_argument(
+        "bags", nargs="+", type=Path, help="episode directories (the recorder's) or rosbag2 directories"
+    )
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--fps", type=int, default=DEFAULT_FPS)
     parser.add_argument("--max-gap", type=float, default=0.25)
     parser.add_argument("--task", default="", help="instruction for bags without episode.json")
     parser.add_argument("--codec", default="libx264")
-    parser.add_argument("--gop", type=int, default=2, help="frames between keyframes (short: fast random access in training)")
+    parser.add_argument(
+        "--gop", type=int, default=2, help="frames between keyframes (short: fast random access in training)"
+    )
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--skip-invalid", action="store_true",
-                        help="leave out (and report) episodes that cannot be converted instead of failing")
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="leave out (and report) episodes that cannot be converted instead of failing",
+    )
     args = parser.parse_args(argv)
-    config = ConversionConfig(fps=args.fps, max_gap=args.max_gap, task=args.task, codec=args.codec, gop=args.gop,
-                              skip_invalid=args.skip_invalid)
+    config = ConversionConfig(
+        fps=args.fps,
+        max_gap=args.max_gap,
+        task=args.task,
+        codec=args.codec,
+        gop=args.gop,
+        skip_invalid=args.skip_invalid,
+    )
     try:
         info = convert(sorted(args.bags), args.output, config, overwrite=args.overwrite)
     except ConversionError as error:

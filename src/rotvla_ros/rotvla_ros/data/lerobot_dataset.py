@@ -47,17 +47,28 @@ def _read_tables(folder: Path):
 
 
 class LeRobotV3Dataset(Dataset):
-    def __init__(self, root: str | Path, action_horizon: int = 1, cameras: list[str] | None = None,
-                 clip_length: int = 0, clip_stride: int = 1, clip_camera: str = "head", video_cache_mb: float = 1024,
-                 image_size: int = 0, clip_image_size: int = 0):
+    def __init__(
+        self,
+        root: str | Path,
+        action_horizon: int = 1,
+        cameras: list[str] | None = None,
+        clip_length: int = 0,
+        clip_stride: int = 1,
+        clip_camera: str = "head",
+        video_cache_mb: float = 1024,
+        image_size: int = 0,
+        clip_image_size: int = 0,
+    ):
         self.root = Path(root)
         info_path = self.root / "meta" / "info.json"
         if not info_path.exists():
             raise DatasetFormatError(f"{self.root} is no LeRobot dataset (no meta/info.json)")
         self.info = json.loads(info_path.read_text())
         if not str(self.info.get("codebase_version", "")).startswith("v3"):
-            raise DatasetFormatError(f"{self.root}: LeRobot {self.info.get('codebase_version')} (v3.0 needed: "
-                                     "convert older datasets with LeRobot's own converter)")
+            raise DatasetFormatError(
+                f"{self.root}: LeRobot {self.info.get('codebase_version')} (v3.0 needed: "
+                "convert older datasets with LeRobot's own converter)"
+            )
         self.fps = float(self.info["fps"])
         features = self.info["features"]
         images = [k for k, v in features.items() if v.get("dtype") in ("video", "image")]
@@ -95,12 +106,17 @@ class LeRobotV3Dataset(Dataset):
         self.episodes = {row["episode_index"]: row for row in episodes}
         self._videos: dict[tuple[Path, int], VideoFrames] = {}
         # The cache budget, shared evenly by the video files (frames of the size they are kept at).
-        files = {(key, row[f"videos/{key}/chunk_index"], row[f"videos/{key}/file_index"])
-                 for row in self.episodes.values() for key in (f"observation.images.{c}" for c in self.cameras)}
+        files = {
+            (key, row[f"videos/{key}/chunk_index"], row[f"videos/{key}/file_index"])
+            for row in self.episodes.values()
+            for key in (f"observation.images.{c}" for c in self.cameras)
+        }
         if image_size and (clip_image_size or not clip_length):
             frame_bytes = 3 * max(image_size, clip_image_size) ** 2
         else:
-            frame_bytes = max(int(np.prod(features[f"observation.images.{c}"].get("shape", [224, 224, 3]))) for c in self.cameras)
+            frame_bytes = max(
+                int(np.prod(features[f"observation.images.{c}"].get("shape", [224, 224, 3]))) for c in self.cameras
+            )
         self._cache_frames = max(8, int(video_cache_mb * 2**20 / frame_bytes / max(len(files), 1)))
 
     def __len__(self) -> int:
@@ -113,7 +129,10 @@ class LeRobotV3Dataset(Dataset):
     def _video(self, camera: str, episode: dict, size: int) -> VideoFrames:
         key = f"observation.images.{camera}"
         path = self.root / self.info["video_path"].format(
-            video_key=key, chunk_index=episode[f"videos/{key}/chunk_index"], file_index=episode[f"videos/{key}/file_index"])
+            video_key=key,
+            chunk_index=episode[f"videos/{key}/chunk_index"],
+            file_index=episode[f"videos/{key}/file_index"],
+        )
         if (path, size) not in self._videos:
             transform = partial(prepare_image, size=size) if size else None
             self._videos[path, size] = VideoFrames(path, cache_frames=self._cache_frames, transform=transform)
@@ -122,7 +141,9 @@ class LeRobotV3Dataset(Dataset):
     def preload(self) -> bool:
         """Decode every video of the cameras read, in order, into the cache if they all fit
         (see ``VideoFrames.preload``); True when they did."""
-        videos = {id(v): v for c in self.cameras for e in self.episodes.values() for v in [self._video(c, e, self.image_size)]}
+        videos = {
+            id(v): v for c in self.cameras for e in self.episodes.values() for v in [self._video(c, e, self.image_size)]
+        }
         return all([video.preload() for video in videos.values()])
 
     def frame(self, camera: str, row: int, size: int = 0) -> np.ndarray:
@@ -157,5 +178,7 @@ class LeRobotV3Dataset(Dataset):
         }
         if self.clip_length:
             rows = [self.same_episode(row, k * self.clip_stride) for k in range(self.clip_length)]
-            item["clip"] = np.stack([self.frame(self.clip_camera, r, self.clip_image_size) for r in rows])  # (L, H, W, 3)
+            item["clip"] = np.stack(
+                [self.frame(self.clip_camera, r, self.clip_image_size) for r in rows]
+            )  # (L, H, W, 3)
         return item

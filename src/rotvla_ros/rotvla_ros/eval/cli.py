@@ -27,19 +27,39 @@ def _worker(args: tuple) -> list[EpisodeResult]:
     from .episodes import run_episodes
 
     checkpoint, task, seeds, period, latency, video_dir, video_seeds, time_limit = args
-    return run_episodes(checkpoint, task, seeds, policy_period=period, latency=latency, video_dir=video_dir,
-                        video_seeds=video_seeds, time_limit=time_limit, on_result=_print_result)
+    return run_episodes(
+        checkpoint,
+        task,
+        seeds,
+        policy_period=period,
+        latency=latency,
+        video_dir=video_dir,
+        video_seeds=video_seeds,
+        time_limit=time_limit,
+        on_result=_print_result,
+    )
 
 
 def _print_result(result: EpisodeResult) -> None:
     outcome = f"success at {result.time_to_success:.1f} s" if result.success else f"failed ({result.duration:.0f} s)"
-    print(f"  seed {result.seed}: {outcome}; {result.chunks} chunks, {result.rejected_chunks} rejected "
-          f"[{result.wall_seconds:.0f} s]", flush=True)
+    print(
+        f"  seed {result.seed}: {outcome}; {result.chunks} chunks, {result.rejected_chunks} rejected "
+        f"[{result.wall_seconds:.0f} s]",
+        flush=True,
+    )
 
 
-def evaluate_in_process(checkpoint: str, task: str, seeds: list[int], workers: int = 1, policy_period: float = 0.1,
-                        latency: float = 0.1, video_dir: Path | None = None, video_seeds: tuple[int, ...] = (),
-                        time_limit: float | None = None) -> list[EpisodeResult]:
+def evaluate_in_process(
+    checkpoint: str,
+    task: str,
+    seeds: list[int],
+    workers: int = 1,
+    policy_period: float = 0.1,
+    latency: float = 0.1,
+    video_dir: Path | None = None,
+    video_seeds: tuple[int, ...] = (),
+    time_limit: float | None = None,
+) -> list[EpisodeResult]:
     """The episodes of ``seeds``, over ``workers`` processes (each one torch thread)."""
     workers = max(1, min(workers, len(seeds)))
     shares = [seeds[k::workers] for k in range(workers)]
@@ -72,15 +92,28 @@ def main(argv=None) -> int:
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="in-process: episodes run in this many processes")
-    parser.add_argument("--policy-period", type=float, default=None,
-                        help="in-process: s between the observations served (default: the simulated stack's, "
-                             "config/sim.yaml: the policy's replan_period, at least one camera ingestion period)")
-    parser.add_argument("--latency", type=float, default=0.1,
-                        help="in-process: s from an observation to its chunk reaching the controller")
+    parser.add_argument(
+        "--policy-period",
+        type=float,
+        default=None,
+        help="in-process: s between the observations served (default: the simulated stack's, "
+        "config/sim.yaml: the policy's replan_period, at least one camera ingestion period)",
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.1,
+        help="in-process: s from an observation to its chunk reaching the controller",
+    )
     parser.add_argument("--ros", action="store_true", help="through the simulated ROS stack instead")
-    parser.add_argument("--attach", action="store_true",
-                        help="--ros: use a running simulated stack (serving the checkpoint) instead of starting one")
-    parser.add_argument("--time-limit", type=float, default=None, help="s of sim time per episode (default: the task's)")
+    parser.add_argument(
+        "--attach",
+        action="store_true",
+        help="--ros: use a running simulated stack (serving the checkpoint) instead of starting one",
+    )
+    parser.add_argument(
+        "--time-limit", type=float, default=None, help="s of sim time per episode (default: the task's)"
+    )
     parser.add_argument("--output", type=Path, help="JSON with every episode")
     parser.add_argument("--video-dir", type=Path, default=Path("videos"))
     parser.add_argument("--video-seeds", default="", help="comma-separated seeds to film (in-process)")
@@ -91,13 +124,23 @@ def main(argv=None) -> int:
     if args.ros:
         from ..nodes.sim_episodes import evaluate_through_ros
 
-        results = evaluate_through_ros(args.checkpoint, args.task, seeds, attach=args.attach, time_limit=args.time_limit,
-                                       on_result=_print_result)
+        results = evaluate_through_ros(
+            args.checkpoint, args.task, seeds, attach=args.attach, time_limit=args.time_limit, on_result=_print_result
+        )
         settings = {"time_limit": args.time_limit}
     else:
         video_seeds = tuple(int(s) for s in args.video_seeds.split(",") if s.strip())
-        results = evaluate_in_process(args.checkpoint, args.task, seeds, args.workers, args.policy_period, args.latency,
-                                      args.video_dir, video_seeds, args.time_limit)
+        results = evaluate_in_process(
+            args.checkpoint,
+            args.task,
+            seeds,
+            args.workers,
+            args.policy_period,
+            args.latency,
+            args.video_dir,
+            video_seeds,
+            args.time_limit,
+        )
         settings = {"policy_period": args.policy_period, "latency": args.latency, "time_limit": args.time_limit}
     summary = Summary.of(args.task, Path(args.checkpoint).name, "ros" if args.ros else "in-process", results, settings)
     print(summary.line())

@@ -24,8 +24,16 @@ from ..sim.tasks import TASKS
 from .report import EpisodeResult, VideoRecorder
 
 
-def run_episode(env: CellEnv, policy: RotVLAPolicy, seed: int, *, policy_period: float = 0.1, latency: float = 0.1,
-                instruction: str | None = None, video: Path | None = None) -> EpisodeResult:
+def run_episode(
+    env: CellEnv,
+    policy: RotVLAPolicy,
+    seed: int,
+    *,
+    policy_period: float = 0.1,
+    latency: float = 0.1,
+    instruction: str | None = None,
+    video: Path | None = None,
+) -> EpisodeResult:
     started = time.perf_counter()
     observation, _ = env.reset(seed=seed)
     cell = env.cell
@@ -40,8 +48,10 @@ def run_episode(env: CellEnv, policy: RotVLAPolicy, seed: int, *, policy_period:
             if recorder is not None:
                 recorder.add(cell.render())
             try:
-                output = policy.predict({"images": observation["pixels"], "state": observation["agent_pos"],
-                                         "instruction": instruction}, seed=seed * 100_003 + index)
+                output = policy.predict(
+                    {"images": observation["pixels"], "state": observation["agent_pos"], "instruction": instruction},
+                    seed=seed * 100_003 + index,
+                )
             except NonFiniteOutputError:
                 output = None  # nothing reaches the arms: the controller keeps its trajectory
             index += 1
@@ -49,7 +59,9 @@ def run_episode(env: CellEnv, policy: RotVLAPolicy, seed: int, *, policy_period:
             if output is not None:
                 result.chunks += 1
                 try:
-                    cell.submit_chunk(output.actions, stamp, output.dt, sequence=index, checkpoint_id=policy.checkpoint_id)
+                    cell.submit_chunk(
+                        output.actions, stamp, output.dt, sequence=index, checkpoint_id=policy.checkpoint_id
+                    )
                 except ChunkRejected:
                     result.rejected_chunks += 1
             cell.advance(max(policy_period - latency, 0.0))
@@ -66,9 +78,18 @@ def run_episode(env: CellEnv, policy: RotVLAPolicy, seed: int, *, policy_period:
     return result
 
 
-def run_episodes(checkpoint: str, task: str, seeds: list[int], *, policy_period: float = 0.1, latency: float = 0.1,
-                 video_dir: Path | None = None, video_seeds: tuple[int, ...] = (), time_limit: float | None = None,
-                 on_result=None) -> list[EpisodeResult]:
+def run_episodes(
+    checkpoint: str,
+    task: str,
+    seeds: list[int],
+    *,
+    policy_period: float = 0.1,
+    latency: float = 0.1,
+    video_dir: Path | None = None,
+    video_seeds: tuple[int, ...] = (),
+    time_limit: float | None = None,
+    on_result=None,
+) -> list[EpisodeResult]:
     """Every seed, in order, with one policy and one environment (one torch thread)."""
     import torch
 
@@ -88,8 +109,9 @@ def run_episodes(checkpoint: str, task: str, seeds: list[int], *, policy_period:
     return results
 
 
-def replay_episode(dataset, episode: int, task: str, seed: int, horizon: int = 16, replan_steps: int = 5,
-                   time_shift_steps: int = 0) -> dict:
+def replay_episode(
+    dataset, episode: int, task: str, seed: int, horizon: int = 16, replan_steps: int = 5, time_shift_steps: int = 0
+) -> dict:
     """The contract, end to end: a recorded episode's actions sent as a perfect policy would
     send them (every ``replan_steps`` frames, the next ``horizon`` actions, stamped with the
     frame's time) through the controller in the cell of the same seed. With the contract
@@ -117,7 +139,11 @@ def replay_episode(dataset, episode: int, task: str, seed: int, horizon: int = 1
         replayed = np.asarray(replayed).reshape(len(states), -1, 10)
         recorded = states.reshape(len(states), -1, 10)
         distance = np.linalg.norm(replayed[:, arms, :3] - recorded[:, arms, :3], axis=-1)  # (T, arms)
-        return {"max": float(distance.max()), "mean": float(distance.mean()), "success": cell.success(),
-                "frames": len(states)}
+        return {
+            "max": float(distance.max()),
+            "mean": float(distance.mean()),
+            "success": cell.success(),
+            "frames": len(states),
+        }
     finally:
         env.close()

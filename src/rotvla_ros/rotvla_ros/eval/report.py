@@ -52,16 +52,27 @@ class Summary:
     def of(cls, task: str, checkpoint: str, mode: str, results: list[EpisodeResult], settings: dict | None = None):
         successes = sum(r.success for r in results)
         times = [r.time_to_success for r in results if r.success]
-        return cls(task, checkpoint, mode, len(results), successes, successes / max(1, len(results)),
-                   wilson_interval(successes, len(results)), float(np.mean(times)) if times else None,
-                   results, settings or {})
+        return cls(
+            task,
+            checkpoint,
+            mode,
+            len(results),
+            successes,
+            successes / max(1, len(results)),
+            wilson_interval(successes, len(results)),
+            float(np.mean(times)) if times else None,
+            results,
+            settings or {},
+        )
 
     def line(self) -> str:
         low, high = self.ci95
         mean = f"{self.mean_time_to_success:.1f} s" if self.mean_time_to_success is not None else "-"
-        return (f"{self.task} [{self.mode}] {self.checkpoint}: {self.successes}/{self.episodes} = "
-                f"{100 * self.success_rate:.0f}% (95% CI {100 * low:.0f}-{100 * high:.0f}%), "
-                f"mean time to success {mean}")
+        return (
+            f"{self.task} [{self.mode}] {self.checkpoint}: {self.successes}/{self.episodes} = "
+            f"{100 * self.success_rate:.0f}% (95% CI {100 * low:.0f}-{100 * high:.0f}%), "
+            f"mean time to success {mean}"
+        )
 
     def write(self, path: Path) -> None:
         data = asdict(self)
@@ -87,7 +98,9 @@ class VideoRecorder:
         if self.frames == 0:
             # Even sizes for yuv420p.
             self.stream.height, self.stream.width = (rgb.shape[0] // 2) * 2, (rgb.shape[1] // 2) * 2
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: self.stream.height, : self.stream.width]), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(
+            np.ascontiguousarray(rgb[: self.stream.height, : self.stream.width]), format="rgb24"
+        )
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
         self.frames += 1

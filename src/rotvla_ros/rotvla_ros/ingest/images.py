@@ -34,7 +34,8 @@ def check_image(msg) -> None:
         raise ImageFormatError(f"step {msg.step} < width {msg.width} x {channels} bytes per pixel")
     if len(msg.data) < msg.step * msg.height:
         raise ImageFormatError(
-            f"data has {len(msg.data)} bytes, {msg.step * msg.height} expected ({msg.width}x{msg.height}, step {msg.step})"
+            f"data has {len(msg.data)} bytes, {msg.step * msg.height} expected "
+            f"({msg.width}x{msg.height}, step {msg.step})"
         )
 
 

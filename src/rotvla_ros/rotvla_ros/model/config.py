@@ -3,8 +3,9 @@
 Two presets are built from the same code:
 - ``rotvla-1.7b``: the paper's model (Sec. 4.1): InternVL3.5-1B (InternViT-300M vision,
   Qwen3-0.6B language), a 24-layer DiT action expert, a LAM on frozen DINOv2-B/14, n = 16.
-- ``tiny``: the same architectures with small dimensions and random weights, for tests and
-  the simulated default (a full predict in well under a second on two CPU cores).
+- ``sim``: the same architectures sized for the simulated cell, trained on two CPU cores.
+- ``tiny``: the same architectures with small dimensions and random weights, for tests (a
+  full predict in well under a second on two CPU cores).
 
 Where the paper is silent, the choices are written next to the field.
 """
@@ -15,10 +16,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-T = TypeVar("T")
-
 from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES
 from rotvla_common.contract import DEFAULT_FPS
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -174,34 +175,57 @@ class RotVLAConfig:
                 found.append(text)
 
         def heads(name: str, dim: int, count: int) -> None:
-            need(dim > 0 and count > 0 and dim % count == 0, f"{name}: width {dim} is not a positive multiple of {count} heads")
+            need(
+                dim > 0 and count > 0 and dim % count == 0,
+                f"{name}: width {dim} is not a positive multiple of {count} heads",
+            )
 
         v, t, e = self.vlm.vision, self.vlm.text, self.expert
         heads("vlm.vision", v.hidden_size, v.num_attention_heads)
-        need(t.num_attention_heads > 0 and t.num_key_value_heads > 0 and t.num_attention_heads % t.num_key_value_heads == 0,
-             f"vlm.text: {t.num_attention_heads} heads do not share {t.num_key_value_heads} key/value heads")
+        need(
+            t.num_attention_heads > 0
+            and t.num_key_value_heads > 0
+            and t.num_attention_heads % t.num_key_value_heads == 0,
+            f"vlm.text: {t.num_attention_heads} heads do not share {t.num_key_value_heads} key/value heads",
+        )
         need(t.head_dim > 0 and t.hidden_size > 0 and t.vocab_size > 0, "vlm.text: non-positive dimensions")
-        need(v.patch_size > 0 and self.image_size >= v.patch_size, f"image_size {self.image_size} below one patch ({v.patch_size})")
+        need(
+            v.patch_size > 0 and self.image_size >= v.patch_size,
+            f"image_size {self.image_size} below one patch ({v.patch_size})",
+        )
         if v.patch_size > 0:
             grid = self.image_size // v.patch_size * self.vlm.downsample_ratio
-            need(grid >= 1 and float(grid).is_integer(), f"image_size {self.image_size}: {self.image_size // max(v.patch_size, 1)} "
-                 f"patches a side do not pixel-shuffle by {self.vlm.downsample_ratio}")
+            need(
+                grid >= 1 and float(grid).is_integer(),
+                f"image_size {self.image_size}: {self.image_size // max(v.patch_size, 1)} "
+                f"patches a side do not pixel-shuffle by {self.vlm.downsample_ratio}",
+            )
         heads("expert", e.dim, e.num_heads)
         need(e.num_layers >= 1 and e.mlp_ratio > 0, "expert: no layers or no MLP")
         need(self.action_horizon >= 1 and self.action_dim >= 1, "no robot actions (horizon or layout empty)")
         need(len(set(self.action_names)) == len(self.action_names), "action names repeat")
-        need(bool(self.camera_names) and len(set(self.camera_names)) == len(self.camera_names), "cameras empty or repeated")
+        need(
+            bool(self.camera_names) and len(set(self.camera_names)) == len(self.camera_names),
+            "cameras empty or repeated",
+        )
         need(0.0 < self.dt <= 1.0, f"step period dt {self.dt} s outside (0, 1]")
-        need(self.latent_dim >= 2 and self.num_latent_tokens >= 1 and self.latent_horizon >= 1,
-             "latent plan dimensions must be positive (latent_dim >= 2)")
-        need(1 <= self.flow.num_steps <= 1000 and 0.0 < self.flow.t_min < 1.0, "flow: steps outside [1, 1000] or t_min outside (0, 1)")
+        need(
+            self.latent_dim >= 2 and self.num_latent_tokens >= 1 and self.latent_horizon >= 1,
+            "latent plan dimensions must be positive (latent_dim >= 2)",
+        )
+        need(
+            1 <= self.flow.num_steps <= 1000 and 0.0 < self.flow.t_min < 1.0,
+            "flow: steps outside [1, 1000] or t_min outside (0, 1)",
+        )
         need(self.vlm.max_instruction_tokens >= 1, "max_instruction_tokens < 1")
         return found
 
 
 def tiny_lam_config() -> LAMConfig:
     return LAMConfig(
-        dino=DinoConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=56),
+        dino=DinoConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=56
+        ),
         dim=64,
         encoder_layers=2,
         decoder_layers=2,
@@ -218,10 +242,17 @@ def tiny_config() -> RotVLAConfig:
     return RotVLAConfig(
         preset="tiny",
         vlm=VLMConfig(
-            vision=VisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=84),
+            vision=VisionConfig(
+                hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=84
+            ),
             text=TextConfig(
-                vocab_size=260, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                vocab_size=260,
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=16,
+                intermediate_size=128,
             ),
             max_instruction_tokens=32,
         ),
@@ -239,7 +270,9 @@ def sim_lam_config() -> LAMConfig:
     the paper; without real DINOv2 weights here it is a fixed random feature map), a 2+2-layer
     encoder/decoder at width 128, two 8 x 8 rotations per transition."""
     return LAMConfig(
-        dino=DinoConfig(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768, image_size=112),
+        dino=DinoConfig(
+            hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768, image_size=112
+        ),
         dim=128,
         encoder_layers=2,
         decoder_layers=2,
@@ -271,10 +304,18 @@ def sim_config() -> RotVLAConfig:
     return RotVLAConfig(
         preset="sim",
         vlm=VLMConfig(
-            vision=VisionConfig(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768,
-                                image_size=84),
-            text=TextConfig(vocab_size=260, hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
-                            num_key_value_heads=2, head_dim=64, intermediate_size=768),
+            vision=VisionConfig(
+                hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768, image_size=84
+            ),
+            text=TextConfig(
+                vocab_size=260,
+                hidden_size=256,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=64,
+                intermediate_size=768,
+            ),
             max_instruction_tokens=48,
         ),
         expert=ActionExpertConfig(dim=256, num_layers=4, num_heads=4),
@@ -305,7 +346,11 @@ def from_dict(cls: type[T], data: dict) -> T:
     kwargs = {}
     hints = {f.name: f.type for f in dataclasses.fields(cls)}
     for name, value in data.items():
-        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else known[name].default
+        default = (
+            known[name].default_factory()
+            if known[name].default_factory is not dataclasses.MISSING
+            else known[name].default
+        )
         if dataclasses.is_dataclass(default):
             kwargs[name] = from_dict(type(default), value)
         elif isinstance(default, tuple) or "tuple" in str(hints[name]):

@@ -123,8 +123,13 @@ class LatentActionModel(nn.Module):
         self.decoder_latent_in = nn.Linear(n * n, dim)
         self.decoder_pos = nn.Parameter(torch.randn(q + self.num_patches, dim) * 0.02)
         layer = nn.TransformerEncoderLayer(
-            dim, config.num_heads, int(dim * config.mlp_ratio), dropout=0.0, activation="gelu",
-            batch_first=True, norm_first=True,
+            dim,
+            config.num_heads,
+            int(dim * config.mlp_ratio),
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
         )
         self.decoder = nn.TransformerEncoder(layer, config.decoder_layers, enable_nested_tensor=False)
         self.decoder_out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, feature_dim))

@@ -51,8 +51,13 @@ class RotVLA(nn.Module):
     def with_actions(self) -> bool:
         return self.config.mode == "stage3"
 
-    def encode_prefix(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      state: torch.Tensor | None = None) -> PrefixCache:
+    def encode_prefix(
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        state: torch.Tensor | None = None,
+    ) -> PrefixCache:
         """images (B, V, 3, H, W) in [0, 1], state (B, A) normalised (``use_state``) -> the
         expert's per-block prefix keys/values."""
         prefix, mask = self.backbone(images, input_ids, attention_mask)  # (B, N, C), (B, N)
@@ -89,7 +94,9 @@ class RotVLA(nn.Module):
         losses, total = {}, plan_v.new_zeros((), dtype=torch.float32)
         if self.config.plan_tokens:
             losses["plan_loss"] = F.mse_loss(plan_v.float(), plan_target.float())
-            total = self.config.flow.latent_loss_weight * losses["plan_loss"] if self.with_actions else losses["plan_loss"]
+            total = (
+                self.config.flow.latent_loss_weight * losses["plan_loss"] if self.with_actions else losses["plan_loss"]
+            )
         if self.with_actions:
             losses["action_loss"] = F.mse_loss(action_v.float(), action_target.float())
             total = total + losses["action_loss"]

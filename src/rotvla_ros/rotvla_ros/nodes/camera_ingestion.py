@@ -15,6 +15,7 @@ uses, and rclpy's own deserialisation copied each 640x480 frame (6x slower, meas
 
 from __future__ import annotations
 
+import functools
 import threading
 
 from geometry_msgs.msg import PoseStamped
@@ -29,14 +30,15 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 
 from ..data.rosbag_types import make_typestore
+from rotvla_common.action_space import CAMERA_NAMES
 from rotvla_common.contract import prepare_image
 from rotvla_common.text import bounded
+from rotvla_common import topics
 
-from ..ingest.images import ImageFormatError, check_image, fill_image, image_to_rgb
+from ..ingest.images import check_image, fill_image, image_to_rgb
 from ..ingest.sync import FrameSynchronizer
 from .common import (
     ERROR,
-    INSTRUCTION_TOPIC,
     LATCHED_QOS,
     OBSERVATION_QOS,
     OK,
@@ -54,10 +56,16 @@ from .common import (
 class CameraIngestionNode(Node):
     def __init__(self, **kwargs):
         super().__init__("camera_ingestion", **kwargs)
-        p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
-        self.cameras = list(p("camera_names", ["head", "left_wrist", "right_wrist"], "Cameras, in observation order."))
-        namespace = p("camera_namespace", "/cameras", "Namespace of the cameras (realsense2_camera's camera_namespace).")
-        color_topic = p("color_topic", "color/image_raw", "Colour topic under each camera (color/image_rect_raw for wrappers <= 4.57.3).")
+        p = functools.partial(declare, self)
+        self.cameras = list(p("camera_names", list(CAMERA_NAMES), "Cameras, in observation order."))
+        namespace = p(
+            "camera_namespace", "/cameras", "Namespace of the cameras (realsense2_camera's camera_namespace)."
+        )
+        color_topic = p(
+            "color_topic",
+            "color/image_raw",
+            "Colour topic under each camera (color/image_rect_raw for wrappers <= 4.57.3).",
+        )
         rate = p("rate", 10.0, "Observation rate, Hz (the policy rate).")
         self.image_size = p("image_size", 224, "Side of the square model input, px.")
         slop = p("slop", 0.025, "Largest spread of capture stamps within one observation, s.")
@@ -65,13 +73,16 @@ class CameraIngestionNode(Node):
         joint_state_max_age = p("joint_state_max_age", 0.1, "Largest age of the joint state used, s.")
         require_joint_state = p("require_joint_state", True, "Refuse observations without a fresh joint state.")
         joint_state_topic = p("joint_state_topic", "/joint_states", "Joint states of both arms.")
-        future_tolerance = p("future_tolerance", 0.1, "Frames and states stamped further ahead of the clock (s) are refused.")
+        future_tolerance = p(
+            "future_tolerance", 0.1, "Frames and states stamped further ahead of the clock (s) are refused."
+        )
         self.max_instruction_chars = p("max_instruction_chars", 1000, "Longest instruction copied into observations.")
         self.arms = list(p("arms", ["left", "right"], "Arms whose EEF poses are included, in order."))
-        eef_topic = p("eef_pose_topic", "/rotvla/eef_pose", "EEF poses arrive on <eef_pose_topic>/<arm>.")
+        eef_topic = p("eef_pose_topic", topics.EEF_POSE, "EEF poses arrive on <eef_pose_topic>/<arm>.")
         self.instruction = ""
-        self.sync = FrameSynchronizer(self.cameras, slop, max_age, joint_state_max_age, require_joint_state,
-                                      future_tolerance=future_tolerance)
+        self.sync = FrameSynchronizer(
+            self.cameras, slop, max_age, joint_state_max_age, require_joint_state, future_tolerance=future_tolerance
+        )
         self.max_age = max_age
         self.malformed = dict.fromkeys(self.cameras, 0)
         self.refused_instructions = 0
@@ -85,14 +96,20 @@ class CameraIngestionNode(Node):
         inputs = MutuallyExclusiveCallbackGroup()
         for camera in self.cameras:
             topic = f"{namespace.rstrip('/')}/{camera}/{color_topic}"
-            self.create_subscription(Image, topic, lambda raw, c=camera: self._on_image(c, raw), SENSOR_QOS,
-                                     callback_group=inputs, raw=True)
+            self.create_subscription(
+                Image, topic, lambda raw, c=camera: self._on_image(c, raw), SENSOR_QOS, callback_group=inputs, raw=True
+            )
         self.create_subscription(JointState, joint_state_topic, self._on_joint_state, SENSOR_QOS, callback_group=inputs)
         for arm in self.arms:
-            self.create_subscription(PoseStamped, f"{eef_topic}/{arm}", lambda msg, a=arm: self.eef_poses.__setitem__(a, msg),
-                                     SENSOR_QOS, callback_group=inputs)
-        self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction, LATCHED_QOS, callback_group=inputs)
-        self.publisher = self.create_publisher(Observation, "/rotvla/observation", OBSERVATION_QOS)
+            self.create_subscription(
+                PoseStamped,
+                f"{eef_topic}/{arm}",
+                lambda msg, a=arm: self.eef_poses.__setitem__(a, msg),
+                SENSOR_QOS,
+                callback_group=inputs,
+            )
+        self.create_subscription(String, topics.INSTRUCTION, self._on_instruction, LATCHED_QOS, callback_group=inputs)
+        self.publisher = self.create_publisher(Observation, topics.OBSERVATION, OBSERVATION_QOS)
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
         output = MutuallyExclusiveCallbackGroup()
         self.create_timer(1.0 / rate, self._publish_observation, callback_group=output)
@@ -100,7 +117,8 @@ class CameraIngestionNode(Node):
         # The clock going back (a simulation reset) makes every buffered frame one from the future.
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
-            post_callback=self._on_time_jump)
+            post_callback=self._on_time_jump,
+        )
 
     def _on_time_jump(self, jump) -> None:
         with self._lock:
@@ -114,8 +132,10 @@ class CameraIngestionNode(Node):
             stamp = to_seconds(msg.header.stamp)
         except Exception as error:  # whatever bytes arrive (truncated CDR: rosbags' SerdeError): a counted drop
             self.malformed[camera] += 1
-            self.get_logger().error(f"{camera}: malformed image dropped: {type(error).__name__}: {bounded(str(error))}",
-                                    throttle_duration_sec=2.0)
+            self.get_logger().error(
+                f"{camera}: malformed image dropped: {type(error).__name__}: {bounded(str(error))}",
+                throttle_duration_sec=2.0,
+            )
             return
         with self._lock:
             self.sync.add_frame(camera, stamp, msg, now_seconds(self))
@@ -127,8 +147,10 @@ class CameraIngestionNode(Node):
     def _on_instruction(self, msg: String) -> None:
         if len(msg.data) > self.max_instruction_chars:
             self.refused_instructions += 1
-            self.get_logger().error(f"instruction of {len(msg.data)} characters refused (max_instruction_chars "
-                                    f"{self.max_instruction_chars}); keeping {bounded(self.instruction, 80)!r}")
+            self.get_logger().error(
+                f"instruction of {len(msg.data)} characters refused (max_instruction_chars "
+                f"{self.max_instruction_chars}); keeping {bounded(self.instruction, 80)!r}"
+            )
             return
         self.instruction = msg.data
 
@@ -179,7 +201,10 @@ class CameraIngestionNode(Node):
         elif new_future:
             level, message = ERROR, f"{new_future} frame(s) stamped in the future refused: a camera's clock is off"
         elif lagging:
-            level, message = WARN, f"frames from {', '.join(lagging)} arrive older than max_age: a camera lags or drifts"
+            level, message = (
+                WARN,
+                f"frames from {', '.join(lagging)} arrive older than max_age: a camera lags or drifts",
+            )
         elif new_drops:
             level, message = WARN, f"dropped {new_drops} observation(s) in the last period"
         else:

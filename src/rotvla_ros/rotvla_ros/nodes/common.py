@@ -29,4 +29,3 @@ from rotvla_common.ros import (  # noqa: F401
 OBSERVATION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 # The instruction in force, latched (the camera ingestion node copies it into observations).
-INSTRUCTION_TOPIC = "/rotvla/instruction"

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from rotvla_msgs.srv import StartEpisode, StopEpisode
 from std_srvs.srv import Trigger
 
 from rotvla_common.text import bounded
+from rotvla_common import topics
 
 from ..bringup import RECORD_TOPICS
 from ..data.rosbag_types import make_typestore
@@ -38,11 +40,11 @@ TOPIC_TYPES = {
     **{t: "sensor_msgs/msg/Image" for t in RECORD_TOPICS if t.endswith("image_raw")},
     **{t: "sensor_msgs/msg/CameraInfo" for t in RECORD_TOPICS if t.endswith("camera_info")},
     "/joint_states": "sensor_msgs/msg/JointState",
-    "/rotvla/eef_pose/left": "geometry_msgs/msg/PoseStamped",
-    "/rotvla/eef_pose/right": "geometry_msgs/msg/PoseStamped",
-    "/rotvla/action_chunk": "rotvla_msgs/msg/ActionChunk",
-    "/rotvla/executor_status": "rotvla_msgs/msg/ExecutorStatus",
-    "/rotvla/instruction": "std_msgs/msg/String",
+    topics.absolute(topics.eef_pose("left")): "geometry_msgs/msg/PoseStamped",
+    topics.absolute(topics.eef_pose("right")): "geometry_msgs/msg/PoseStamped",
+    topics.absolute(topics.ACTION_CHUNK): "rotvla_msgs/msg/ActionChunk",
+    topics.absolute(topics.EXECUTOR_STATUS): "rotvla_msgs/msg/ExecutorStatus",
+    topics.absolute(topics.INSTRUCTION): "std_msgs/msg/String",
     "/tf": "tf2_msgs/msg/TFMessage",
     "/tf_static": "tf2_msgs/msg/TFMessage",
     "/clock": "rosgraph_msgs/msg/Clock",
@@ -74,37 +76,49 @@ class _Episode:
 class EpisodeRecorder(Node):
     def __init__(self, **kwargs):
         super().__init__("episode_recorder", **kwargs)
-        p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
-        output_dir = p("output_dir", "", "Where episode bags are written (empty: $ROS_HOME/rotvla_demos, ROS_HOME "
-                       "being ~/.ros by default).")
+        p = functools.partial(declare, self)
+        output_dir = p(
+            "output_dir",
+            "",
+            "Where episode bags are written (empty: $ROS_HOME/rotvla_demos, ROS_HOME being ~/.ros by default).",
+        )
         self.output_dir = Path(output_dir).expanduser().resolve() if output_dir else default_output_dir()
-        topics = p("topics", DEFAULT_TOPICS, "Topics recorded in every episode.", read_only=True)
+        recorded = p("topics", DEFAULT_TOPICS, "Topics recorded in every episode.", read_only=True)
         self.robot_config = p("robot_config", "", "A robot configuration file copied into each episode's metadata.")
-        unknown = sorted(set(topics) - set(TOPIC_TYPES))
+        unknown = sorted(set(recorded) - set(TOPIC_TYPES))
         if unknown:
             raise ValueError(f"no known type for topics {unknown}")
         self.typestore = make_typestore()
         self._lock = threading.Lock()  # guards _episode
         self._episode: _Episode | None = None
         record = MutuallyExclusiveCallbackGroup()
-        for topic in topics:
+        for topic in recorded:
             qos = SENSOR_QOS if TOPIC_TYPES[topic].startswith("sensor_msgs") or "eef_pose" in topic else RELIABLE_QOS
-            if topic == "/rotvla/instruction":
+            if topic == topics.absolute(topics.INSTRUCTION):
                 qos = LATCHED_QOS
-            self.create_subscription(_message_class(TOPIC_TYPES[topic]), topic,
-                                     lambda data, t=topic: self._write(t, data), qos, raw=True, callback_group=record)
+            self.create_subscription(
+                _message_class(TOPIC_TYPES[topic]),
+                topic,
+                lambda data, t=topic: self._write(t, data),
+                qos,
+                raw=True,
+                callback_group=record,
+            )
         services = ReentrantCallbackGroup()
-        self.create_service(StartEpisode, "/rotvla/recorder/start", self._on_start, callback_group=services)
-        self.create_service(StopEpisode, "/rotvla/recorder/stop", self._on_stop, callback_group=services)
-        self.create_service(Trigger, "/rotvla/recorder/discard", self._on_discard, callback_group=services)
-        self.get_logger().info(f"recording {len(topics)} topics into {self.output_dir}/ on request")
+        self.create_service(StartEpisode, topics.RECORDER_START, self._on_start, callback_group=services)
+        self.create_service(StopEpisode, topics.RECORDER_STOP, self._on_stop, callback_group=services)
+        self.create_service(Trigger, topics.RECORDER_DISCARD, self._on_discard, callback_group=services)
+        self.get_logger().info(f"recording {len(recorded)} topics into {self.output_dir}/ on request")
 
     # -- services -------------------------------------------------------------------------
 
     def _on_start(self, request: StartEpisode.Request, response: StartEpisode.Response):
         with self._lock:
             if self._episode is not None:
-                response.success, response.message = False, f"episode {self._episode.meta['episode_id']} is being recorded"
+                response.success, response.message = (
+                    False,
+                    f"episode {self._episode.meta['episode_id']} is being recorded",
+                )
                 return response
             # The task names a directory: only its safe characters, bounded (never a path).
             slug = re.sub(r"[^A-Za-z0-9_-]+", "_", request.task)[:64].strip("_") or "episode"
@@ -118,9 +132,11 @@ class EpisodeRecorder(Node):
             writer = Writer(partial / "bag", version=8, storage_plugin=StoragePlugin.MCAP)
             writer.open()
             meta = {
-                "episode_id": episode_id, "task": bounded(request.task, MAX_TEXT),
+                "episode_id": episode_id,
+                "task": bounded(request.task, MAX_TEXT),
                 "instruction": bounded(request.instruction, MAX_TEXT),
-                "operator": bounded(request.operator_name, MAX_TEXT), "start_time": self.get_clock().now().nanoseconds * 1e-9,
+                "operator": bounded(request.operator_name, MAX_TEXT),
+                "start_time": self.get_clock().now().nanoseconds * 1e-9,
                 "robot_config": Path(self.robot_config).read_text() if self.robot_config else "",
             }
             self._episode = _Episode(partial, final, writer, meta)
@@ -137,12 +153,19 @@ class EpisodeRecorder(Node):
             return response
         episode.writer.close()
         duration = ((episode.last_ns - episode.first_ns) * 1e-9) if episode.first_ns is not None else 0.0
-        episode.meta.update(success=bool(request.task_success), notes=bounded(request.notes, MAX_TEXT), message_count=episode.count,
-                            duration=duration, stop_time=self.get_clock().now().nanoseconds * 1e-9)
+        episode.meta.update(
+            success=bool(request.task_success),
+            notes=bounded(request.notes, MAX_TEXT),
+            message_count=episode.count,
+            duration=duration,
+            stop_time=self.get_clock().now().nanoseconds * 1e-9,
+        )
         (episode.partial / "episode.json").write_text(json.dumps(episode.meta, indent=2))
         episode.partial.rename(episode.final)  # complete, atomically
-        self.get_logger().info(f"episode {episode.meta['episode_id']}: {episode.count} messages, {duration:.1f} s, "
-                               f"success={request.task_success}")
+        self.get_logger().info(
+            f"episode {episode.meta['episode_id']}: {episode.count} messages, {duration:.1f} s, "
+            f"success={request.task_success}"
+        )
         response.success, response.message = True, "saved"
         response.episode_id, response.path = episode.meta["episode_id"], str(episode.final)
         response.duration, response.message_count = duration, episode.count

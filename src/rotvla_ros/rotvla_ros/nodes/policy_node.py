@@ -23,10 +23,12 @@ for as long as a load takes.
 
 from __future__ import annotations
 
+import functools
 import gc
 import sys
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,13 +45,13 @@ from visualization_msgs.msg import Marker, MarkerArray
 from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES
 from rotvla_common.contract import Contract, contract_mismatches, eef_state, quaternion_to_matrix
 from rotvla_common.text import bounded
+from rotvla_common import topics
 
 from ..ingest.images import ImageFormatError, image_to_rgb
 from ..policy import CheckpointError, NonFiniteOutputError, ObservationError, RotVLAPolicy
 from ..policy.policy import default_device
 from .common import (
     ERROR,
-    INSTRUCTION_TOPIC,
     LATCHED_QOS,
     OBSERVATION_QOS,
     OK,
@@ -63,6 +65,7 @@ from .common import (
     to_seconds,
 )
 
+
 def observation_state(obs: Observation, arms: tuple[str, ...]) -> np.ndarray:
     """The contract's robot state (A,) from an Observation: each arm's EEF pose (eef_poses,
     in the order of ``arms``, framed ``<arm>_base_link``) and gripper opening (joint_state
@@ -72,13 +75,41 @@ def observation_state(obs: Observation, arms: tuple[str, ...]) -> np.ndarray:
     for arm in arms:
         pose = next((p for p in obs.eef_poses if p.header.frame_id.endswith(f"{arm}_base_link")), None)
         if pose is None or f"{arm}_gripper" not in positions:
-            raise ObservationError(f"the observation has no EEF pose or gripper of the {arm} arm (the checkpoint takes the state)")
+            raise ObservationError(
+                f"the observation has no EEF pose or gripper of the {arm} arm (the checkpoint takes the state)"
+            )
         p, q = pose.pose.position, pose.pose.orientation
-        parts.append(eef_state((p.x, p.y, p.z), quaternion_to_matrix((q.x, q.y, q.z, q.w)), positions[f"{arm}_gripper"]))
+        parts.append(
+            eef_state((p.x, p.y, p.z), quaternion_to_matrix((q.x, q.y, q.z, q.w)), positions[f"{arm}_gripper"])
+        )
     return np.concatenate(parts)
 
 
 ARM_COLOURS = {"left": ColorRGBA(r=0.1, g=0.4, b=1.0, a=1.0), "right": ColorRGBA(r=1.0, g=0.3, b=0.1, a=1.0)}
+
+
+@dataclass
+class PolicyCounters:
+    """What the node refused and did since it started (published in /diagnostics)."""
+
+    chunks: int = 0
+    stale_observations: int = 0
+    future_observations: int = 0
+    nonfinite_outputs: int = 0
+    bad_observations: int = 0
+    swaps: int = 0
+    failed_swaps: int = 0
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """The outcome of a checkpoint load, as /rotvla/load_checkpoint answers it."""
+
+    success: bool
+    message: str
+    previous_checkpoint_id: str
+    load_seconds: float = 0.0
+    warmup_seconds: float = 0.0
 
 
 @dataclass
@@ -106,38 +137,65 @@ class PolicyNode(Node):
         # frozen and are collected as usual.
         gc.collect()
         gc.freeze()
-        p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
+        p = functools.partial(declare, self)
         checkpoint = p("checkpoint", "", "Checkpoint directory to serve at start (empty: none until load_checkpoint).")
         device = p("device", "auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:N.")
         self.device = default_device() if device == "auto" else device
-        cpu_threads = p("cpu_threads", 0, "Torch intra-op threads on the CPU (0: torch's default, one per core). "
-                        "On a machine whose cores the other nodes keep busy, 1: a multi-threaded op waits for "
-                        "its slowest thread, and a busy core makes every op wait.", read_only=True)
+        cpu_threads = p(
+            "cpu_threads",
+            0,
+            "Torch intra-op threads on the CPU (0: torch's default, one per core). "
+            "On a machine whose cores the other nodes keep busy, 1: a multi-threaded op waits for "
+            "its slowest thread, and a busy core makes every op wait.",
+            read_only=True,
+        )
         if cpu_threads > 0:
             torch.set_num_threads(cpu_threads)
-        self.dtype = p("dtype", "", "Compute dtype (bfloat16, float16, float32); empty: bfloat16 on GPU, float32 on CPU.") or None
+        self.dtype = (
+            p("dtype", "", "Compute dtype (bfloat16, float16, float32); empty: bfloat16 on GPU, float32 on CPU.")
+            or None
+        )
         self.instruction = p("instruction", "", "Instruction at start (per task YAML).")
         self.max_instruction_chars = p("max_instruction_chars", 1000, "Longest instruction accepted, characters.")
         self.max_observation_age = p("max_observation_age", 0.3, "Observations older than this (s) are refused.")
-        self.replan_period = p("replan_period", 0.0, "Serve an observation only this long (s) after the last one "
-                               "served: the executor runs that much of each chunk before the next replaces it "
-                               "(Diffusion Policy's n_action_steps; 0: every observation).")
+        self.replan_period = p(
+            "replan_period",
+            0.0,
+            "Serve an observation only this long (s) after the last one "
+            "served: the executor runs that much of each chunk before the next replaces it "
+            "(Diffusion Policy's n_action_steps; 0: every observation).",
+        )
         self.seed = p("seed", -1, "Seed of the sampled noise per chunk (-1: random).")
         self.warmup_passes = p("warmup_passes", 2, "Warm-up predictions before a checkpoint serves.")
-        self.min_swap_interval = p("min_swap_interval", 1.0, "A load requested sooner than this (s) after the last "
-                                   "swap is refused: back-to-back swaps would keep the stream at half rate.")
+        self.min_swap_interval = p(
+            "min_swap_interval",
+            1.0,
+            "A load requested sooner than this (s) after the last "
+            "swap is refused: back-to-back swaps would keep the stream at half rate.",
+        )
         # A thread loading a checkpoint holds the GIL in long stretches of Python: hand it back to
         # the inference thread every millisecond (the default 5 ms stalls each inference op).
         sys.setswitchinterval(0.001)
-        self.action_names = tuple(p("action_names", list(DUAL_ARM_EEF_ACTION_NAMES),
-                                    "The robot's action layout; a checkpoint must match it."))
+        self.action_names = tuple(
+            p("action_names", list(DUAL_ARM_EEF_ACTION_NAMES), "The robot's action layout; a checkpoint must match it.")
+        )
         self.arms = tuple(dict.fromkeys(name.split("/")[0] for name in self.action_names))
         self.camera_names = tuple(p("camera_names", list(CAMERA_NAMES), "Cameras the robot has."))
-        self.image_size = p("image_size", 0, "Side of the images the camera ingestion makes, px: a checkpoint "
-                            "trained on another size is refused (0: not checked).")
-        self.step_period = p("step_period", 0.0, "The robot's chunk step period, s (1 / the fps its demonstrations "
-                             "are converted at): a checkpoint trained at another is refused; 0: any.")
-        self.future_tolerance = p("future_tolerance", 0.05, "Observations stamped further ahead of the clock (s) are refused.")
+        self.image_size = p(
+            "image_size",
+            0,
+            "Side of the images the camera ingestion makes, px: a checkpoint "
+            "trained on another size is refused (0: not checked).",
+        )
+        self.step_period = p(
+            "step_period",
+            0.0,
+            "The robot's chunk step period, s (1 / the fps its demonstrations "
+            "are converted at): a checkpoint trained at another is refused; 0: any.",
+        )
+        self.future_tolerance = p(
+            "future_tolerance", 0.05, "Observations stamped further ahead of the clock (s) are refused."
+        )
         self.frame_prefix = p("frame_prefix", "", "Prefix of the arm base frames (<prefix><arm>_base_link).")
 
         self._lock = threading.Condition()  # guards _policy, _latest, _stopping
@@ -147,32 +205,34 @@ class PolicyNode(Node):
         self._loading = threading.Lock()
         self._pending: _PendingSwap | None = None  # a candidate the worker is warming up
         self._last_swap = -float("inf")  # monotonic time the last swap completed
-        self.counters = dict.fromkeys(
-            ("chunks", "stale_observations", "future_observations", "nonfinite_outputs", "bad_observations", "swaps",
-             "failed_swaps"), 0
-        )
+        self.counters = PolicyCounters()
         self.last_timings: dict[str, float] = {}
         self.sequence = 0
         self._last_served_stamp = -float("inf")
 
-        self.chunk_publisher = self.create_publisher(ActionChunk, "/rotvla/action_chunk", RELIABLE_QOS)
-        self.path_publisher = self.create_publisher(MarkerArray, "/rotvla/planned_path", RELIABLE_QOS)
-        self.instruction_publisher = self.create_publisher(String, INSTRUCTION_TOPIC, LATCHED_QOS)
+        self.chunk_publisher = self.create_publisher(ActionChunk, topics.ACTION_CHUNK, RELIABLE_QOS)
+        self.path_publisher = self.create_publisher(MarkerArray, topics.PLANNED_PATH, RELIABLE_QOS)
+        self.instruction_publisher = self.create_publisher(String, topics.INSTRUCTION, LATCHED_QOS)
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
-        self.create_subscription(Observation, "/rotvla/observation", self._on_observation, OBSERVATION_QOS,
-                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_subscription(
+            Observation,
+            topics.OBSERVATION,
+            self._on_observation,
+            OBSERVATION_QOS,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
         services = ReentrantCallbackGroup()
-        self.create_service(LoadCheckpoint, "/rotvla/load_checkpoint", self._on_load_checkpoint, callback_group=services)
-        self.create_service(SetInstruction, "/rotvla/set_instruction", self._on_set_instruction, callback_group=services)
+        self.create_service(LoadCheckpoint, topics.LOAD_CHECKPOINT, self._on_load_checkpoint, callback_group=services)
+        self.create_service(SetInstruction, topics.SET_INSTRUCTION, self._on_set_instruction, callback_group=services)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         self.instruction_publisher.publish(String(data=self.instruction))
 
         self._worker = threading.Thread(target=self._inference_loop, name="rotvla-inference", daemon=True)
         self._worker.start()  # before the first load: it does the warm-up
         if checkpoint:
-            ok, message, *_ = self.load(checkpoint, self.device, self.dtype)
+            result = self.load(checkpoint, self.device, self.dtype)
             self._last_swap = -float("inf")  # the interval is between requested swaps, not after start-up
-            self._log_outcome(ok, message)
+            self._log_outcome(result.success, result.message)
         else:
             self.get_logger().warning("no checkpoint: nothing is published until /rotvla/load_checkpoint")
 
@@ -183,22 +243,29 @@ class PolicyNode(Node):
         with self._lock:
             return self._policy.checkpoint_id if self._policy else ""
 
-    def load(self, path: str, device: str, dtype: str | None) -> tuple[bool, str, float, float, str]:
-        """Load, validate and swap in a checkpoint; -> (success, message, load s, warm-up s,
-        previous id). Refuses at once if another load is running."""
+    def load(self, path: str, device: str, dtype: str | None) -> LoadResult:
+        """Load, validate and swap in a checkpoint. Refuses at once if another load is running."""
         if not self._loading.acquire(blocking=False):
-            return False, "busy: another checkpoint is being loaded; try again when it has finished", 0.0, 0.0, self.checkpoint_id
+            return LoadResult(
+                False, "busy: another checkpoint is being loaded; try again when it has finished", self.checkpoint_id
+            )
         previous = self.checkpoint_id
         since = time.monotonic() - self._last_swap
         if since < self.min_swap_interval:
             self._loading.release()
-            return (False, f"too soon: the last swap was {since:.2f} s ago (min_swap_interval {self.min_swap_interval:g} s)",
-                    0.0, 0.0, previous)
+            return LoadResult(
+                False,
+                f"too soon: the last swap was {since:.2f} s ago (min_swap_interval {self.min_swap_interval:g} s)",
+                previous,
+            )
         try:
             started = time.perf_counter()
-            candidate = RotVLAPolicy.from_pretrained(path, device=device, dtype=dtype, expected_action_names=self.action_names)
-            deployment = Contract(self.step_period, self.image_size or candidate.config.image_size, self.camera_names,
-                                  self.action_names)
+            candidate = RotVLAPolicy.from_pretrained(
+                path, device=device, dtype=dtype, expected_action_names=self.action_names
+            )
+            deployment = Contract(
+                self.step_period, self.image_size or candidate.config.image_size, self.camera_names, self.action_names
+            )
             mismatches = contract_mismatches(candidate.contract, deployment)
             if mismatches:
                 raise CheckpointError(f"{path} was trained for another deployment: {'; '.join(mismatches)}")
@@ -210,14 +277,14 @@ class PolicyNode(Node):
             pending.done.wait()
             if pending.error is not None:
                 raise pending.error
-            self.counters["swaps"] += 1
+            self.counters.swaps += 1
             self._last_swap = time.monotonic()
             message = f"serving {candidate.checkpoint_id} on {device} (was {previous or 'none'})"
-            return True, message, loaded - started, pending.seconds, previous
+            return LoadResult(True, message, previous, loaded - started, pending.seconds)
         except Exception as error:  # whatever a file from outside makes fail: refused, never the node's end
-            self.counters["failed_swaps"] += 1
+            self.counters.failed_swaps += 1
             kept = f"; still serving {previous}" if previous else ""
-            return False, bounded(f"{type(error).__name__}: {error}", 2000) + kept, 0.0, 0.0, previous
+            return LoadResult(False, bounded(f"{type(error).__name__}: {error}", 2000) + kept, previous)
         finally:
             self._loading.release()
 
@@ -230,21 +297,21 @@ class PolicyNode(Node):
 
     def _on_load_checkpoint(self, request: LoadCheckpoint.Request, response: LoadCheckpoint.Response):
         self.get_logger().info(f"load_checkpoint {request.path!r}")
-        ok, message, load_s, warmup_s, previous = self.load(
-            request.path, request.device or self.device, request.dtype or self.dtype
-        )
-        self._log_outcome(ok, message)
-        response.success, response.message = ok, message
-        response.checkpoint_id, response.previous_checkpoint_id = self.checkpoint_id, previous
-        response.load_seconds, response.warmup_seconds = load_s, warmup_s
+        result = self.load(request.path, request.device or self.device, request.dtype or self.dtype)
+        self._log_outcome(result.success, result.message)
+        response.success, response.message = result.success, result.message
+        response.checkpoint_id, response.previous_checkpoint_id = self.checkpoint_id, result.previous_checkpoint_id
+        response.load_seconds, response.warmup_seconds = result.load_seconds, result.warmup_seconds
         return response
 
     def _on_set_instruction(self, request: SetInstruction.Request, response: SetInstruction.Response):
         response.previous_instruction = self.instruction
         if len(request.instruction) > self.max_instruction_chars:
             response.success = False
-            response.message = (f"refused: {len(request.instruction)} characters (max_instruction_chars "
-                                f"{self.max_instruction_chars}); the instruction stays {bounded(self.instruction, 80)!r}")
+            response.message = (
+                f"refused: {len(request.instruction)} characters (max_instruction_chars "
+                f"{self.max_instruction_chars}); the instruction stays {bounded(self.instruction, 80)!r}"
+            )
             self.get_logger().error(response.message)
             return response
         self.instruction = request.instruction
@@ -302,13 +369,16 @@ class PolicyNode(Node):
     def _serve(self, obs: Observation, policy: RotVLAPolicy) -> None:
         age = now_seconds(self) - to_seconds(obs.header.stamp)
         if age > self.max_observation_age:
-            self.counters["stale_observations"] += 1
-            self.get_logger().warning(f"observation {obs.sequence} is {age:.3f} s old: refused", throttle_duration_sec=2.0)
+            self.counters.stale_observations += 1
+            self.get_logger().warning(
+                f"observation {obs.sequence} is {age:.3f} s old: refused", throttle_duration_sec=2.0
+            )
             return
         if age < -self.future_tolerance:
-            self.counters["future_observations"] += 1
-            self.get_logger().warning(f"observation {obs.sequence} is stamped {-age:.3f} s in the future: refused",
-                                      throttle_duration_sec=2.0)
+            self.counters.future_observations += 1
+            self.get_logger().warning(
+                f"observation {obs.sequence} is stamped {-age:.3f} s in the future: refused", throttle_duration_sec=2.0
+            )
             return
         stamp = to_seconds(obs.header.stamp)
         if stamp < self._last_served_stamp:  # the clock went back (a reset): start the rhythm again
@@ -323,11 +393,11 @@ class PolicyNode(Node):
                 observation["state"] = observation_state(obs, self.arms)
             output = policy.predict(observation, seed=None if self.seed < 0 else self.seed)
         except (ImageFormatError, ObservationError) as error:
-            self.counters["bad_observations"] += 1
+            self.counters.bad_observations += 1
             self.get_logger().error(f"observation {obs.sequence} refused: {error}", throttle_duration_sec=2.0)
             return
         except NonFiniteOutputError as error:
-            self.counters["nonfinite_outputs"] += 1
+            self.counters.nonfinite_outputs += 1
             self.get_logger().error(f"{error}: nothing published", throttle_duration_sec=2.0)
             return
         self.last_timings = output.timings
@@ -347,14 +417,14 @@ class PolicyNode(Node):
         self.chunk_publisher.publish(chunk)
         self.path_publisher.publish(self._planned_path(chunk, output.actions, output.action_names))
         self.sequence += 1
-        self.counters["chunks"] += 1
+        self.counters.chunks += 1
 
     def _planned_path(self, chunk: ActionChunk, actions: np.ndarray, names: tuple[str, ...]) -> MarkerArray:
         markers = MarkerArray()
         horizon_s = chunk.horizon * to_seconds(chunk.dt)
         for i, arm in enumerate(sorted({n.split("/")[0] for n in names if n.endswith("/x")})):
             xyz = [names.index(f"{arm}/{axis}") for axis in ("x", "y", "z")]
-            marker = Marker(ns="rotvla/planned_path", id=i, type=Marker.LINE_STRIP, action=Marker.ADD)
+            marker = Marker(ns=topics.PLANNED_PATH, id=i, type=Marker.LINE_STRIP, action=Marker.ADD)
             marker.header.stamp = chunk.header.stamp
             marker.header.frame_id = f"{self.frame_prefix}{arm}_base_link"
             marker.scale.x = 0.005
@@ -366,15 +436,24 @@ class PolicyNode(Node):
         return markers
 
     def _publish_diagnostics(self) -> None:
-        values = dict(self.counters)
-        values.update(checkpoint_id=self.checkpoint_id or "none", device=self.device, loading=self._loading.locked(),
-                      instruction=self.instruction)
+        values = dataclasses.asdict(self.counters)
+        values.update(
+            checkpoint_id=self.checkpoint_id or "none",
+            device=self.device,
+            loading=self._loading.locked(),
+            instruction=self.instruction,
+        )
         values.update({f"last_{k}_s": v for k, v in self.last_timings.items() if not k.startswith("denoise_step")})
         if not values["checkpoint_id"] or values["checkpoint_id"] == "none":
             level, message = ERROR, "no checkpoint loaded"
-        elif self.counters["nonfinite_outputs"] or self.counters["stale_observations"]:
-            level, message = WARN, (f"{self.counters['nonfinite_outputs']} non-finite outputs, "
-                                    f"{self.counters['stale_observations']} stale observations refused")
+        elif self.counters.nonfinite_outputs or self.counters.stale_observations:
+            level, message = (
+                WARN,
+                (
+                    f"{self.counters.nonfinite_outputs} non-finite outputs, "
+                    f"{self.counters.stale_observations} stale observations refused"
+                ),
+            )
         else:
             level, message = OK, f"serving {values['checkpoint_id']}"
         self.diagnostics.publish(diagnostic_array(self, "rotvla/policy", level, message, values))

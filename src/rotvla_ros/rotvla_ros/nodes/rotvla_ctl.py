@@ -1,7 +1,7 @@
 """rotvla_ctl: swap checkpoints and set instructions without typing service YAML.
 
-    rotvla_ctl load /path/to/checkpoint [--device cuda] [--dtype bfloat16]
-    rotvla_ctl instruct "put the block into the drawer and close the drawer"
+rotvla_ctl load /path/to/checkpoint [--device cuda] [--dtype bfloat16]
+rotvla_ctl instruct "put the block into the drawer and close the drawer"
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 
 import rclpy
 from rclpy.node import Node
+from rotvla_common import topics
 from rotvla_msgs.srv import LoadCheckpoint, SetInstruction
 
 
@@ -43,14 +44,16 @@ def main(argv=None) -> int:
     try:
         if args.command == "load":
             request = LoadCheckpoint.Request(path=args.path, device=args.device, dtype=args.dtype)
-            result = call(node, LoadCheckpoint, "/rotvla/load_checkpoint", request, args.timeout)
+            result = call(node, LoadCheckpoint, topics.LOAD_CHECKPOINT, request, args.timeout)
             print(result.message)
             if result.success:
-                print(f"checkpoint {result.checkpoint_id} (was {result.previous_checkpoint_id or 'none'}): "
-                      f"loaded in {result.load_seconds:.2f} s, warmed up in {result.warmup_seconds:.2f} s")
+                print(
+                    f"checkpoint {result.checkpoint_id} (was {result.previous_checkpoint_id or 'none'}): "
+                    f"loaded in {result.load_seconds:.2f} s, warmed up in {result.warmup_seconds:.2f} s"
+                )
         else:
             request = SetInstruction.Request(instruction=args.instruction)
-            result = call(node, SetInstruction, "/rotvla/set_instruction", request, args.timeout)
+            result = call(node, SetInstruction, topics.SET_INSTRUCTION, request, args.timeout)
             print(f"{result.message} (was {result.previous_instruction!r})")
         return 0 if result.success else 1
     except TimeoutError as error:

@@ -21,6 +21,7 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rotvla_common import topics
 from rosgraph_msgs.msg import Clock
 from rotvla_msgs.srv import ResetSimulation, StartEpisode, StopEpisode
 from std_msgs.msg import Bool
@@ -47,8 +48,8 @@ class SimEpisodes:
         self.success = False
         self._epoch = 0  # counts /clock jumps back: a reset has reached this node
         self.node.create_subscription(Clock, "/clock", self._on_clock, RELIABLE_QOS)
-        self.node.create_subscription(Bool, "/sim/task_success", self._on_success, RELIABLE_QOS)
-        self.reset_client = self.node.create_client(ResetSimulation, "/sim/reset")
+        self.node.create_subscription(Bool, topics.SIM_TASK_SUCCESS, self._on_success, RELIABLE_QOS)
+        self.reset_client = self.node.create_client(ResetSimulation, topics.SIM_RESET)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
 
@@ -94,8 +95,9 @@ class SimEpisodes:
         self.success = False
         return response
 
-    def run_until_success(self, seed: int, time_limit: float, after_success: float = 0.0,
-                          wall_limit: float | None = None) -> EpisodeOutcome:
+    def run_until_success(
+        self, seed: int, time_limit: float, after_success: float = 0.0, wall_limit: float | None = None
+    ) -> EpisodeOutcome:
         """From a reset: until the task succeeds (and ``after_success`` more sim seconds) or
         ``time_limit`` sim seconds have passed."""
         started, start_time = time.monotonic(), self.sim_time
@@ -104,8 +106,9 @@ class SimEpisodes:
         success, at = self.success, self.sim_time
         if success and after_success > 0:
             self.spin_until(lambda: self.sim_time >= at + after_success, wall_limit)
-        return EpisodeOutcome(seed, success, at if success else None, self.sim_time - start_time,
-                              time.monotonic() - started)
+        return EpisodeOutcome(
+            seed, success, at if success else None, self.sim_time - start_time, time.monotonic() - started
+        )
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -117,8 +120,13 @@ def start_stack(arguments: list[str], log: Path) -> subprocess.Popen:
     in ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     output = open(log, "w")
-    return subprocess.Popen([sys.executable, "-m", "rotvla_ros.nodes.runner", *arguments], stdout=output,
-                            stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "rotvla_ros.nodes.runner", *arguments],
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def stop_stack(process: subprocess.Popen) -> int:
@@ -132,30 +140,49 @@ def stop_stack(process: subprocess.Popen) -> int:
     return process.returncode
 
 
-def record_demonstrations(task: str, seeds: list[int], output: Path, *, keep_failures: bool = False,
-                          attach: bool = False, log_dir: Path = Path("log/record")) -> list[EpisodeOutcome]:
+def record_demonstrations(
+    task: str,
+    seeds: list[int],
+    output: Path,
+    *,
+    keep_failures: bool = False,
+    attach: bool = False,
+    log_dir: Path = Path("log/record"),
+) -> list[EpisodeOutcome]:
     """The scripted expert's episodes of ``seeds``, each recorded by the episode recorder into
     ``output`` (a rosbag2 directory per episode with its episode.json)."""
     from ..sim.tasks import TASKS
 
     stack = None
     if not attach:
-        stack = start_stack(["--task", task, "--expert", "--no-policy", "--record", "--ros-args",
-                             "-p", f"output_dir:={output.resolve()}"], log_dir / f"{task}.log")
+        stack = start_stack(
+            [
+                "--task",
+                task,
+                "--expert",
+                "--no-policy",
+                "--record",
+                "--ros-args",
+                "-p",
+                f"output_dir:={output.resolve()}",
+            ],
+            log_dir / f"{task}.log",
+        )
     owns_context = not rclpy.ok()
     if owns_context:
         rclpy.init()
     client = SimEpisodes("demo_operator")
-    start = client.node.create_client(StartEpisode, "/rotvla/recorder/start")
-    stop = client.node.create_client(StopEpisode, "/rotvla/recorder/stop")
-    discard = client.node.create_client(Trigger, "/rotvla/recorder/discard")
+    start = client.node.create_client(StartEpisode, topics.RECORDER_START)
+    stop = client.node.create_client(StopEpisode, topics.RECORDER_STOP)
+    discard = client.node.create_client(Trigger, topics.RECORDER_DISCARD)
     outcomes = []
     try:
         client.wait_ready()
         for seed in seeds:
             reply = client.reset(seed)
-            started = client.call(start, StartEpisode.Request(task=task, instruction=reply.instruction,
-                                                             operator_name="scripted expert"))
+            started = client.call(
+                start, StartEpisode.Request(task=task, instruction=reply.instruction, operator_name="scripted expert")
+            )
             if not started.success:
                 raise RuntimeError(f"the recorder did not start: {started.message}")
             outcome = client.run_until_success(seed, TASKS[task].time_limit, after_success=0.5)
@@ -166,8 +193,11 @@ def record_demonstrations(task: str, seeds: list[int], output: Path, *, keep_fai
                 client.call(discard, Trigger.Request())
                 where = "discarded"
             outcomes.append(outcome)
-            print(f"seed {seed}: {'success' if outcome.success else 'failed'} in {outcome.duration:.1f} s of sim time "
-                  f"({outcome.wall_seconds:.0f} s) -> {where}", flush=True)
+            print(
+                f"seed {seed}: {'success' if outcome.success else 'failed'} in {outcome.duration:.1f} s of sim time "
+                f"({outcome.wall_seconds:.0f} s) -> {where}",
+                flush=True,
+            )
     finally:
         client.close()
         if owns_context:
@@ -177,8 +207,16 @@ def record_demonstrations(task: str, seeds: list[int], output: Path, *, keep_fai
     return outcomes
 
 
-def evaluate_through_ros(checkpoint: str, task: str, seeds: list[int], *, attach: bool = False,
-                         time_limit: float | None = None, log_dir: Path = Path("log/eval"), on_result=None) -> list:
+def evaluate_through_ros(
+    checkpoint: str,
+    task: str,
+    seeds: list[int],
+    *,
+    attach: bool = False,
+    time_limit: float | None = None,
+    log_dir: Path = Path("log/eval"),
+    on_result=None,
+) -> list:
     """The policy node serving ``checkpoint`` drives the simulated stack through the episodes
     of ``seeds`` (EpisodeResult each, as the in-process evaluation reports them)."""
     from ..eval.report import EpisodeResult
@@ -197,8 +235,14 @@ def evaluate_through_ros(checkpoint: str, task: str, seeds: list[int], *, attach
         for seed in seeds:
             client.reset(seed)
             outcome = client.run_until_success(seed, time_limit or TASKS[task].time_limit)
-            result = EpisodeResult(task, seed, outcome.success, outcome.time_to_success, outcome.duration,
-                                   wall_seconds=outcome.wall_seconds)
+            result = EpisodeResult(
+                task,
+                seed,
+                outcome.success,
+                outcome.time_to_success,
+                outcome.duration,
+                wall_seconds=outcome.wall_seconds,
+            )
             results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -219,17 +263,23 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(
         description="Record the scripted expert's demonstrations of a simulated task, one rosbag2 episode per seed "
-                    "(the episode recorder of the stack), ready for rotvla_convert.")
+        "(the episode recorder of the stack), ready for rotvla_convert."
+    )
     parser.add_argument("--task", choices=sorted(TASKS), default="block_to_plate")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--first-seed", type=int, default=1000, help="demonstration seeds (evaluation uses 0 onwards)")
     parser.add_argument("--output", type=Path, required=True, help="directory of the episodes")
     parser.add_argument("--keep-failures", action="store_true", help="keep episodes the expert failed (flagged)")
-    parser.add_argument("--attach", action="store_true",
-                        help="use a running simulated stack (expert:=true, record:=true) instead of starting one")
+    parser.add_argument(
+        "--attach",
+        action="store_true",
+        help="use a running simulated stack (expert:=true, record:=true) instead of starting one",
+    )
     args = parser.parse_args(argv)
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
-    outcomes = record_demonstrations(args.task, seeds, args.output, keep_failures=args.keep_failures, attach=args.attach)
+    outcomes = record_demonstrations(
+        args.task, seeds, args.output, keep_failures=args.keep_failures, attach=args.attach
+    )
     print(f"{sum(o.success for o in outcomes)}/{len(outcomes)} successful demonstrations in {args.output}")
     return 0
 

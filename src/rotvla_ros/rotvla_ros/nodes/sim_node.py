@@ -24,12 +24,15 @@ simulation.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from rotvla_common import topics
+from rotvla_common.action_space import CAMERA_NAMES
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from rotvla_msgs.srv import ResetSimulation
@@ -42,31 +45,38 @@ from arx_r5_driver.kinematics import ArmKinematics
 from ..ingest.images import fill_image
 from ..sim.experts import ScriptedExpert
 from ..sim.scene import ArmMount, SceneConfig
-from ..sim.world import CAMERAS, SimWorld
+from ..sim.world import SimWorld
 from .common import OK, RELIABLE_QOS, SENSOR_QOS, WARN, declare, diagnostic_array, run_node, to_time
 
 
 class SimNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim", **kwargs)
-        p = lambda *a, **k: declare(self, *a, **k)  # noqa: E731
+        p = functools.partial(declare, self)
         task = p("task", "block_to_plate", "block_to_plate, block_into_drawer or cup_stacking.", read_only=True)
         seed = p("seed", 0, "Seed of the task's randomisation (object poses, colours).", read_only=True)
-        self.clock_period = p("clock_period", 0.005, "Sim time per /clock message (physics steps in between), s.",
-                              read_only=True)
-        self.real_time_factor = p("real_time_factor", 1.0, "Pace: sim seconds per wall second (0: as fast as possible).")
+        self.clock_period = p(
+            "clock_period", 0.005, "Sim time per /clock message (physics steps in between), s.", read_only=True
+        )
+        self.real_time_factor = p(
+            "real_time_factor", 1.0, "Pace: sim seconds per wall second (0: as fast as possible)."
+        )
         self.camera_rate = p("camera_rate", 10.0, "Camera frames per second of sim time.")
         self.width = p("width", 320, "Rendered image width.", read_only=True)
         self.height = p("height", 240, "Rendered image height.", read_only=True)
         namespace = p("camera_namespace", "/cameras", "Cameras publish under <namespace>/<camera>/.", read_only=True)
-        colour_topic = p("color_topic", "color/image_raw", "Colour image topic under each camera (realsense2_camera's).")
+        colour_topic = p(
+            "color_topic", "color/image_raw", "Colour image topic under each camera (realsense2_camera's)."
+        )
         expert = p("expert", False, "Run the task's scripted expert on /rotvla/teleop/joint_targets.", read_only=True)
         expert_delay = p("expert_delay", 1.0, "Sim seconds before the expert starts.", read_only=True)
 
         mounts = []
         for arm in p("arms", PARAMETERS["arms"][0], "Arms of the cell.", read_only=True):
-            base_xyz, base_rpy = (p(f"{arm}.{key}", ARM_PARAMETERS[key][0], ARM_PARAMETERS[key][1], read_only=True)
-                                  for key in ("base_xyz", "base_rpy"))
+            base_xyz, base_rpy = (
+                p(f"{arm}.{key}", ARM_PARAMETERS[key][0], ARM_PARAMETERS[key][1], read_only=True)
+                for key in ("base_xyz", "base_rpy")
+            )
             mounts.append(ArmMount(arm, tuple(base_xyz), tuple(base_rpy)))
         self.task, self.seed, self.scene_config = task, seed, SceneConfig(arms=mounts)
         self.expert_enabled, self.expert_delay = expert, expert_delay
@@ -75,18 +85,21 @@ class SimNode(Node):
         self._reset_lock = threading.Lock()
         self._reset_request: tuple[int, threading.Event, dict] | None = None
         self.clock_publisher = self.create_publisher(Clock, "/clock", RELIABLE_QOS)
-        self.state_publisher = self.create_publisher(JointState, "/sim/joint_states", SENSOR_QOS)
-        self.success_publisher = self.create_publisher(Bool, "/sim/task_success", RELIABLE_QOS)
+        self.state_publisher = self.create_publisher(JointState, topics.SIM_JOINT_STATES, SENSOR_QOS)
+        self.success_publisher = self.create_publisher(Bool, topics.SIM_TASK_SUCCESS, RELIABLE_QOS)
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
-        self.image_publishers = {c: self.create_publisher(Image, f"{namespace}/{c}/{colour_topic}", SENSOR_QOS) for c in CAMERAS}
-        self.info_publishers = {c: self.create_publisher(CameraInfo, f"{namespace}/{c}/color/camera_info", SENSOR_QOS)
-                                for c in CAMERAS}
+        self.image_publishers = {
+            c: self.create_publisher(Image, f"{namespace}/{c}/{colour_topic}", SENSOR_QOS) for c in CAMERA_NAMES
+        }
+        self.info_publishers = {
+            c: self.create_publisher(CameraInfo, f"{namespace}/{c}/color/camera_info", SENSOR_QOS) for c in CAMERA_NAMES
+        }
         self.commands = JointStateCache(now=lambda: self.world.time)
-        self.create_subscription(JointState, "/sim/joint_commands", self.commands.update, RELIABLE_QOS)
-        self.create_service(ResetSimulation, "/sim/reset", self._on_reset)
+        self.create_subscription(JointState, topics.SIM_JOINT_COMMANDS, self.commands.update, RELIABLE_QOS)
+        self.create_service(ResetSimulation, topics.SIM_RESET, self._on_reset)
         self.expert = self._new_expert()
         if expert:
-            self.expert_publisher = self.create_publisher(JointState, "/rotvla/teleop/joint_targets", RELIABLE_QOS)
+            self.expert_publisher = self.create_publisher(JointState, topics.TELEOP_JOINT_TARGETS, RELIABLE_QOS)
         self.render_seconds: list[float] = []
         self.steps = 0
         self.failed: Exception | None = None
@@ -96,8 +109,10 @@ class SimNode(Node):
         self._publish_clock()
         self._thread = threading.Thread(target=self._loop, name="mujoco", daemon=True)
         self._thread.start()
-        self.get_logger().info(f"task {task} (seed {seed}): {self.instruction!r}; cameras {self.width}x{self.height} "
-                               f"at {self.camera_rate:g} Hz of sim time; real-time factor {self.real_time_factor:g}")
+        self.get_logger().info(
+            f"task {task} (seed {seed}): {self.instruction!r}; cameras {self.width}x{self.height} "
+            f"at {self.camera_rate:g} Hz of sim time; real-time factor {self.real_time_factor:g}"
+        )
 
     def _new_expert(self) -> ScriptedExpert | None:
         if not self.expert_enabled:
@@ -178,8 +193,10 @@ class SimNode(Node):
                     self._stop.wait(ahead)
 
     def _joint_state(self, positions: dict[str, tuple[np.ndarray, float]]) -> JointState:
-        msg = JointState(name=[n for arm in positions for n in joint_names(arm)],
-                         position=[float(v) for joints, gripper in positions.values() for v in (*joints, gripper)])
+        msg = JointState(
+            name=[n for arm in positions for n in joint_names(arm)],
+            position=[float(v) for joints, gripper in positions.values() for v in (*joints, gripper)],
+        )
         msg.header.stamp = to_time(self.world.time)
         return msg
 
@@ -191,7 +208,7 @@ class SimNode(Node):
 
     def _publish_cameras(self) -> None:
         stamp = to_time(self.world.time)
-        for camera in CAMERAS:
+        for camera in CAMERA_NAMES:
             started = time.perf_counter()
             rgb = self.world.render(camera, self.width, self.height)
             self.render_seconds.append(time.perf_counter() - started)
@@ -200,23 +217,40 @@ class SimNode(Node):
             image.header.frame_id = f"{camera}_color_optical_frame"
             self.image_publishers[camera].publish(image)
             fx, fy, cx, cy = self.world.camera_intrinsics(camera, self.width, self.height)
-            info = CameraInfo(width=self.width, height=self.height, distortion_model="plumb_bob", d=[0.0] * 5,
-                              k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
-                              r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-                              p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+            info = CameraInfo(
+                width=self.width,
+                height=self.height,
+                distortion_model="plumb_bob",
+                d=[0.0] * 5,
+                k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
+                r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+            )
             info.header = image.header
             self.info_publishers[camera].publish(info)
 
     def _publish_diagnostics(self) -> None:
         success = self.world.success()
         renders = np.array(self.render_seconds[-30:]) if self.render_seconds else np.zeros(1)
-        values = {"sim_time": self.world.time, "steps": self.steps, "task": self.world.task.name, "success": success,
-                  "render_ms_per_camera_p50": float(np.median(renders) * 1e3)}
+        values = {
+            "sim_time": self.world.time,
+            "steps": self.steps,
+            "task": self.world.task.name,
+            "success": success,
+            "render_ms_per_camera_p50": float(np.median(renders) * 1e3),
+        }
         if self.expert is not None:
             values["expert_done"] = self.expert.done(self.world.time)
             values["expert_ik_failures"] = self.expert.ik_failures
-        self.diagnostics.publish(diagnostic_array(self, "rotvla/sim", OK if success or self.expert is None else WARN,
-                                                  "success" if success else "running", values))
+        self.diagnostics.publish(
+            diagnostic_array(
+                self,
+                "rotvla/sim",
+                OK if success or self.expert is None else WARN,
+                "success" if success else "running",
+                values,
+            )
+        )
 
     def destroy_node(self):
         self._stop.set()

@@ -47,8 +47,9 @@ def checkpoint_id(path: Path) -> str:
     return f"{Path(path).resolve().name}-{digest.hexdigest()[:8]}"
 
 
-def save_checkpoint(model: RotVLA, normalizer: ActionNormalizer, path: Path,
-                    state_normalizer: ActionNormalizer | None = None) -> None:
+def save_checkpoint(
+    model: RotVLA, normalizer: ActionNormalizer, path: Path, state_normalizer: ActionNormalizer | None = None
+) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = to_dict(model.config)
@@ -96,17 +97,22 @@ def load_checkpoint(
     config = read_config(path)
     if expected_action_names is not None and tuple(config.action_names) != tuple(expected_action_names):
         raise CheckpointError(
-            f"{path}: action layout {list(config.action_names)} does not match the robot's {list(expected_action_names)}"
+            f"{path}: action layout {list(config.action_names)} does not match "
+            f"the robot's {list(expected_action_names)}"
         )
     try:
         normalizer, state_normalizer = load_statistics(path / NORMALIZATION_FILE)
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{path / NORMALIZATION_FILE}: {error}") from error
     if normalizer.names != tuple(config.action_names):
-        raise CheckpointError(f"{path / NORMALIZATION_FILE}: statistics are for {list(normalizer.names)}, not the model's actions")
+        raise CheckpointError(
+            f"{path / NORMALIZATION_FILE}: statistics are for {list(normalizer.names)}, not the model's actions"
+        )
     if config.use_state and (state_normalizer is None or state_normalizer.names != tuple(config.action_names)):
-        raise CheckpointError(f"{path / NORMALIZATION_FILE}: the model takes the robot state but has no state "
-                              "statistics in the action layout")
+        raise CheckpointError(
+            f"{path / NORMALIZATION_FILE}: the model takes the robot state but has no state "
+            "statistics in the action layout"
+        )
 
     from transformers import AutoTokenizer, InternVLConfig
     from transformers.initialization import no_init_weights
@@ -213,5 +219,7 @@ def load_lam(path: Path):
     state = _read_weights(path / WEIGHTS_FILE)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match the LAM config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CheckpointError(
+            f"{path}: weights do not match the LAM config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model.eval()

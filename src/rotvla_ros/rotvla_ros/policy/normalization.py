@@ -36,8 +36,12 @@ class ActionNormalizer:
             raise ValueError("normalisation statistics contain NaN or inf")
         if (arrays[1] <= 0).any():
             raise ValueError("normalisation std must be positive")
-        if (arrays[1] > MAX_STD).any() or any((np.abs(a) > MAX_MAGNITUDE).any() for a in (arrays[0], arrays[2], arrays[3])):
-            raise ValueError(f"normalisation statistics beyond any robot's range (std <= {MAX_STD:g}, |values| <= {MAX_MAGNITUDE:g})")
+        if (arrays[1] > MAX_STD).any() or any(
+            (np.abs(a) > MAX_MAGNITUDE).any() for a in (arrays[0], arrays[2], arrays[3])
+        ):
+            raise ValueError(
+                f"normalisation statistics beyond any robot's range (std <= {MAX_STD:g}, |values| <= {MAX_MAGNITUDE:g})"
+            )
         if (arrays[2] > arrays[3]).any():
             raise ValueError("normalisation min exceeds max")
         self.mean, self.std, self.minimum, self.maximum = arrays
@@ -52,9 +56,7 @@ class ActionNormalizer:
     def from_data(cls, names, actions: np.ndarray) -> "ActionNormalizer":
         """actions (N, D) -> statistics."""
         actions = np.asarray(actions, dtype=np.float64).reshape(-1, len(names))
-        return cls(
-            tuple(names), actions.mean(0), np.maximum(actions.std(0), MIN_STD), actions.min(0), actions.max(0)
-        )
+        return cls(tuple(names), actions.mean(0), np.maximum(actions.std(0), MIN_STD), actions.min(0), actions.max(0))
 
     def normalize(self, actions: np.ndarray) -> np.ndarray:
         return ((actions - self.mean) / self.std).astype(np.float32)
@@ -63,8 +65,13 @@ class ActionNormalizer:
         return (actions * self.std + self.mean).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {"names": list(self.names), "mean": self.mean.tolist(), "std": self.std.tolist(),
-                "min": self.minimum.tolist(), "max": self.maximum.tolist()}
+        return {
+            "names": list(self.names),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "min": self.minimum.tolist(),
+            "max": self.maximum.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> "ActionNormalizer":

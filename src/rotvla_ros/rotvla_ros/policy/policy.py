@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from rotvla_common.contract import Contract, prepare_image
+from rotvla_common.action_space import ROT6D_FIELDS
 
 from ..model.config import RotVLAConfig
 from ..model.rotvla import RotVLA
@@ -72,9 +73,9 @@ def rot6d_slices(action_names: tuple[str, ...]) -> list[slice]:
     """Where each arm's Rotate6D (r11 r21 r31 r12 r22 r32) sits in the action vector."""
     slices = []
     for i, name in enumerate(action_names):
-        if name.endswith("/r11"):
-            prefix = name[: -len("r11")]
-            expected = [prefix + s for s in ("r11", "r21", "r31", "r12", "r22", "r32")]
+        if name.endswith("/" + ROT6D_FIELDS[0]):
+            prefix = name[: -len(ROT6D_FIELDS[0])]
+            expected = [prefix + s for s in ROT6D_FIELDS]
             if list(action_names[i : i + 6]) != expected:
                 raise ValueError(f"Rotate6D dimensions of {prefix[:-1]} must follow each other in order {expected}")
             slices.append(slice(i, i + 6))
@@ -133,8 +134,14 @@ class RotVLAPolicy:
         """Load a checkpoint directory; raises ``CheckpointError`` with the reason."""
         model, normalizer, state_normalizer = load_checkpoint(Path(path), expected_action_names)
         try:
-            return cls(model, normalizer, device=device, dtype=dtype, checkpoint=checkpoint_id(Path(path)),
-                       state_normalizer=state_normalizer)
+            return cls(
+                model,
+                normalizer,
+                device=device,
+                dtype=dtype,
+                checkpoint=checkpoint_id(Path(path)),
+                state_normalizer=state_normalizer,
+            )
         except (ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path}: {error}") from error
 
@@ -157,7 +164,9 @@ class RotVLAPolicy:
                 raise ObservationError(f"observation has no image from camera {camera!r} (has {sorted(images)})")
             image = np.asarray(images[camera])
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) == 0:
-                raise ObservationError(f"camera {camera!r}: expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+                raise ObservationError(
+                    f"camera {camera!r}: expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
+                )
             # Contiguous: a bgr8 image arrives as a view with negative strides.
             views.append(np.ascontiguousarray(prepare_image(image, self.config.image_size)))
         pixels = torch.from_numpy(np.stack(views)).to(self.device).permute(0, 3, 1, 2)[None]  # (1, V, 3, S, S)
@@ -167,8 +176,10 @@ class RotVLAPolicy:
         if self.state_normalizer is not None:
             raw = np.asarray(observation.get("state", ()), dtype=np.float64)
             if raw.shape != (self.config.action_dim,) or not np.isfinite(raw).all():
-                raise ObservationError(f"this checkpoint takes the robot state: {self.config.action_dim} finite numbers "
-                                       f"in the action layout, got {raw.shape}")
+                raise ObservationError(
+                    f"this checkpoint takes the robot state: {self.config.action_dim} finite numbers "
+                    f"in the action layout, got {raw.shape}"
+                )
             state = torch.from_numpy(self.state_normalizer.normalize(raw)).to(self.device)[None]  # (1, A)
         return pixels, ids.to(self.device), mask.to(self.device), state
 

@@ -46,8 +46,11 @@ from .scene import ArmMount, SceneConfig
 from .tasks import TASKS
 from .world import SimWorld
 
-ENV_IDS = {"block_to_plate": "rotvla/BlockToPlate-v0", "block_into_drawer": "rotvla/BlockIntoDrawer-v0",
-           "cup_stacking": "rotvla/CupStacking-v0"}
+ENV_IDS = {
+    "block_to_plate": "rotvla/BlockToPlate-v0",
+    "block_into_drawer": "rotvla/BlockIntoDrawer-v0",
+    "cup_stacking": "rotvla/CupStacking-v0",
+}
 
 
 class WorldArm:
@@ -78,7 +81,8 @@ class SimCell:
         self.world = SimWorld(task, seed, scene)
         self.width, self.height = width, height
         self.controller: DualArmController = build_controller(
-            executor_values, lambda arm: WorldArm(self.world, arm), DUAL_ARM_EEF_ACTION_NAMES)
+            executor_values, lambda arm: WorldArm(self.world, arm), DUAL_ARM_EEF_ACTION_NAMES
+        )
         self._cycles = 0  # control cycles since the start: cycle k runs at k * control_period
         self.controller.step(self.world.time)
 
@@ -87,8 +91,10 @@ class SimCell:
         return self.world.time
 
     def observation(self) -> dict:
-        return {"pixels": {c: self.world.render(c, self.width, self.height) for c in CAMERA_NAMES},
-                "agent_pos": self.state()}
+        return {
+            "pixels": {c: self.world.render(c, self.width, self.height) for c in CAMERA_NAMES},
+            "agent_pos": self.state(),
+        }
 
     def state(self) -> np.ndarray:
         """(20,) float32: the contract's state of each arm, measured."""
@@ -98,14 +104,28 @@ class SimCell:
             parts.append(eef_state(*arm.kinematics.fk(joints), gripper))
         return np.concatenate(parts).astype(np.float32)
 
-    def submit_chunk(self, actions: np.ndarray, stamp: float, dt: float, now: float | None = None,
-                     sequence: int = 0, checkpoint_id: str = "") -> None:
+    def submit_chunk(
+        self,
+        actions: np.ndarray,
+        stamp: float,
+        dt: float,
+        now: float | None = None,
+        sequence: int = 0,
+        checkpoint_id: str = "",
+    ) -> None:
         """Hand a chunk (H, 20) computed from the observation at ``stamp`` to the controller
         at ``now`` (default: the current sim time); raises ``ChunkRejected``."""
         actions = np.asarray(actions, dtype=np.float64)
-        self.controller.submit(stamp=stamp, dt=dt, horizon=len(actions), action_names=DUAL_ARM_EEF_ACTION_NAMES,
-                               actions=actions, now=self.time if now is None else now, sequence=sequence,
-                               checkpoint_id=checkpoint_id)
+        self.controller.submit(
+            stamp=stamp,
+            dt=dt,
+            horizon=len(actions),
+            action_names=DUAL_ARM_EEF_ACTION_NAMES,
+            actions=actions,
+            now=self.time if now is None else now,
+            sequence=sequence,
+            checkpoint_id=checkpoint_id,
+        )
 
     def advance(self, seconds: float, on_cycle=None) -> None:
         """Run control cycles and physics for ``seconds`` of sim time."""
@@ -120,8 +140,9 @@ class SimCell:
 
     def drive_with_expert(self, start_delay: float = 0.0) -> ScriptedExpert:
         """Let the task's scripted expert drive the arms (as the executor's teleop source)."""
-        expert = ScriptedExpert(self.world, {arm.name: arm.kinematics for arm in self.controller.arms},
-                                self.time + start_delay)
+        expert = ScriptedExpert(
+            self.world, {arm.name: arm.kinematics for arm in self.controller.arms}, self.time + start_delay
+        )
         self.controller.set_teleop(expert)
         return expert
 
@@ -145,8 +166,14 @@ def cell_parameters(config_dir: Path | None = None) -> tuple[dict, dict]:
 class CellEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": DEFAULT_FPS}
 
-    def __init__(self, task: str = "block_to_plate", render_mode: str | None = "rgb_array",
-                 step_period: float = 1.0 / DEFAULT_FPS, time_limit: float | None = None, config_dir: str | None = None):
+    def __init__(
+        self,
+        task: str = "block_to_plate",
+        render_mode: str | None = "rgb_array",
+        step_period: float = 1.0 / DEFAULT_FPS,
+        time_limit: float | None = None,
+        config_dir: str | None = None,
+    ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {sorted(TASKS)}, not {task!r}")
         self.task = task
@@ -156,14 +183,21 @@ class CellEnv(gym.Env):
         self.task_description = TASKS[task].instruction
         self.executor_values, sim_values = cell_parameters(config_dir)
         self.width, self.height = int(sim_values.get("width", 320)), int(sim_values.get("height", 240))
-        self.scene = SceneConfig(arms=[ArmMount(arm, tuple(self.executor_values[f"{arm}.base_xyz"]),
-                                                tuple(self.executor_values[f"{arm}.base_rpy"]))
-                                       for arm in self.executor_values["arms"]])
+        self.scene = SceneConfig(
+            arms=[
+                ArmMount(
+                    arm, tuple(self.executor_values[f"{arm}.base_xyz"]), tuple(self.executor_values[f"{arm}.base_rpy"])
+                )
+                for arm in self.executor_values["arms"]
+            ]
+        )
         image = gym.spaces.Box(0, 255, (self.height, self.width, 3), np.uint8)
-        self.observation_space = gym.spaces.Dict({
-            "pixels": gym.spaces.Dict({c: image for c in CAMERA_NAMES}),
-            "agent_pos": gym.spaces.Box(-np.inf, np.inf, (len(DUAL_ARM_EEF_ACTION_NAMES),), np.float32),
-        })
+        self.observation_space = gym.spaces.Dict(
+            {
+                "pixels": gym.spaces.Dict({c: image for c in CAMERA_NAMES}),
+                "agent_pos": gym.spaces.Box(-np.inf, np.inf, (len(DUAL_ARM_EEF_ACTION_NAMES),), np.float32),
+            }
+        )
         self.action_space = gym.spaces.Box(-np.inf, np.inf, (len(DUAL_ARM_EEF_ACTION_NAMES),), np.float32)
         self.cell: SimCell | None = None
         self.seed_used: int | None = None

@@ -45,8 +45,16 @@ def pitch_for(tip_height: float) -> float:
     return float(np.clip(0.25 - 3.0 * tip_height, -0.1, 0.5))
 
 
-def _pick_and_place(arm: str, pick: np.ndarray, place: np.ndarray, grasp_height: float, release_height: float,
-                    carry_height: float = 0.13, body: str = "", over: str = "") -> list[Waypoint]:
+def _pick_and_place(
+    arm: str,
+    pick: np.ndarray,
+    place: np.ndarray,
+    grasp_height: float,
+    release_height: float,
+    carry_height: float = 0.13,
+    body: str = "",
+    over: str = "",
+) -> list[Waypoint]:
     """Heights are the grasp point's, world z: grasping, letting go, and while moving."""
     pick_at, pick_above = np.r_[pick[:2], grasp_height], np.r_[pick[:2], carry_height]
     place_at, place_above = np.r_[place[:2], release_height], np.r_[place[:2], carry_height]
@@ -89,10 +97,25 @@ def plan(world: SimWorld) -> list[Waypoint]:
         # rim of the cups below (so that it cannot catch on that rim), and let go.
         grasp = {name: CUPS[name][1] - 0.015 for name in ("yellow", "red")}
         carry, release = CUPS["green"][1] + 0.015, CUPS["green"][1] - 0.01
-        return (_pick_and_place("left", p["yellow"], p["green"], grasp["yellow"], release + grasp["yellow"],
-                                carry + grasp["yellow"], body="yellow_cup", over="green_cup")
-                + _pick_and_place("right", p["red"], p["green"], grasp["red"], release + grasp["red"],
-                                  carry + grasp["red"], body="red_cup", over="yellow_cup"))
+        return _pick_and_place(
+            "left",
+            p["yellow"],
+            p["green"],
+            grasp["yellow"],
+            release + grasp["yellow"],
+            carry + grasp["yellow"],
+            body="yellow_cup",
+            over="green_cup",
+        ) + _pick_and_place(
+            "right",
+            p["red"],
+            p["green"],
+            grasp["red"],
+            release + grasp["red"],
+            carry + grasp["red"],
+            body="red_cup",
+            over="yellow_cup",
+        )
     raise ValueError(f"no expert for {world.task.name}")
 
 
@@ -157,7 +180,7 @@ class ScriptedExpert:
         return self.world.data.xpos[self.world.model.body(name).id].copy()
 
     def _arrival(self, waypoint: Waypoint) -> str:
-        """"moving"; "arrived"; or "off": the tip is there and the carried body settled, but
+        """ "moving"; "arrived"; or "off": the tip is there and the carried body settled, but
         the body is not where it is to go (it swung in the grasp since the segment began)."""
         measured = self._tip(waypoint.arm, self.world.read(waypoint.arm)[0])
         if np.linalg.norm(measured - self._segment_target(waypoint)) >= self.ARRIVED:
@@ -170,7 +193,9 @@ class ScriptedExpert:
         if np.linalg.norm(velocity[3:]) >= self.SETTLED:
             return "moving"
         wanted = self._body_position(waypoint.over)[:2] if waypoint.over else waypoint.tip[:2]
-        return "arrived" if np.linalg.norm(self._body_position(waypoint.carrying)[:2] - wanted) < self.ARRIVED else "off"
+        return (
+            "arrived" if np.linalg.norm(self._body_position(waypoint.carrying)[:2] - wanted) < self.ARRIVED else "off"
+        )
 
     def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
         while self._index < len(self.waypoints):
@@ -199,7 +224,10 @@ class ScriptedExpert:
         from_tip, from_gripper = self._from[waypoint.arm]
         tip = (1 - s) * from_tip + s * self._segment_target(waypoint)
         gripper = (1 - s) * from_gripper + s * waypoint.gripper
-        self.targets_now[waypoint.arm] = (self._ik(waypoint.arm, tip, self.targets_now[waypoint.arm][0]), float(gripper))
+        self.targets_now[waypoint.arm] = (
+            self._ik(waypoint.arm, tip, self.targets_now[waypoint.arm][0]),
+            float(gripper),
+        )
         return dict(self.targets_now)
 
     def done(self, now: float) -> bool:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pinocchio as pin
 from scipy.spatial.transform import Rotation
 
 from arx_r5_driver.kinematics import JOINT_NAMES, R5_JOINT_LIMITS, ArmKinematics
@@ -56,7 +55,9 @@ class ArmMount:
 
 @dataclass
 class SceneConfig:
-    arms: list[ArmMount] = field(default_factory=lambda: [ArmMount("left", (0.0, 0.3, 0.1)), ArmMount("right", (0.0, -0.3, 0.1))])
+    arms: list[ArmMount] = field(
+        default_factory=lambda: [ArmMount("left", (0.0, 0.3, 0.1)), ArmMount("right", (0.0, -0.3, 0.1))]
+    )
     timestep: float = 0.002
     head_camera: tuple[tuple[float, float, float], tuple[float, float, float]] = ((-0.25, 0.0, 0.75), (0.38, 0.0, 0.0))
     camera_fovy: float = 58.0  # the D405's vertical field of view, degrees
@@ -66,25 +67,35 @@ def _arm_xml(mount: ArmMount, kinematics: ArmKinematics) -> str:
     model = kinematics.model
     prefix = mount.name
     base_rotation = Rotation.from_euler("xyz", mount.base_rpy).as_matrix()
-    lines = [f'<body name="{prefix}_base_link" pos="{_vec(mount.base_xyz)}" quat="{_quat(base_rotation)}">',
-             f'<geom type="cylinder" size="0.06 {mount.base_xyz[2] / 2 + 1e-3:.4f}" pos="0 0 {-mount.base_xyz[2] / 2:.4f}" '
-             f'rgba="0.15 0.15 0.15 1" contype="0" conaffinity="0"/>']
+    lines = [
+        f'<body name="{prefix}_base_link" pos="{_vec(mount.base_xyz)}" quat="{_quat(base_rotation)}">',
+        f'<geom type="cylinder" size="0.06 {mount.base_xyz[2] / 2 + 1e-3:.4f}" pos="0 0 {-mount.base_xyz[2] / 2:.4f}" '
+        f'rgba="0.15 0.15 0.15 1" contype="0" conaffinity="0"/>',
+    ]
     for i in range(1, model.njoints):
         placement = model.jointPlacements[i]
         inertia = model.inertias[i]
         name = model.names[i]
         lo, hi = R5_JOINT_LIMITS[name]
-        lines.append(f'<body name="{prefix}_link{i}" pos="{_vec(placement.translation)}" quat="{_quat(placement.rotation)}" gravcomp="1">')
+        lines.append(
+            f'<body name="{prefix}_link{i}" pos="{_vec(placement.translation)}" quat="{_quat(placement.rotation)}" gravcomp="1">'
+        )
         full = inertia.inertia
-        lines.append(f'<inertial pos="{_vec(inertia.lever)}" mass="{max(inertia.mass, 0.01):.5g}" '
-                     f'fullinertia="{_vec([full[0, 0], full[1, 1], full[2, 2], full[0, 1], full[0, 2], full[1, 2]])}"/>')
-        lines.append(f'<joint name="{prefix}_{name}" axis="{AXES[model.joints[i].shortname()]}" range="{lo} {hi}" '
-                     f'damping="3" armature="0.02"/>')
+        lines.append(
+            f'<inertial pos="{_vec(inertia.lever)}" mass="{max(inertia.mass, 0.01):.5g}" '
+            f'fullinertia="{_vec([full[0, 0], full[1, 1], full[2, 2], full[0, 1], full[0, 2], full[1, 2]])}"/>'
+        )
+        lines.append(
+            f'<joint name="{prefix}_{name}" axis="{AXES[model.joints[i].shortname()]}" range="{lo} {hi}" '
+            f'damping="3" armature="0.02"/>'
+        )
         if i + 1 < model.njoints:  # a capsule to the next joint's origin
             end = model.jointPlacements[i + 1].translation
             if np.linalg.norm(end) > 1e-3:
-                lines.append(f'<geom type="capsule" fromto="0 0 0 {_vec(end)}" size="{LINK_RADIUS}" rgba="{mount.rgba}" '
-                             f'contype="0" conaffinity="0"/>')
+                lines.append(
+                    f'<geom type="capsule" fromto="0 0 0 {_vec(end)}" size="{LINK_RADIUS}" rgba="{mount.rgba}" '
+                    f'contype="0" conaffinity="0"/>'
+                )
     # The flange (joint6's frame): palm, fingers and the wrist camera; the tool points along x.
     lines += [
         f'<site name="{prefix}_flange" pos="0 0 0" size="0.005"/>',
@@ -98,7 +109,7 @@ def _arm_xml(mount: ArmMount, kinematics: ArmKinematics) -> str:
             f'<joint name="{prefix}_finger_{side}" type="slide" axis="0 {sign} 0" range="0 {FINGER_TRAVEL}" damping="5" armature="0.01"/>',
             f'<geom name="{prefix}_finger_{side}" type="box" size="0.03 0.006 0.012" rgba="0.8 0.8 0.8 1" mass="0.03" '
             f'friction="2 0.02 0.002" condim="4" solref="0.005 1"/>',
-            '</body>',
+            "</body>",
         ]
     lines += ["</body>"] * (model.njoints - 1) + ["</body>"]
     return "\n".join(lines)
@@ -108,11 +119,15 @@ def _actuators_xml(arms: list[ArmMount]) -> str:
     lines = []
     for mount in arms:
         for joint in JOINT_NAMES:
-            lines.append(f'<position name="{mount.name}_{joint}" joint="{mount.name}_{joint}" kp="400" kv="20" '
-                         f'forcerange="-60 60" ctrlrange="{R5_JOINT_LIMITS[joint][0]} {R5_JOINT_LIMITS[joint][1]}"/>')
+            lines.append(
+                f'<position name="{mount.name}_{joint}" joint="{mount.name}_{joint}" kp="400" kv="20" '
+                f'forcerange="-60 60" ctrlrange="{R5_JOINT_LIMITS[joint][0]} {R5_JOINT_LIMITS[joint][1]}"/>'
+            )
         for side in ("a", "b"):
-            lines.append(f'<position name="{mount.name}_finger_{side}" joint="{mount.name}_finger_{side}" kp="400" kv="8" '
-                         f'forcerange="-15 15" ctrlrange="0 {FINGER_TRAVEL}"/>')
+            lines.append(
+                f'<position name="{mount.name}_finger_{side}" joint="{mount.name}_finger_{side}" kp="400" kv="8" '
+                f'forcerange="-15 15" ctrlrange="0 {FINGER_TRAVEL}"/>'
+            )
     return "\n".join(lines)
 
 

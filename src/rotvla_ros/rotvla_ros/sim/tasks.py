@@ -38,9 +38,11 @@ def _jitter_colour(rng: np.random.Generator, rgb, amount: float = 0.08) -> str:
 
 
 def _block_xml(name: str, position, rgba: str) -> str:
-    return (f'<body name="{name}" pos="{_vec(position)}"><freejoint name="{name}"/>'
-            f'<geom type="box" size="{BLOCK_HALF} {BLOCK_HALF} {BLOCK_HALF}" rgba="{rgba}" mass="0.04" '
-            f'friction="1.5 0.02 0.002" condim="4"/></body>')
+    return (
+        f'<body name="{name}" pos="{_vec(position)}"><freejoint name="{name}"/>'
+        f'<geom type="box" size="{BLOCK_HALF} {BLOCK_HALF} {BLOCK_HALF}" rgba="{rgba}" mass="0.04" '
+        f'friction="1.5 0.02 0.002" condim="4"/></body>'
+    )
 
 
 def _cup_xml(name: str, position, rgba: str, base_mass: float = 0.02) -> str:
@@ -48,15 +50,19 @@ def _cup_xml(name: str, position, rgba: str, base_mass: float = 0.02) -> str:
     wall = 0.004
     segments = 12
     half_width = radius * np.tan(np.pi / segments) + 1e-3
-    lines = [f'<body name="{name}_cup" pos="{_vec(position)}"><freejoint name="{name}_cup"/>',
-             # The bottom as a box, 8 mm thick: thin cylinder-cylinder contacts let a dropped cup sink through.
-             f'<geom type="box" size="{(radius - wall) * 0.7:.4f} {(radius - wall) * 0.7:.4f} 0.004" pos="0 0 0.004" '
-             f'rgba="{rgba}" mass="{base_mass}"/>']
+    lines = [
+        f'<body name="{name}_cup" pos="{_vec(position)}"><freejoint name="{name}_cup"/>',
+        # The bottom as a box, 8 mm thick: thin cylinder-cylinder contacts let a dropped cup sink through.
+        f'<geom type="box" size="{(radius - wall) * 0.7:.4f} {(radius - wall) * 0.7:.4f} 0.004" pos="0 0 0.004" '
+        f'rgba="{rgba}" mass="{base_mass}"/>',
+    ]
     for k in range(segments):
         angle = 2 * np.pi * k / segments
         centre = (radius - wall / 2) * np.array([np.cos(angle), np.sin(angle)])
-        lines.append(f'<geom type="box" size="{wall / 2} {half_width:.4f} {height / 2}" pos="{_vec(centre)} {height / 2}" '
-                     f'euler="0 0 {angle:.5f}" rgba="{rgba}" mass="0.004" friction="1.5 0.02 0.002" condim="4"/>')
+        lines.append(
+            f'<geom type="box" size="{wall / 2} {half_width:.4f} {height / 2}" pos="{_vec(centre)} {height / 2}" '
+            f'euler="0 0 {angle:.5f}" rgba="{rgba}" mass="0.004" friction="1.5 0.02 0.002" condim="4"/>'
+        )
     lines.append("</body>")
     return "\n".join(lines)
 
@@ -94,7 +100,7 @@ def body_position(model, data, name: str) -> np.ndarray:
 
 def body_speed(model, data, name: str) -> float:
     joint = model.body_jntadr[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)]
-    return float(np.linalg.norm(data.qvel[model.jnt_dofadr[joint]: model.jnt_dofadr[joint] + 3]))
+    return float(np.linalg.norm(data.qvel[model.jnt_dofadr[joint] : model.jnt_dofadr[joint] + 3]))
 
 
 class BlockToPlate(Task):
@@ -105,11 +111,13 @@ class BlockToPlate(Task):
     def sample(self, rng):
         block = np.array([rng.uniform(0.30, 0.38), rng.uniform(0.16, 0.26), BLOCK_HALF])
         plate = np.array([rng.uniform(0.28, 0.36), rng.uniform(0.0, 0.08), PLATE_HALF_HEIGHT])
-        xml = "\n".join([
-            _block_xml("block", block, _jitter_colour(rng, (0.85, 0.15, 0.1))),
-            f'<body name="plate" pos="{_vec(plate)}"><geom type="cylinder" size="{PLATE_RADIUS} {PLATE_HALF_HEIGHT}" '
-            f'rgba="{_jitter_colour(rng, (0.9, 0.9, 0.92), 0.05)}"/></body>',
-        ])
+        xml = "\n".join(
+            [
+                _block_xml("block", block, _jitter_colour(rng, (0.85, 0.15, 0.1))),
+                f'<body name="plate" pos="{_vec(plate)}"><geom type="cylinder" size="{PLATE_RADIUS} {PLATE_HALF_HEIGHT}" '
+                f'rgba="{_jitter_colour(rng, (0.9, 0.9, 0.92), 0.05)}"/></body>',
+            ]
+        )
         return TaskScene(self.name, self.instruction, xml, self.arms, {"block": block, "plate": plate})
 
     def success(self, model, data):
@@ -133,29 +141,38 @@ class BlockIntoDrawer(Task):
         block = np.array([rng.uniform(0.28, 0.33), rng.uniform(0.33, 0.38), BLOCK_HALF])
         wood = _jitter_colour(rng, (0.55, 0.4, 0.25), 0.05)
         ix, iy = self.INTERIOR
-        drawer = "\n".join([
-            # The drawer's frame: the centre of its floor; closed at x = 0 in the cabinet.
-            f'<body name="drawer" pos="0 0 0.006"><joint name="drawer" type="slide" axis="1 0 0" '
-            f'range="{-DRAWER_TRAVEL} 0" damping="8" frictionloss="0.3"/>',
-            f'<geom type="box" size="{ix} {iy} 0.004" rgba="{wood}" mass="0.2"/>',
-            f'<geom type="box" size="0.004 {iy} 0.02" pos="{ix} 0 0.02" rgba="{wood}" mass="0.02"/>',
-            f'<geom type="box" size="0.006 {iy + 0.01} 0.026" pos="{-ix - 0.006} 0 0.022" rgba="{wood}" mass="0.05"/>',
-            f'<geom type="box" size="{ix} 0.004 0.02" pos="0 {iy} 0.02" rgba="{wood}" mass="0.02"/>',
-            f'<geom type="box" size="{ix} 0.004 0.02" pos="0 {-iy} 0.02" rgba="{wood}" mass="0.02"/>',
-            f'<geom type="box" size="0.008 0.03 0.008" pos="{-ix - 0.02} 0 0.03" rgba="0.3 0.3 0.3 1" mass="0.01"/>',
-            "</body>",
-        ])
-        cabinet_xml = "\n".join([
-            f'<body name="cabinet" pos="{_vec(cabinet)}">',
-            f'<geom type="box" size="{ix + 0.01} {iy + 0.02} 0.004" pos="0 0 0.066" rgba="{wood}"/>',  # top
-            f'<geom type="box" size="{ix + 0.01} 0.008 0.035" pos="0 {iy + 0.014} 0.035" rgba="{wood}"/>',
-            f'<geom type="box" size="{ix + 0.01} 0.008 0.035" pos="0 {-iy - 0.014} 0.035" rgba="{wood}"/>',
-            f'<geom type="box" size="0.006 {iy + 0.02} 0.035" pos="{ix + 0.016} 0 0.035" rgba="{wood}"/>',  # back
-            drawer,
-            "</body>",
-        ])
-        return TaskScene(self.name, self.instruction, "\n".join([_block_xml("block", block, _jitter_colour(
-            rng, (0.1, 0.3, 0.85))), cabinet_xml]), self.arms, {"block": block, "cabinet": cabinet})
+        drawer = "\n".join(
+            [
+                # The drawer's frame: the centre of its floor; closed at x = 0 in the cabinet.
+                f'<body name="drawer" pos="0 0 0.006"><joint name="drawer" type="slide" axis="1 0 0" '
+                f'range="{-DRAWER_TRAVEL} 0" damping="8" frictionloss="0.3"/>',
+                f'<geom type="box" size="{ix} {iy} 0.004" rgba="{wood}" mass="0.2"/>',
+                f'<geom type="box" size="0.004 {iy} 0.02" pos="{ix} 0 0.02" rgba="{wood}" mass="0.02"/>',
+                f'<geom type="box" size="0.006 {iy + 0.01} 0.026" pos="{-ix - 0.006} 0 0.022" rgba="{wood}" mass="0.05"/>',
+                f'<geom type="box" size="{ix} 0.004 0.02" pos="0 {iy} 0.02" rgba="{wood}" mass="0.02"/>',
+                f'<geom type="box" size="{ix} 0.004 0.02" pos="0 {-iy} 0.02" rgba="{wood}" mass="0.02"/>',
+                f'<geom type="box" size="0.008 0.03 0.008" pos="{-ix - 0.02} 0 0.03" rgba="0.3 0.3 0.3 1" mass="0.01"/>',
+                "</body>",
+            ]
+        )
+        cabinet_xml = "\n".join(
+            [
+                f'<body name="cabinet" pos="{_vec(cabinet)}">',
+                f'<geom type="box" size="{ix + 0.01} {iy + 0.02} 0.004" pos="0 0 0.066" rgba="{wood}"/>',  # top
+                f'<geom type="box" size="{ix + 0.01} 0.008 0.035" pos="0 {iy + 0.014} 0.035" rgba="{wood}"/>',
+                f'<geom type="box" size="{ix + 0.01} 0.008 0.035" pos="0 {-iy - 0.014} 0.035" rgba="{wood}"/>',
+                f'<geom type="box" size="0.006 {iy + 0.02} 0.035" pos="{ix + 0.016} 0 0.035" rgba="{wood}"/>',  # back
+                drawer,
+                "</body>",
+            ]
+        )
+        return TaskScene(
+            self.name,
+            self.instruction,
+            "\n".join([_block_xml("block", block, _jitter_colour(rng, (0.1, 0.3, 0.85))), cabinet_xml]),
+            self.arms,
+            {"block": block, "cabinet": cabinet},
+        )
 
     def initialise(self, model, data, rng):
         joint = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, "drawer")
@@ -187,14 +204,18 @@ class CupStacking(Task):
             "red": np.array([rng.uniform(0.28, 0.32), rng.uniform(-0.34, -0.28), 0.0]),
         }
         # The green cup stands (heavy base), the others are carried.
-        xml = "\n".join(_cup_xml(name, position, _jitter_colour(rng, CUP_RGBA[name], 0.06), 0.3 if name == "green" else 0.02)
-                        for name, position in positions.items())
+        xml = "\n".join(
+            _cup_xml(name, position, _jitter_colour(rng, CUP_RGBA[name], 0.06), 0.3 if name == "green" else 0.02)
+            for name, position in positions.items()
+        )
         return TaskScene(self.name, self.instruction, xml, self.arms, positions)
 
     def success(self, model, data):
         green, yellow, red = (body_position(model, data, f"{c}_cup") for c in ("green", "yellow", "red"))
-        nested = (np.linalg.norm(yellow[:2] - green[:2]) < CUPS["green"][0] - CUPS["yellow"][0] + 0.004
-                  and np.linalg.norm(red[:2] - yellow[:2]) < CUPS["yellow"][0] - CUPS["red"][0] + 0.004)
+        nested = (
+            np.linalg.norm(yellow[:2] - green[:2]) < CUPS["green"][0] - CUPS["yellow"][0] + 0.004
+            and np.linalg.norm(red[:2] - yellow[:2]) < CUPS["yellow"][0] - CUPS["red"][0] + 0.004
+        )
         stacked = green[2] < 0.01 and green[2] < yellow[2] < green[2] + 0.03 and yellow[2] < red[2] < yellow[2] + 0.03
         return bool(nested and stacked)
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
+from arx_r5_driver import configuration
 from arx_r5_driver.kinematics import GRIPPER_MAX_OPENING_M, JOINT_NAMES
 
 from .scene import FINGER_TRAVEL, SceneConfig, build_mjcf
 from .tasks import TASKS, TaskScene
 
-CAMERAS = ("head", "left_wrist", "right_wrist")
-HOME_JOINTS = np.array([0.0, -1.9, -1.0, -0.5, 0.0, 0.0])
+HOME_JOINTS = np.array(configuration.HOME_JOINTS)  # the executor's start pose
 
 
 class SimWorld:
@@ -25,14 +25,22 @@ class SimWorld:
         self.data = mujoco.MjData(self.model)
         self.arm_names = tuple(mount.name for mount in self.config.arms)
         name = lambda kind, n: mujoco.mj_name2id(self.model, kind, n)  # noqa: E731
-        self._qpos = {arm: np.array([self.model.jnt_qposadr[name(mujoco.mjtObj.mjOBJ_JOINT, f"{arm}_{j}")]
-                                     for j in JOINT_NAMES]) for arm in self.arm_names}
-        self._fingers = {arm: np.array([self.model.jnt_qposadr[name(mujoco.mjtObj.mjOBJ_JOINT, f"{arm}_finger_{s}")]
-                                        for s in "ab"]) for arm in self.arm_names}
-        self._ctrl = {arm: np.array([name(mujoco.mjtObj.mjOBJ_ACTUATOR, f"{arm}_{j}") for j in JOINT_NAMES])
-                      for arm in self.arm_names}
-        self._finger_ctrl = {arm: np.array([name(mujoco.mjtObj.mjOBJ_ACTUATOR, f"{arm}_finger_{s}") for s in "ab"])
-                             for arm in self.arm_names}
+        self._qpos = {
+            arm: np.array([self.model.jnt_qposadr[name(mujoco.mjtObj.mjOBJ_JOINT, f"{arm}_{j}")] for j in JOINT_NAMES])
+            for arm in self.arm_names
+        }
+        self._fingers = {
+            arm: np.array([self.model.jnt_qposadr[name(mujoco.mjtObj.mjOBJ_JOINT, f"{arm}_finger_{s}")] for s in "ab"])
+            for arm in self.arm_names
+        }
+        self._ctrl = {
+            arm: np.array([name(mujoco.mjtObj.mjOBJ_ACTUATOR, f"{arm}_{j}") for j in JOINT_NAMES])
+            for arm in self.arm_names
+        }
+        self._finger_ctrl = {
+            arm: np.array([name(mujoco.mjtObj.mjOBJ_ACTUATOR, f"{arm}_finger_{s}") for s in "ab"])
+            for arm in self.arm_names
+        }
         for arm in self.arm_names:
             self.data.qpos[self._qpos[arm]] = initial_joints
             self.command(arm, initial_joints, GRIPPER_MAX_OPENING_M)

@@ -2,7 +2,8 @@
 single GPU, CPU, or many GPUs with torchrun.
 
     rotvla_train stage1 --config config/train/stage1.yaml --dataset DATA --output runs/lam
-    rotvla_train stage2 --config config/train/stage2.yaml --dataset DATA --lam-checkpoint runs/lam/last --output runs/pre
+    rotvla_train stage2 --config config/train/stage2.yaml --dataset DATA --lam-checkpoint runs/lam/last \\
+        --output runs/pre
     rotvla_train stage3 --config config/train/stage3.yaml --dataset DATA --lam-checkpoint runs/lam/last \\
         --init-checkpoint runs/pre/last --output runs/ft
     torchrun --nproc-per-node 8 -m rotvla_ros.train.cli stage2 ...      (DistributedDataParallel)
@@ -39,8 +40,13 @@ def main(argv=None) -> int:
     parser.add_argument("--log-every", type=int)
     parser.add_argument("--device")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other setting of the config (YAML value), e.g. --set latent_planner=false")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other setting of the config (YAML value), e.g. --set latent_planner=false",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from <output>/last")
     args = parser.parse_args(argv)
     extra = {}
@@ -50,10 +56,22 @@ def main(argv=None) -> int:
             parser.error(f"--set {item!r}: KEY=VALUE expected")
         extra[key.strip()] = yaml.safe_load(value)
     config = load_config(
-        args.stage, args.config, dataset=args.dataset, output=args.output, preset=args.preset,
-        lam_checkpoint=args.lam_checkpoint, init_checkpoint=args.init_checkpoint, steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, save_every=args.save_every,
-        log_every=args.log_every, device=args.device, seed=args.seed, **extra,
+        args.stage,
+        args.config,
+        dataset=args.dataset,
+        output=args.output,
+        preset=args.preset,
+        lam_checkpoint=args.lam_checkpoint,
+        init_checkpoint=args.init_checkpoint,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        save_every=args.save_every,
+        log_every=args.log_every,
+        device=args.device,
+        seed=args.seed,
+        **extra,
     )
     if not config.dataset or not config.output:
         parser.error("--dataset and --output are needed (or set them in the config)")

@@ -66,12 +66,36 @@ class TrainConfig:
 
 
 PAPER_DEFAULTS = {
-    "stage1": dict(lr=1e-4, scheduler="constant", weight_decay=0.01, grad_clip=0.0, warmup_steps=0, steps=200_000,
-                   batch_size=256, color_jitter=False),
-    "stage2": dict(lr=1e-4, scheduler="cosine", weight_decay=0.001, grad_clip=1.0, warmup_steps=5_000, steps=200_000,
-                   batch_size=256, color_jitter=True),
-    "stage3": dict(lr=1e-4, scheduler="cosine", weight_decay=0.001, grad_clip=1.0, warmup_steps=5_000, steps=40_000,
-                   batch_size=128, color_jitter=True),
+    "stage1": dict(
+        lr=1e-4,
+        scheduler="constant",
+        weight_decay=0.01,
+        grad_clip=0.0,
+        warmup_steps=0,
+        steps=200_000,
+        batch_size=256,
+        color_jitter=False,
+    ),
+    "stage2": dict(
+        lr=1e-4,
+        scheduler="cosine",
+        weight_decay=0.001,
+        grad_clip=1.0,
+        warmup_steps=5_000,
+        steps=200_000,
+        batch_size=256,
+        color_jitter=True,
+    ),
+    "stage3": dict(
+        lr=1e-4,
+        scheduler="cosine",
+        weight_decay=0.001,
+        grad_clip=1.0,
+        warmup_steps=5_000,
+        steps=40_000,
+        batch_size=128,
+        color_jitter=True,
+    ),
 }
 
 

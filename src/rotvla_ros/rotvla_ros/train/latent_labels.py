@@ -31,14 +31,23 @@ def default_cache_dir() -> Path:
 
 
 def cache_path(cache_dir: Path, dataset: LeRobotV3Dataset, lam_id: str, camera: str, stride: int) -> Path:
-    identity = {"dataset": str(dataset.root.resolve()), "frames": len(dataset), "fps": dataset.fps,
-                "episodes": len(dataset.episodes), "lam": lam_id, "camera": camera, "stride": stride}
+    identity = {
+        "dataset": str(dataset.root.resolve()),
+        "frames": len(dataset),
+        "fps": dataset.fps,
+        "episodes": len(dataset.episodes),
+        "lam": lam_id,
+        "camera": camera,
+        "stride": stride,
+    }
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_dir) / f"{dataset.root.name}-{camera}-s{stride}-{key}.npy"
 
 
 @torch.no_grad()
-def compute_labels(dataset: LeRobotV3Dataset, lam, camera: str, stride: int, device="cpu", batch: int = 64) -> np.ndarray:
+def compute_labels(
+    dataset: LeRobotV3Dataset, lam, camera: str, stride: int, device="cpu", batch: int = 64
+) -> np.ndarray:
     """(N, q, n, n) float32: every frame's latent action ``stride`` frames ahead."""
     size = lam.config.dino.image_size
     q, n = lam.config.num_latent_tokens, lam.config.latent_dim
@@ -59,8 +68,9 @@ def compute_labels(dataset: LeRobotV3Dataset, lam, camera: str, stride: int, dev
     return labels
 
 
-def latent_labels(dataset: LeRobotV3Dataset, lam, lam_id: str, camera: str, stride: int, cache_dir: Path | None = None,
-                  device="cpu") -> np.ndarray:
+def latent_labels(
+    dataset: LeRobotV3Dataset, lam, lam_id: str, camera: str, stride: int, cache_dir: Path | None = None, device="cpu"
+) -> np.ndarray:
     """The labels, from the cache when it has them (computed and written otherwise)."""
     path = cache_path(Path(cache_dir or default_cache_dir()), dataset, lam_id, camera, stride)
     if path.exists():

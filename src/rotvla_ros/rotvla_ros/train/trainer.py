@@ -129,32 +129,53 @@ class Trainer:
         model_config = PRESETS[config.preset]()
         if self.stage == "stage1":
             self.model = LatentActionModel(LAM_PRESETS[config.preset]())
-            self.dataset = LeRobotV3Dataset(config.dataset, action_horizon=1, clip_length=3, clip_stride=config.frame_stride,
-                                            clip_camera=config.latent_camera, video_cache_mb=config.video_cache_mb,
-                                            clip_image_size=self.model.config.dino.image_size)  # triplets
+            self.dataset = LeRobotV3Dataset(
+                config.dataset,
+                action_horizon=1,
+                clip_length=3,
+                clip_stride=config.frame_stride,
+                clip_camera=config.latent_camera,
+                video_cache_mb=config.video_cache_mb,
+                clip_image_size=self.model.config.dino.image_size,
+            )  # triplets
         else:
             self.dataset = LeRobotV3Dataset(config.dataset, video_cache_mb=config.video_cache_mb)  # metadata first
             model_config = self._model_config(model_config)
             if model_config.plan_tokens:
                 if not config.lam_checkpoint:
-                    raise ValueError(f"{self.stage} with the latent planner needs the frozen Stage I LAM: --lam-checkpoint")
+                    raise ValueError(
+                        f"{self.stage} with the latent planner needs the frozen Stage I LAM: --lam-checkpoint"
+                    )
                 self.lam = load_lam(Path(config.lam_checkpoint)).to(self.device).eval()
                 for p in self.lam.parameters():
                     p.requires_grad_(False)
-                if (self.lam.config.latent_dim, self.lam.config.num_latent_tokens) != (model_config.latent_dim,
-                                                                                       model_config.num_latent_tokens):
-                    raise ValueError("the LAM's latent space does not match the model's (latent_dim, num_latent_tokens)")
+                if (self.lam.config.latent_dim, self.lam.config.num_latent_tokens) != (
+                    model_config.latent_dim,
+                    model_config.num_latent_tokens,
+                ):
+                    raise ValueError(
+                        "the LAM's latent space does not match the model's (latent_dim, num_latent_tokens)"
+                    )
             self.model = RotVLA(model_config)
             if config.init_checkpoint:
                 self._initialise_from(Path(config.init_checkpoint))
             self.dataset = LeRobotV3Dataset(
-                config.dataset, action_horizon=model_config.action_horizon, cameras=list(model_config.camera_names),
-                video_cache_mb=config.video_cache_mb, image_size=model_config.image_size)
+                config.dataset,
+                action_horizon=model_config.action_horizon,
+                cameras=list(model_config.camera_names),
+                video_cache_mb=config.video_cache_mb,
+                image_size=model_config.image_size,
+            )
             if self.lam is not None:  # (N, q, n, n): every frame's latent action, cached on disk
-                self.labels = latent_labels(self.dataset, self.lam, checkpoint_id(Path(config.lam_checkpoint)),
-                                            config.latent_camera, config.frame_stride,
-                                            Path(config.latent_cache_dir) if config.latent_cache_dir else None,
-                                            device=self.device)
+                self.labels = latent_labels(
+                    self.dataset,
+                    self.lam,
+                    checkpoint_id(Path(config.lam_checkpoint)),
+                    config.latent_camera,
+                    config.frame_stride,
+                    Path(config.latent_cache_dir) if config.latent_cache_dir else None,
+                    device=self.device,
+                )
         self.model_config = model_config
         if config.num_workers == 0 and self.dataset.preload():  # a small dataset: decoded once, in order
             print(f"[{self.stage}] {len(self.dataset)} frames decoded into memory", flush=True)
@@ -167,14 +188,16 @@ class Trainer:
         self.module = self.model
         if self.world > 1:
             self.module = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[local_rank] if self.device.type == "cuda" else None)
+                self.model, device_ids=[local_rank] if self.device.type == "cuda" else None
+            )
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
         # The averaged weights are what a checkpoint holds; the decay ramps up from 0 as
         # (1 + n) / (10 + n), so that the first steps' random weights fade out quickly.
         self.ema = None
         if config.ema_decay > 0:
-            self.ema = torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=_ema_update(config.ema_decay),
-                                                           use_buffers=True)
+            self.ema = torch.optim.swa_utils.AveragedModel(
+                self.model, multi_avg_fn=_ema_update(config.ema_decay), use_buffers=True
+            )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
         self.jitter = torch.Generator().manual_seed(config.seed + 1000 + self.rank)
@@ -190,12 +213,17 @@ class Trainer:
         unusable = sorted(k for k in incoming if k not in own or incoming[k].shape != own[k].shape)
         planner_only = [k for k in unusable if k.startswith("expert.plan_")]
         if not self.model.config.latent_planner and planner_only:
-            print(f"[{self.stage}] without the latent planner: {len(planner_only)} tensors of {checkpoint} left out "
-                  f"({planner_only})", flush=True)
+            print(
+                f"[{self.stage}] without the latent planner: {len(planner_only)} tensors of {checkpoint} left out "
+                f"({planner_only})",
+                flush=True,
+            )
             unusable = [k for k in unusable if k not in planner_only]
         if unusable:
             raise ValueError(f"{checkpoint} does not fit this model: {unusable[:5]}")
-        self.model.load_state_dict({k: v for k, v in incoming.items() if k in own and k not in planner_only}, strict=False)
+        self.model.load_state_dict(
+            {k: v for k, v in incoming.items() if k in own and k not in planner_only}, strict=False
+        )
 
     def _model_config(self, preset: RotVLAConfig) -> RotVLAConfig:
         """The preset, bound to the dataset by the contract: the step period is the dataset's,
@@ -210,8 +238,14 @@ class Trainer:
         use_state = preset.use_state if config.use_state is None else config.use_state
         if use_state and tuple(dataset.state_names) != tuple(preset.action_names):
             raise ValueError(f"dataset state {dataset.state_names} is not in the action layout {preset.action_names}")
-        return dataclasses.replace(preset, mode=self.stage, dt=1.0 / dataset.fps, use_state=use_state, camera_names=cameras,
-                                   latent_planner=config.latent_planner or self.stage == "stage2")
+        return dataclasses.replace(
+            preset,
+            mode=self.stage,
+            dt=1.0 / dataset.fps,
+            use_state=use_state,
+            camera_names=cameras,
+            latent_planner=config.latent_planner or self.stage == "stage2",
+        )
 
     # -- optimisation ---------------------------------------------------------------------
 
@@ -220,8 +254,10 @@ class Trainer:
             return [{"params": [p for p in self.model.parameters() if p.requires_grad], "lr_scale": 1.0}]
         backbone = [p for p in self.model.backbone.parameters() if p.requires_grad]
         others = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
-        return [{"params": others, "lr_scale": 1.0, "name": "expert"},
-                {"params": backbone, "lr_scale": self.config.vlm_lr_scale, "name": "vlm"}]
+        return [
+            {"params": others, "lr_scale": 1.0, "name": "expert"},
+            {"params": backbone, "lr_scale": self.config.vlm_lr_scale, "name": "vlm"},
+        ]
 
     def _lr_factor(self, step: int) -> float:
         c = self.config
@@ -244,12 +280,18 @@ class Trainer:
 
     def _loader(self, start: int, stop: int):
         """Batches of items for steps [start, stop), loaded by ``num_workers`` processes."""
-        sampler = StepBatchSampler(len(self.dataset), self.config.batch_size, self.config.seed, start, stop,
-                                   self.rank, self.world)
+        sampler = StepBatchSampler(
+            len(self.dataset), self.config.batch_size, self.config.seed, start, stop, self.rank, self.world
+        )
         # A generator of its own: the loader draws its workers' seeds from it, not from the global
         # RNG that the flow-matching noise comes from (a resumed run must draw the same noise).
-        return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.config.num_workers,
-                                           collate_fn=list, generator=torch.Generator().manual_seed(self.config.seed))
+        return torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=self.config.num_workers,
+            collate_fn=list,
+            generator=torch.Generator().manual_seed(self.config.seed),
+        )
 
     def _batch(self, items: list[dict]) -> dict[str, torch.Tensor]:
         """Frames arrive at the model's size (the dataset applies the contract's prepare_image)."""
@@ -268,7 +310,9 @@ class Trainer:
             if self.config.color_jitter:
                 views = color_jitter(views, self.jitter)
             ids, mask = self.model.backbone.tokenize([it["instruction"] for it in items])
-            batch.update(images=views.to(self.device), input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+            batch.update(
+                images=views.to(self.device), input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+            )
             actions = np.stack([self.normalizer.normalize(it["actions"]) for it in items]).astype(np.float32)
             batch["actions"] = torch.from_numpy(actions).to(self.device)  # (B, H, A)
             if self.state_normalizer is not None:
@@ -285,10 +329,19 @@ class Trainer:
             if self.stage == "stage1":
                 losses = self.module.loss(batch["clips"])
             else:
-                plan = batch["plan"] if self.labels is not None else torch.zeros(
-                    self.model.plan_shape(len(items)), device=self.device)
-                losses = self.module.loss(batch["images"], batch["input_ids"], batch["attention_mask"], plan,
-                                          batch["actions"] if self.stage == "stage3" else None, batch.get("state"))
+                plan = (
+                    batch["plan"]
+                    if self.labels is not None
+                    else torch.zeros(self.model.plan_shape(len(items)), device=self.device)
+                )
+                losses = self.module.loss(
+                    batch["images"],
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    plan,
+                    batch["actions"] if self.stage == "stage3" else None,
+                    batch.get("state"),
+                )
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if self.config.grad_clip > 0:
@@ -308,12 +361,19 @@ class Trainer:
         for items in self._loader(self.step, stop):
             losses = self.train_step(items)
             if self.rank == 0 and (self.step % self.config.log_every == 0 or self.step == stop):
-                record = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
-                          "seconds_per_step": (time.perf_counter() - started) / max(1, self.step - first), **losses}
+                record = {
+                    "step": self.step,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "seconds_per_step": (time.perf_counter() - started) / max(1, self.step - first),
+                    **losses,
+                }
                 with open(self.output / "log.jsonl", "a") as log:
                     log.write(json.dumps(record) + "\n")
-                print(f"[{self.stage}] step {self.step}/{self.config.steps} " +
-                      " ".join(f"{k}={v:.4g}" for k, v in losses.items()), flush=True)
+                print(
+                    f"[{self.stage}] step {self.step}/{self.config.steps} "
+                    + " ".join(f"{k}={v:.4g}" for k, v in losses.items()),
+                    flush=True,
+                )
                 if on_log:
                     on_log(record)
             if self.rank == 0 and (self.step % self.config.save_every == 0 or self.step == stop):
@@ -331,14 +391,25 @@ class Trainer:
             save_lam(weights, staging)
         else:  # a CPU copy: the policy wrapper moves and casts the model it is given
             copy = copy_module(weights).cpu()
-            RotVLAPolicy(copy, self.normalizer, device="cpu", dtype="float32",
-                         state_normalizer=self.state_normalizer).save_pretrained(staging)
-        torch.save({
-            "step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(), "jitter_rng": self.jitter.get_state(),
-            "config": dataclasses.asdict(self.config),
-            **({"model": self.model.state_dict(), "ema_averaged": int(self.ema.n_averaged)} if self.ema is not None else {}),
-        }, staging / TRAIN_STATE)
+            RotVLAPolicy(
+                copy, self.normalizer, device="cpu", dtype="float32", state_normalizer=self.state_normalizer
+            ).save_pretrained(staging)
+        torch.save(
+            {
+                "step": self.step,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "jitter_rng": self.jitter.get_state(),
+                "config": dataclasses.asdict(self.config),
+                **(
+                    {"model": self.model.state_dict(), "ema_averaged": int(self.ema.n_averaged)}
+                    if self.ema is not None
+                    else {}
+                ),
+            },
+            staging / TRAIN_STATE,
+        )
         shutil.copytree(staging, self.output / f"step-{self.step}", dirs_exist_ok=True)
         last = self.output / "last"
         old = self.output / ".last.old"
