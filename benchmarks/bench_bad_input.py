@@ -48,7 +48,7 @@ def main():
             "--params-file",
             str(ROOT / "config" / "robot.yaml"),
             "-p",
-            "backend:=sim",
+            "arx_r5_executor:backend:=sim",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -29,7 +29,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--swaps", type=int, default=10)
     parser.add_argument("--rate", type=float, default=10.0, help="policy rate, Hz")
-    parser.add_argument("--interval", type=float, default=1.5, help="seconds between swaps")
+    parser.add_argument("--interval", type=float, default=1.5, help="seconds between swaps (0: back to back)")
+    parser.add_argument(
+        "--min-swap-interval", type=float, default=0.0, help="the node's min_swap_interval (0: every swap is served)"
+    )
     args = parser.parse_args()
 
     import rclpy
@@ -54,11 +57,13 @@ def main():
             f"checkpoint:={root / 'a'}",
             "-p",
             "device:=cpu",
+            "-p",
+            f"min_swap_interval:={args.min_swap_interval}",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    seconds = args.swaps * args.interval + 3
+    seconds = args.swaps * max(args.interval, 1.0) + 3  # back to back, a swap takes well under a second
     streamer = subprocess.Popen(
         [sys.executable, str(STREAMER), str(args.rate), str(seconds)], stdout=subprocess.PIPE, text=True
     )

@@ -23,6 +23,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rotvla_common import topics
 from rosgraph_msgs.msg import Clock
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus
 from rotvla_msgs.srv import ResetSimulation, StartEpisode, StopEpisode
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
@@ -37,6 +38,9 @@ class EpisodeOutcome:
     time_to_success: float | None  # s of sim time
     duration: float  # s of sim time
     wall_seconds: float
+    chunks: int = 0  # published by the policy during the episode
+    rejected_chunks: int = 0  # refused by the executor
+    limit_events: int = 0  # control cycles the executor's safety filter changed
 
 
 class SimEpisodes:
@@ -49,6 +53,12 @@ class SimEpisodes:
         self._epoch = 0  # counts /clock jumps back: a reset has reached this node
         self.node.create_subscription(Clock, "/clock", self._on_clock, RELIABLE_QOS)
         self.node.create_subscription(Bool, topics.SIM_TASK_SUCCESS, self._on_success, RELIABLE_QOS)
+        self.chunks = 0
+        self.executor_status: ExecutorStatus | None = None
+        self.node.create_subscription(ActionChunk, topics.ACTION_CHUNK, self._on_chunk, RELIABLE_QOS)
+        self.node.create_subscription(
+            ExecutorStatus, topics.EXECUTOR_STATUS, lambda msg: setattr(self, "executor_status", msg), RELIABLE_QOS
+        )
         self.reset_client = self.node.create_client(ResetSimulation, topics.SIM_RESET)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -58,6 +68,13 @@ class SimEpisodes:
         if now < self.sim_time:
             self._epoch += 1
         self.sim_time = now
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        self.chunks += 1
+
+    def _executor_counts(self) -> tuple[int, int]:
+        status = self.executor_status
+        return (status.chunks_rejected, status.limit_events) if status is not None else (0, 0)
 
     def _on_success(self, msg: Bool) -> None:
         self.success = bool(msg.data)
@@ -101,13 +118,22 @@ class SimEpisodes:
         """From a reset: until the task succeeds (and ``after_success`` more sim seconds) or
         ``time_limit`` sim seconds have passed."""
         started, start_time = time.monotonic(), self.sim_time
+        chunks, (rejected, limit_events) = self.chunks, self._executor_counts()
         wall_limit = wall_limit or 20 * time_limit  # a sim that stops advancing must not hang the run
         self.spin_until(lambda: self.success or self.sim_time >= time_limit, wall_limit)
         success, at = self.success, self.sim_time
         if success and after_success > 0:
             self.spin_until(lambda: self.sim_time >= at + after_success, wall_limit)
+        rejected_now, limit_events_now = self._executor_counts()
         return EpisodeOutcome(
-            seed, success, at if success else None, self.sim_time - start_time, time.monotonic() - started
+            seed,
+            success,
+            at if success else None,
+            self.sim_time - start_time,
+            time.monotonic() - started,
+            chunks=self.chunks - chunks,
+            rejected_chunks=rejected_now - rejected,
+            limit_events=limit_events_now - limit_events,
         )
 
     def close(self) -> None:
@@ -242,6 +268,9 @@ def evaluate_through_ros(
                 outcome.time_to_success,
                 outcome.duration,
                 wall_seconds=outcome.wall_seconds,
+                chunks=outcome.chunks,
+                rejected_chunks=outcome.rejected_chunks,
+                limit_events=outcome.limit_events,
             )
             results.append(result)
             if on_result is not None:
