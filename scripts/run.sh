@@ -16,6 +16,6 @@ cd "$(dirname "$0")/.."
 # The checkpoint: $ROTVLA_CHECKPOINT, else the task's shipped one (models/sim-<task>), else the
 # random-weight models/tiny-random (rotvla_ros.bringup.default_checkpoint).
 mkdir -p log/run
-echo "[run] simulated cell | policy: ${ROTVLA_CHECKPOINT:-the task's shipped checkpoint} | Ctrl-C stops everything; ROS logs in log/run/"
+echo "[run] simulated cell | policy: ${ROTVLA_CHECKPOINT:-models/sim-<task> (else models/tiny-random)} | Ctrl-C stops everything; ROS logs in log/run/"
 export ROS_LOG_DIR=${ROS_LOG_DIR:-$PWD/log/run}
 exec rotvla_run ${ROTVLA_CHECKPOINT:+--checkpoint "$ROTVLA_CHECKPOINT"} "$@"

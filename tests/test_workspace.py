@@ -139,3 +139,10 @@ def test_camera_names_and_the_rotate6d_layout_are_written_only_in_the_action_spa
                 if values in (tuple(CAMERA_NAMES), tuple(ROT6D_FIELDS)):
                     copies.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {values}")
     assert not copies, "\n".join(copies)
+
+
+@pytest.mark.parametrize("script", ["scripts/run.sh", "scripts/setup.sh", "scripts/env.sh", ".ci/run"])
+def test_the_shell_scripts_parse(script):
+    """make run broke once on a quote inside ${...:-...}: nothing but running it showed it."""
+    result = subprocess.run(["bash", "-n", str(REPO_ROOT / script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
