@@ -6,7 +6,6 @@ from __future__ import annotations
 import faulthandler
 import signal
 import sys
-import threading
 import traceback
 from typing import Any
 
@@ -117,13 +116,14 @@ def run_node(node_class, args=None, num_threads: int = 4) -> None:
     SingleThreadedExecutor)."""
     # `kill -USR1 <pid>` prints every thread's stack: what a hung node is doing.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    stop = threading.Event()
-    building = threading.Event()
+    # Plain flags, not threading.Event: the handler runs between two bytecodes of the main
+    # thread, which may be inside an Event's lock (a deadlock, seen once in the stop tests).
+    flags = {"stop": False, "building": False}
 
     def on_signal(signum, frame):
-        stop.set()
-        if building.is_set():
-            building.clear()
+        flags["stop"] = True
+        if flags["building"]:
+            flags["building"] = False
             raise KeyboardInterrupt  # abandon the build; later signals only set the flag
 
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -133,14 +133,14 @@ def run_node(node_class, args=None, num_threads: int = 4) -> None:
     node = executor = None
     code = 0
     try:
-        building.set()
+        flags["building"] = True
         node = node_class()
-        building.clear()
+        flags["building"] = False
         executor = MultiThreadedExecutor(num_threads=num_threads) if num_threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         # A bounded wait: it notices the stop flag, a shutdown of the context, and a thread of
         # the node's own that died (``fatal_error``: the simulation, say).
-        while not stop.is_set() and rclpy.ok(context=node.context) and not getattr(node, "fatal_error", None):
+        while not flags["stop"] and rclpy.ok(context=node.context) and not getattr(node, "fatal_error", None):
             executor.spin_once(timeout_sec=0.1)
         if getattr(node, "fatal_error", None):
             get_logger(name).fatal(f"stopping: {node.fatal_error}")
@@ -148,14 +148,14 @@ def run_node(node_class, args=None, num_threads: int = 4) -> None:
     except KeyboardInterrupt:
         pass
     except Exception as error:
-        building.clear()
+        flags["building"] = False
         if node is None:  # it could not start: one clear line, no traceback
             get_logger(name).fatal(f"cannot start: {type(error).__name__}: {error}")
         else:  # a bug in a callback: loudly, with its traceback
             get_logger(name).fatal(f"stopped by an error:\n{traceback.format_exc()}")
         code = 1
     finally:
-        building.clear()
+        flags["building"] = False
         try:
             if executor is not None:  # first: no callback may be in flight when the node's entities go
                 executor.shutdown(timeout_sec=5.0)  # stops its thread pool, or the interpreter waits on it
