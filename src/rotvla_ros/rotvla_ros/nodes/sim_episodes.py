@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,31 +180,21 @@ def record_demonstrations(
     ``output`` (a rosbag2 directory per episode with its episode.json)."""
     from ..sim.tasks import TASKS
 
-    stack = None
-    if not attach:
-        stack = start_stack(
-            [
-                "--task",
-                task,
-                "--expert",
-                "--no-policy",
-                "--record",
-                "--ros-args",
-                "-p",
-                f"output_dir:={output.resolve()}",
-            ],
-            log_dir / f"{task}.log",
-        )
-    owns_context = not rclpy.ok()
-    if owns_context:
-        rclpy.init()
-    client = SimEpisodes("demo_operator")
-    start = client.node.create_client(StartEpisode, topics.RECORDER_START)
-    stop = client.node.create_client(StopEpisode, topics.RECORDER_STOP)
-    discard = client.node.create_client(Trigger, topics.RECORDER_DISCARD)
+    arguments = [
+        "--task",
+        task,
+        "--expert",
+        "--no-policy",
+        "--record",
+        "--ros-args",
+        "-p",
+        f"output_dir:={output.resolve()}",
+    ]
     outcomes = []
-    try:
-        client.wait_ready()
+    with stack_session(None if attach else arguments, log_dir / f"{task}.log", "demo_operator") as client:
+        start = client.node.create_client(StartEpisode, topics.RECORDER_START)
+        stop = client.node.create_client(StopEpisode, topics.RECORDER_STOP)
+        discard = client.node.create_client(Trigger, topics.RECORDER_DISCARD)
         for seed in seeds:
             reply = client.reset(seed)
             started = client.call(
@@ -224,13 +215,27 @@ def record_demonstrations(
                 f"({outcome.wall_seconds:.0f} s) -> {where}",
                 flush=True,
             )
+    return outcomes
+
+
+@contextmanager
+def stack_session(arguments: list[str] | None, log: Path, name: str):
+    """A SimEpisodes client of the simulated stack, ready: the stack started with ``arguments``
+    (None: attach to one already running), rclpy initialised if it was not; all undone after."""
+    stack = start_stack(arguments, log) if arguments is not None else None
+    owns_context = not rclpy.ok()
+    if owns_context:
+        rclpy.init()
+    client = SimEpisodes(name)
+    try:
+        client.wait_ready()
+        yield client
     finally:
         client.close()
         if owns_context:
             rclpy.try_shutdown()
         if stack is not None:
             stop_stack(stack)
-    return outcomes
 
 
 def evaluate_through_ros(
@@ -248,16 +253,9 @@ def evaluate_through_ros(
     from ..eval.report import EpisodeResult
     from ..sim.tasks import TASKS
 
-    stack = None
-    if not attach:
-        stack = start_stack(["--task", task, "--checkpoint", str(Path(checkpoint).resolve())], log_dir / f"{task}.log")
-    owns_context = not rclpy.ok()
-    if owns_context:
-        rclpy.init()
-    client = SimEpisodes("evaluation")
+    arguments = ["--task", task, "--checkpoint", str(Path(checkpoint).resolve())]
     results = []
-    try:
-        client.wait_ready()
+    with stack_session(None if attach else arguments, log_dir / f"{task}.log", "evaluation") as client:
         for seed in seeds:
             client.reset(seed)
             outcome = client.run_until_success(seed, time_limit or TASKS[task].time_limit)
@@ -275,12 +273,6 @@ def evaluate_through_ros(
             results.append(result)
             if on_result is not None:
                 on_result(result)
-    finally:
-        client.close()
-        if owns_context:
-            rclpy.try_shutdown()
-        if stack is not None:
-            stop_stack(stack)
     return results
 
 

@@ -101,18 +101,19 @@ PAPER_DEFAULTS = {
 
 def load_config(stage: str, path: str | Path | None = None, **overrides) -> TrainConfig:
     """The stage's paper defaults, then the YAML file's values, then ``overrides`` (not None)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+
+    def refuse_unknown(settings, where: str) -> None:
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(f"{where}unknown settings {unknown}")
+
     values = {"stage": stage, **PAPER_DEFAULTS[stage]}
     if path:
         data = yaml.safe_load(Path(path).read_text()) or {}
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown settings {unknown}")
+        refuse_unknown(data, f"{path}: ")
         values.update(data)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown settings {unknown}")
+    refuse_unknown(overrides, "")
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["stage"] = stage
     return TrainConfig(**values)
