@@ -134,7 +134,10 @@ def replay_episode(
             replayed.append(cell.state())
             if k % replan_steps == 0:
                 first = min(max(k + time_shift_steps, 0), len(actions) - 1)
-                cell.submit_chunk(actions[first : first + horizon], stamp=cell.time, dt=dt, sequence=k)
+                # Past the episode's end a policy still sends a whole horizon: the training
+                # targets hold the last action there (the dataset reader pads the same way).
+                steps = np.arange(first, first + horizon).clip(max=len(actions) - 1)
+                cell.submit_chunk(actions[steps], stamp=cell.time, dt=dt, sequence=k)
         arms = [i for i, arm in enumerate(cell.controller.arms) if arm.name in TASKS[task].arms]
         replayed = np.asarray(replayed).reshape(len(states), -1, 10)
         recorded = states.reshape(len(states), -1, 10)
