@@ -53,14 +53,11 @@ from rotvla_common.ros import (
     to_time,
 )
 
-from .backends import BackendNotReady
-from .backends.sim import SimArm
-from .backends.topic import JointStateCache, TopicArm, TopicTeleop
+from .backends import BackendContext, BackendNotReady, available_backends, backend_class
 from .chunks import ChunkRejected
 from .configuration import ARM_PARAMETERS, HOME_JOINTS, PARAMETERS, build_controller, controller_config  # noqa: F401
 from .controller import Cycle, DualArmController, Mode
 from .kinematics import JOINT_NAMES
-from .teleop import LeaderArms, ScriptedTeleop
 
 assert Mode.ESTOP == ExecutorStatus.MODE_ESTOP and Mode.TELEOP == ExecutorStatus.MODE_TELEOP
 
@@ -70,25 +67,23 @@ class ExecutorNode(Node):
         self._stop = threading.Event()  # before anything can fail: destroy_node reads it
         self._thread: threading.Thread | None = None
         self.controller: DualArmController | None = None
+        self.backend = None
         super().__init__("arx_r5_executor", **kwargs)
         p = functools.partial(declare, self)
-        backend = p(
+        backend_name = p(
             "backend",
             "sim",
-            "sim (simulated arms in this process), topic (arms in another process: the "
-            "MuJoCo cell, over joint_command_topic / joint_state_topic) or sdk (ARX's SDK on the CAN bus).",
+            f"How the arms are reached ({', '.join(available_backends())}): sim (simulated arms in "
+            "this process), topic (arms in another process, the MuJoCo cell) or sdk (ARX's SDK "
+            "on the CAN bus); more through the arx_r5_driver.backends entry points.",
             read_only=True,
         )
-        command_topic = p("joint_command_topic", topics.SIM_JOINT_COMMANDS, "Joint position commands (backend topic).")
-        state_topic = p("joint_state_topic", topics.SIM_JOINT_STATES, "Measured joint states (backend topic).")
-        teleop_topic = p(
-            "teleop_topic",
-            topics.TELEOP_JOINT_TARGETS,
-            "Teleop joint targets (control_source teleop with backend topic: the sim's expert).",
-        )
+        backend_type = backend_class(backend_name)
         control_source = p(
             "control_source", "policy", "policy (action chunks) or teleop (leader arms / scripted).", read_only=True
         )
+        if control_source not in ("policy", "teleop"):
+            raise ValueError(f"control_source must be policy or teleop, not {control_source!r}")
         self.publish_divisor = max(1, p("publish_divisor", 2, "Publish joint states and EEF poses every N cycles."))
         self.status_divisor = max(1, p("status_divisor", 10, "Publish ExecutorStatus every N cycles."))
         self.realtime_priority = p(
@@ -100,62 +95,21 @@ class ExecutorNode(Node):
         )
         self.frame_prefix = p("frame_prefix", "", "Prefix of the arm base frames (<prefix><arm>_base_link).")
         action_names = tuple(p("action_names", list(DUAL_ARM_EEF_ACTION_NAMES), "The action layout chunks must have."))
-        values = {name: p(name, default, text, read_only=True) for name, (default, text) in PARAMETERS.items()}
+        values = {
+            name: p(name, default, text, read_only=True)
+            for name, (default, text) in {**PARAMETERS, **backend_type.PARAMETERS}.items()
+        }
         self.arm_names = tuple(values["arms"])
         for arm in self.arm_names:
-            values.update(
-                {
-                    f"{arm}.{name}": p(f"{arm}.{name}", default, text, read_only=True)
-                    for name, (default, text) in ARM_PARAMETERS.items()
-                }
-            )
-            values[f"{arm}.can_port"] = p(f"{arm}.can_port", "", "CAN interface of the follower arm (sdk).")
-            values[f"{arm}.leader_can_port"] = p(
-                f"{arm}.leader_can_port", "", "CAN interface of the leader arm (sdk teleop)."
-            )
+            for name, (default, text) in {**ARM_PARAMETERS, **backend_type.ARM_PARAMETERS}.items():
+                values[f"{arm}.{name}"] = p(f"{arm}.{name}", default, text, read_only=True)
         config = controller_config(values)
-
-        self.sim_arms: list[SimArm] = []
-        self.joint_state_caches: list[JointStateCache] = []
-        leaders = {}
-        if backend == "topic":
-            sim_states = JointStateCache(now=self._now)
-            self.joint_state_caches.append(sim_states)
-            self.create_subscription(JointState, state_topic, sim_states.update, SENSOR_QOS)
-            command_publisher = self.create_publisher(JointState, command_topic, RELIABLE_QOS)
-        elif backend not in ("sim", "sdk"):
-            raise ValueError(f"backend must be sim, topic or sdk, not {backend!r}")
-
-        def backend_for(name: str):
-            if backend == "sim":
-                arm_backend = SimArm(
-                    initial=values[f"{name}.initial_joints"], max_velocity=values["max_joint_velocity"]
-                )
-                self.sim_arms.append(arm_backend)
-                return arm_backend
-            if backend == "topic":
-                return TopicArm(name, sim_states, command_publisher, self.get_clock())
-            from .backends.sdk import SdkArm  # ARX's SDK exists on the robot's Python only
-
-            if control_source == "teleop":
-                leaders[name] = SdkArm(values[f"{name}.leader_can_port"], config.control_period)
-            return SdkArm(values[f"{name}.can_port"], config.control_period)
-
-        self.controller = build_controller(values, backend_for, action_names)
-        arms = self.controller.arms
+        self.backend = backend_type(
+            BackendContext(values=values, control_period=config.control_period, now=self._now, node=self)
+        )
+        self.controller = build_controller(values, self.backend.arm, action_names)
         if control_source == "teleop":
-            if backend == "sdk":
-                source = LeaderArms(leaders)
-            elif backend == "topic":
-                teleop_targets = JointStateCache(now=self._now)
-                self.joint_state_caches.append(teleop_targets)
-                self.create_subscription(JointState, teleop_topic, teleop_targets.update, RELIABLE_QOS)
-                source = TopicTeleop(self.arm_names, teleop_targets)
-            else:
-                source = ScriptedTeleop({arm.name: values[f"{arm.name}.initial_joints"] for arm in arms}, self._now())
-            self.controller.set_teleop(source)
-        elif control_source != "policy":
-            raise ValueError(f"control_source must be policy or teleop, not {control_source!r}")
+            self.controller.set_teleop(self.backend.teleop_source(self.arm_names))
         rate = values["control_rate"]
         self.period = config.control_period
 
@@ -187,7 +141,7 @@ class ExecutorNode(Node):
         self._thread = threading.Thread(target=self._control_loop, name="arx-r5-control", daemon=True)
         self._thread.start()
         self.get_logger().info(
-            f"{backend} arms {list(self.arm_names)} at {rate:g} Hz, source {control_source}, "
+            f"{backend_name} arms {list(self.arm_names)} at {rate:g} Hz, source {control_source}, "
             f"watchdog {config.watchdog_timeout} s, latency compensation {config.latency_compensation:+.3f} s"
         )
 
@@ -299,8 +253,7 @@ class ExecutorNode(Node):
                 continue
             self._lateness.append((now_ns - wake_ns) * 1e-9)
             elapsed = (now_ns - last_ns) * 1e-9 if last_ns is not None else self.period
-            for sim_arm in self.sim_arms:
-                sim_arm.step(elapsed)
+            self.backend.advance(elapsed)
             self._cycle(now_ns * 1e-9, elapsed)
             last_ns = now_ns
             wake_ns += period_ns
@@ -332,8 +285,7 @@ class ExecutorNode(Node):
         caches hold and the trajectory in force belong to another world; start again from the
         arms' state as the new clock reports it."""
         with self._lock:
-            for cache in self.joint_state_caches:
-                cache.clear()
+            self.backend.forget()
             self.controller.desync()
             self._last_measured = None
         self.time_resets += 1
@@ -440,8 +392,8 @@ class ExecutorNode(Node):
         if self.controller is not None:
             for arm in self.controller.arms:
                 arm.backend.close()
-            if isinstance(self.controller.teleop, LeaderArms):
-                self.controller.teleop.close()
+        if self.backend is not None:
+            self.backend.close()
         super().destroy_node()
 
 

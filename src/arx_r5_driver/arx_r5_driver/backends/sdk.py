@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..kinematics import gripper_to_sdk, sdk_to_gripper
+from ..teleop import LeaderArms
+from . import BackendContext
 
 # SingleArm's `type`: 0 selects the X5 lite URDF, 1 the R5 (R5_master.urdf).
 R5_ARM_TYPE = 1
@@ -48,3 +50,35 @@ class SdkArm:
 
     def close(self) -> None:
         self.arm.protect_mode()  # the SDK's safe, damped state
+
+
+class SdkBackend:
+    """The real arms on their CAN ports; teleop mirrors the leader arms on theirs."""
+
+    PARAMETERS: dict = {}
+    ARM_PARAMETERS = {
+        "can_port": ("", "CAN interface of the follower arm (sdk)."),
+        "leader_can_port": ("", "CAN interface of the leader arm (sdk teleop)."),
+    }
+
+    def __init__(self, context: BackendContext):
+        self.context = context
+        self.leaders: LeaderArms | None = None
+
+    def arm(self, name: str) -> SdkArm:
+        return SdkArm(self.context.values[f"{name}.can_port"], self.context.control_period)
+
+    def teleop_source(self, arms: tuple[str, ...]) -> LeaderArms:
+        values, period = self.context.values, self.context.control_period
+        self.leaders = LeaderArms({name: SdkArm(values[f"{name}.leader_can_port"], period) for name in arms})
+        return self.leaders
+
+    def advance(self, elapsed: float) -> None:
+        pass  # the arms move in the world
+
+    def forget(self) -> None:
+        pass  # every read asks the arms
+
+    def close(self) -> None:
+        if self.leaders is not None:
+            self.leaders.close()

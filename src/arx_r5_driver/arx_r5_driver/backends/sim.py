@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..kinematics import GRIPPER_MAX_OPENING_M
+from ..teleop import ScriptedTeleop
+from . import BackendContext
 
 
 class SimArm:
@@ -44,3 +46,35 @@ class SimArm:
         self.joints = self.joints + np.clip(delta, -self.max_velocity * dt, self.max_velocity * dt)
         step = np.clip(self.gripper_target - self.gripper, -self.gripper_speed * dt, self.gripper_speed * dt)
         self.gripper += step
+
+
+class SimBackend:
+    """Simulated arms inside the executor's process, stepped on its clock; teleop is a
+    scripted swing about each arm's start pose."""
+
+    PARAMETERS: dict = {}
+    ARM_PARAMETERS: dict = {}
+
+    def __init__(self, context: BackendContext):
+        self.context = context
+        self.arms: list[SimArm] = []
+
+    def arm(self, name: str) -> SimArm:
+        values = self.context.values
+        arm = SimArm(initial=values[f"{name}.initial_joints"], max_velocity=values["max_joint_velocity"])
+        self.arms.append(arm)
+        return arm
+
+    def teleop_source(self, arms: tuple[str, ...]) -> ScriptedTeleop:
+        start = {name: self.context.values[f"{name}.initial_joints"] for name in arms}
+        return ScriptedTeleop(start, self.context.now())
+
+    def advance(self, elapsed: float) -> None:
+        for arm in self.arms:
+            arm.step(elapsed)
+
+    def forget(self) -> None:
+        pass  # the arms live here: nothing was received
+
+    def close(self) -> None:
+        pass

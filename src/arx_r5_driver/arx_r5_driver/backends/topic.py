@@ -11,8 +11,11 @@ from typing import Callable
 import numpy as np
 from sensor_msgs.msg import JointState
 
+from rotvla_common import topics
+from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS
+
 from ..kinematics import JOINT_NAMES
-from . import BackendNotReady
+from . import BackendContext, BackendNotReady
 
 
 def joint_names(arm: str) -> list[str]:
@@ -100,3 +103,44 @@ class TopicTeleop:
             if values is not None:
                 out[arm] = (values[:6], float(values[6]))
         return out
+
+
+class TopicBackend:
+    """Arms in another process (the MuJoCo cell of ``rotvla_sim``): commands out on one
+    JointState topic, measured states in on another; teleop targets on a third."""
+
+    PARAMETERS = {
+        "joint_command_topic": (topics.SIM_JOINT_COMMANDS, "Joint position commands to the arms."),
+        "joint_state_topic": (topics.SIM_JOINT_STATES, "Measured joint states of the arms."),
+        "teleop_topic": (topics.TELEOP_JOINT_TARGETS, "Teleop joint targets (the sim's scripted expert)."),
+    }
+    ARM_PARAMETERS: dict = {}
+
+    def __init__(self, context: BackendContext):
+        self.context = context
+        node, values = context.node, context.values
+        self.states = JointStateCache(now=context.now)
+        self.caches = [self.states]
+        node.create_subscription(JointState, values["joint_state_topic"], self.states.update, SENSOR_QOS)
+        self.publisher = node.create_publisher(JointState, values["joint_command_topic"], RELIABLE_QOS)
+
+    def arm(self, name: str) -> TopicArm:
+        return TopicArm(name, self.states, self.publisher, self.context.node.get_clock())
+
+    def teleop_source(self, arms: tuple[str, ...]) -> TopicTeleop:
+        targets = JointStateCache(now=self.context.now)
+        self.caches.append(targets)
+        self.context.node.create_subscription(
+            JointState, self.context.values["teleop_topic"], targets.update, RELIABLE_QOS
+        )
+        return TopicTeleop(arms, targets)
+
+    def advance(self, elapsed: float) -> None:
+        pass  # the other process keeps the arms' time
+
+    def forget(self) -> None:
+        for cache in self.caches:
+            cache.clear()
+
+    def close(self) -> None:
+        pass
