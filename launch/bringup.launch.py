@@ -1,7 +1,7 @@
 """ros2 launch rotvla_ros bringup.launch.py [sim:=true] [task:=block_to_plate] [checkpoint:=DIR]
     [instruction:="..."] [record:=false] [device:=cuda] [expert:=false]
     [head_serial:=...] [left_wrist_serial:=...] [right_wrist_serial:=...]
-    [left_can:=can1] [right_can:=can3]
+    [left_can:=can1] [right_can:=can3] [namespace:=cell_a]
 
 The node set, its parameter files and overrides come from ``rotvla_ros.bringup``, the same
 description the composed runner ``rotvla_run`` uses. On hardware, realsense2_camera's
@@ -40,6 +40,7 @@ ARGUMENTS = {
     "right_wrist_serial": ("", "serial number of the right wrist D405"),
     "left_can": ("", "CAN interface of the left arm (empty: the config's)"),
     "right_can": ("", "CAN interface of the right arm (empty: the config's)"),
+    "namespace": ("", "the cell's ROS namespace: every node, topic, service, camera and the sim clock under it"),
 }
 
 
@@ -53,6 +54,7 @@ def _actions(context):
     from ament_index_python.packages import get_package_share_directory
     from launch_ros.actions import Node, PushRosNamespace
 
+    from rotvla_common.topics import CLOCK, normalise_namespace
     from rotvla_ros.bringup import CAMERAS, RECORD_TOPICS, SystemArgs, node_set, parameter_files, realsense_arguments
 
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
@@ -67,7 +69,10 @@ def _actions(context):
         record_episodes=_truthy(value("record")),
         camera_serials={c: value(f"{c}_serial") for c in CAMERAS},
         can_ports={arm: value(f"{arm}_can") for arm in ("left", "right") if value(f"{arm}_can")},
+        namespace=normalise_namespace(value("namespace")),
     )
+    # As rotvla_common.topics.cell_ros_arguments: the cell's nodes in its namespace, on its clock.
+    cell = {"namespace": args.namespace, "remappings": [(CLOCK, args.namespace + CLOCK)]} if args.namespace else {}
     share = Path(get_package_share_directory("rotvla_ros"))
     files = [str(f) for f in parameter_files(share / "config", args)]
     actions = []
@@ -79,6 +84,7 @@ def _actions(context):
             output="screen",
             parameters=[*files, spec.parameters],
             emulate_tty=True,
+            **cell,
         )
         actions.append(node)
         if spec.required:
@@ -98,9 +104,11 @@ def _actions(context):
                 launch_arguments=realsense_arguments(camera, args.camera_serials.get(camera, "")).items(),
             )
             # Scoped: one camera's arguments and namespace do not leak into the next include.
-            actions.append(GroupAction([PushRosNamespace(""), include], scoped=True, forwarding=False))
+            actions.append(GroupAction([PushRosNamespace(args.namespace), include], scoped=True, forwarding=False))
     if _truthy(value("record")):
-        actions.append(ExecuteProcess(cmd=["ros2", "bag", "record", "-s", "mcap", *RECORD_TOPICS], output="screen"))
+        # A namespaced cell's own topics (the episode recorder writes them under the root names).
+        recorded = [t if t in ("/tf", "/tf_static") else args.namespace + t for t in RECORD_TOPICS]
+        actions.append(ExecuteProcess(cmd=["ros2", "bag", "record", "-s", "mcap", *recorded], output="screen"))
     return actions
 
 

@@ -243,3 +243,77 @@ def test_each_node_built_from_the_config_files_has_their_values(task, rclpy_cont
             key = f"{arm}.{name}"
             if key in robot and default is not None:
                 assert default == robot[key], f"default {key}={default} but config/robot.yaml has {robot[key]}"
+
+
+@pytest.mark.timeout(300)
+def test_two_simulated_cells_under_two_namespaces_do_not_see_each_other(rclpy_context, peer_factory):
+    """Two whole simulated cells (sim, executor, camera ingestion, status) side by side, each
+    under its own namespace: each runs on its own clock, makes its own observations, and a chunk
+    sent to one reaches that cell's executor only; nothing is left in the root namespace."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rotvla_msgs.msg import Observation
+
+    cells = ("cell_a", "cell_b")
+    runners = {
+        cell: peer_factory(sys.executable, "-m", "rotvla_ros.nodes.runner", "--no-policy", "--namespace", cell)
+        for cell in cells
+    }
+    node = Node("namespace_observer")
+    seen = {(cell, kind): [] for cell in (*cells, "") for kind in ("clock", "status", "observation", "diagnostics")}
+    for cell in (*cells, ""):
+        prefix = f"/{cell}" if cell else ""
+        on_clock = lambda m, c=cell: seen[c, "clock"].append(m.clock.sec + m.clock.nanosec * 1e-9)  # noqa: E731
+        node.create_subscription(Clock, f"{prefix}/clock", on_clock, 10)
+        node.create_subscription(
+            ExecutorStatus, f"{prefix}/rotvla/executor_status", seen[cell, "status"].append, RELIABLE_QOS
+        )
+        node.create_subscription(
+            Observation, f"{prefix}/rotvla/observation", seen[cell, "observation"].append, SENSOR_QOS
+        )
+
+    def on_diagnostics(msg):
+        for status in msg.status:
+            cell = status.hardware_id.split("/")[1] if status.hardware_id.count("/") > 1 else ""
+            seen.setdefault((cell, "diagnostics"), []).append(status)
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, RELIABLE_QOS)
+    chunk_publisher = node.create_publisher(ActionChunk, "/cell_a/rotvla/action_chunk", RELIABLE_QOS)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+
+    def spin_until(predicate, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not predicate():
+            executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def logs():
+        return "\n".join(f"--- {cell}\n" + "".join(r.lines[-20:]) for cell, r in runners.items())
+
+    try:
+        ready = lambda: all(seen[c, "observation"] and seen[c, "status"] for c in cells)  # noqa: E731
+        assert spin_until(ready, 180), logs()
+        # A stale chunk (stamped at 0) into cell_a: its executor counts the rejection.
+        chunk = ActionChunk(sequence=1, checkpoint_id="namespace-test", horizon=1, action_names=["left/x"])
+        chunk.actions = [0.3]
+        chunk.dt.nanosec = 100_000_000
+        rejected = lambda c: seen[c, "status"][-1].chunks_rejected  # noqa: E731
+        assert spin_until(lambda: (chunk_publisher.publish(chunk), rejected("cell_a") >= 1)[1], 20), logs()
+        spin_until(lambda: False, 2.0)  # statuses published after the chunk reached everyone it could
+        assert rejected("cell_b") == 0 and seen["cell_b", "status"][-1].chunks_accepted == 0
+        # Each cell's time is its own: its executor's clock never jumped back.
+        for cell in cells:
+            executor_status = [s for s in seen[cell, "diagnostics"] if s.name == "rotvla/executor"]
+            assert executor_status, cell
+            values = {kv.key: kv.value for kv in executor_status[-1].values}
+            assert values["time_resets"] == "0", (cell, values)
+            clock = seen[cell, "clock"]
+            assert len(clock) > 10 and all(b >= a for a, b in zip(clock, clock[1:])), cell
+        # Nothing of either cell in the root namespace.
+        assert not seen["", "clock"] and not seen["", "status"] and not seen["", "observation"]
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+    for cell, runner in runners.items():
+        runner.proc.send_signal(signal.SIGINT)
+        assert runner.proc.wait(timeout=60) == 0, logs()

@@ -122,12 +122,12 @@ class ExecutorNode(Node):
         self._cycle_index = 0
         self._last_measured: tuple[float, np.ndarray] | None = None
 
-        self.joint_state_publisher = self.create_publisher(JointState, "/joint_states", SENSOR_QOS)
+        self.joint_state_publisher = self.create_publisher(JointState, topics.JOINT_STATES, SENSOR_QOS)
         self.pose_publishers = {
             arm: self.create_publisher(PoseStamped, topics.eef_pose(arm), SENSOR_QOS) for arm in self.arm_names
         }
         self.status_publisher = self.create_publisher(ExecutorStatus, topics.EXECUTOR_STATUS, RELIABLE_QOS)
-        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+        self.diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
         inputs = MutuallyExclusiveCallbackGroup()
         self.create_subscription(ActionChunk, topics.ACTION_CHUNK, self._on_chunk, RELIABLE_QOS, callback_group=inputs)
         self.create_service(Trigger, topics.ESTOP, self._on_estop, callback_group=inputs)

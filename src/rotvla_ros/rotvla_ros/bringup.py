@@ -17,9 +17,9 @@ from rotvla_common.action_space import CAMERA_NAMES
 TASKS = ("block_to_plate", "block_into_drawer", "cup_stacking")
 # What `record:=true` records (the episode recorder of the recording issue reads the same).
 RECORD_TOPICS = (
-    *(f"/cameras/{c}/color/image_raw" for c in CAMERA_NAMES),
-    *(f"/cameras/{c}/color/camera_info" for c in CAMERA_NAMES),
-    "/joint_states",
+    *(topics.absolute(f"{topics.CAMERAS}/{c}/color/image_raw") for c in CAMERA_NAMES),
+    *(topics.absolute(f"{topics.CAMERAS}/{c}/color/camera_info") for c in CAMERA_NAMES),
+    topics.absolute(topics.JOINT_STATES),
     topics.absolute(topics.eef_pose("left")),
     topics.absolute(topics.eef_pose("right")),
     topics.absolute(topics.ACTION_CHUNK),
@@ -27,7 +27,7 @@ RECORD_TOPICS = (
     topics.absolute(topics.INSTRUCTION),
     "/tf",
     "/tf_static",
-    "/clock",
+    topics.CLOCK,
 )
 
 
@@ -64,6 +64,9 @@ class SystemArgs:
     status_overwrite: bool = False  # its line rewritten in place (an interactive terminal, not launch)
     policy: bool = True  # False: recording demonstrations needs no policy
     record_episodes: bool = False  # the episode recorder node (start/stop/discard services)
+    # The cell's ROS namespace (empty: the root): every node, its topics, services, cameras and
+    # sim clock under it (rotvla_common.topics.cell_ros_arguments), so cells can run side by side.
+    namespace: str = ""
 
 
 def default_config_dir() -> Path:
@@ -178,7 +181,7 @@ def node_set(args: SystemArgs) -> list[NodeSpec]:
     return nodes
 
 
-def realsense_arguments(camera: str, serial: str, namespace: str = "cameras") -> dict[str, str]:
+def realsense_arguments(camera: str, serial: str, namespace: str = topics.CAMERAS) -> dict[str, str]:
     """Launch arguments of realsense2_camera's rs_launch.py for one D405 (colour only)."""
     arguments = {
         "camera_name": camera,

@@ -57,9 +57,9 @@ class ConversionConfig:
     fps: int = DEFAULT_FPS
     cameras: tuple[str, ...] = CAMERA_NAMES
     arms: tuple[str, ...] = ("left", "right")
-    camera_topic: str = "/cameras/{camera}/color/image_raw"
+    camera_topic: str = topics.absolute(topics.CAMERAS) + "/{camera}/color/image_raw"
     eef_topic: str = topics.absolute(topics.EEF_POSE) + "/{arm}"
-    joint_state_topic: str = "/joint_states"
+    joint_state_topic: str = topics.absolute(topics.JOINT_STATES)
     max_gap: float = 0.25  # s between consecutive messages of a stream
     codec: str = "libx264"  # libsvtav1 is LeRobot's default; x264 encodes faster on a CPU
     gop: int = 2  # frames between keyframes (LeRobot's default): any frame decodes from at most one before it

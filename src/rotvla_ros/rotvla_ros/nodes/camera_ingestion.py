@@ -59,7 +59,7 @@ class CameraIngestionNode(Node):
         p = functools.partial(declare, self)
         self.cameras = list(p("camera_names", list(CAMERA_NAMES), "Cameras, in observation order."))
         namespace = p(
-            "camera_namespace", "/cameras", "Namespace of the cameras (realsense2_camera's camera_namespace)."
+            "camera_namespace", topics.CAMERAS, "Namespace of the cameras (realsense2_camera's camera_namespace)."
         )
         color_topic = p(
             "color_topic",
@@ -72,7 +72,7 @@ class CameraIngestionNode(Node):
         max_age = p("max_age", 0.15, "Largest age of an observation's oldest image when published, s.")
         joint_state_max_age = p("joint_state_max_age", 0.1, "Largest age of the joint state used, s.")
         require_joint_state = p("require_joint_state", True, "Refuse observations without a fresh joint state.")
-        joint_state_topic = p("joint_state_topic", "/joint_states", "Joint states of both arms.")
+        joint_state_topic = p("joint_state_topic", topics.JOINT_STATES, "Joint states of both arms.")
         future_tolerance = p(
             "future_tolerance", 0.1, "Frames and states stamped further ahead of the clock (s) are refused."
         )
@@ -110,7 +110,7 @@ class CameraIngestionNode(Node):
             )
         self.create_subscription(String, topics.INSTRUCTION, self._on_instruction, LATCHED_QOS, callback_group=inputs)
         self.publisher = self.create_publisher(Observation, topics.OBSERVATION, OBSERVATION_QOS)
-        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+        self.diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
         output = MutuallyExclusiveCallbackGroup()
         self.create_timer(1.0 / rate, self._publish_observation, callback_group=output)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=output)

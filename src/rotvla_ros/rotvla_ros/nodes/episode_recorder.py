@@ -39,7 +39,7 @@ from .common import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, declare, run_node
 TOPIC_TYPES = {
     **{t: "sensor_msgs/msg/Image" for t in RECORD_TOPICS if t.endswith("image_raw")},
     **{t: "sensor_msgs/msg/CameraInfo" for t in RECORD_TOPICS if t.endswith("camera_info")},
-    "/joint_states": "sensor_msgs/msg/JointState",
+    topics.absolute(topics.JOINT_STATES): "sensor_msgs/msg/JointState",
     topics.absolute(topics.eef_pose("left")): "geometry_msgs/msg/PoseStamped",
     topics.absolute(topics.eef_pose("right")): "geometry_msgs/msg/PoseStamped",
     topics.absolute(topics.ACTION_CHUNK): "rotvla_msgs/msg/ActionChunk",
@@ -47,10 +47,10 @@ TOPIC_TYPES = {
     topics.absolute(topics.INSTRUCTION): "std_msgs/msg/String",
     "/tf": "tf2_msgs/msg/TFMessage",
     "/tf_static": "tf2_msgs/msg/TFMessage",
-    "/clock": "rosgraph_msgs/msg/Clock",
+    topics.CLOCK: "rosgraph_msgs/msg/Clock",
 }
 MAX_TEXT = 2000  # characters of a task, instruction, operator or note kept in episode.json
-DEFAULT_TOPICS = [t for t in RECORD_TOPICS if t not in ("/tf", "/tf_static", "/clock")]
+DEFAULT_TOPICS = [t for t in RECORD_TOPICS if t not in ("/tf", "/tf_static", topics.CLOCK)]
 
 
 def default_output_dir() -> Path:
@@ -98,7 +98,7 @@ class EpisodeRecorder(Node):
                 qos = LATCHED_QOS
             self.create_subscription(
                 _message_class(TOPIC_TYPES[topic]),
-                topic,
+                topic.lstrip("/"),  # the cell's topics: resolved in this node's namespace
                 lambda data, t=topic: self._write(t, data),
                 qos,
                 raw=True,

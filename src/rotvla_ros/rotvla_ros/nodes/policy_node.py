@@ -213,7 +213,7 @@ class PolicyNode(Node):
         self.chunk_publisher = self.create_publisher(ActionChunk, topics.ACTION_CHUNK, RELIABLE_QOS)
         self.path_publisher = self.create_publisher(MarkerArray, topics.PLANNED_PATH, RELIABLE_QOS)
         self.instruction_publisher = self.create_publisher(String, topics.INSTRUCTION, LATCHED_QOS)
-        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+        self.diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
         self.create_subscription(
             Observation,
             topics.OBSERVATION,

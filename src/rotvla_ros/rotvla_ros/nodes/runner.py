@@ -11,6 +11,7 @@ One shared MultiThreadedExecutor for all of them could not keep up with /clock a
 plus camera images on 2 cores (its cost per callback is many times a single-threaded one's).
 
     rotvla_run --task block_to_plate --checkpoint models/tiny-random [--seconds 30] [--expert]
+               [--namespace cell_a]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rotvla_common.parameters import read_parameter_files
+from rotvla_common.topics import cell_ros_arguments
 from rclpy.signals import SignalHandlerOptions
 
 from ..bringup import TASKS, NodeSpec, SystemArgs, default_config_dir, node_set, parameter_files
@@ -170,7 +172,11 @@ def main(argv=None):
     parser.add_argument("--record", action="store_true", help="the episode recorder node (/rotvla/recorder/*)")
     parser.add_argument("--seconds", type=float, default=0.0, help="stop after this many wall seconds (0: Ctrl-C)")
     parser.add_argument("--config-dir", type=Path, default=None)
+    parser.add_argument("--namespace", default="", help="the cell's ROS namespace (cells side by side)")
     options, ros_args = parser.parse_known_args(argv)
+    cell_arguments = cell_ros_arguments(options.namespace)
+    if cell_arguments:
+        ros_args = [*ros_args, "--ros-args", *cell_arguments]
     # Signals are handled here, not by rclpy (which would shut the context down under the
     # nodes' own threads): SIGINT and SIGTERM end the main loop, then stop() runs in order.
     rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO)
@@ -187,6 +193,7 @@ def main(argv=None):
             policy=not options.no_policy,
             record_episodes=options.record,
             status_overwrite=sys.stdout.isatty(),
+            namespace=options.namespace,
         ),
         options.config_dir,
         ros_args,

@@ -52,7 +52,7 @@ class SimEpisodes:
         self.sim_time = 0.0
         self.success = False
         self._epoch = 0  # counts /clock jumps back: a reset has reached this node
-        self.node.create_subscription(Clock, "/clock", self._on_clock, RELIABLE_QOS)
+        self.node.create_subscription(Clock, topics.CLOCK, self._on_clock, RELIABLE_QOS)
         self.node.create_subscription(Bool, topics.SIM_TASK_SUCCESS, self._on_success, RELIABLE_QOS)
         self.chunks = 0
         self.executor_status: ExecutorStatus | None = None

@@ -64,7 +64,7 @@ class SimNode(Node):
         self.camera_rate = p("camera_rate", 10.0, "Camera frames per second of sim time.")
         self.width = p("width", 320, "Rendered image width.", read_only=True)
         self.height = p("height", 240, "Rendered image height.", read_only=True)
-        namespace = p("camera_namespace", "/cameras", "Cameras publish under <namespace>/<camera>/.", read_only=True)
+        namespace = p("camera_namespace", topics.CAMERAS, "Cameras publish under <namespace>/<camera>.", read_only=True)
         colour_topic = p(
             "color_topic", "color/image_raw", "Colour image topic under each camera (realsense2_camera's)."
         )
@@ -84,10 +84,10 @@ class SimNode(Node):
         self.instruction = self.world.scene.instruction
         self._reset_lock = threading.Lock()
         self._reset_request: tuple[int, threading.Event, dict] | None = None
-        self.clock_publisher = self.create_publisher(Clock, "/clock", RELIABLE_QOS)
+        self.clock_publisher = self.create_publisher(Clock, topics.CLOCK, RELIABLE_QOS)
         self.state_publisher = self.create_publisher(JointState, topics.SIM_JOINT_STATES, SENSOR_QOS)
         self.success_publisher = self.create_publisher(Bool, topics.SIM_TASK_SUCCESS, RELIABLE_QOS)
-        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+        self.diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
         self.image_publishers = {
             c: self.create_publisher(Image, f"{namespace}/{c}/{colour_topic}", SENSOR_QOS) for c in CAMERA_NAMES
         }

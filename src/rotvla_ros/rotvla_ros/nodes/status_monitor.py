@@ -39,7 +39,7 @@ class StatusMonitor(Node):
             ExecutorStatus, topics.EXECUTOR_STATUS, lambda msg: setattr(self, "executor_status", msg), RELIABLE_QOS
         )
         self.create_subscription(ActionChunk, topics.ACTION_CHUNK, self._on_chunk, RELIABLE_QOS)
-        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, RELIABLE_QOS)
+        self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, RELIABLE_QOS)
         self.task_done_at: float | None = None  # sim time the simulated task first succeeded
         self.create_subscription(Bool, topics.SIM_TASK_SUCCESS, self._on_task_success, RELIABLE_QOS)
         self.create_timer(period, self._print)
@@ -62,7 +62,10 @@ class StatusMonitor(Node):
             self.task_done_at = now
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        own_namespace = self.get_namespace().rstrip("/")
         for status in msg.status:
+            if status.hardware_id.rpartition("/")[0] != own_namespace:
+                continue  # another cell's node: /diagnostics is one topic for the machine
             if status.name == "rotvla/camera_ingestion":
                 self.dropped = sum(int(kv.value) for kv in status.values if kv.key.startswith("dropped/"))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES
 from sensor_msgs.msg import Image
 
@@ -18,7 +19,7 @@ class TestPatternCameras(Node):
     def __init__(self, **kwargs):
         super().__init__("test_pattern_cameras", **kwargs)
         self.cameras = list(declare(self, "camera_names", list(CAMERA_NAMES), "Cameras to publish."))
-        namespace = declare(self, "camera_namespace", "/cameras", "Namespace of the camera topics.")
+        namespace = declare(self, "camera_namespace", topics.CAMERAS, "Namespace of the camera topics.")
         color_topic = declare(self, "color_topic", "color/image_raw", "Colour topic under each camera.")
         self.width = declare(self, "width", 640, "Image width, px.")
         self.height = declare(self, "height", 480, "Image height, px.")
