@@ -5,6 +5,7 @@ train a few steps of each stage on CPU; the Stage III checkpoint is swapped into
 policy node through LoadCheckpoint. Bad bags fail with their reason and write nothing."""
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -195,6 +196,126 @@ def test_each_stage_trains_resumes_and_the_result_swaps_into_a_running_policy_no
     reply = future.result()
     assert reply.success, reply.message
     assert RotVLAPolicy.from_pretrained(runs / "ft" / "last", device="cpu").checkpoint_id == node.checkpoint_id
+
+
+def test_a_step_batch_is_the_same_rows_on_any_number_of_processes():
+    from rotvla_ros.train.trainer import StepBatchSampler
+
+    one = list(StepBatchSampler(50, 8, seed=3, start=5, stop=9))
+    for world in (2, 4):
+        shares = [list(StepBatchSampler(50, 8, seed=3, start=5, stop=9, rank=r, world=world)) for r in range(world)]
+        assert [sum((s[i] for s in shares), []) for i in range(4)] == one
+    with pytest.raises(ValueError, match="does not split"):
+        StepBatchSampler(50, 8, seed=3, start=0, stop=1, rank=0, world=3)
+
+
+def _torchrun(stage: str, *arguments: str) -> None:
+    """``torchrun --nproc_per_node 2 -m rotvla_ros.train.cli <stage> ...`` on the CPU (gloo)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)),
+        *("-m", "rotvla_ros.train.cli", stage, "--config", str(REPO_ROOT / f"config/train/{stage}.yaml")),
+        *("--preset", "tiny", "--device", "cpu", "--log-every", "1", "--set", "num_workers=0", *arguments),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.mark.timeout(900)
+def test_each_stage_trains_under_torchrun_on_two_processes_and_resumes_on_one(dataset, tmp_path):
+    """Issue 14: DDP crashed (the loss bypassed the wrapper). Under torchrun the loss runs through
+    DDP (the trainer checks at every save that the processes' weights are identical, which they
+    are not when gradients go unsynchronised), Stage II's unused action layers are allowed, the
+    batch is the whole step's and micro-batches accumulate; a run saved by two processes resumes
+    on one."""
+    root, _ = dataset
+    runs = tmp_path / "runs"
+    data = ("--dataset", str(root), "--batch-size", "4", "--steps", "2", "--save-every", "2")
+    _torchrun("stage1", *data, "--output", str(runs / "lam"))
+    _torchrun(
+        "stage2",
+        *data,
+        "--output",
+        str(runs / "pre"),
+        "--lam-checkpoint",
+        str(runs / "lam" / "last"),
+        "--warmup-steps",
+        "1",
+    )
+    stage3 = (
+        "--output",
+        str(runs / "ft"),
+        "--lam-checkpoint",
+        str(runs / "lam" / "last"),
+        "--init-checkpoint",
+        str(runs / "pre" / "last"),
+        "--warmup-steps",
+        "1",
+        "--micro-batch-size",
+        "1",
+    )
+    _torchrun("stage3", *data, *stage3)
+    log = [json.loads(line) for line in (runs / "ft" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+    resumed = Trainer(
+        load_config(
+            "stage3",
+            REPO_ROOT / "config/train/stage3.yaml",
+            dataset=str(root),
+            output=str(runs / "ft"),
+            preset="tiny",
+            steps=3,
+            batch_size=4,
+            lam_checkpoint=str(runs / "lam" / "last"),
+            init_checkpoint=str(runs / "pre" / "last"),
+            warmup_steps=1,
+            device="cpu",
+            num_workers=0,
+        ),
+        resume=True,
+    )
+    assert resumed.step == 2
+    resumed.run()
+    assert RotVLAPolicy.from_pretrained(runs / "ft" / "last", device="cpu") is not None
+
+
+def test_the_vlm_gets_no_gradient_during_the_warm_up(dataset, tmp_path):
+    """X-VLA's warm-up freezes the VLM: its gradients must not shrink the expert's through the
+    clipping norm, nor fill AdamW's moments before it learns."""
+    root, _ = dataset
+    config = load_config(
+        "stage3",
+        dataset=str(root),
+        output=str(tmp_path / "run"),
+        preset="tiny",
+        steps=3,
+        batch_size=2,
+        warmup_steps=2,
+        latent_planner=False,
+        device="cpu",
+        num_workers=0,
+        color_jitter=False,
+    )
+    trainer = Trainer(config)
+    backbone = [p for p in trainer.model.backbone.parameters() if p.requires_grad]
+    items = [trainer.dataset[i] for i in range(2)]
+    before = [p.detach().clone() for p in backbone]
+    trainer.train_step(items)
+    assert all(p.grad is None for p in backbone)
+    assert all(torch.equal(a, p) for a, p in zip(before, backbone))
+    assert all(p not in trainer.optimizer.state or not trainer.optimizer.state[p] for p in backbone)
+    trainer.train_step(items)
+    trainer.train_step(items)  # step 3: past the warm-up, the VLM learns
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone)
+    assert not all(torch.equal(a, p) for a, p in zip(before, backbone))
 
 
 @pytest.mark.timeout(600)

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import rclpy
@@ -29,19 +28,8 @@ from rotvla_msgs.srv import ResetSimulation, StartEpisode, StopEpisode
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
+from ..eval.report import EpisodeResult
 from .common import RELIABLE_QOS, to_seconds
-
-
-@dataclass
-class EpisodeOutcome:
-    seed: int
-    success: bool
-    time_to_success: float | None  # s of sim time
-    duration: float  # s of sim time
-    wall_seconds: float
-    chunks: int = 0  # published by the policy during the episode
-    rejected_chunks: int = 0  # refused by the executor
-    limit_events: int = 0  # control cycles the executor's safety filter changed
 
 
 class SimEpisodes:
@@ -114,8 +102,8 @@ class SimEpisodes:
         return response
 
     def run_until_success(
-        self, seed: int, time_limit: float, after_success: float = 0.0, wall_limit: float | None = None
-    ) -> EpisodeOutcome:
+        self, task: str, seed: int, time_limit: float, after_success: float = 0.0, wall_limit: float | None = None
+    ) -> EpisodeResult:
         """From a reset: until the task succeeds (and ``after_success`` more sim seconds) or
         ``time_limit`` sim seconds have passed."""
         started, start_time = time.monotonic(), self.sim_time
@@ -126,12 +114,13 @@ class SimEpisodes:
         if success and after_success > 0:
             self.spin_until(lambda: self.sim_time >= at + after_success, wall_limit)
         rejected_now, limit_events_now = self._executor_counts()
-        return EpisodeOutcome(
+        return EpisodeResult(
+            task,
             seed,
             success,
             at if success else None,
             self.sim_time - start_time,
-            time.monotonic() - started,
+            wall_seconds=time.monotonic() - started,
             chunks=self.chunks - chunks,
             rejected_chunks=rejected_now - rejected,
             limit_events=limit_events_now - limit_events,
@@ -175,7 +164,7 @@ def record_demonstrations(
     keep_failures: bool = False,
     attach: bool = False,
     log_dir: Path = Path("log/record"),
-) -> list[EpisodeOutcome]:
+) -> list[EpisodeResult]:
     """The scripted expert's episodes of ``seeds``, each recorded by the episode recorder into
     ``output`` (a rosbag2 directory per episode with its episode.json)."""
     from ..sim.tasks import TASKS
@@ -202,7 +191,7 @@ def record_demonstrations(
             )
             if not started.success:
                 raise RuntimeError(f"the recorder did not start: {started.message}")
-            outcome = client.run_until_success(seed, TASKS[task].time_limit, after_success=0.5)
+            outcome = client.run_until_success(task, seed, TASKS[task].time_limit, after_success=0.5)
             if outcome.success or keep_failures:
                 stopped = client.call(stop, StopEpisode.Request(task_success=outcome.success, notes=f"seed {seed}"))
                 where = stopped.path
@@ -247,10 +236,9 @@ def evaluate_through_ros(
     time_limit: float | None = None,
     log_dir: Path = Path("log/eval"),
     on_result=None,
-) -> list:
+) -> list[EpisodeResult]:
     """The policy node serving ``checkpoint`` drives the simulated stack through the episodes
     of ``seeds`` (EpisodeResult each, as the in-process evaluation reports them)."""
-    from ..eval.report import EpisodeResult
     from ..sim.tasks import TASKS
 
     arguments = ["--task", task, "--checkpoint", str(Path(checkpoint).resolve())]
@@ -258,21 +246,9 @@ def evaluate_through_ros(
     with stack_session(None if attach else arguments, log_dir / f"{task}.log", "evaluation") as client:
         for seed in seeds:
             client.reset(seed)
-            outcome = client.run_until_success(seed, time_limit or TASKS[task].time_limit)
-            result = EpisodeResult(
-                task,
-                seed,
-                outcome.success,
-                outcome.time_to_success,
-                outcome.duration,
-                wall_seconds=outcome.wall_seconds,
-                chunks=outcome.chunks,
-                rejected_chunks=outcome.rejected_chunks,
-                limit_events=outcome.limit_events,
-            )
-            results.append(result)
+            results.append(client.run_until_success(task, seed, time_limit or TASKS[task].time_limit))
             if on_result is not None:
-                on_result(result)
+                on_result(results[-1])
     return results
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
 import yaml
 
 from .config import STAGES, load_config
@@ -33,7 +34,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lam-checkpoint")
     parser.add_argument("--init-checkpoint")
     parser.add_argument("--steps", type=int)
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--batch-size", type=int, help="the whole step's batch, over all processes")
+    parser.add_argument("--micro-batch-size", type=int, help="rows per forward/backward (gradient accumulation)")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--warmup-steps", type=int)
     parser.add_argument("--save-every", type=int)
@@ -65,6 +67,7 @@ def main(argv=None) -> int:
         init_checkpoint=args.init_checkpoint,
         steps=args.steps,
         batch_size=args.batch_size,
+        micro_batch_size=args.micro_batch_size,
         lr=args.lr,
         warmup_steps=args.warmup_steps,
         save_every=args.save_every,
@@ -78,7 +81,11 @@ def main(argv=None) -> int:
     trainer = Trainer(config, resume=args.resume)
     if trainer.step:
         print(f"[{config.stage}] resuming at step {trainer.step}", flush=True)
-    trainer.run()
+    try:
+        trainer.run()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 

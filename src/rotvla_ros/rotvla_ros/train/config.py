@@ -40,7 +40,8 @@ class TrainConfig:
     random_shift: int = 0  # augmentation: each view shifted by up to this many pixels (edge-padded)
     ema_decay: float = 0.0  # > 0: checkpoints hold an exponential moving average of the weights (Diffusion Policy's)
     steps: int = 40_000
-    batch_size: int = 128
+    batch_size: int = 128  # the whole step's, split over the processes (torchrun)
+    micro_batch_size: int = 0  # rows per forward/backward in one process; 0: its whole share
     lr: float = 1e-4
     vlm_lr_scale: float = 0.1  # X-VLA: the VLM learns this much slower
     weight_decay: float = 0.001

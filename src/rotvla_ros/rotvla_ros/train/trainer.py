@@ -14,6 +14,7 @@ same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from copy import deepcopy as copy_module
@@ -88,12 +89,15 @@ def _ema_update(decay: float):
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
-    """The dataset rows of each step's batch for one rank: a pure function of (seed, step),
-    so that a run resumed at step N draws exactly the batches an uninterrupted one would.
-    Epochs are seeded permutations of the rows; ranks take interleaved batches."""
+    """One rank's share of each step's batch: a pure function of (seed, step), so that a run
+    resumed at step N draws exactly the batches an uninterrupted one would, on any number of
+    processes. Epochs are seeded permutations of the rows; step s's (global) batch is
+    positions [s B, (s + 1) B) of them, and rank r of W takes B / W consecutive ones."""
 
     def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
-        self.size, self.batch_size, self.seed = size, batch_size, seed
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} does not split over {world} processes")
+        self.size, self.batch_size, self.share, self.seed = size, batch_size, batch_size // world, seed
         self.start, self.stop, self.rank, self.world = start, stop, rank, world
         self._epoch, self._order = -1, None
 
@@ -105,11 +109,23 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         for step in range(self.start, self.stop):
-            first = (step * self.world + self.rank) * self.batch_size
-            yield [self._row(first + k) for k in range(self.batch_size)]
+            first = step * self.batch_size + self.rank * self.share
+            yield [self._row(first + k) for k in range(self.share)]
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
+
+
+class LossModule(torch.nn.Module):
+    """The model's training loss as its forward: what DistributedDataParallel wraps, so that
+    the loss runs through DDP's forward (which arranges the gradient all-reduce)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        return self.model.loss(*args, **kwargs)
 
 
 class Trainer:
@@ -185,10 +201,19 @@ class Trainer:
             if model_config.use_state:
                 self.state_normalizer = ActionNormalizer.from_data(model_config.action_names, self.dataset.state)
         self.model.to(self.device).train()
-        self.module = self.model
+        share = config.batch_size // self.world
+        if config.batch_size % self.world or (config.micro_batch_size and share % config.micro_batch_size):
+            raise ValueError(
+                f"batch_size {config.batch_size} over {self.world} processes in micro-batches of "
+                f"{config.micro_batch_size or share}: each must divide the one before"
+            )
+        self.module = LossModule(self.model)
         if self.world > 1:
             self.module = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[local_rank] if self.device.type == "cuda" else None
+                self.module,
+                device_ids=[local_rank] if self.device.type == "cuda" else None,
+                # Stage II trains the plan alone: the expert's action layers get no gradient.
+                find_unused_parameters=self.stage == "stage2",
             )
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
         # The averaged weights are what a checkpoint holds; the decay ramps up from 0 as
@@ -322,36 +347,57 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def train_step(self, items: list[dict]) -> dict[str, float]:
+    def _losses(self, items: list[dict]) -> dict[str, torch.Tensor]:
         batch = self._batch(items)
-        self._apply_group_scales()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             if self.stage == "stage1":
-                losses = self.module.loss(batch["clips"])
-            else:
-                plan = (
-                    batch["plan"]
-                    if self.labels is not None
-                    else torch.zeros(self.model.plan_shape(len(items)), device=self.device)
-                )
-                losses = self.module.loss(
-                    batch["images"],
-                    batch["input_ids"],
-                    batch["attention_mask"],
-                    plan,
-                    batch["actions"] if self.stage == "stage3" else None,
-                    batch.get("state"),
-                )
+                return self.module(batch["clips"])
+            plan = (
+                batch["plan"]
+                if self.labels is not None
+                else torch.zeros(self.model.plan_shape(len(items)), device=self.device)
+            )
+            return self.module(
+                batch["images"],
+                batch["input_ids"],
+                batch["attention_mask"],
+                plan,
+                batch["actions"] if self.stage == "stage3" else None,
+                batch.get("state"),
+            )
+
+    def train_step(self, items: list[dict]) -> dict[str, float]:
+        """One optimiser step on this process's share of the batch, in micro-batches of
+        ``micro_batch_size`` whose gradients add up (synchronised once, on the last)."""
+        self._apply_group_scales()
         self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
+        size = self.config.micro_batch_size or len(items)
+        parts = [items[i : i + size] for i in range(0, len(items), size)]
+        logged: dict[str, float] = {}
+        for k, part in enumerate(parts):
+            last = k == len(parts) - 1
+            with contextlib.nullcontext() if last or self.world == 1 else self.module.no_sync():
+                losses = self._losses(part)
+                (losses["loss"] * (len(part) / len(items))).backward()  # the share's mean
+            for name, value in losses.items():
+                logged[name] = logged.get(name, 0.0) + float(value.detach()) * len(part) / len(items)
+        if self.stage != "stage1" and self.step < self.config.warmup_steps:
+            # The VLM is frozen during the warm-up: its gradients neither count in the clipping
+            # norm nor reach AdamW's moments.
+            for p in self.model.backbone.parameters():
+                p.grad = None
         if self.config.grad_clip > 0:
-            losses["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            logged["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
-        return {k: float(v.detach()) for k, v in losses.items()}
+        if self.world > 1:  # what is logged is the whole batch's
+            values = torch.tensor(list(logged.values()), dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(values)
+            logged = dict(zip(logged, (values / self.world).tolist()))
+        return logged
 
     def run(self, steps: int | None = None, on_log=None) -> None:
         """Train until ``config.steps`` (or ``steps`` more), saving and logging as configured."""
@@ -376,8 +422,24 @@ class Trainer:
                 )
                 if on_log:
                     on_log(record)
-            if self.rank == 0 and (self.step % self.config.save_every == 0 or self.step == stop):
-                self.save()
+            if self.step % self.config.save_every == 0 or self.step == stop:
+                self._check_replicas_agree()
+                if self.rank == 0:
+                    self.save()
+
+    def _check_replicas_agree(self) -> None:
+        """Every process must hold the same weights (DDP keeps them so); a checkpoint of one
+        replica among diverged ones would be a model nobody trained. Raises if they differ."""
+        if self.world == 1:
+            return
+        sums = torch.stack([p.detach().double().sum() for p in self.model.parameters()])
+        low, high = sums.clone(), sums.clone()
+        torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
+        torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
+        if not torch.allclose(low, high, rtol=1e-9, atol=1e-9):
+            worst = int((high - low).argmax())
+            name = [n for n, _ in self.model.named_parameters()][worst]
+            raise RuntimeError(f"step {self.step}: the processes' weights differ (first at {name})")
 
     # -- checkpoints ----------------------------------------------------------------------
 
