@@ -318,6 +318,90 @@ def test_the_vlm_gets_no_gradient_during_the_warm_up(dataset, tmp_path):
     assert not all(torch.equal(a, p) for a, p in zip(before, backbone))
 
 
+@pytest.fixture
+def pretrained_dirs(tmp_path):
+    """Local HF-format directories as users keep them (nothing is downloaded): a DINOv2 and an
+    InternVL3.5 with its tokenizer, tiny, random, and of other sizes than the tiny preset's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import Dinov2Config, Dinov2Model, InternVLForConditionalGeneration, PreTrainedTokenizerFast
+
+    from rotvla_ros.model.config import tiny_config
+    from rotvla_ros.model.vlm import internvl_config_from_dims
+
+    dino = tmp_path / "dinov2-tiny"
+    Dinov2Model(
+        Dinov2Config(hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48, patch_size=14)
+    ).save_pretrained(dino)
+    words = ["[PAD]", "[UNK]", "<IMG_CONTEXT>", "put", "the", "block", "on", "plate"]
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]")),
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+    )
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    vlm_config = tiny_config().vlm
+    vlm_config.text.hidden_size, vlm_config.text.vocab_size = 48, 16
+    vlm = tmp_path / "internvl-tiny"
+    InternVLForConditionalGeneration(internvl_config_from_dims(vlm_config, image_token_id=2)).save_pretrained(vlm)
+    tokenizer.save_pretrained(vlm)
+    return dino, vlm
+
+
+def test_pretrained_backbones_come_from_local_directories_and_stage3_inherits_stage2(
+    dataset, pretrained_dirs, tmp_path
+):
+    """Issue 14: Stage I freezes the DINOv2 of ``dino_path`` (its architecture, its weights),
+    Stage II starts from the InternVL of ``vlm_path`` with its tokenizer, and Stage III takes
+    exactly the Stage II model: backbone, tokenizer and every weight (none silently dropped)."""
+    from safetensors.torch import load_file
+
+    root, _ = dataset
+    dino, vlm = pretrained_dirs
+    common = dict(dataset=str(root), preset="tiny", batch_size=2, device="cpu", num_workers=0, save_every=1)
+    lam = Trainer(load_config("stage1", output=str(tmp_path / "lam"), steps=1, dino_path=str(dino), **common))
+    assert lam.model.config.dino.hidden_size == 24
+    saved_dino = load_file(dino / "model.safetensors")
+    for name, tensor in lam.model.dino.state_dict().items():
+        assert torch.equal(tensor, saved_dino[name]), name
+    lam.run()
+
+    pre = Trainer(
+        load_config(
+            "stage2",
+            output=str(tmp_path / "pre"),
+            steps=1,
+            vlm_path=str(vlm),
+            lam_checkpoint=str(tmp_path / "lam" / "last"),
+            **common,
+        )
+    )
+    assert pre.model.backbone.hidden_size == 48
+    assert pre.model.backbone.tokenize(["put the block on the plate"])[0].tolist() == [[3, 4, 5, 6, 4, 7]]
+    pre.run()
+
+    def stage3(**extra):
+        return load_config(
+            "stage3",
+            output=str(tmp_path / "ft"),
+            steps=1,
+            lam_checkpoint=str(tmp_path / "lam" / "last"),
+            init_checkpoint=str(tmp_path / "pre" / "last"),
+            **common,
+            **extra,
+        )
+
+    ft = Trainer(stage3())
+    assert ft.model.backbone.tokenize(["put the block"])[0].tolist() == [[3, 4, 5]]  # the Stage II tokenizer
+    assert ft.model.backbone.hidden_size == 48 and ft.model.config.mode == "stage3"
+    stage2_weights = RotVLAPolicy.from_pretrained(tmp_path / "pre" / "last", device="cpu").model.state_dict()
+    for name, tensor in ft.model.state_dict().items():
+        assert torch.equal(tensor, stage2_weights[name].to(tensor.dtype)), name
+    with pytest.raises(ValueError, match="brings its own backbone"):
+        Trainer(stage3(vlm_path=str(vlm)))
+    with pytest.raises(ValueError, match="missing"):
+        Trainer(stage3(use_state=not ft.model.config.use_state))  # a state layer Stage II never had
+
+
 @pytest.mark.timeout(600)
 def test_bad_bags_fail_with_their_reason_and_write_nothing(episodes, tmp_path):
     _, paths = episodes

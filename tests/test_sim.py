@@ -127,3 +127,19 @@ def test_each_tasks_expert_succeeds_through_the_executors_safety_filter_on_a_lat
     world, expert = run_expert(task, 1, through_the_controller, missed_cycles=0.5)
     assert expert.ik_failures == 0
     assert world.success()
+
+
+def test_the_cell_stands_its_arms_where_the_robot_file_puts_them():
+    """The arm base poses are written once, in config/robot.yaml: the executor's kinematics and
+    the simulated world both take them from there (no default copy in the scene)."""
+    from conftest import REPO_ROOT
+
+    from rotvla_common.parameters import read_parameter_files
+
+    robot = read_parameter_files([REPO_ROOT / "config" / "robot.yaml"], "arx_r5_executor")
+    world = SimWorld("block_to_plate", 0)
+    try:
+        mounts = [(m.name, list(m.base_xyz), list(m.base_rpy)) for m in world.config.arms]
+        assert mounts == [(a, robot[f"{a}.base_xyz"], robot[f"{a}.base_rpy"]) for a in robot["arms"]]
+    finally:
+        world.close()

@@ -30,9 +30,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LAMConfig
+from .config import DinoConfig, LAMConfig
 from .so_n import compose, identity_anchor, project_to_so_n
 from .soft_vq import SoftVQ
+
+
+def pretrained_dino_config(path: str, image_size: int) -> DinoConfig:
+    """The DinoConfig of the DINOv2 directory ``path`` (its architecture), fed ``image_size``
+    frames (position embeddings are interpolated; the paper's LAM takes 224)."""
+    from transformers import Dinov2Config
+
+    hf = Dinov2Config.from_pretrained(path)
+    return DinoConfig(
+        pretrained_path=str(path),
+        hidden_size=hf.hidden_size,
+        num_hidden_layers=hf.num_hidden_layers,
+        num_attention_heads=hf.num_attention_heads,
+        intermediate_size=hf.intermediate_size,
+        patch_size=hf.patch_size,
+        image_size=image_size,
+    )
 
 
 def build_dino(config) -> nn.Module:

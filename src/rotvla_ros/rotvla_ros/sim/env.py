@@ -42,7 +42,7 @@ from rotvla_common.parameters import read_parameter_files
 
 from ..bringup import default_config_dir
 from .experts import ScriptedExpert
-from .scene import ArmMount, SceneConfig
+from .scene import SceneConfig, scene_of
 from .tasks import TASKS
 from .world import SimWorld
 
@@ -183,14 +183,7 @@ class CellEnv(gym.Env):
         self.task_description = TASKS[task].instruction
         self.executor_values, sim_values = cell_parameters(config_dir)
         self.width, self.height = int(sim_values.get("width", 320)), int(sim_values.get("height", 240))
-        self.scene = SceneConfig(
-            arms=[
-                ArmMount(
-                    arm, tuple(self.executor_values[f"{arm}.base_xyz"]), tuple(self.executor_values[f"{arm}.base_rpy"])
-                )
-                for arm in self.executor_values["arms"]
-            ]
-        )
+        self.scene = scene_of(self.executor_values)
         image = gym.spaces.Box(0, 255, (self.height, self.width, 3), np.uint8)
         self.observation_space = gym.spaces.Dict(
             {

@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from arx_r5_driver.configuration import NODE_NAME
 from arx_r5_driver.kinematics import JOINT_NAMES, R5_JOINT_LIMITS, ArmKinematics
 
 LINK_RADIUS = 0.03
@@ -55,12 +57,30 @@ class ArmMount:
 
 @dataclass
 class SceneConfig:
-    arms: list[ArmMount] = field(
-        default_factory=lambda: [ArmMount("left", (0.0, 0.3, 0.1)), ArmMount("right", (0.0, -0.3, 0.1))]
-    )
+    arms: list[ArmMount]  # the robot's, from its parameter files: from_parameters / of_robot
     timestep: float = 0.002
     head_camera: tuple[tuple[float, float, float], tuple[float, float, float]] = ((-0.25, 0.0, 0.75), (0.38, 0.0, 0.0))
     camera_fovy: float = 58.0  # the D405's vertical field of view, degrees
+
+
+def scene_of(values: dict) -> SceneConfig:
+    """The cell of the executor's parameter values (``arms``, ``<arm>.base_xyz/base_rpy``)."""
+    return SceneConfig(
+        arms=[
+            ArmMount(arm, tuple(values[f"{arm}.base_xyz"]), tuple(values.get(f"{arm}.base_rpy", (0.0, 0.0, 0.0))))
+            for arm in values["arms"]
+        ]
+    )
+
+
+def robot_scene(config_dir: Path | None = None) -> SceneConfig:
+    """The cell of the robot's parameter file (config/robot.yaml): where its arms stand."""
+    from rotvla_common.parameters import read_parameter_files
+
+    from ..bringup import default_config_dir
+
+    path = Path(config_dir or default_config_dir()) / "robot.yaml"
+    return scene_of(read_parameter_files([path], NODE_NAME))
 
 
 def _arm_xml(mount: ArmMount, kinematics: ArmKinematics) -> str:

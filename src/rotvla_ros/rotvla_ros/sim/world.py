@@ -9,7 +9,7 @@ import numpy as np
 from arx_r5_driver import configuration
 from arx_r5_driver.kinematics import GRIPPER_MAX_OPENING_M, JOINT_NAMES
 
-from .scene import FINGER_TRAVEL, SceneConfig, build_mjcf
+from .scene import FINGER_TRAVEL, SceneConfig, build_mjcf, robot_scene
 from .tasks import TASKS, TaskScene
 
 HOME_JOINTS = np.array(configuration.HOME_JOINTS)  # the executor's start pose
@@ -17,7 +17,7 @@ HOME_JOINTS = np.array(configuration.HOME_JOINTS)  # the executor's start pose
 
 class SimWorld:
     def __init__(self, task: str, seed: int = 0, config: SceneConfig | None = None, initial_joints=HOME_JOINTS):
-        self.config = config or SceneConfig()
+        self.config = config or robot_scene()
         self.task = TASKS[task]
         rng = np.random.default_rng(seed)
         self.scene: TaskScene = self.task.sample(rng)

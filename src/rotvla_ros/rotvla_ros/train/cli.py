@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", help="rotvla-1.7b or tiny")
     parser.add_argument("--lam-checkpoint")
     parser.add_argument("--init-checkpoint")
+    parser.add_argument("--dino-path", help="stage1: a local DINOv2 directory (HF format)")
+    parser.add_argument("--vlm-path", help="stage2: a local InternVL3.5 directory with its tokenizer (HF format)")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--batch-size", type=int, help="the whole step's batch, over all processes")
     parser.add_argument("--micro-batch-size", type=int, help="rows per forward/backward (gradient accumulation)")
@@ -65,6 +67,8 @@ def main(argv=None) -> int:
         preset=args.preset,
         lam_checkpoint=args.lam_checkpoint,
         init_checkpoint=args.init_checkpoint,
+        dino_path=args.dino_path,
+        vlm_path=args.vlm_path,
         steps=args.steps,
         batch_size=args.batch_size,
         micro_batch_size=args.micro_batch_size,

@@ -34,6 +34,12 @@ class TrainConfig:
     preset: str = "rotvla-1.7b"  # model size (sim for the simulated cell on a CPU, tiny for tests)
     init_checkpoint: str = ""  # stage III: the Stage II checkpoint to start from
     lam_checkpoint: str = ""  # stages II and III: the frozen Stage I LAM
+    # Real weights from local directories (HF format; nothing is downloaded). Stage I: DINOv2
+    # (e.g. dinov2-base); its architecture replaces the preset's. Stage II, or a Stage III from
+    # scratch: InternVL3.5 with its tokenizer (e.g. InternVL3_5-1B-HF). A Stage III from
+    # --init-checkpoint takes the architecture, backbone and tokenizer of that checkpoint.
+    dino_path: str = ""
+    vlm_path: str = ""
     use_state: bool | None = None  # the robot state as model input; None: the preset's
     cameras: list[str] | None = None  # the views the model takes, in order; None: the preset's (all three)
     latent_planner: bool = True  # stage III: False trains robot actions alone (no LAM, no plan)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ..data.lerobot_dataset import LeRobotV3Dataset
 from ..model.config import LAM_PRESETS, PRESETS, RotVLAConfig
-from ..model.lam import LatentActionModel
+from ..model.lam import pretrained_dino_config, LatentActionModel
 from ..model.rotvla import RotVLA
 from ..policy.checkpoint import checkpoint_id, load_lam, save_lam
 from ..policy.normalization import ActionNormalizer
@@ -144,7 +144,10 @@ class Trainer:
         self.labels: np.ndarray | None = None
         model_config = PRESETS[config.preset]()
         if self.stage == "stage1":
-            self.model = LatentActionModel(LAM_PRESETS[config.preset]())
+            lam_config = LAM_PRESETS[config.preset]()
+            if config.dino_path:
+                lam_config.dino = pretrained_dino_config(config.dino_path, lam_config.dino.image_size)
+            self.model = LatentActionModel(lam_config)
             self.dataset = LeRobotV3Dataset(
                 config.dataset,
                 action_horizon=1,
@@ -156,6 +159,17 @@ class Trainer:
             )  # triplets
         else:
             self.dataset = LeRobotV3Dataset(config.dataset, video_cache_mb=config.video_cache_mb)  # metadata first
+            source = None
+            if config.init_checkpoint:
+                if config.vlm_path:
+                    raise ValueError("vlm_path is for a run from scratch: --init-checkpoint brings its own backbone")
+                # Stage III continues the Stage II model: its architecture, backbone and tokenizer.
+                source = RotVLAPolicy.from_pretrained(config.init_checkpoint, device="cpu", dtype="float32").model
+                model_config = source.config
+            elif config.vlm_path:
+                model_config = dataclasses.replace(
+                    model_config, vlm=dataclasses.replace(model_config.vlm, pretrained_path=config.vlm_path)
+                )
             model_config = self._model_config(model_config)
             if model_config.plan_tokens:
                 if not config.lam_checkpoint:
@@ -172,9 +186,12 @@ class Trainer:
                     raise ValueError(
                         "the LAM's latent space does not match the model's (latent_dim, num_latent_tokens)"
                     )
-            self.model = RotVLA(model_config)
-            if config.init_checkpoint:
-                self._initialise_from(Path(config.init_checkpoint))
+            if source is not None:
+                backbone = source.backbone
+                self.model = RotVLA(model_config, backbone.model.config, backbone.tokenizer)
+                self._initialise_from(source, Path(config.init_checkpoint))
+            else:
+                self.model = RotVLA(model_config)
             self.dataset = LeRobotV3Dataset(
                 config.dataset,
                 action_horizon=model_config.action_horizon,
@@ -229,11 +246,11 @@ class Trainer:
         if resume and (self.output / "last" / TRAIN_STATE).exists():
             self._load_state(self.output / "last")
 
-    def _initialise_from(self, checkpoint: Path) -> None:
-        """Start from an earlier stage's weights. Tensors this model has no use for are left
-        out only where that is the point: the latent planner's, when Stage III trains without
-        it (the paper's ablation); any other unexpected or mis-shaped tensor is an error."""
-        incoming = RotVLAPolicy.from_pretrained(checkpoint, device="cpu", dtype="float32").model.state_dict()
+    def _initialise_from(self, source: RotVLA, checkpoint: Path) -> None:
+        """Start from an earlier stage's weights, every one of them. Tensors left out only where
+        that is the point: the latent planner's, when Stage III trains without it (the paper's
+        ablation). Any other missing, unexpected or mis-shaped tensor is an error."""
+        incoming = source.state_dict()
         own = self.model.state_dict()
         unusable = sorted(k for k in incoming if k not in own or incoming[k].shape != own[k].shape)
         planner_only = [k for k in unusable if k.startswith("expert.plan_")]
@@ -244,11 +261,13 @@ class Trainer:
                 flush=True,
             )
             unusable = [k for k in unusable if k not in planner_only]
-        if unusable:
-            raise ValueError(f"{checkpoint} does not fit this model: {unusable[:5]}")
-        self.model.load_state_dict(
-            {k: v for k, v in incoming.items() if k in own and k not in planner_only}, strict=False
-        )
+        missing = sorted(k for k in own if k not in incoming)
+        if unusable or missing:
+            raise ValueError(
+                f"{checkpoint} does not fit this model: unusable {unusable[:5]}, missing {missing[:5]} "
+                "(a Stage III takes the Stage II model's settings: use_state, cameras, preset)"
+            )
+        self.model.load_state_dict({k: v for k, v in incoming.items() if k not in planner_only})
 
     def _model_config(self, preset: RotVLAConfig) -> RotVLAConfig:
         """The preset, bound to the dataset by the contract: the step period is the dataset's,
