@@ -209,6 +209,20 @@ def test_a_step_batch_is_the_same_rows_on_any_number_of_processes():
         StepBatchSampler(50, 8, seed=3, start=0, stop=1, rank=0, world=3)
 
 
+def test_failed_episodes_are_left_out_of_training(dataset):
+    from rotvla_ros.train.trainer import StepBatchSampler, training_rows
+
+    root, _ = dataset
+    reader = LeRobotV3Dataset(root)
+    assert list(training_rows(reader, True)) == list(range(len(reader)))
+    reader.episodes[0]["success"] = False
+    kept = training_rows(reader, True)
+    assert list(kept) == list(reader.episode_rows(1))
+    assert list(training_rows(reader, False)) == list(range(len(reader)))
+    drawn = {row for batch in StepBatchSampler(len(reader), 4, seed=0, start=0, stop=50, rows=kept) for row in batch}
+    assert drawn == set(kept)
+
+
 def _torchrun(stage: str, *arguments: str) -> None:
     """``torchrun --nproc_per_node 2 -m rotvla_ros.train.cli <stage> ...`` on the CPU (gloo)."""
     import socket

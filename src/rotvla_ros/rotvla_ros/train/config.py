@@ -42,6 +42,7 @@ class TrainConfig:
     vlm_path: str = ""
     use_state: bool | None = None  # the robot state as model input; None: the preset's
     cameras: list[str] | None = None  # the views the model takes, in order; None: the preset's (all three)
+    only_successful: bool = True  # leave out the episodes marked failed (episodes' success flag)
     latent_planner: bool = True  # stage III: False trains robot actions alone (no LAM, no plan)
     random_shift: int = 0  # augmentation: each view shifted by up to this many pixels (edge-padded)
     ema_decay: float = 0.0  # > 0: checkpoints hold an exponential moving average of the weights (Diffusion Policy's)

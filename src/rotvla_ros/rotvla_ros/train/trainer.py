@@ -94,9 +94,23 @@ class StepBatchSampler(torch.utils.data.Sampler):
     processes. Epochs are seeded permutations of the rows; step s's (global) batch is
     positions [s B, (s + 1) B) of them, and rank r of W takes B / W consecutive ones."""
 
-    def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int,
+        start: int,
+        stop: int,
+        rank: int = 0,
+        world: int = 1,
+        rows: np.ndarray | None = None,
+    ):
         if batch_size % world:
             raise ValueError(f"batch_size {batch_size} does not split over {world} processes")
+        self.rows = np.arange(size) if rows is None else np.asarray(rows)  # the rows drawn from
+        size = len(self.rows)
+        if size == 0:
+            raise ValueError("no rows to train on")
         self.size, self.batch_size, self.share, self.seed = size, batch_size, batch_size // world, seed
         self.start, self.stop, self.rank, self.world = start, stop, rank, world
         self._epoch, self._order = -1, None
@@ -105,7 +119,7 @@ class StepBatchSampler(torch.utils.data.Sampler):
         epoch, offset = divmod(position, self.size)
         if epoch != self._epoch:
             self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.size)
-        return int(self._order[offset])
+        return int(self.rows[self._order[offset]])
 
     def __iter__(self):
         for step in range(self.start, self.stop):
@@ -114,6 +128,15 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
+
+
+def training_rows(dataset: LeRobotV3Dataset, only_successful: bool) -> np.ndarray:
+    """The dataset rows a run learns from: with ``only_successful``, those of the episodes not
+    marked failed (``success`` false in the episodes table; episodes without the flag count)."""
+    if not only_successful:
+        return np.arange(len(dataset))
+    failed = [e for e, row in dataset.episodes.items() if row.get("success") is False]
+    return np.flatnonzero(~np.isin(dataset.episode_index, failed))
 
 
 class LossModule(torch.nn.Module):
@@ -212,11 +235,15 @@ class Trainer:
         self.model_config = model_config
         if config.num_workers == 0 and self.dataset.preload():  # a small dataset: decoded once, in order
             print(f"[{self.stage}] {len(self.dataset)} frames decoded into memory", flush=True)
+        self.rows = training_rows(self.dataset, config.only_successful)
+        if len(self.rows) < len(self.dataset):
+            print(f"[{self.stage}] {len(self.dataset) - len(self.rows)} frames of failed episodes left out", flush=True)
         self.normalizer = self.state_normalizer = None
         if self.stage != "stage1":
-            self.normalizer = ActionNormalizer.from_data(model_config.action_names, self.dataset.action)
+            actions, states = self.dataset.action[self.rows], self.dataset.state[self.rows]
+            self.normalizer = ActionNormalizer.from_data(model_config.action_names, actions)
             if model_config.use_state:
-                self.state_normalizer = ActionNormalizer.from_data(model_config.action_names, self.dataset.state)
+                self.state_normalizer = ActionNormalizer.from_data(model_config.action_names, states)
         self.model.to(self.device).train()
         share = config.batch_size // self.world
         if config.batch_size % self.world or (config.micro_batch_size and share % config.micro_batch_size):
@@ -325,7 +352,7 @@ class Trainer:
     def _loader(self, start: int, stop: int):
         """Batches of items for steps [start, stop), loaded by ``num_workers`` processes."""
         sampler = StepBatchSampler(
-            len(self.dataset), self.config.batch_size, self.config.seed, start, stop, self.rank, self.world
+            len(self.dataset), self.config.batch_size, self.config.seed, start, stop, self.rank, self.world, self.rows
         )
         # A generator of its own: the loader draws its workers' seeds from it, not from the global
         # RNG that the flow-matching noise comes from (a resumed run must draw the same noise).
