@@ -82,6 +82,36 @@ def rot6d_slices(action_names: tuple[str, ...]) -> list[slice]:
     return slices
 
 
+class StageTimer:
+    """Seconds spent in each stage of one prediction. On a GPU, CUDA events recorded in the
+    stream and read once at the end: timing costs no host synchronisation per stage (the chunk
+    waits for the device once, when its results come back). On a CPU, the wall clock."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: list[tuple[str, object]] = [("start", self._stamp())]
+
+    def _stamp(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        self.marks.append((stage, self._stamp()))
+
+    def timings(self) -> dict[str, float]:
+        """Every stage, ``denoise`` (all its steps) and ``total``, in seconds."""
+        if self.cuda:
+            self.marks[-1][1].synchronize()
+        elapsed = (lambda a, b: a.elapsed_time(b) / 1e3) if self.cuda else (lambda a, b: b - a)
+        timings = {name: elapsed(a, b) for (_, a), (name, b) in zip(self.marks, self.marks[1:])}
+        timings["denoise"] = sum(v for k, v in timings.items() if k.startswith("denoise_step_"))
+        timings["total"] = elapsed(self.marks[0][1], self.marks[-1][1])
+        return timings
+
+
 class RotVLAPolicy:
     def __init__(
         self,
@@ -193,37 +223,28 @@ class RotVLAPolicy:
     @torch.inference_mode()
     def predict(self, observation: dict, seed: int | None = None) -> PolicyOutput:
         """One action chunk. ``seed`` makes the sampled noise (and so the chunk) reproducible."""
-        timings: dict[str, float] = {}
-        start = mark = self._now()
-
-        def lap(stage: str) -> None:
-            nonlocal mark
-            now = self._now()
-            timings[stage] = now - mark
-            mark = now
-
+        timer = StageTimer(self.device)
         pixels, ids, mask, state = self.preprocess(observation)
-        lap("preprocess")
+        timer.lap("preprocess")
         cache = self.model.encode_prefix(pixels, ids, mask, state)
-        lap("vl_prefix")
+        timer.lap("vl_prefix")
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         noise = self.model.initial_noise(1, self.device, generator)  # float32: see euler_sample
-        denoise_start = mark
-        plan, actions = self.model.sample(cache, noise, on_step=lambda i: lap(f"denoise_step_{i}"))
-        timings["denoise"] = mark - denoise_start
+        plan, actions = self.model.sample(cache, noise, on_step=lambda i: timer.lap(f"denoise_step_{i}"))
         if actions is None:
             raise RuntimeError("a stage2 (latent-only) checkpoint predicts no robot actions")
+        # The chunk's one wait for the device: both results come to the host together.
+        actions, plan = (x[0].float().cpu() for x in (actions, plan))  # (H, A), (K, n, n)
         if not (torch.isfinite(actions).all() and torch.isfinite(plan).all()):
             raise NonFiniteOutputError(f"checkpoint {self.checkpoint_id or '<unsaved>'} produced NaN/inf")
         result = PolicyOutput(
-            actions=self.postprocess(actions[0]),
-            plan=plan[0].float().cpu().numpy(),
+            actions=self.postprocess(actions),
+            plan=plan.numpy(),
             action_names=tuple(self.config.action_names),
             dt=self.config.dt,
         )
-        lap("postprocess")
-        timings["total"] = mark - start
-        result.timings = timings
+        timer.lap("postprocess")
+        result.timings = timer.timings()
         return result
 
     def dummy_observation(self, instruction: str = "warm up") -> dict:
@@ -246,8 +267,3 @@ class RotVLAPolicy:
     def warmup_pass(self, index: int = 0) -> None:
         """One warm-up prediction (see ``warmup``); for callers that interleave them."""
         self.predict(self.dummy_observation(), seed=index)
-
-    def _now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
