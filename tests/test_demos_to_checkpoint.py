@@ -301,6 +301,67 @@ def test_each_stage_trains_under_torchrun_on_two_processes_and_resumes_on_one(da
     assert RotVLAPolicy.from_pretrained(runs / "ft" / "last", device="cpu") is not None
 
 
+@pytest.mark.timeout(600)
+def test_two_processes_train_exactly_as_one_on_the_same_global_batch(dataset, tmp_path):
+    """Stage III of the tiny preset: torchrun with two processes (micro-batches of one) and a
+    single process, the same global batch of 4, give the same weights after each run (each
+    sample's flow-matching draws come from its position in the step's batch, not from its
+    process)."""
+    root, _ = dataset
+    settings = dict(dataset=str(root), preset="tiny", batch_size=4, lr=1e-3, device="cpu", num_workers=0)
+    settings.update(color_jitter=False, latent_planner=False, warmup_steps=0, save_every=2)
+    _torchrun(
+        "stage3",
+        *("--dataset", str(root), "--output", str(tmp_path / "two"), "--batch-size", "4", "--lr", "1e-3"),
+        *("--steps", "2", "--save-every", "2", "--micro-batch-size", "1", "--warmup-steps", "0"),
+        *("--set", "color_jitter=false", "--set", "latent_planner=false"),
+    )
+    one = Trainer(
+        load_config("stage3", REPO_ROOT / "config/train/stage3.yaml", output=str(tmp_path / "one"), steps=2, **settings)
+    )
+    start = {k: v.clone() for k, v in one.model.state_dict().items()}
+    one.run()
+    two = RotVLAPolicy.from_pretrained(tmp_path / "two" / "last", device="cpu", dtype="float32").model.state_dict()
+    moved = max((v - start[k]).abs().max().item() for k, v in one.model.state_dict().items())
+    differ = max((v - two[k]).abs().max().item() for k, v in one.model.state_dict().items())
+    assert moved > 1e-3 and differ < 1e-2 * moved, (moved, differ)
+
+
+def test_latent_labels_are_cached_once_equal_the_live_ones_and_follow_the_lam(dataset, tmp_path):
+    """Issue 14: the frozen LAM's labels are computed once per dataset and cached on disk, keyed
+    by the LAM's checkpoint id and the clip settings: the cached labels equal the LAM run live
+    on the same clips, and another LAM gets labels of its own."""
+    from rotvla_ros.model.config import LAM_PRESETS
+    from rotvla_ros.model.lam import LatentActionModel
+    from rotvla_ros.policy.checkpoint import checkpoint_id, load_lam, save_lam
+    from rotvla_ros.train.latent_labels import cache_path, latent_labels
+
+    root, _ = dataset
+    lams = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        save_lam(LatentActionModel(LAM_PRESETS["tiny"]()), tmp_path / f"lam{seed}")
+        lams.append((load_lam(tmp_path / f"lam{seed}").eval(), checkpoint_id(tmp_path / f"lam{seed}")))
+    (lam, lam_id), (other, other_id) = lams
+    size, stride, cache = lam.config.dino.image_size, 5, tmp_path / "cache"
+    reader = LeRobotV3Dataset(root, clip_length=2, clip_stride=stride, clip_camera="head", clip_image_size=size)
+    labels = latent_labels(reader, lam, lam_id, "head", stride, cache)
+    path = cache_path(cache, reader, lam_id, "head", stride)
+    assert path.exists() and np.array_equal(np.load(path), labels)
+    written = path.stat().st_mtime_ns
+    assert np.array_equal(latent_labels(reader, lam, lam_id, "head", stride, cache), labels)
+    assert path.stat().st_mtime_ns == written  # read, not computed again
+    with torch.no_grad():
+        for row in (0, 7, len(reader) - 1):
+            clip = torch.from_numpy(reader[row]["clip"]).float().div(255).movedim(-1, -3)[None]  # (1, 2, 3, S, S)
+            features = lam.features(clip)  # (1, 2, P, C)
+            live = lam.encode(features[:, 0], features[:, 1]).rotation[0].numpy()
+            np.testing.assert_allclose(labels[row], live, atol=1e-4)
+    relabelled = latent_labels(reader, other, other_id, "head", stride, cache)
+    assert cache_path(cache, reader, other_id, "head", stride) != path
+    assert not np.allclose(relabelled, labels)
+
+
 def test_the_vlm_gets_no_gradient_during_the_warm_up(dataset, tmp_path):
     """X-VLA's warm-up freezes the VLM: its gradients must not shrink the expert's through the
     clipping norm, nor fill AdamW's moments before it learns."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import ActionExpertConfig
 
@@ -114,6 +115,7 @@ class UnifiedActionExpert(nn.Module):
         self.plan_out = nn.Linear(dim, plan_token_dim)
         self.action_out = nn.Linear(dim, action_dim)
         self.dim = dim
+        self.activation_checkpointing = False  # training: recompute each block's activations in backward
 
     def prefix_cache(self, prefix: torch.Tensor, prefix_mask: torch.Tensor) -> PrefixCache:
         """Project the prefix (B, N, C) once for every block."""
@@ -147,7 +149,10 @@ class UnifiedActionExpert(nn.Module):
         cond = self.time_mlp(timestep_embedding(t, self.dim).to(dtype))  # (B, D)
         mask = self.attention_mask(cache.mask, actions is not None)
         for block, k, v in zip(self.blocks, cache.keys, cache.values):
-            x = block(x, cond, k, v, mask)
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, cond, k, v, mask, use_reentrant=False)
+            else:
+                x = block(x, cond, k, v, mask)
         shift, scale = self.final_adaln(cond).chunk(2, dim=-1)
         x = modulate(self.final_norm(x), shift, scale)
         plan_velocity = self.plan_out(x[:, : self.plan_tokens])

@@ -7,6 +7,7 @@ dx/dt = v from t = 1 to t = 0 with ``num_steps`` Euler steps.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -14,11 +15,29 @@ import torch
 from .config import FlowMatchingConfig
 
 
-def sample_time(batch: int, config: FlowMatchingConfig, device=None) -> torch.Tensor:
-    """(B,) times in [t_min, 1], Beta(alpha, beta)-distributed before scaling."""
-    beta = torch.distributions.Beta(torch.tensor(config.beta_alpha), torch.tensor(config.beta_beta))
-    t = beta.sample((batch,))
+def sample_time(
+    batch: int, config: FlowMatchingConfig, device=None, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """(B,) times in [t_min, 1], Beta(alpha, beta)-distributed before scaling: the Beta's
+    inverse CDF of uniform draws (from ``generator`` when given: reproducible per sample)."""
+    from scipy.special import betaincinv
+
+    uniform = torch.rand(batch, generator=generator, dtype=torch.float64)
+    t = torch.from_numpy(betaincinv(config.beta_alpha, config.beta_beta, uniform.numpy())).float()
     return (t * (1 - config.t_min) + config.t_min).to(device)
+
+
+@dataclass
+class FlowNoise:
+    """A training batch's draws: times t (B,), the plan's noise (B, K, n*n) and the actions'
+    (B, H, A) or None (Stage II)."""
+
+    t: torch.Tensor
+    plan: torch.Tensor
+    actions: torch.Tensor | None = None
+
+    def to(self, device) -> "FlowNoise":
+        return FlowNoise(*(x.to(device) if x is not None else None for x in (self.t, self.plan, self.actions)))
 
 
 def interpolate(x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,7 @@ from torch import nn
 
 from .action_expert import PrefixCache, UnifiedActionExpert
 from .config import RotVLAConfig
-from .flow_matching import euler_sample, interpolate, sample_time
+from .flow_matching import FlowNoise, euler_sample, interpolate, sample_time
 from .so_n import project_to_so_n
 from .vlm import VisionLanguageBackbone
 
@@ -46,6 +46,15 @@ class RotVLA(nn.Module):
         )
         # The state token lives in the language model's space, beside the image and text tokens.
         self.state_in = nn.Linear(config.action_dim, self.backbone.hidden_size) if config.use_state else None
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Training memory for compute: the backbone's layers and the expert's blocks keep no
+        activations for backward and recompute them there (same gradients)."""
+        if enabled:
+            self.backbone.model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            self.backbone.model.activation_checkpointing_disable()
+        self.expert.activation_checkpointing = enabled
 
     @property
     def with_actions(self) -> bool:
@@ -77,19 +86,27 @@ class RotVLA(nn.Module):
         plan: torch.Tensor,
         actions: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
+        noise: FlowNoise | None = None,
     ) -> dict[str, torch.Tensor]:
         """Flow-matching loss. plan (B, K, n, n) latent actions from the frozen LAM;
-        actions (B, H, A) normalised robot actions (Stage III only); state (B, A)."""
+        actions (B, H, A) normalised robot actions (Stage III only); state (B, A); ``noise``
+        the draws to use (default: new ones from the global generator)."""
         cache = self.encode_prefix(images, input_ids, attention_mask, state)
         batch = plan.shape[0]
-        t = sample_time(batch, self.config.flow, device=plan.device)
         plan_flat = plan.flatten(2)  # (B, K, n*n); K = 0 without the latent planner
-        plan_t, plan_target = interpolate(plan_flat, torch.randn_like(plan_flat), t)
+        if noise is None:
+            noise = FlowNoise(
+                sample_time(batch, self.config.flow, device=plan.device),
+                torch.randn_like(plan_flat),
+                torch.randn_like(actions) if self.with_actions and actions is not None else None,
+            )
+        t = noise.t
+        plan_t, plan_target = interpolate(plan_flat, noise.plan.to(plan_flat.dtype), t)
         action_t = action_target = None
         if self.with_actions:
             if actions is None:
                 raise ValueError("stage3 needs robot actions")
-            action_t, action_target = interpolate(actions, torch.randn_like(actions), t)
+            action_t, action_target = interpolate(actions, noise.actions.to(actions.dtype), t)
         plan_v, action_v = self.expert(plan_t, action_t, t, cache)
         losses, total = {}, plan_v.new_zeros((), dtype=torch.float32)
         if self.config.plan_tokens:

@@ -49,6 +49,7 @@ class TrainConfig:
     steps: int = 40_000
     batch_size: int = 128  # the whole step's, split over the processes (torchrun)
     micro_batch_size: int = 0  # rows per forward/backward in one process; 0: its whole share
+    activation_checkpointing: bool = False  # stages II/III: recompute activations in backward (less memory)
     lr: float = 1e-4
     vlm_lr_scale: float = 0.1  # X-VLA: the VLM learns this much slower
     weight_decay: float = 0.001

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ..data.lerobot_dataset import LeRobotV3Dataset
 from ..model.config import LAM_PRESETS, PRESETS, RotVLAConfig
 from ..model.lam import pretrained_dino_config, LatentActionModel
+from ..model.flow_matching import FlowNoise, sample_time
 from ..model.rotvla import RotVLA
 from ..policy.checkpoint import checkpoint_id, load_lam, save_lam
 from ..policy.normalization import ActionNormalizer
@@ -245,6 +246,8 @@ class Trainer:
             if model_config.use_state:
                 self.state_normalizer = ActionNormalizer.from_data(model_config.action_names, states)
         self.model.to(self.device).train()
+        if config.activation_checkpointing and self.stage != "stage1":
+            self.model.set_activation_checkpointing(True)
         share = config.batch_size // self.world
         if config.batch_size % self.world or (config.micro_batch_size and share % config.micro_batch_size):
             raise ValueError(
@@ -393,7 +396,23 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def _losses(self, items: list[dict]) -> dict[str, torch.Tensor]:
+    def _flow_noise(self, count: int, first: int) -> FlowNoise:
+        """The flow-matching draws of ``count`` samples at positions ``first``.. of this step's
+        whole batch, each from its own generator seeded by (seed, step, position): the same
+        numbers whichever process and micro-batch a sample lands in, so that N processes train
+        exactly as one does on the same global batch."""
+        c = self.model_config
+        draws = []
+        for position in range(first, first + count):
+            generator = torch.Generator().manual_seed((self.config.seed * 1_000_003 + self.step) * 1_000_003 + position)
+            t = sample_time(1, c.flow, generator=generator)
+            plan = torch.randn((1, c.plan_tokens, c.latent_dim**2), generator=generator)
+            actions = torch.randn((1, c.action_horizon, c.action_dim), generator=generator)
+            draws.append((t, plan, actions))
+        t, plan, actions = (torch.cat(x) for x in zip(*draws))
+        return FlowNoise(t, plan, actions if self.stage == "stage3" else None).to(self.device)
+
+    def _losses(self, items: list[dict], first: int) -> dict[str, torch.Tensor]:
         batch = self._batch(items)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             if self.stage == "stage1":
@@ -410,6 +429,7 @@ class Trainer:
                 plan,
                 batch["actions"] if self.stage == "stage3" else None,
                 batch.get("state"),
+                self._flow_noise(len(items), first),
             )
 
     def train_step(self, items: list[dict]) -> dict[str, float]:
@@ -423,7 +443,7 @@ class Trainer:
         for k, part in enumerate(parts):
             last = k == len(parts) - 1
             with contextlib.nullcontext() if last or self.world == 1 else self.module.no_sync():
-                losses = self._losses(part)
+                losses = self._losses(part, self.rank * len(items) + k * size)
                 (losses["loss"] * (len(part) / len(items))).backward()  # the share's mean
             for name, value in losses.items():
                 logged[name] = logged.get(name, 0.0) + float(value.detach()) * len(part) / len(items)
