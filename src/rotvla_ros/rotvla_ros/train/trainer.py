@@ -254,15 +254,12 @@ class Trainer:
                 f"batch_size {config.batch_size} over {self.world} processes in micro-batches of "
                 f"{config.micro_batch_size or share}: each must divide the one before"
             )
-        self.module = LossModule(self.model)
-        if self.world > 1:
-            self.module = torch.nn.parallel.DistributedDataParallel(
-                self.module,
-                device_ids=[local_rank] if self.device.type == "cuda" else None,
-                # Stage II trains the plan alone: the expert's action layers get no gradient.
-                find_unused_parameters=self.stage == "stage2",
-            )
+        self.local_rank = local_rank
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, weight_decay=config.weight_decay)
+        # The VLM's parameters that learn once the X-VLA warm-up is over (frozen until then).
+        self._vlm = [p for p in self.model.backbone.parameters() if p.requires_grad] if self.stage != "stage1" else []
+        self._vlm_frozen: bool | None = None
+        self.module: torch.nn.Module = LossModule(self.model)
         # The averaged weights are what a checkpoint holds; the decay ramps up from 0 as
         # (1 + n) / (10 + n), so that the first steps' random weights fade out quickly.
         self.ema = None
@@ -275,6 +272,27 @@ class Trainer:
         self.jitter = torch.Generator().manual_seed(config.seed + 1000 + self.rank)
         if resume and (self.output / "last" / TRAIN_STATE).exists():
             self._load_state(self.output / "last")
+        self._freeze_vlm(self._in_warm_up())
+
+    def _in_warm_up(self) -> bool:
+        return self.stage != "stage1" and self.step < self.config.warmup_steps
+
+    def _freeze_vlm(self, frozen: bool) -> None:
+        """X-VLA: the VLM is frozen while the action expert warms up: no gradient, so no
+        backward through it, nothing in the clipped norm or AdamW's moments. Under DDP the
+        wrapper is rebuilt when this changes (it registers the parameters that learn)."""
+        if frozen == self._vlm_frozen:
+            return
+        for p in self._vlm:
+            p.requires_grad_(not frozen)
+        self._vlm_frozen = frozen
+        if self.world > 1:
+            self.module = torch.nn.parallel.DistributedDataParallel(
+                LossModule(self.model),
+                device_ids=[self.local_rank] if self.device.type == "cuda" else None,
+                # Stage II trains the plan alone: the expert's action layers get no gradient.
+                find_unused_parameters=self.stage == "stage2",
+            )
 
     def _initialise_from(self, source: RotVLA, checkpoint: Path) -> None:
         """Start from an earlier stage's weights, every one of them. Tensors left out only where
@@ -435,6 +453,7 @@ class Trainer:
     def train_step(self, items: list[dict]) -> dict[str, float]:
         """One optimiser step on this process's share of the batch, in micro-batches of
         ``micro_batch_size`` whose gradients add up (synchronised once, on the last)."""
+        self._freeze_vlm(self._in_warm_up())
         self._apply_group_scales()
         self.optimizer.zero_grad(set_to_none=True)
         size = self.config.micro_batch_size or len(items)
@@ -447,11 +466,6 @@ class Trainer:
                 (losses["loss"] * (len(part) / len(items))).backward()  # the share's mean
             for name, value in losses.items():
                 logged[name] = logged.get(name, 0.0) + float(value.detach()) * len(part) / len(items)
-        if self.stage != "stage1" and self.step < self.config.warmup_steps:
-            # The VLM is frozen during the warm-up: its gradients neither count in the clipping
-            # norm nor reach AdamW's moments.
-            for p in self.model.backbone.parameters():
-                p.grad = None
         if self.config.grad_clip > 0:
             logged["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
         self.optimizer.step()
