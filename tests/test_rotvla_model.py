@@ -80,3 +80,43 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
     assert torch.allclose(loss, checkpointed_loss) and plain.keys() == checkpointed.keys()
     for name, grad in plain.items():
         assert torch.allclose(grad, checkpointed[name], atol=1e-6), name
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_sampling_with_static_buffers_equals_the_reference_path(dtype, tolerance):
+    """Issue 16: the sampling path (keys/values written into per-block buffers, the attention
+    bias built once per chunk) gives the numbers of the plain path (concatenation and a boolean
+    mask at every step), for several seeds and instructions."""
+    from rotvla_ros.model.flow_matching import euler_sample
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), latent_planner=True)
+    model = RotVLA(config).eval()
+    with torch.no_grad():  # adaLN-Zero starts every block as the identity: attention would not show
+        for parameter in model.expert.parameters():
+            parameter.normal_(0.0, 0.05)
+    model = model.to(dtype)
+    assert config.plan_tokens > 0  # the bias has something to hide: the plan never sees the actions
+    for seed, instruction in [(0, "put the block on the plate"), (1, "close the drawer"), (2, "")]:
+        generator = torch.Generator().manual_seed(seed)
+        images = torch.rand(1, len(config.camera_names), 3, config.image_size, config.image_size, generator=generator)
+        ids, mask = model.backbone.tokenize([instruction])
+        state = torch.randn(1, config.action_dim, generator=generator) if config.use_state else None
+        with torch.no_grad():
+            cache = model.encode_prefix(images.to(dtype), ids, mask, state)
+            noise = model.initial_noise(1, "cpu", generator)
+            plan, actions = model.sample(cache, noise)
+            assert cache.sampling is None  # the caller's cache is left as it was
+
+            def velocity(xs, t):
+                plan_v, action_v = model.expert(xs[0], xs[1], t, cache)
+                return [plan_v, action_v]
+
+            reference = euler_sample(velocity, noise, config.flow.num_steps)
+        torch.testing.assert_close(actions, reference[1], atol=tolerance, rtol=tolerance)
+        n = config.latent_dim
+        from rotvla_ros.model.so_n import project_to_so_n
+
+        torch.testing.assert_close(
+            plan, project_to_so_n(reference[0].unflatten(-1, (n, n))), atol=tolerance, rtol=tolerance
+        )

@@ -47,6 +47,21 @@ class PrefixCache:
     keys: list[torch.Tensor]  # each (B, heads, N, head_dim)
     values: list[torch.Tensor]
     mask: torch.Tensor  # (B, N) True where the prefix token is valid
+    sampling: "SamplingBuffers | None" = None
+
+
+@dataclass
+class SamplingBuffers:
+    """What every denoising step of one chunk shares, built once (``for_sampling``): per block,
+    a (B, heads, N + T, head_dim) buffer of keys and one of values holding the prefix's, into
+    whose tail each step writes its own tokens' (no concatenation, no allocation: static
+    shapes a CUDA graph can capture), and the attention bias (B, 1, T, N + T) as an additive
+    float mask, the form the fused attention kernels take."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    bias: torch.Tensor
+    with_actions: bool
 
 
 class DiTBlock(nn.Module):
@@ -72,12 +87,18 @@ class DiTBlock(nn.Module):
         k, v = self.prefix_kv(prefix).chunk(2, dim=-1)
         return self._heads(k), self._heads(v)
 
-    def forward(self, x, cond, prefix_k, prefix_v, attn_mask):
+    def forward(self, x, cond, prefix_k, prefix_v, attn_mask, key_buffer=None, value_buffer=None):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(cond).chunk(6, dim=-1)
         q, k, v = self.qkv(modulate(self.norm1(x), shift1, scale1)).chunk(3, dim=-1)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        k = torch.cat([prefix_k, k], dim=2)  # (B, h, N + T, d/h)
-        v = torch.cat([prefix_v, v], dim=2)
+        if key_buffer is not None:  # sampling: the tokens' keys/values into the buffers' tail
+            prefix_len = prefix_k.shape[2]
+            key_buffer[:, :, prefix_len:].copy_(k)
+            value_buffer[:, :, prefix_len:].copy_(v)
+            k, v = key_buffer, value_buffer  # (B, h, N + T, d/h)
+        else:
+            k = torch.cat([prefix_k, k], dim=2)  # (B, h, N + T, d/h)
+            v = torch.cat([prefix_v, v], dim=2)
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, T, d/h)
         attended = attended.transpose(1, 2).reshape(x.shape)
         x = x + gate1[:, None] * self.proj(attended)
@@ -123,6 +144,23 @@ class UnifiedActionExpert(nn.Module):
         keys, values = zip(*(block.prefix_keys_values(prefix) for block in self.blocks))
         return PrefixCache(list(keys), list(values), prefix_mask)
 
+    def for_sampling(self, cache: PrefixCache, with_actions: bool) -> PrefixCache:
+        """``cache`` with the buffers every denoising step of a chunk shares (``SamplingBuffers``)."""
+        tokens = self.plan_tokens + (self.action_horizon if with_actions else 0)
+        keys, values = [], []
+        for prefix_k, prefix_v in zip(cache.keys, cache.values):
+            batch, heads, prefix_len, head_dim = prefix_k.shape
+            for prefix, buffers in ((prefix_k, keys), (prefix_v, values)):
+                buffer = prefix.new_empty(batch, heads, prefix_len + tokens, head_dim)
+                buffer[:, :, :prefix_len] = prefix
+                buffers.append(buffer)
+        allowed = self.attention_mask(cache.mask, with_actions)
+        dtype = cache.keys[0].dtype
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+        bias.masked_fill_(~allowed, torch.finfo(dtype).min)
+        sampling = SamplingBuffers(keys, values, bias, with_actions)
+        return PrefixCache(cache.keys, cache.values, cache.mask, sampling)
+
     def attention_mask(self, prefix_mask: torch.Tensor, with_actions: bool) -> torch.Tensor:
         """Boolean (B, 1, T, N + T) mask, True = may attend (see the module docstring)."""
         batch, prefix_len = prefix_mask.shape
@@ -147,12 +185,21 @@ class UnifiedActionExpert(nn.Module):
             tokens.append(self.action_in(actions.to(dtype)) + self.action_pos)
         x = torch.cat(tokens, dim=1)  # (B, K + H, D)
         cond = self.time_mlp(timestep_embedding(t, self.dim).to(dtype))  # (B, D)
-        mask = self.attention_mask(cache.mask, actions is not None)
-        for block, k, v in zip(self.blocks, cache.keys, cache.values):
-            if self.activation_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, cond, k, v, mask, use_reentrant=False)
-            else:
-                x = block(x, cond, k, v, mask)
+        sampling = cache.sampling
+        if sampling is not None and not torch.is_grad_enabled():
+            if sampling.with_actions != (actions is not None):
+                raise ValueError("these sampling buffers were built for another token layout")
+            for block, k, v, key_buffer, value_buffer in zip(
+                self.blocks, cache.keys, cache.values, sampling.keys, sampling.values
+            ):
+                x = block(x, cond, k, v, sampling.bias, key_buffer, value_buffer)
+        else:
+            mask = self.attention_mask(cache.mask, actions is not None)
+            for block, k, v in zip(self.blocks, cache.keys, cache.values):
+                if self.activation_checkpointing and torch.is_grad_enabled():
+                    x = checkpoint(block, x, cond, k, v, mask, use_reentrant=False)
+                else:
+                    x = block(x, cond, k, v, mask)
         shift, scale = self.final_adaln(cond).chunk(2, dim=-1)
         x = modulate(self.final_norm(x), shift, scale)
         plan_velocity = self.plan_out(x[:, : self.plan_tokens])

@@ -140,6 +140,8 @@ class RotVLA(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Denoise from ``noise`` (see ``initial_noise``) reusing ``cache`` at every step ->
         plan (B, K, n, n) on SO(n), normalised actions (B, H, A) or None."""
+        if cache.sampling is None:
+            cache = self.expert.for_sampling(cache, self.with_actions)
 
         def velocity(xs, t):
             plan_v, action_v = self.expert(xs[0], xs[1] if self.with_actions else None, t, cache)
