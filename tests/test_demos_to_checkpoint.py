@@ -322,8 +322,9 @@ def test_two_processes_train_exactly_as_one_on_the_same_global_batch(dataset, tm
     start = {k: v.clone() for k, v in one.model.state_dict().items()}
     one.run()
     two = RotVLAPolicy.from_pretrained(tmp_path / "two" / "last", device="cpu", dtype="float32").model.state_dict()
-    moved = max((v - start[k]).abs().max().item() for k, v in one.model.state_dict().items())
-    differ = max((v - two[k]).abs().max().item() for k, v in one.model.state_dict().items())
+    weights = {k: v for k, v in one.model.state_dict().items() if v.numel()}
+    moved = max((v - start[k]).abs().max().item() for k, v in weights.items())
+    differ = max((v - two[k]).abs().max().item() for k, v in weights.items())
     assert moved > 1e-3 and differ < 1e-2 * moved, (moved, differ)
 
 
@@ -429,14 +430,15 @@ def test_pretrained_backbones_come_from_local_directories_and_stage3_inherits_st
     """Issue 14: Stage I freezes the DINOv2 of ``dino_path`` (its architecture, its weights),
     Stage II starts from the InternVL of ``vlm_path`` with its tokenizer, and Stage III takes
     exactly the Stage II model: backbone, tokenizer and every weight (none silently dropped)."""
-    from safetensors.torch import load_file
-
     root, _ = dataset
     dino, vlm = pretrained_dirs
     common = dict(dataset=str(root), preset="tiny", batch_size=2, device="cpu", num_workers=0, save_every=1)
     lam = Trainer(load_config("stage1", output=str(tmp_path / "lam"), steps=1, dino_path=str(dino), **common))
     assert lam.model.config.dino.hidden_size == 24
-    saved_dino = load_file(dino / "model.safetensors")
+    from transformers import Dinov2Model
+
+    saved_dino = Dinov2Model.from_pretrained(dino).state_dict()
+    assert saved_dino.keys() == lam.model.dino.state_dict().keys()
     for name, tensor in lam.model.dino.state_dict().items():
         assert torch.equal(tensor, saved_dino[name]), name
     lam.run()

@@ -42,7 +42,10 @@ class DinoConfig:
     num_attention_heads: int = 12
     intermediate_size: int = 3072
     patch_size: int = 14
-    image_size: int = 224
+    image_size: int = 224  # frames are fed at this size
+    # The size its position embeddings were trained for (0: image_size); other sizes interpolate
+    # them (a pretrained DINOv2's table is for 518 px, the LAM takes 224 px frames).
+    position_image_size: int = 0
 
 
 @dataclass

@@ -49,6 +49,7 @@ def pretrained_dino_config(path: str, image_size: int) -> DinoConfig:
         intermediate_size=hf.intermediate_size,
         patch_size=hf.patch_size,
         image_size=image_size,
+        position_image_size=hf.image_size,
     )
 
 
@@ -65,7 +66,7 @@ def build_dino(config) -> nn.Module:
                 num_attention_heads=config.num_attention_heads,
                 intermediate_size=config.intermediate_size,
                 patch_size=config.patch_size,
-                image_size=config.image_size,
+                image_size=config.position_image_size or config.image_size,
             )
         )
     model.requires_grad_(False)

@@ -290,8 +290,10 @@ class Trainer:
             self.module = torch.nn.parallel.DistributedDataParallel(
                 LossModule(self.model),
                 device_ids=[self.local_rank] if self.device.type == "cuda" else None,
-                # Stage II trains the plan alone: the expert's action layers get no gradient.
-                find_unused_parameters=self.stage == "stage2",
+                # Layers with no part in the loss: the expert's action layers in Stage II (the
+                # plan alone), its (empty) plan layers in a Stage III without the planner.
+                find_unused_parameters=self.stage == "stage2"
+                or (self.stage == "stage3" and not self.model.config.plan_tokens),
             )
 
     def _initialise_from(self, source: RotVLA, checkpoint: Path) -> None:
@@ -506,6 +508,8 @@ class Trainer:
                 self._check_replicas_agree()
                 if self.rank == 0:
                     self.save()
+        if self.world > 1:  # every process returns once the last checkpoint is written
+            torch.distributed.barrier()
 
     def _check_replicas_agree(self) -> None:
         """Every process must hold the same weights (DDP keeps them so); a checkpoint of one
