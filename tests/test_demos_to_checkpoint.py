@@ -554,11 +554,14 @@ def test_recorded_actions_replayed_through_the_controller_retrace_the_recorded_p
     reader = LeRobotV3Dataset(root)
     for index, row in reader.episodes.items():
         seed = seeds[row["source"]]
+        # The mean over the episode is the measure: a good replay stays under a millimetre on
+        # average (0.56-0.70 mm over 13 recorded episodes), a step early or late costs ~5 mm,
+        # while the largest single deviation of a good replay varies with contacts (1.6-6.2 mm).
         kept = replay_episode(reader, index, "block_to_plate", seed)
-        assert kept["max"] < 0.004 and kept["mean"] < 0.001, kept
+        assert kept["mean"] < 0.001 and kept["max"] < 0.01, kept
         for shift in (-1, 1):  # a step early or late: what a broken alignment would cost
             broken = replay_episode(reader, index, "block_to_plate", seed, time_shift_steps=shift)
-            assert broken["max"] > 0.005 and broken["mean"] > 1.5 * kept["mean"], (shift, broken, kept)
+            assert broken["mean"] > max(3 * kept["mean"], 0.0025), (shift, broken, kept)
 
 
 @pytest.mark.timeout(600)
