@@ -54,8 +54,9 @@ def _actions(context):
     from ament_index_python.packages import get_package_share_directory
     from launch_ros.actions import Node, PushRosNamespace
 
+    from rotvla_common.action_space import CAMERA_NAMES
     from rotvla_common.topics import CLOCK, normalise_namespace
-    from rotvla_ros.bringup import CAMERAS, RECORD_TOPICS, SystemArgs, node_set, parameter_files, realsense_arguments
+    from rotvla_ros.bringup import RECORD_TOPICS, SystemArgs, node_set, parameter_files, realsense_arguments
 
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     args = SystemArgs(
@@ -67,7 +68,7 @@ def _actions(context):
         seed=int(value("seed")),
         expert=_truthy(value("expert")),
         record_episodes=_truthy(value("record")),
-        camera_serials={c: value(f"{c}_serial") for c in CAMERAS},
+        camera_serials={c: value(f"{c}_serial") for c in CAMERA_NAMES},
         can_ports={arm: value(f"{arm}_can") for arm in ("left", "right") if value(f"{arm}_can")},
         namespace=normalise_namespace(value("namespace")),
     )
@@ -98,7 +99,7 @@ def _actions(context):
             )
     if not args.sim:
         rs_launch = Path(get_package_share_directory("realsense2_camera")) / "launch" / "rs_launch.py"
-        for camera in CAMERAS:
+        for camera in CAMERA_NAMES:
             include = IncludeLaunchDescription(
                 PythonLaunchDescriptionSource(str(rs_launch)),
                 launch_arguments=realsense_arguments(camera, args.camera_serials.get(camera, "")).items(),

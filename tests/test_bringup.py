@@ -142,6 +142,18 @@ def _declared_launch_arguments() -> set[str]:
     raise AssertionError("no ARGUMENTS in the launch file")
 
 
+def test_every_name_the_launch_file_imports_from_the_workspace_exists():
+    """The launch file runs only under launch_ros (not installable here): at least every name it
+    takes from our packages must exist, or `ros2 launch` fails at once (it imported a CAMERAS
+    that a refactoring had moved to rotvla_common.action_space)."""
+    missing = []
+    for node in ast.walk(ast.parse(LAUNCH_FILE.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0].startswith("rotvla"):
+            module = importlib.import_module(node.module)
+            missing += [f"{node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)]
+    assert not missing, missing
+
+
 def test_the_launch_file_and_the_runner_share_one_node_set():
     """Where launch_ros is importable the launch file is expanded for real and its nodes
     compared with the description; everywhere, the file must build its nodes from the shared
