@@ -55,7 +55,7 @@ def _actions(context):
     from launch_ros.actions import Node, PushRosNamespace
 
     from rotvla_common.action_space import CAMERA_NAMES
-    from rotvla_common.topics import CLOCK, normalise_namespace
+    from rotvla_common.topics import cell_ros_arguments, normalise_namespace
     from rotvla_ros.bringup import RECORD_TOPICS, SystemArgs, node_set, parameter_files, realsense_arguments
 
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
@@ -72,8 +72,6 @@ def _actions(context):
         can_ports={arm: value(f"{arm}_can") for arm in ("left", "right") if value(f"{arm}_can")},
         namespace=normalise_namespace(value("namespace")),
     )
-    # As rotvla_common.topics.cell_ros_arguments: the cell's nodes in its namespace, on its clock.
-    cell = {"namespace": args.namespace, "remappings": [(CLOCK, args.namespace + CLOCK)]} if args.namespace else {}
     share = Path(get_package_share_directory("rotvla_ros"))
     files = [str(f) for f in parameter_files(share / "config", args)]
     actions = []
@@ -85,7 +83,7 @@ def _actions(context):
             output="screen",
             parameters=[*files, spec.parameters],
             emulate_tty=True,
-            **cell,
+            ros_arguments=cell_ros_arguments(args.namespace),  # the cell's namespace and clock
         )
         actions.append(node)
         if spec.required:

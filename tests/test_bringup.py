@@ -2,6 +2,7 @@
 another process; the launch file and the runner share one description of the node set."""
 
 import ast
+import functools
 import importlib.util
 import signal
 import sys
@@ -10,6 +11,7 @@ import time
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
+from conftest import spin_until as spin_until_on
 
 pytest.importorskip("rclpy")
 
@@ -293,11 +295,7 @@ def test_two_simulated_cells_under_two_namespaces_do_not_see_each_other(rclpy_co
     executor = SingleThreadedExecutor()
     executor.add_node(node)
 
-    def spin_until(predicate, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not predicate():
-            executor.spin_once(timeout_sec=0.05)
-        return predicate()
+    spin_until = functools.partial(spin_until_on, executor)
 
     def logs():
         return "\n".join(f"--- {cell}\n" + "".join(r.lines[-20:]) for cell, r in runners.items())

@@ -44,7 +44,7 @@ from arx_r5_driver.kinematics import ArmKinematics
 
 from ..ingest.images import fill_image
 from ..sim.experts import ScriptedExpert
-from ..sim.scene import ArmMount, SceneConfig
+from ..sim.scene import scene_of
 from ..sim.world import SimWorld
 from .common import OK, RELIABLE_QOS, SENSOR_QOS, WARN, declare, diagnostic_array, run_node, to_time
 
@@ -71,14 +71,11 @@ class SimNode(Node):
         expert = p("expert", False, "Run the task's scripted expert on /rotvla/teleop/joint_targets.", read_only=True)
         expert_delay = p("expert_delay", 1.0, "Sim seconds before the expert starts.", read_only=True)
 
-        mounts = []
-        for arm in p("arms", PARAMETERS["arms"][0], "Arms of the cell.", read_only=True):
-            base_xyz, base_rpy = (
-                p(f"{arm}.{key}", ARM_PARAMETERS[key][0], ARM_PARAMETERS[key][1], read_only=True)
-                for key in ("base_xyz", "base_rpy")
-            )
-            mounts.append(ArmMount(arm, tuple(base_xyz), tuple(base_rpy)))
-        self.task, self.seed, self.scene_config = task, seed, SceneConfig(arms=mounts)
+        mounts = {"arms": p("arms", PARAMETERS["arms"][0], "Arms of the cell.", read_only=True)}
+        for arm in mounts["arms"]:
+            for key in ("base_xyz", "base_rpy"):
+                mounts[f"{arm}.{key}"] = p(f"{arm}.{key}", *ARM_PARAMETERS[key], read_only=True)
+        self.task, self.seed, self.scene_config = task, seed, scene_of(mounts)
         self.expert_enabled, self.expert_delay = expert, expert_delay
         self.world = SimWorld(task, seed, self.scene_config)
         self.instruction = self.world.scene.instruction

@@ -57,7 +57,7 @@ class ArmMount:
 
 @dataclass
 class SceneConfig:
-    arms: list[ArmMount]  # the robot's, from its parameter files: from_parameters / of_robot
+    arms: list[ArmMount]  # the robot's, from its parameter files: scene_of / robot_scene
     timestep: float = 0.002
     head_camera: tuple[tuple[float, float, float], tuple[float, float, float]] = ((-0.25, 0.0, 0.75), (0.38, 0.0, 0.0))
     camera_fovy: float = 58.0  # the D405's vertical field of view, degrees

@@ -362,13 +362,10 @@ class Trainer:
         return warm * 0.5 * (1 + math.cos(math.pi * progress))
 
     def _apply_group_scales(self) -> None:
-        """X-VLA: the VLM is frozen (lr 0) during the action expert's warm-up, then learns at
-        ``vlm_lr_scale`` of the rate; the scheduler's factor applies to both."""
+        """X-VLA: after the action expert's warm-up (the VLM frozen: ``_freeze_vlm``), the VLM
+        learns at ``vlm_lr_scale`` of the rate; the scheduler's factor applies to both."""
         for group in self.optimizer.param_groups:
-            scale = group.get("lr_scale", 1.0)
-            if group.get("name") == "vlm" and self.step < self.config.warmup_steps:
-                scale = 0.0
-            group["lr"] = self.config.lr * scale * self._lr_factor(self.step)
+            group["lr"] = self.config.lr * group.get("lr_scale", 1.0) * self._lr_factor(self.step)
 
     # -- data -----------------------------------------------------------------------------
 
