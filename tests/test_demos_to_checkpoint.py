@@ -249,7 +249,9 @@ def test_each_stage_trains_under_torchrun_on_two_processes_and_resumes_on_one(da
     DDP (the trainer checks at every save that the processes' weights are identical, which they
     are not when gradients go unsynchronised), Stage II's unused action layers are allowed, the
     batch is the whole step's and micro-batches accumulate; a run saved by two processes resumes
-    on one."""
+    on one. Each process ends its group only once no DDP wrapper holds it (a leaked wrapper
+    aborted a process at exit in CI, about one run in fifteen; the trainer now fails every time
+    instead)."""
     root, _ = dataset
     runs = tmp_path / "runs"
     data = ("--dataset", str(root), "--batch-size", "4", "--steps", "2", "--save-every", "2")

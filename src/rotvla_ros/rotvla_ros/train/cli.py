@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
 import yaml
 
 from .config import STAGES, load_config
@@ -88,8 +87,7 @@ def main(argv=None) -> int:
     try:
         trainer.run()
     finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        trainer.close()
     return 0
 
 

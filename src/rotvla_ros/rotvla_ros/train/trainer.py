@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 from copy import deepcopy as copy_module
 import math
@@ -507,6 +508,21 @@ class Trainer:
                     self.save()
         if self.world > 1:  # every process returns once the last checkpoint is written
             torch.distributed.barrier()
+
+    def close(self) -> None:
+        """End the process group, after every DistributedDataParallel wrapper is gone. A wrapper
+        keeps its group alive past destroy_process_group; the group then dies while the
+        interpreter shuts down, and a gloo worker thread that reaches for the GIL there aborts
+        the process ("terminate called without an active exception", seen in CI). Raises if a
+        wrapper is still referenced, so that the crash cannot come back as a rare flake."""
+        if not torch.distributed.is_initialized():
+            return
+        self.module = LossModule(self.model)
+        gc.collect()  # the wrappers replaced when the warm-up ends sit in reference cycles
+        left = sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())
+        torch.distributed.destroy_process_group()
+        if left:
+            raise RuntimeError(f"{left} DistributedDataParallel wrapper(s) outlive the process group")
 
     def _check_replicas_agree(self) -> None:
         """Every process must hold the same weights (DDP keeps them so); a checkpoint of one
