@@ -152,12 +152,15 @@ def _bad_checkpoints(root, tmp_path):
     return [(tmp_path / "missing", "not found"), (corrupt, "corrupt"), (incompatible, "does not match the robot")]
 
 
+@pytest.mark.parametrize("inference_mode", ["eager", "compile"])
 def test_live_swap_while_observations_stream_then_failed_swaps_keep_the_old_model(
-    ros, checkpoints, tmp_path, peer_factory
+    ros, checkpoints, tmp_path, peer_factory, inference_mode
 ):
     """Deployed layout: the node in a process of its own, observations streamed at the policy
     rate by another light process that also times the chunks; this process only calls the
-    service."""
+    service. With the fast path (``compile``: the CPU's form of it; ``graph`` needs CUDA) the
+    new checkpoint is compiled on the loader thread, within its warm-up, while the old one
+    serves, and serves from its first chunk on the fast path."""
     import sys
 
     from conftest import TESTS_DIR
@@ -177,10 +180,12 @@ def test_live_swap_while_observations_stream_then_failed_swaps_keep_the_old_mode
         "max_observation_age:=1.0",
         "-p",
         "min_swap_interval:=0.0",
+        "-p",
+        f"inference_mode:={inference_mode}",
     )  # swaps in quick succession, each refused for its own reason
     period, seconds = 0.1, 12.0  # the policy rate; the streaming window
     streamer = peer_factory(TESTS_DIR / "peers" / "observation_streamer.py", str(1 / period), str(seconds))
-    streamer.wait_ready(timeout=60)
+    streamer.wait_ready(timeout=60 if inference_mode == "eager" else 240)  # a cold compile: ~40 s here
     driver = Driver(ros)
     time.sleep(0.5)
     phases = {"swap": time.monotonic()}
@@ -189,6 +194,7 @@ def test_live_swap_while_observations_stream_then_failed_swaps_keep_the_old_mode
     assert reply.success, reply.message
     assert reply.checkpoint_id == ids["tiny-b"] and reply.previous_checkpoint_id == ids["tiny-a"]
     assert reply.load_seconds > 0 and reply.warmup_seconds > 0
+    assert ("compiled in" in reply.message) == (inference_mode == "compile"), reply.message
     time.sleep(1.0)
     phases["failures"] = time.monotonic()
     for path, reason in bad:  # each refused with its reason while tiny-b keeps serving
@@ -215,6 +221,9 @@ def test_live_swap_while_observations_stream_then_failed_swaps_keep_the_old_mode
     )
     first_b = chunk_ids.index(ids["tiny-b"])
     assert set(chunk_ids[:first_b]) == {ids["tiny-a"]} and set(chunk_ids[first_b:]) == {ids["tiny-b"]}
+    # The eager path times each denoising step; the fast path its whole loop, as one stage.
+    per_step = {any(s.startswith("denoise_step_") for s in r["stages"]) for r in records}
+    assert per_step == {inference_mode == "eager"}
     assert wait_for(
         lambda: any({kv.key: kv.value for kv in s.values}.get("failed_swaps") == "3" for s in driver.diagnostics), 5
     )

@@ -32,7 +32,9 @@ def main():
     node.create_subscription(
         ActionChunk,
         "/rotvla/action_chunk",
-        lambda m: chunks.append((time.monotonic(), m.observation_sequence, m.checkpoint_id)),
+        lambda m: chunks.append(
+            (time.monotonic(), m.observation_sequence, m.checkpoint_id, sorted(t.stage for t in m.timings))
+        ),
         50,
     )
     rng = np.random.default_rng(0)
@@ -61,8 +63,9 @@ def main():
         if chunks and deadline is None:
             print("ready", flush=True)
             deadline = time.monotonic() + seconds
-    for arrival, observation_sequence, checkpoint_id in chunks:
-        print(json.dumps({"t": arrival, "seq": observation_sequence, "id": checkpoint_id}), flush=True)
+    for arrival, observation_sequence, checkpoint_id, stages in chunks:
+        record = {"t": arrival, "seq": observation_sequence, "id": checkpoint_id, "stages": stages}
+        print(json.dumps(record), flush=True)
     print("done", flush=True)
     node.destroy_node()
     rclpy.try_shutdown()

@@ -60,15 +60,15 @@ class RotVLA(nn.Module):
     def with_actions(self) -> bool:
         return self.config.mode == "stage3"
 
-    def encode_prefix(
+    def prefix_features(
         self,
         images: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         state: torch.Tensor | None = None,
-    ) -> PrefixCache:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, V, 3, H, W) in [0, 1], state (B, A) normalised (``use_state``) -> the
-        expert's per-block prefix keys/values."""
+        vision-language prefix (B, N, C) and its mask (B, N), True = valid."""
         prefix, mask = self.backbone(images, input_ids, attention_mask)  # (B, N, C), (B, N)
         if self.state_in is not None:
             if state is None:
@@ -76,7 +76,17 @@ class RotVLA(nn.Module):
             token = self.state_in(state.to(prefix.dtype))[:, None]  # (B, 1, C)
             prefix = torch.cat([prefix, token], dim=1)  # (B, N + 1, C)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        return self.expert.prefix_cache(prefix, mask)
+        return prefix, mask
+
+    def encode_prefix(
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        state: torch.Tensor | None = None,
+    ) -> PrefixCache:
+        """``prefix_features`` projected to the expert's per-block keys/values."""
+        return self.expert.prefix_cache(*self.prefix_features(images, input_ids, attention_mask, state))
 
     def loss(
         self,
@@ -132,14 +142,16 @@ class RotVLA(nn.Module):
         return [torch.randn(shape, generator=generator, device=device) for shape in shapes]
 
     @torch.no_grad()
-    def sample(
+    def denoise(
         self,
         cache: PrefixCache,
         noise: list[torch.Tensor],
         on_step: Callable[[int], None] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Denoise from ``noise`` (see ``initial_noise``) reusing ``cache`` at every step ->
-        plan (B, K, n, n) on SO(n), normalised actions (B, H, A) or None."""
+    ) -> list[torch.Tensor]:
+        """Integrate the flow from ``noise`` (see ``initial_noise``), reusing ``cache`` at every
+        step -> [plan (B, K, n*n), actions (B, H, A) normalised (Stage III)] in float32, the
+        plan not yet projected onto SO(n). Static shapes and no host synchronisation (without
+        ``on_step``): what ``rotvla_ros.model.fast_sampling`` captures as one CUDA graph."""
         if cache.sampling is None:
             cache = self.expert.for_sampling(cache, self.with_actions)
 
@@ -147,9 +159,33 @@ class RotVLA(nn.Module):
             plan_v, action_v = self.expert(xs[0], xs[1] if self.with_actions else None, t, cache)
             return [plan_v.to(xs[0].dtype)] + ([action_v.to(xs[1].dtype)] if self.with_actions else [])
 
-        xs = euler_sample(velocity, noise, self.config.flow.num_steps, on_step)
+        return euler_sample(velocity, noise, self.config.flow.num_steps, on_step)
+
+    def project_plan(self, plan: torch.Tensor) -> torch.Tensor:
+        """A denoised plan (B, K, n*n) -> (B, K, n, n) on SO(n)."""
         n = self.config.latent_dim
-        plan = xs[0].unflatten(-1, (n, n))  # (B, K, n, n)
-        if plan.shape[1]:
-            plan = project_to_so_n(plan)
-        return plan, (xs[1] if self.with_actions else None)
+        plan = plan.unflatten(-1, (n, n))  # (B, K, n, n)
+        return project_to_so_n(plan) if plan.shape[1] else plan
+
+    @torch.no_grad()
+    def sample(
+        self,
+        cache: PrefixCache,
+        noise: list[torch.Tensor],
+        on_step: Callable[[int], None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``denoise`` -> plan (B, K, n, n) on SO(n), normalised actions (B, H, A) or None."""
+        xs = self.denoise(cache, noise, on_step)
+        return self.project_plan(xs[0]), (xs[1] if self.with_actions else None)
+
+
+def open_zero_gates(model: RotVLA, std: float = 0.2) -> RotVLA:
+    """Random weights for comparing two inference paths: adaLN-Zero starts every expert block
+    as the identity (its gates are zero), so that a fresh model's chunk depends on the noise
+    alone and any two paths agree whatever they do to the prefix. Draws those zeros from
+    N(0, std) instead, in place; returns ``model``."""
+    with torch.no_grad():
+        for parameter in model.expert.parameters():
+            if not parameter.any():
+                parameter.normal_(0.0, std)
+    return model

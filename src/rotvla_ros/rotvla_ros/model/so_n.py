@@ -63,13 +63,12 @@ class _ProjectToSOn(torch.autograd.Function):
 def project_to_so_n(m: torch.Tensor) -> torch.Tensor:
     """Closest rotation to each (..., n, n) matrix in Frobenius norm, in float32 (float64 if
     the input is float64), whatever the autocast state. A matrix with NaN/inf projects to
-    all-NaN (the SVD would raise), so that callers' finiteness checks see it."""
+    all-NaN (the SVD would raise), so that callers' finiteness checks see it. No branch on
+    the data: no host synchronisation."""
     compute_dtype = torch.float64 if m.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=m.device.type, enabled=False):
         m = m.to(compute_dtype)
         finite = torch.isfinite(m).all(dim=-1).all(dim=-1)  # (...,)
-        if bool(finite.all()):
-            return _ProjectToSOn.apply(m)
         eye = torch.eye(m.shape[-1], dtype=compute_dtype, device=m.device)
         r = _ProjectToSOn.apply(torch.where(finite[..., None, None], m, eye))
         return torch.where(finite[..., None, None], r, torch.full_like(r, float("nan")))

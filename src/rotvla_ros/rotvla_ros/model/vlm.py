@@ -102,11 +102,13 @@ class VisionLanguageBackbone(nn.Module):
         self.register_buffer("image_mean", torch.tensor(IMAGE_MEAN).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 1, 3, 1, 1), persistent=False)
 
-    def tokenize(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Instructions -> right-padded ids (B, L) and attention mask (B, L)."""
+    def tokenize(self, instructions: list[str], pad_to_limit: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Instructions -> right-padded ids (B, L) and attention mask (B, L); L is the longest
+        instruction's length, or ``max_instruction_tokens`` with ``pad_to_limit`` (static
+        shapes for a captured graph; the padding is masked, so the prefix is the same)."""
         limit = self.config.max_instruction_tokens
         encoded = [self.tokenizer.encode(text)[:limit] or [self.pad_token_id] for text in instructions]
-        length = max(len(ids) for ids in encoded)
+        length = limit if pad_to_limit else max(len(ids) for ids in encoded)
         ids = torch.full((len(encoded), length), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(encoded), length), dtype=torch.long)
         for row, tokens in enumerate(encoded):

@@ -167,6 +167,15 @@ class PolicyNode(Node):
         )
         self.seed = p("seed", -1, "Seed of the sampled noise per chunk (-1: random).")
         self.warmup_passes = p("warmup_passes", 2, "Warm-up predictions before a checkpoint serves.")
+        self.inference_mode = (
+            p(
+                "inference_mode",
+                "",
+                "eager, graph (CUDA: the denoising loop as one CUDA graph) or compile "
+                "(torch.compile); empty: graph on CUDA, eager on CPU. Captured/compiled at load.",
+            )
+            or None
+        )
         self.min_swap_interval = p(
             "min_swap_interval",
             1.0,
@@ -261,7 +270,11 @@ class PolicyNode(Node):
         try:
             started = time.perf_counter()
             candidate = RotVLAPolicy.from_pretrained(
-                path, device=device, dtype=dtype, expected_action_names=self.action_names
+                path,
+                device=device,
+                dtype=dtype,
+                expected_action_names=self.action_names,
+                inference_mode=self.inference_mode,
             )
             deployment = Contract(
                 self.step_period, self.image_size or candidate.config.image_size, self.camera_names, self.action_names
@@ -270,7 +283,9 @@ class PolicyNode(Node):
             if mismatches:
                 raise CheckpointError(f"{path} was trained for another deployment: {'; '.join(mismatches)}")
             loaded = time.perf_counter()
-            pending = _PendingSwap(candidate, self.warmup_passes)
+            # The capture/compile runs here, on the loader thread, while the old checkpoint serves.
+            prepared = candidate.prepare()
+            pending = _PendingSwap(candidate, self.warmup_passes, seconds=prepared)
             with self._lock:
                 self._pending = pending
                 self._lock.notify()
@@ -280,6 +295,9 @@ class PolicyNode(Node):
             self.counters.swaps += 1
             self._last_swap = time.monotonic()
             message = f"serving {candidate.checkpoint_id} on {device} (was {previous or 'none'})"
+            if candidate.sampler is not None:
+                verb = "compiled" if candidate.inference_mode == "compile" else "captured"
+                message += f"; its {candidate.inference_mode} path {verb} in {prepared:.2f} s"
             return LoadResult(True, message, previous, loaded - started, pending.seconds)
         except Exception as error:  # whatever a file from outside makes fail: refused, never the node's end
             self.counters.failed_swaps += 1

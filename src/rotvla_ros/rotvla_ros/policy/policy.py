@@ -24,6 +24,8 @@ from rotvla_common.contract import Contract, prepare_image
 from rotvla_common.action_space import ROT6D_FIELDS
 
 from ..model.config import RotVLAConfig
+from ..model.fast_sampling import MODES as INFERENCE_MODES
+from ..model.fast_sampling import ChunkSampler
 from ..model.rotvla import RotVLA
 from ..model.so_n import matrix_to_rot6d, rot6d_to_matrix
 from .checkpoint import CheckpointError, checkpoint_id, load_checkpoint, save_checkpoint
@@ -51,6 +53,12 @@ class PolicyOutput:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_inference_mode(device: torch.device) -> str:
+    """A CUDA graph of the denoising loop on GPUs; the plain reference path on CPUs (where
+    launches cost little and compiling costs the node's start tens of seconds)."""
+    return "graph" if device.type == "cuda" else "eager"
 
 
 def usable_device(name: str) -> torch.device:
@@ -107,7 +115,9 @@ class StageTimer:
             self.marks[-1][1].synchronize()
         elapsed = (lambda a, b: a.elapsed_time(b) / 1e3) if self.cuda else (lambda a, b: b - a)
         timings = {name: elapsed(a, b) for (_, a), (name, b) in zip(self.marks, self.marks[1:])}
-        timings["denoise"] = sum(v for k, v in timings.items() if k.startswith("denoise_step_"))
+        steps = [v for k, v in timings.items() if k.startswith("denoise_step_")]
+        if steps:  # the fast path times its denoising as one stage
+            timings["denoise"] = sum(steps)
         timings["total"] = elapsed(self.marks[0][1], self.marks[-1][1])
         return timings
 
@@ -121,7 +131,11 @@ class RotVLAPolicy:
         dtype: str | None = None,
         checkpoint: str = "",
         state_normalizer: ActionNormalizer | None = None,
+        inference_mode: str | None = None,
     ):
+        """``inference_mode``: ``eager`` (the reference path, a timing per denoising step),
+        ``graph`` (CUDA: the denoising loop replayed as one CUDA graph) or ``compile``
+        (torch.compile); see ``rotvla_ros.model.fast_sampling``. Default: graph on CUDA."""
         self.config: RotVLAConfig = model.config
         if normalizer.names != tuple(self.config.action_names):
             raise ValueError("normaliser and model disagree on the action names")
@@ -137,6 +151,18 @@ class RotVLAPolicy:
         self.state_normalizer = state_normalizer if self.config.use_state else None
         self.checkpoint_id = checkpoint
         self._rot6d = rot6d_slices(self.config.action_names)
+        self.inference_mode = inference_mode or default_inference_mode(self.device)
+        if self.inference_mode not in INFERENCE_MODES:
+            raise ValueError(f"unknown inference mode {self.inference_mode!r} (one of {INFERENCE_MODES})")
+        self.sampler: ChunkSampler | None = None
+        if self.inference_mode != "eager":
+            # Static shapes: the instruction is padded to its longest (masked, so the same chunk).
+            prefix_len = (
+                len(self.config.camera_names) * self.model.backbone.tokens_per_image
+                + self.config.vlm.max_instruction_tokens
+                + int(self.config.use_state)
+            )
+            self.sampler = ChunkSampler(self.model, prefix_len, self.inference_mode)
 
     # -- construction and I/O -------------------------------------------------------------
 
@@ -160,6 +186,7 @@ class RotVLAPolicy:
         device: str | None = None,
         dtype: str | None = None,
         expected_action_names: tuple[str, ...] | None = None,
+        inference_mode: str | None = None,
     ) -> "RotVLAPolicy":
         """Load a checkpoint directory; raises ``CheckpointError`` with the reason."""
         model, normalizer, state_normalizer = load_checkpoint(Path(path), expected_action_names)
@@ -171,6 +198,7 @@ class RotVLAPolicy:
                 dtype=dtype,
                 checkpoint=checkpoint_id(Path(path)),
                 state_normalizer=state_normalizer,
+                inference_mode=inference_mode,
             )
         except (ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path}: {error}") from error
@@ -201,7 +229,9 @@ class RotVLAPolicy:
             views.append(np.ascontiguousarray(prepare_image(image, self.config.image_size)))
         pixels = torch.from_numpy(np.stack(views)).to(self.device).permute(0, 3, 1, 2)[None]  # (1, V, 3, S, S)
         pixels = (pixels.float() / 255.0).to(self.dtype)
-        ids, mask = self.model.backbone.tokenize([str(observation.get("instruction", ""))])
+        ids, mask = self.model.backbone.tokenize(
+            [str(observation.get("instruction", ""))], pad_to_limit=self.sampler is not None
+        )
         state = None
         if self.state_normalizer is not None:
             raw = np.asarray(observation.get("state", ()), dtype=np.float64)
@@ -226,15 +256,23 @@ class RotVLAPolicy:
         timer = StageTimer(self.device)
         pixels, ids, mask, state = self.preprocess(observation)
         timer.lap("preprocess")
-        cache = self.model.encode_prefix(pixels, ids, mask, state)
+        prefix, prefix_mask = self.model.prefix_features(pixels, ids, mask, state)  # (1, N, C), (1, N)
         timer.lap("vl_prefix")
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         noise = self.model.initial_noise(1, self.device, generator)  # float32: see euler_sample
-        plan, actions = self.model.sample(cache, noise, on_step=lambda i: timer.lap(f"denoise_step_{i}"))
-        if actions is None:
+        if not self.model.with_actions:
             raise RuntimeError("a stage2 (latent-only) checkpoint predicts no robot actions")
-        # The chunk's one wait for the device: both results come to the host together.
-        actions, plan = (x[0].float().cpu() for x in (actions, plan))  # (H, A), (K, n, n)
+        if self.sampler is not None:
+            self.prepare()  # a no-op once prepared (at load, or by the warm-up's first pass)
+            plan, actions = self.sampler(prefix, prefix_mask, noise)
+            timer.lap("denoise")
+        else:
+            cache = self.model.expert.prefix_cache(prefix, prefix_mask)
+            plan, actions = self.model.denoise(cache, noise, on_step=lambda i: timer.lap(f"denoise_step_{i}"))
+        # The chunk's one wait for the device: both results come to the host together. The
+        # plan's projection onto SO(n) (an SVD of a few 4x4s) is done there, off the device.
+        actions, plan = (x[0].float().cpu() for x in (actions, plan))  # (H, A), (K, n*n)
+        plan = self.model.project_plan(plan[None])[0]  # (K, n, n)
         if not (torch.isfinite(actions).all() and torch.isfinite(plan).all()):
             raise NonFiniteOutputError(f"checkpoint {self.checkpoint_id or '<unsaved>'} produced NaN/inf")
         result = PolicyOutput(
@@ -256,10 +294,20 @@ class RotVLAPolicy:
             observation["state"] = self.state_normalizer.mean.copy()
         return observation
 
+    def prepare(self) -> float:
+        """Capture or compile the fast path (``inference_mode``), once; seconds spent. The
+        policy node calls it on its loader thread, so that a swap never stalls serving for it."""
+        if self.sampler is None or self.sampler.ready:
+            return 0.0
+        start = time.perf_counter()
+        self.sampler.prepare()
+        return time.perf_counter() - start
+
     def warmup(self, passes: int = 2) -> float:
-        """Run ``passes`` predictions on a synthetic observation (kernels, allocator, caches);
+        """``prepare``, then run ``passes`` predictions on a synthetic observation (kernels, allocator, caches);
         raises ``NonFiniteOutputError`` if the output is not finite. Returns seconds spent."""
         start = time.perf_counter()
+        self.prepare()
         for i in range(passes):
             self.warmup_pass(i)
         return time.perf_counter() - start
