@@ -1,7 +1,8 @@
 """Issue 16: the fast inference path (``rotvla_ros.model.fast_sampling``) gives the reference
-path's chunks. On the CPU its form is ``compile`` (torch.compile with fullgraph=True: a graph
-break, e.g. a host synchronisation on data, fails the compile); ``graph`` captures the same
-function as a CUDA graph and is checked by benchmarks/gpu_measurements.sh on a GPU."""
+path's chunks. On the CPU its form is ``compile`` (the whole chunk, prefix included, through
+torch.compile with fullgraph=True: a graph break, e.g. a host synchronisation on data, fails
+the compile); ``graph`` captures the same denoising as a CUDA graph and is checked by
+benchmarks/gpu_measurements.sh on a GPU."""
 
 import numpy as np
 import pytest
@@ -48,6 +49,10 @@ def test_the_compiled_path_gives_the_reference_chunks_for_seeds_and_instructions
                 assert np.abs(a.actions - b.actions).max() <= tolerance * max(1.0, np.abs(a.actions).max())
                 assert np.abs(a.plan - b.plan).max() <= tolerance
                 assert "denoise" in b.timings and not any(k.startswith("denoise_step_") for k in b.timings)
+                assert "vl_prefix" not in b.timings  # compile: the prefix is inside the compiled chunk
+    pixels, ids, mask, state = eager.preprocess(eager.dummy_observation("stack the cups"))  # ids unpadded
+    with pytest.raises(ValueError, match="inputs of shape"):
+        fast.sampler(pixels, ids, mask, state, eager.model.initial_noise(1, "cpu"))
 
 
 def test_the_sampler_refuses_what_it_was_not_built_for(reference):
@@ -56,14 +61,9 @@ def test_the_sampler_refuses_what_it_was_not_built_for(reference):
     with pytest.raises(ValueError, match="unknown inference mode"):
         RotVLAPolicy(reference.model, reference.normalizer, device="cpu", inference_mode="fast")
     sampler = ChunkSampler(reference.model, 10, mode="compile")
-    with pytest.raises(ValueError, match="prefix of shape"):
-        sampler(torch.zeros(1, 11, reference.model.backbone.hidden_size), torch.ones(1, 11, dtype=torch.bool), [])
+    pixels, ids, mask, state = reference.preprocess(reference.dummy_observation())
     with pytest.raises(RuntimeError, match="prepare"):
-        sampler(
-            torch.zeros(1, 10, reference.model.backbone.hidden_size),
-            torch.ones(1, 10, dtype=torch.bool),
-            reference.model.initial_noise(1, "cpu"),
-        )
+        sampler(pixels, ids, mask, state, reference.model.initial_noise(1, "cpu"))
 
 
 def test_a_padded_instruction_is_the_same_prefix(reference):

@@ -172,7 +172,8 @@ class PolicyNode(Node):
                 "inference_mode",
                 "",
                 "eager, graph (CUDA: the denoising loop as one CUDA graph) or compile "
-                "(torch.compile); empty: graph on CUDA, eager on CPU. Captured/compiled at load.",
+                "(torch.compile of the whole chunk); empty: graph on CUDA, eager on CPU. "
+                "Captured/compiled at load.",
             )
             or None
         )

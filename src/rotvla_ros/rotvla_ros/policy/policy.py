@@ -135,7 +135,8 @@ class RotVLAPolicy:
     ):
         """``inference_mode``: ``eager`` (the reference path, a timing per denoising step),
         ``graph`` (CUDA: the denoising loop replayed as one CUDA graph) or ``compile``
-        (torch.compile); see ``rotvla_ros.model.fast_sampling``. Default: graph on CUDA."""
+        (torch.compile of the whole chunk); see ``rotvla_ros.model.fast_sampling``. Default: graph
+        on CUDA, eager elsewhere."""
         self.config: RotVLAConfig = model.config
         if normalizer.names != tuple(self.config.action_names):
             raise ValueError("normaliser and model disagree on the action names")
@@ -157,12 +158,7 @@ class RotVLAPolicy:
         self.sampler: ChunkSampler | None = None
         if self.inference_mode != "eager":
             # Static shapes: the instruction is padded to its longest (masked, so the same chunk).
-            prefix_len = (
-                len(self.config.camera_names) * self.model.backbone.tokens_per_image
-                + self.config.vlm.max_instruction_tokens
-                + int(self.config.use_state)
-            )
-            self.sampler = ChunkSampler(self.model, prefix_len, self.inference_mode)
+            self.sampler = ChunkSampler(self.model, self.config.vlm.max_instruction_tokens, self.inference_mode)
 
     # -- construction and I/O -------------------------------------------------------------
 
@@ -256,17 +252,17 @@ class RotVLAPolicy:
         timer = StageTimer(self.device)
         pixels, ids, mask, state = self.preprocess(observation)
         timer.lap("preprocess")
-        prefix, prefix_mask = self.model.prefix_features(pixels, ids, mask, state)  # (1, N, C), (1, N)
-        timer.lap("vl_prefix")
-        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-        noise = self.model.initial_noise(1, self.device, generator)  # float32: see euler_sample
         if not self.model.with_actions:
             raise RuntimeError("a stage2 (latent-only) checkpoint predicts no robot actions")
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        noise = self.model.initial_noise(1, self.device, generator)  # float32: see euler_sample
         if self.sampler is not None:
             self.prepare()  # a no-op once prepared (at load, or by the warm-up's first pass)
-            plan, actions = self.sampler(prefix, prefix_mask, noise)
-            timer.lap("denoise")
+            plan, actions = self.sampler(pixels, ids, mask, state, noise, on_prefix=lambda: timer.lap("vl_prefix"))
+            timer.lap("denoise")  # compile: the prefix is inside this one stage
         else:
+            prefix, prefix_mask = self.model.prefix_features(pixels, ids, mask, state)  # (1, N, C), (1, N)
+            timer.lap("vl_prefix")
             cache = self.model.expert.prefix_cache(prefix, prefix_mask)
             plan, actions = self.model.denoise(cache, noise, on_step=lambda i: timer.lap(f"denoise_step_{i}"))
         # The chunk's one wait for the device: both results come to the host together. The
