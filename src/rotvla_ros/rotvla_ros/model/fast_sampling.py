@@ -6,8 +6,8 @@
 - ``mode="graph"`` (CUDA): the vision-language prefix eagerly, then everything after it (the
   prefix's per-block keys/values, the attention bias, every flow step) replayed as one CUDA
   graph captured once: one launch instead of ~ steps x blocks x kernels. The prefix stays
-  outside: transformers' InternVL forward checks its image tokens with host-synchronising
-  indexing when it runs eagerly, which a capture refuses.
+  outside: run eagerly, transformers' InternVL forward checks its image-token count against
+  the image features on the host (``get_placeholder_mask``), a sync a capture refuses.
 - ``mode="compile"``: the whole chunk, prefix included, through ``torch.compile`` with
   fullgraph=True (a graph break, e.g. a host sync on data, fails the compile; transformers
   skips those checks under dynamo), ``reduce-overhead`` on CUDA (CUDA graphs again), inductor
