@@ -223,6 +223,44 @@ def test_failed_episodes_are_left_out_of_training(dataset):
     assert drawn == set(kept)
 
 
+def test_action_free_video_trains_stage1_and_is_refused_by_stage2_with_the_reason(dataset, tmp_path):
+    """Issue 14, human video: a dataset with no action and no state (the recorded one with both
+    taken out of its parquet files and info.json) trains the LAM; Stage II says why it cannot."""
+    import pyarrow as pa
+
+    root, _ = dataset
+    video_only = tmp_path / "video_only"
+    shutil.copytree(root, video_only)
+    for path in (video_only / "data").rglob("*.parquet"):
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns(["action", "observation.state"]), path)
+        assert "action" not in pa.parquet.read_schema(path).names
+    info = json.loads((video_only / "meta" / "info.json").read_text())
+    del info["features"]["action"], info["features"]["observation.state"]
+    (video_only / "meta" / "info.json").write_text(json.dumps(info))
+    reader = LeRobotV3Dataset(video_only, clip_length=3, clip_camera="head")
+    assert reader.action_names == () and reader.action.shape == (len(reader), 0) and "clip" in reader[0]
+    settings = dict(dataset=str(video_only), preset="tiny", batch_size=4, device="cpu", num_workers=0)
+    stage1 = Trainer(
+        load_config("stage1", REPO_ROOT / "config/train/stage1.yaml", output=str(tmp_path / "lam"), steps=2, **settings)
+    )
+    stage1.run()
+    log = [json.loads(line) for line in (tmp_path / "lam" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log][-1] == 2 and all(np.isfinite(r["loss"]) for r in log)
+    assert (tmp_path / "lam" / "last").is_dir()
+    with pytest.raises(ValueError, match="no actions .action-free video.: it trains Stage I"):
+        Trainer(
+            load_config(
+                "stage2",
+                REPO_ROOT / "config/train/stage2.yaml",
+                output=str(tmp_path / "pre"),
+                lam_checkpoint=str(tmp_path / "lam" / "last"),
+                steps=2,
+                **settings,
+            )
+        )
+
+
 def _torchrun(stage: str, *arguments: str) -> None:
     """``torchrun --nproc_per_node 2 -m rotvla_ros.train.cli <stage> ...`` on the CPU (gloo)."""
     import socket

@@ -79,11 +79,9 @@ class LeRobotV3Dataset(Dataset):
         missing = sorted(set(self.cameras) - set(available))
         if missing:
             raise DatasetFormatError(f"{self.root}: no cameras {missing} (has {available})")
-        for key in (STATE_KEY, ACTION_KEY):
-            if key not in features:
-                raise DatasetFormatError(f"{self.root}: no {key} feature")
-        self.action_names = tuple(features[ACTION_KEY].get("names") or [])
-        self.state_names = tuple(features[STATE_KEY].get("names") or [])
+        # Action-free video (human demonstrations, Stage I) has neither: empty names, (N, 0) arrays.
+        self.action_names = tuple(features.get(ACTION_KEY, {}).get("names") or [])
+        self.state_names = tuple(features.get(STATE_KEY, {}).get("names") or [])
         self.action_horizon = action_horizon
         self.clip_length, self.clip_stride, self.clip_camera = clip_length, clip_stride, clip_camera
         self.image_size, self.clip_image_size = image_size, clip_image_size
@@ -91,8 +89,12 @@ class LeRobotV3Dataset(Dataset):
             raise DatasetFormatError(f"{self.root}: no camera {clip_camera!r} for clips (has {available})")
 
         data = _read_tables(self.root / "data")
-        self.state = np.asarray(data.column(STATE_KEY).to_pylist(), dtype=np.float32)  # (N, S)
-        self.action = np.asarray(data.column(ACTION_KEY).to_pylist(), dtype=np.float32)  # (N, A)
+        self.state, self.action = (
+            np.asarray(data.column(key).to_pylist(), dtype=np.float32).reshape(data.num_rows, -1)
+            if key in features
+            else np.zeros((data.num_rows, 0), dtype=np.float32)
+            for key in (STATE_KEY, ACTION_KEY)
+        )  # (N, S), (N, A)
         self.episode_index = np.asarray(data.column("episode_index").to_pylist())
         self.frame_index = np.asarray(data.column("frame_index").to_pylist())
         self.task_index = np.asarray(data.column("task_index").to_pylist())

@@ -324,6 +324,11 @@ class Trainer:
         """The preset, bound to the dataset by the contract: the step period is the dataset's,
         the actions (and state) its layout, the views its cameras."""
         config, dataset = self.config, self.dataset
+        if not dataset.action_names:
+            raise ValueError(
+                f"{config.dataset} has no actions (action-free video): it trains Stage I; "
+                f"{self.stage} reads robot actions (normalisation statistics, the action layout)"
+            )
         cameras = tuple(config.cameras) if config.cameras else tuple(preset.camera_names)
         missing = sorted(set(cameras) - set(dataset.cameras))
         if missing:
