@@ -595,10 +595,11 @@ def test_recorded_actions_replayed_through_the_controller_retrace_the_recorded_p
     for index, row in reader.episodes.items():
         seed = seeds[row["source"]]
         # The mean over the episode is the measure: a good replay stays under a millimetre on
-        # average (0.56-0.70 mm over 13 recorded episodes), a step early or late costs ~5 mm,
-        # while the largest single deviation of a good replay varies with contacts (1.6-6.2 mm).
+        # average (0.56-0.74 mm over 14 recorded episodes), a step early or late costs ~5 mm,
+        # while the largest single deviation of a good replay varies with contacts (1.6-10.3 mm,
+        # the last on a fresh clone with a 0.74 mm mean): the bound on it catches gross jumps only.
         kept = replay_episode(reader, index, "block_to_plate", seed)
-        assert kept["mean"] < 0.001 and kept["max"] < 0.01, kept
+        assert kept["mean"] < 0.001 and kept["max"] < 0.02, kept
         for shift in (-1, 1):  # a step early or late: what a broken alignment would cost
             broken = replay_episode(reader, index, "block_to_plate", seed, time_shift_steps=shift)
             assert broken["mean"] > max(3 * kept["mean"], 0.0025), (shift, broken, kept)
