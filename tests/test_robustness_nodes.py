@@ -128,6 +128,9 @@ def test_ingestion_survives_truncated_images_future_frames_and_huge_instructions
     while not observations and time.monotonic() < deadline:
         stream(0.5)
     assert observations, "".join(node.lines[-20:])
+    # A second more: the node's first observations stall it for a few hundred ms, and the
+    # sensor QoS (5 deep) of the messages below would lose the first of them in that stall.
+    stream(1.0)
     whole = serialize_message(frame("head", 0.0))
     # Paced: the sensor QoS keeps only the newest few messages, and each of these must arrive.
     for cut in (8, 20, 40, len(whole) // 2, len(whole) - 64):  # (the last bytes may be padding)
