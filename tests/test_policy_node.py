@@ -231,6 +231,17 @@ def test_live_swap_while_observations_stream_then_failed_swaps_keep_the_old_mode
     assert values["swaps"] == "2" and values["nonfinite_outputs"] == "0"  # the start-up load and one swap
 
 
+@pytest.mark.parametrize("mode, reason", [("bogus", "unknown inference mode"), ("graph", "needs a CUDA device")])
+def test_an_inference_mode_the_node_cannot_use_is_a_counted_refusal(ros, checkpoints, mode, reason):
+    root, _ = checkpoints
+    node = make_node(ros, root / "tiny-a", inference_mode=mode)
+    assert node._policy is None and node.counters.failed_swaps == 1  # alive, serving nothing
+    driver = Driver(ros)
+    reply = driver.call(driver.load, LoadCheckpoint.Request(path=str(root / "tiny-b")))
+    assert not reply.success and reason in reply.message, reply.message
+    assert node.counters.failed_swaps == 2
+
+
 def test_a_second_load_during_a_load_is_refused(ros, checkpoints):
     root, ids = checkpoints
     make_node(ros, root / "tiny-a", warmup_passes=60)  # a load of a second or so
