@@ -72,7 +72,7 @@ def measure(args: argparse.Namespace) -> dict:
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    labelled = len(trainer.labels) if trainer.labels is not None else 0
+    labelled = sum(len(labels) for labels in trainer.labels) if trainer.labels is not None else 0
     return {"samples_per_s": args.steps * args.batch_size / seconds, "peak": peak, "built": built, "frames": labelled}
 
 

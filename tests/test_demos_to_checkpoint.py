@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 from conftest import REPO_ROOT, wait_for
 
 pytest.importorskip("rclpy")
@@ -209,6 +211,41 @@ def test_a_step_batch_is_the_same_rows_on_any_number_of_processes():
         StepBatchSampler(50, 8, seed=3, start=0, stop=1, rank=0, world=3)
 
 
+def test_a_mixture_draws_each_source_by_its_weight_the_same_on_any_number_of_processes():
+    """Issue 14: weighted sources. Each source's share of the samples is its weight's, each
+    source's rows come as permutations (every row once before any twice), the batches do not
+    depend on the world size, and one source draws what the one-dataset sampler always drew."""
+    from rotvla_ros.train.trainer import StepBatchSampler
+
+    robot, video = np.arange(0, 30), np.arange(30, 1030)
+    one = list(StepBatchSampler(0, 8, seed=3, start=0, stop=500, rows=[robot, video], weights=[3, 1]))
+    for world in (2, 4):
+        shares = [
+            list(
+                StepBatchSampler(
+                    0, 8, seed=3, start=0, stop=500, rank=r, world=world, rows=[robot, video], weights=[3, 1]
+                )
+            )
+            for r in range(world)
+        ]
+        assert [sum((s[i] for s in shares), []) for i in range(500)] == one
+    drawn = np.concatenate(one)  # 4,000 samples: 4 cycles of 1,000
+    from_robot = drawn[drawn < 30]
+    assert np.isin(drawn, np.concatenate([robot, video])).all()
+    assert len(from_robot) == 3000 and len(drawn) - len(from_robot) == 1000
+    for epoch in range(100):  # the small source, epoch after epoch
+        assert sorted(from_robot[30 * epoch : 30 * (epoch + 1)]) == list(robot)
+    assert len(set(drawn[drawn >= 30])) == 1000  # the large one: no row twice within its epoch
+    # Resumed half way: the same batches.
+    assert list(StepBatchSampler(0, 8, seed=3, start=250, stop=500, rows=[robot, video], weights=[3, 1])) == one[250:]
+    # One source: the epoch permutations of (seed, epoch), as before mixtures.
+    single = sum(list(StepBatchSampler(50, 10, seed=3, start=0, stop=10)), [])
+    expected = np.concatenate([np.random.default_rng([3, e]).permutation(50) for e in range(2)])
+    assert single == expected.tolist()
+    with pytest.raises(ValueError, match="one weight > 0 per source"):
+        StepBatchSampler(0, 8, seed=0, start=0, stop=1, rows=[robot, video], weights=[1, 0])
+
+
 def test_failed_episodes_are_left_out_of_training(dataset):
     from rotvla_ros.train.trainer import StepBatchSampler, training_rows
 
@@ -223,39 +260,129 @@ def test_failed_episodes_are_left_out_of_training(dataset):
     assert drawn == set(kept)
 
 
-def test_action_free_video_trains_stage1_and_is_refused_by_stage2_with_the_reason(dataset, tmp_path):
-    """Issue 14, human video: a dataset with no action and no state (the recorded one with both
-    taken out of its parquet files and info.json) trains the LAM; Stage II says why it cannot."""
-    import pyarrow as pa
+def _as_human_video(root: Path, out: Path) -> Path:
+    """The recorded dataset as action-free human video: one camera, ``ego`` (the head view),
+    no action, no state (LeRobot v3 as a converter of such video would write it)."""
+    shutil.copytree(root, out, ignore=shutil.ignore_patterns("*left_wrist*", "*right_wrist*"))
+    (out / "videos" / "observation.images.head").rename(out / "videos" / "observation.images.ego")
+    for path in (out / "data").rglob("*.parquet"):
+        pq.write_table(pq.read_table(path).drop_columns(["action", "observation.state"]), path)
+    for path in (out / "meta" / "episodes").rglob("*.parquet"):
+        table = pq.read_table(path)
+        gone = ("left_wrist", "right_wrist", "/action/", "observation.state")
+        table = table.drop_columns([c for c in table.column_names if any(g in c for g in gone)])
+        pq.write_table(table.rename_columns([c.replace("images.head", "images.ego") for c in table.column_names]), path)
+    info = json.loads((out / "meta" / "info.json").read_text())
+    features = info["features"]
+    for key in ("action", "observation.state", "observation.images.left_wrist", "observation.images.right_wrist"):
+        del features[key]
+    features["observation.images.ego"] = features.pop("observation.images.head")
+    (out / "meta" / "info.json").write_text(json.dumps(info))
+    return out
+
+
+def _as_another_robot(root: Path, out: Path) -> Path:
+    """The recorded dataset as a robot of another action space: 7-D joint actions and state."""
+    shutil.copytree(root, out)
+    names = [f"arm/joint_{i}" for i in range(6)] + ["arm/gripper"]
+    for path in (out / "data").rglob("*.parquet"):
+        table = pq.read_table(path)
+        for key in ("action", "observation.state"):
+            column = [row[:7] for row in table.column(key).to_pylist()]
+            table = table.set_column(table.column_names.index(key), key, pa.array(column, pa.list_(pa.float32())))
+        pq.write_table(table, path)
+    info = json.loads((out / "meta" / "info.json").read_text())
+    for key in ("action", "observation.state"):
+        info["features"][key].update(shape=[7], names=names)
+    (out / "meta" / "info.json").write_text(json.dumps(info))
+    return out
+
+
+def test_a_mixture_of_robot_data_human_video_and_another_robot_trains_stages_1_and_2(dataset, tmp_path):
+    """Issue 14, pretraining data: a weighted mixture of our robot's demonstrations, action-free
+    human video (one camera, ``ego``) and a robot with 7-D joint actions trains the LAM (Stage
+    I, from the training YAML through the CLI) and the latent plan (Stage II: the video's one
+    view fills the head view, the others masked; the other robot's state masked); Stage III
+    continues it on robot data and refuses video with the reason."""
+    from rotvla_ros.data.lerobot_dataset import DatasetFormatError
+    from rotvla_ros.train.cli import main as train
 
     root, _ = dataset
-    video_only = tmp_path / "video_only"
-    shutil.copytree(root, video_only)
-    for path in (video_only / "data").rglob("*.parquet"):
-        table = pq.read_table(path)
-        pq.write_table(table.drop_columns(["action", "observation.state"]), path)
-        assert "action" not in pa.parquet.read_schema(path).names
-    info = json.loads((video_only / "meta" / "info.json").read_text())
-    del info["features"]["action"], info["features"]["observation.state"]
-    (video_only / "meta" / "info.json").write_text(json.dumps(info))
-    reader = LeRobotV3Dataset(video_only, clip_length=3, clip_camera="head")
-    assert reader.action_names == () and reader.action.shape == (len(reader), 0) and "clip" in reader[0]
-    settings = dict(dataset=str(video_only), preset="tiny", batch_size=4, device="cpu", num_workers=0)
-    stage1 = Trainer(
-        load_config("stage1", REPO_ROOT / "config/train/stage1.yaml", output=str(tmp_path / "lam"), steps=2, **settings)
+    video = _as_human_video(root, tmp_path / "human_video")
+    other = _as_another_robot(root, tmp_path / "other_robot")
+    reader = LeRobotV3Dataset(video, clip_length=3, clip_camera="ego")
+    assert reader.action_names == () and reader.cameras == ["ego"] and "clip" in reader[0]
+    mixture = [
+        str(root),
+        {"path": str(video), "weight": 2.0, "latent_camera": "ego", "cameras": {"head": "ego"}},
+        {"path": str(other), "weight": 0.5},
+    ]
+    labels = str(tmp_path / "labels")
+    settings = dict(preset="tiny", batch_size=8, device="cpu", num_workers=0, latent_cache_dir=labels)
+    config = tmp_path / "stage1.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                **yaml.safe_load((REPO_ROOT / "config/train/stage1.yaml").read_text()),
+                "dataset": mixture,
+                **settings,
+                "steps": 3,
+            }
+        )
     )
-    stage1.run()
+    assert train(["stage1", "--config", str(config), "--output", str(tmp_path / "lam")]) == 0
     log = [json.loads(line) for line in (tmp_path / "lam" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log][-1] == 2 and all(np.isfinite(r["loss"]) for r in log)
-    assert (tmp_path / "lam" / "last").is_dir()
-    with pytest.raises(ValueError, match="no actions .action-free video.: it trains Stage I"):
+    assert log[-1]["step"] == 3 and all(np.isfinite(r["loss"]) for r in log)
+
+    lam = str(tmp_path / "lam" / "last")
+    stage2 = Trainer(
+        load_config(
+            "stage2",
+            REPO_ROOT / "config/train/stage2.yaml",
+            dataset=mixture,
+            lam_checkpoint=lam,
+            output=str(tmp_path / "pre"),
+            steps=2,
+            warmup_steps=0,
+            **settings,
+        )
+    )
+    mix = stage2.dataset
+    assert mix.has_actions == [True, False, False] and mix.latent_cameras == ["head", "ego", "head"]
+    assert mix.view_cameras[1] == {"head": "ego"} and len(mix) == 3 * len(reader)
+    assert [len(labels) for labels in stage2.labels] == [len(reader)] * 3
+    # Every source is drawn, by its weight (1 : 2 : 0.5 of 1,000 per cycle).
+    sampler = stage2._loader(0, 125).batch_sampler
+    drawn = [mix.locate(i)[0] for batch in sampler for i in batch]
+    assert [drawn.count(d) for d in range(3)] == [286, 571, 143]
+    video_row, other_row = int(mix.offsets[1]), int(mix.offsets[2])
+    batch = stage2._batch([mix[0], mix[video_row], mix[other_row]])
+    assert batch["view_mask"].tolist() == [[True] * 3, [True, False, False], [True] * 3]
+    assert (batch["images"][1, 1:] == 0).all() and "actions" not in batch
+    assert ("state_mask" in batch) == stage2.model_config.use_state
+    if stage2.model_config.use_state:
+        assert batch["state_mask"].tolist() == [True, False, False]
+    stage2.run()
+    log = [json.loads(line) for line in (tmp_path / "pre" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2 and all(np.isfinite(r["plan_loss"]) for r in log)
+
+    # Stage III continues it on robot data; video in a Stage III is refused with the reason.
+    stage3 = dict(lam_checkpoint=lam, init_checkpoint=str(tmp_path / "pre" / "last"), steps=1, **settings)
+    Trainer(load_config("stage3", dataset=str(root), output=str(tmp_path / "ft"), **stage3)).run()
+    assert (tmp_path / "ft" / "last").is_dir()
+    with pytest.raises(ValueError, match="has no actions .action-free video.: it trains Stages I and II"):
+        Trainer(load_config("stage3", dataset=mixture[:2], output=str(tmp_path / "ft2"), **stage3))
+    with pytest.raises(ValueError, match="dataset actions .* are not the model's"):
+        Trainer(load_config("stage3", dataset=[str(root), str(other)], output=str(tmp_path / "ft3"), **stage3))
+    # A source that fills none of the model's views says how to map one.
+    with pytest.raises(DatasetFormatError, match=r"none of its cameras \['ego'\] is a view of the model"):
         Trainer(
             load_config(
                 "stage2",
-                REPO_ROOT / "config/train/stage2.yaml",
-                output=str(tmp_path / "pre"),
-                lam_checkpoint=str(tmp_path / "lam" / "last"),
-                steps=2,
+                dataset=[str(root), {"path": str(video), "latent_camera": "ego"}],
+                lam_checkpoint=lam,
+                output=str(tmp_path / "pre2"),
+                steps=1,
                 **settings,
             )
         )
@@ -638,7 +765,7 @@ def test_the_same_frame_is_the_same_model_input_in_training_and_live(dataset, tm
         camera: prepare_image(image_to_rgb(fill_image(Image(), frame, "bgr8")), size)  # what ingestion publishes
         for camera, frame in raw.items()
     }
-    pixels, *_ = policy.preprocess({"images": live, "instruction": "", "state": trainer.dataset.state[row]})
+    pixels, *_ = policy.preprocess({"images": live, "instruction": "", "state": trainer.dataset.parts[0].state[row]})
     assert raw["head"].shape == (240, 320, 3) and pixels.shape == batch["images"].shape
     assert torch.equal(pixels, batch["images"])
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rotvla_ros.model.config import tiny_config
-from rotvla_ros.model.rotvla import RotVLA
+from rotvla_ros.model.rotvla import RotVLA, open_zero_gates
 
 
 @pytest.mark.parametrize("mode", ["stage2", "stage3"])
@@ -120,3 +120,57 @@ def test_sampling_with_static_buffers_equals_the_reference_path(dtype, tolerance
         torch.testing.assert_close(
             plan, project_to_so_n(reference[0].unflatten(-1, (n, n))), atol=tolerance, rtol=tolerance
         )
+
+
+def test_a_view_or_state_a_sample_lacks_is_masked_out_of_the_loss():
+    """Issue 14, mixtures: a dataset without one of the model's cameras (human video: one view)
+    or without its state gives blank inputs that must not matter. Changing what a masked view
+    or state holds leaves that sample's loss as it was; unmasked, it changes it."""
+    from rotvla_ros.model.flow_matching import FlowNoise
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), use_state=True)
+    model = open_zero_gates(RotVLA(config)).eval()  # at initialisation the expert ignores its prefix
+    size, views = config.image_size, len(config.camera_names)
+    images = torch.rand(2, views, 3, size, size)
+    ids, mask = model.backbone.tokenize(["put the block on the plate", "close the drawer"])
+    plan = torch.randn(*model.plan_shape(2))
+    actions = torch.randn(2, config.action_horizon, config.action_dim)
+    state = torch.randn(2, config.action_dim)
+    noise = FlowNoise(
+        torch.rand(2), torch.randn(2, config.plan_tokens, config.latent_dim**2), torch.randn_like(actions)
+    )
+    view_mask = torch.ones(2, views, dtype=torch.bool)
+    view_mask[0, 1:] = False  # sample 0 has its first view only
+    state_mask = torch.tensor([False, True])
+
+    def per_sample_loss(images, state, **masks):
+        with torch.no_grad():
+            return torch.stack(
+                [
+                    model.loss(
+                        images[i : i + 1],
+                        ids[i : i + 1],
+                        mask[i : i + 1],
+                        plan[i : i + 1],
+                        actions[i : i + 1],
+                        state[i : i + 1],
+                        FlowNoise(noise.t[i : i + 1], noise.plan[i : i + 1], noise.actions[i : i + 1]),
+                        **{k: v[i : i + 1] for k, v in masks.items()},
+                    )["loss"]
+                    for i in range(2)
+                ]
+            )
+
+    masks = dict(view_mask=view_mask, state_mask=state_mask)
+    reference = per_sample_loss(images, state, **masks)
+    other_images, other_state = images.clone(), state.clone()
+    other_images[0, 1:] = torch.rand_like(other_images[0, 1:])
+    other_state[0] = torch.randn_like(other_state[0])
+    assert torch.allclose(per_sample_loss(other_images, other_state, **masks), reference, atol=1e-6)
+    unmasked = per_sample_loss(other_images, other_state)
+    assert not torch.allclose(unmasked[0], per_sample_loss(images, state)[0], atol=1e-4)
+    # In a batch, the masks act per sample: the batch's loss is the mean of the samples'.
+    with torch.no_grad():
+        batched = model.loss(images, ids, mask, plan, actions, state, noise, **masks)["loss"]
+    assert torch.allclose(batched, reference.mean(), atol=1e-5)

@@ -46,6 +46,33 @@ def _read_tables(folder: Path):
     return pa.concat_tables([pq.read_table(f) for f in files])
 
 
+def read_info(root: Path) -> dict:
+    """meta/info.json of a LeRobot v3.0 dataset; DatasetFormatError if it is none."""
+    info_path = Path(root) / "meta" / "info.json"
+    if not info_path.exists():
+        raise DatasetFormatError(f"{root} is no LeRobot dataset (no meta/info.json)")
+    info = json.loads(info_path.read_text())
+    if not str(info.get("codebase_version", "")).startswith("v3"):
+        raise DatasetFormatError(
+            f"{root}: LeRobot {info.get('codebase_version')} (v3.0 needed: "
+            "convert older datasets with LeRobot's own converter)"
+        )
+    images = [k for k, v in info["features"].items() if v.get("dtype") in ("video", "image")]
+    if any(info["features"][k]["dtype"] == "image" for k in images):
+        raise DatasetFormatError(f"{root}: image features stored in parquet are not supported (videos are)")
+    return info
+
+
+def camera_names(info: dict) -> list[str]:
+    """The dataset's cameras: its video features' names without ``observation.images.``."""
+    return [k.removeprefix("observation.images.") for k, v in info["features"].items() if v.get("dtype") == "video"]
+
+
+def feature_names(info: dict, key: str) -> tuple[str, ...]:
+    """The names of a vector feature (``action``, ``observation.state``); () where it is absent."""
+    return tuple(info["features"].get(key, {}).get("names") or [])
+
+
 class LeRobotV3Dataset(Dataset):
     def __init__(
         self,
@@ -60,28 +87,17 @@ class LeRobotV3Dataset(Dataset):
         clip_image_size: int = 0,
     ):
         self.root = Path(root)
-        info_path = self.root / "meta" / "info.json"
-        if not info_path.exists():
-            raise DatasetFormatError(f"{self.root} is no LeRobot dataset (no meta/info.json)")
-        self.info = json.loads(info_path.read_text())
-        if not str(self.info.get("codebase_version", "")).startswith("v3"):
-            raise DatasetFormatError(
-                f"{self.root}: LeRobot {self.info.get('codebase_version')} (v3.0 needed: "
-                "convert older datasets with LeRobot's own converter)"
-            )
+        self.info = read_info(self.root)
         self.fps = float(self.info["fps"])
         features = self.info["features"]
-        images = [k for k, v in features.items() if v.get("dtype") in ("video", "image")]
-        if any(features[k]["dtype"] == "image" for k in images):
-            raise DatasetFormatError(f"{self.root}: image features stored in parquet are not supported (videos are)")
-        available = [k.removeprefix("observation.images.") for k in images]
-        self.cameras = list(cameras) if cameras else available
+        available = camera_names(self.info)
+        self.cameras = available if cameras is None else list(cameras)  # [] : the clip's camera alone
         missing = sorted(set(self.cameras) - set(available))
         if missing:
             raise DatasetFormatError(f"{self.root}: no cameras {missing} (has {available})")
         # Action-free video (human demonstrations, Stage I) has neither: empty names, (N, 0) arrays.
-        self.action_names = tuple(features.get(ACTION_KEY, {}).get("names") or [])
-        self.state_names = tuple(features.get(STATE_KEY, {}).get("names") or [])
+        self.action_names = feature_names(self.info, ACTION_KEY)
+        self.state_names = feature_names(self.info, STATE_KEY)
         self.action_horizon = action_horizon
         self.clip_length, self.clip_stride, self.clip_camera = clip_length, clip_stride, clip_camera
         self.image_size, self.clip_image_size = image_size, clip_image_size
@@ -111,18 +127,22 @@ class LeRobotV3Dataset(Dataset):
         files = {
             (key, row[f"videos/{key}/chunk_index"], row[f"videos/{key}/file_index"])
             for row in self.episodes.values()
-            for key in (f"observation.images.{c}" for c in self.cameras)
+            for key in (f"observation.images.{c}" for c in self._decoded_cameras())
         }
         if image_size and (clip_image_size or not clip_length):
             frame_bytes = 3 * max(image_size, clip_image_size) ** 2
         else:
             frame_bytes = max(
-                int(np.prod(features[f"observation.images.{c}"].get("shape", [224, 224, 3]))) for c in self.cameras
+                int(np.prod(features[f"observation.images.{c}"].get("shape", [224, 224, 3])))
+                for c in self._decoded_cameras()
             )
         self._cache_frames = max(8, int(video_cache_mb * 2**20 / frame_bytes / max(len(files), 1)))
 
     def __len__(self) -> int:
         return len(self.state)
+
+    def _decoded_cameras(self) -> list[str]:
+        return sorted(set(self.cameras) | ({self.clip_camera} if self.clip_length else set()))
 
     def stats(self) -> dict:
         path = self.root / "meta" / "stats.json"
@@ -143,8 +163,11 @@ class LeRobotV3Dataset(Dataset):
     def preload(self) -> bool:
         """Decode every video of the cameras read, in order, into the cache if they all fit
         (see ``VideoFrames.preload``); True when they did."""
+        read = {(c, self.image_size) for c in self.cameras}
+        if self.clip_length:
+            read.add((self.clip_camera, self.clip_image_size))
         videos = {
-            id(v): v for c in self.cameras for e in self.episodes.values() for v in [self._video(c, e, self.image_size)]
+            id(v): v for c, size in sorted(read) for e in self.episodes.values() for v in [self._video(c, e, size)]
         }
         return all([video.preload() for video in videos.values()])
 

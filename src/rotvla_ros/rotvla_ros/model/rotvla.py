@@ -66,16 +66,21 @@ class RotVLA(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         state: torch.Tensor | None = None,
+        view_mask: torch.Tensor | None = None,
+        state_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, V, 3, H, W) in [0, 1], state (B, A) normalised (``use_state``) -> the
-        vision-language prefix (B, N, C) and its mask (B, N), True = valid."""
-        prefix, mask = self.backbone(images, input_ids, attention_mask)  # (B, N, C), (B, N)
+        vision-language prefix (B, N, C) and its mask (B, N), True = valid. ``view_mask``
+        (B, V) and ``state_mask`` (B,) mark views and states a training sample lacks (a
+        dataset without that camera or that state): masked out, as padding is."""
+        prefix, mask = self.backbone(images, input_ids, attention_mask, view_mask)  # (B, N, C), (B, N)
         if self.state_in is not None:
             if state is None:
                 raise ValueError("this model takes the robot state (use_state): pass state")
             token = self.state_in(state.to(prefix.dtype))[:, None]  # (B, 1, C)
             prefix = torch.cat([prefix, token], dim=1)  # (B, N + 1, C)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            valid = torch.ones_like(mask[:, :1]) if state_mask is None else state_mask.to(mask.dtype)[:, None]
+            mask = torch.cat([mask, valid], dim=1)
         return prefix, mask
 
     def encode_prefix(
@@ -84,9 +89,13 @@ class RotVLA(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         state: torch.Tensor | None = None,
+        view_mask: torch.Tensor | None = None,
+        state_mask: torch.Tensor | None = None,
     ) -> PrefixCache:
         """``prefix_features`` projected to the expert's per-block keys/values."""
-        return self.expert.prefix_cache(*self.prefix_features(images, input_ids, attention_mask, state))
+        return self.expert.prefix_cache(
+            *self.prefix_features(images, input_ids, attention_mask, state, view_mask, state_mask)
+        )
 
     def loss(
         self,
@@ -97,11 +106,14 @@ class RotVLA(nn.Module):
         actions: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
         noise: FlowNoise | None = None,
+        view_mask: torch.Tensor | None = None,
+        state_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Flow-matching loss. plan (B, K, n, n) latent actions from the frozen LAM;
         actions (B, H, A) normalised robot actions (Stage III only); state (B, A); ``noise``
-        the draws to use (default: new ones from the global generator)."""
-        cache = self.encode_prefix(images, input_ids, attention_mask, state)
+        the draws to use (default: new ones from the global generator); the masks as in
+        ``prefix_features``."""
+        cache = self.encode_prefix(images, input_ids, attention_mask, state, view_mask, state_mask)
         batch = plan.shape[0]
         plan_flat = plan.flatten(2)  # (B, K, n*n); K = 0 without the latent planner
         if noise is None:

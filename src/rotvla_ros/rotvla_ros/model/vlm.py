@@ -116,15 +116,25 @@ class VisionLanguageBackbone(nn.Module):
             mask[row, : len(tokens)] = 1
         return ids, mask
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """images (B, V, 3, H, W) in [0, 1], input_ids/attention_mask (B, L) ->
-        prefix features (B, V * tokens_per_image + L, D) and their mask (B, N) (True = valid)."""
+    def forward(
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        view_mask: torch.Tensor | None = None,
+    ):
+        """images (B, V, 3, H, W) in [0, 1], input_ids/attention_mask (B, L), view_mask (B, V)
+        (False: a view this sample lacks, its tokens masked out) -> prefix features
+        (B, V * tokens_per_image + L, D) and their mask (B, N) (True = valid)."""
         batch, views = images.shape[:2]
         device = input_ids.device
         pixel_values = ((images - self.image_mean) / self.image_std).flatten(0, 1)  # (B*V, 3, H, W)
         image_ids = torch.full((batch, views * self.tokens_per_image), self.image_token_id, device=device)
         ids = torch.cat([image_ids, input_ids], dim=1)  # (B, N)
-        mask = torch.cat([torch.ones_like(image_ids), attention_mask.to(device)], dim=1)
+        image_mask = torch.ones_like(image_ids)
+        if view_mask is not None:
+            image_mask = view_mask.to(device, image_ids.dtype).repeat_interleave(self.tokens_per_image, dim=1)
+        mask = torch.cat([image_mask, attention_mask.to(device)], dim=1)
         pixel_values = pixel_values.to(next(self.model.parameters()).dtype)
         out = self.model(input_ids=ids, pixel_values=pixel_values, attention_mask=mask)
         return out.last_hidden_state, mask.bool()  # (B, N, D), (B, N)

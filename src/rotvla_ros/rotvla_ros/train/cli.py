@@ -27,7 +27,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=STAGES)
     parser.add_argument("--config", help="YAML file (config/train/<stage>.yaml)")
-    parser.add_argument("--dataset")
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        help="a LeRobot v3 dataset directory; repeat for a mixture of equal weights (weights and "
+        "camera mappings: the config's dataset list)",
+    )
     parser.add_argument("--output")
     parser.add_argument("--preset", help="rotvla-1.7b or tiny")
     parser.add_argument("--lam-checkpoint")
@@ -61,7 +66,7 @@ def main(argv=None) -> int:
     config = load_config(
         args.stage,
         args.config,
-        dataset=args.dataset,
+        dataset=args.dataset[0] if args.dataset and len(args.dataset) == 1 else args.dataset,
         output=args.output,
         preset=args.preset,
         lam_checkpoint=args.lam_checkpoint,

@@ -29,7 +29,9 @@ STAGES = ("stage1", "stage2", "stage3")
 @dataclass
 class TrainConfig:
     stage: str = "stage3"
-    dataset: str = ""  # a LeRobot v3 dataset directory
+    # A LeRobot v3 dataset directory, or a weighted mixture of them (data/mixture.py): a list
+    # of paths and of mappings {path, weight, cameras: {view: its camera}, latent_camera}.
+    dataset: str | list = ""
     output: str = ""  # run directory: checkpoints, logs
     preset: str = "rotvla-1.7b"  # model size (sim for the simulated cell on a CPU, tiny for tests)
     init_checkpoint: str = ""  # stage III: the Stage II checkpoint to start from

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.lerobot_dataset import LeRobotV3Dataset
+from ..data.lerobot_dataset import ACTION_KEY, STATE_KEY, LeRobotV3Dataset, feature_names, read_info
+from ..data.mixture import DatasetMixture, parse_sources
 from ..model.config import LAM_PRESETS, PRESETS, RotVLAConfig
 from ..model.lam import pretrained_dino_config, LatentActionModel
 from ..model.flow_matching import FlowNoise, sample_time
@@ -93,8 +94,16 @@ def _ema_update(decay: float):
 class StepBatchSampler(torch.utils.data.Sampler):
     """One rank's share of each step's batch: a pure function of (seed, step), so that a run
     resumed at step N draws exactly the batches an uninterrupted one would, on any number of
-    processes. Epochs are seeded permutations of the rows; step s's (global) batch is
-    positions [s B, (s + 1) B) of them, and rank r of W takes B / W consecutive ones."""
+    processes. The samples form one stream; step s's (global) batch is its positions
+    [s B, (s + 1) B), and rank r of W takes B / W consecutive ones.
+
+    Each source (a dataset of a mixture; ``rows`` one array of indices per source) has a
+    stream of its own: seeded permutations of its rows, epoch after epoch. With several, the
+    positions of the common stream are dealt to the sources in cycles of ``MIXTURE_CYCLE``,
+    each source's share of a cycle its weight's (largest remainders), in a seeded order per
+    cycle: a source's k-th sample is the k-th of its stream, whatever the world size."""
+
+    MIXTURE_CYCLE = 1000
 
     def __init__(
         self,
@@ -105,23 +114,52 @@ class StepBatchSampler(torch.utils.data.Sampler):
         stop: int,
         rank: int = 0,
         world: int = 1,
-        rows: np.ndarray | None = None,
+        rows: np.ndarray | list[np.ndarray] | None = None,
+        weights: list[float] | None = None,
     ):
         if batch_size % world:
             raise ValueError(f"batch_size {batch_size} does not split over {world} processes")
-        self.rows = np.arange(size) if rows is None else np.asarray(rows)  # the rows drawn from
-        size = len(self.rows)
-        if size == 0:
-            raise ValueError("no rows to train on")
-        self.size, self.batch_size, self.share, self.seed = size, batch_size, batch_size // world, seed
+        if rows is None:
+            rows = [np.arange(size)]
+        elif not isinstance(rows, (list, tuple)):
+            rows = [rows]
+        self.rows = [np.asarray(r) for r in rows]  # the rows drawn from, per source
+        if any(len(r) == 0 for r in self.rows):
+            raise ValueError("no rows to train on" + (" in a source" if len(self.rows) > 1 else ""))
+        weights = np.asarray(weights if weights is not None else [1.0] * len(self.rows), dtype=np.float64)
+        if len(weights) != len(self.rows) or not (weights > 0).all():
+            raise ValueError(f"one weight > 0 per source, not {weights.tolist()}")
+        self.counts = _largest_remainders(weights / weights.sum(), self.MIXTURE_CYCLE)  # per cycle
+        self.batch_size, self.share, self.seed = batch_size, batch_size // world, seed
         self.start, self.stop, self.rank, self.world = start, stop, rank, world
-        self._epoch, self._order = -1, None
+        self._epochs: dict[int, tuple[int, np.ndarray]] = {}
+        self._cycle, self._deal, self._rank_in_source = -1, None, None
+
+    def _source_row(self, source: int, position: int) -> int:
+        """The row at ``position`` of source ``source``'s stream."""
+        rows = self.rows[source]
+        epoch, offset = divmod(position, len(rows))
+        if self._epochs.get(source, (None,))[0] != epoch:
+            # Source 0 keeps the seeding of the one-dataset sampler: a run of one dataset draws
+            # the batches it drew before mixtures existed.
+            key = [self.seed, epoch] if source == 0 else [self.seed, epoch, source]
+            self._epochs[source] = (epoch, np.random.default_rng(key).permutation(len(rows)))
+        return int(rows[self._epochs[source][1][offset]])
 
     def _row(self, position: int) -> int:
-        epoch, offset = divmod(position, self.size)
-        if epoch != self._epoch:
-            self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.size)
-        return int(self.rows[self._order[offset]])
+        if len(self.rows) == 1:
+            return self._source_row(0, position)
+        cycle, offset = divmod(position, self.MIXTURE_CYCLE)
+        if cycle != self._cycle:
+            deal = np.repeat(np.arange(len(self.rows)), self.counts)
+            deal = np.random.default_rng([self.seed, cycle, 1_000_003]).permutation(deal)
+            rank_in_source = np.zeros(len(deal), dtype=np.int64)
+            for source in range(len(self.rows)):
+                where = deal == source
+                rank_in_source[where] = np.arange(int(where.sum()))
+            self._cycle, self._deal, self._rank_in_source = cycle, deal, rank_in_source
+        source = int(self._deal[offset])
+        return self._source_row(source, cycle * int(self.counts[source]) + int(self._rank_in_source[offset]))
 
     def __iter__(self):
         for step in range(self.start, self.stop):
@@ -130,6 +168,17 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
+
+
+def _largest_remainders(shares: np.ndarray, total: int) -> np.ndarray:
+    """Whole counts summing to ``total`` in proportion to ``shares`` (each at least 1)."""
+    exact = shares * total
+    counts = np.maximum(np.floor(exact).astype(np.int64), 1)
+    while counts.sum() < total:
+        counts[int(np.argmax(exact - counts))] += 1
+    while counts.sum() > total:
+        counts[int(np.argmax(np.where(counts > 1, counts - exact, -np.inf)))] -= 1
+    return counts
 
 
 def training_rows(dataset: LeRobotV3Dataset, only_successful: bool) -> np.ndarray:
@@ -166,24 +215,23 @@ class Trainer:
         torch.manual_seed(config.seed + self.rank)
         self.stage = config.stage
         self.lam: LatentActionModel | None = None
-        self.labels: np.ndarray | None = None
+        self.labels: list[np.ndarray] | None = None  # per source: (N_d, q, n, n)
+        self.sources = parse_sources(config.dataset)
         model_config = PRESETS[config.preset]()
         if self.stage == "stage1":
             lam_config = LAM_PRESETS[config.preset]()
             if config.dino_path:
                 lam_config.dino = pretrained_dino_config(config.dino_path, lam_config.dino.image_size)
             self.model = LatentActionModel(lam_config)
-            self.dataset = LeRobotV3Dataset(
-                config.dataset,
-                action_horizon=1,
+            self.dataset = DatasetMixture(
+                self.sources,
+                latent_camera=config.latent_camera,
                 clip_length=3,
                 clip_stride=config.frame_stride,
-                clip_camera=config.latent_camera,
-                video_cache_mb=config.video_cache_mb,
                 clip_image_size=self.model.config.dino.image_size,
+                video_cache_mb=config.video_cache_mb,
             )  # triplets
         else:
-            self.dataset = LeRobotV3Dataset(config.dataset, video_cache_mb=config.video_cache_mb)  # metadata first
             source = None
             if config.init_checkpoint:
                 if config.vlm_path:
@@ -217,35 +265,54 @@ class Trainer:
                 self._initialise_from(source, Path(config.init_checkpoint))
             else:
                 self.model = RotVLA(model_config)
-            self.dataset = LeRobotV3Dataset(
-                config.dataset,
+            self.dataset = DatasetMixture(
+                self.sources,
+                views=model_config.camera_names,
+                action_names=model_config.action_names,
+                latent_camera=config.latent_camera,
                 action_horizon=model_config.action_horizon,
-                cameras=list(model_config.camera_names),
-                video_cache_mb=config.video_cache_mb,
                 image_size=model_config.image_size,
+                video_cache_mb=config.video_cache_mb,
             )
-            if self.lam is not None:  # (N, q, n, n): every frame's latent action, cached on disk
-                self.labels = latent_labels(
-                    self.dataset,
-                    self.lam,
-                    checkpoint_id(Path(config.lam_checkpoint)),
-                    config.latent_camera,
-                    config.frame_stride,
-                    Path(config.latent_cache_dir) if config.latent_cache_dir else None,
-                    device=self.device,
-                )
+            if self.stage == "stage3":  # trains what is deployed: every view, from every source
+                blank = [
+                    (s.path, v)
+                    for s, m in zip(self.sources, self.dataset.view_cameras)
+                    for v in model_config.camera_names
+                    if v not in m
+                ]
+                if blank:
+                    raise ValueError(f"stage3 needs every view the model takes from every dataset; missing: {blank}")
+            if self.lam is not None:  # per source (N_d, q, n, n): every frame's latent action, cached on disk
+                self.labels = [
+                    latent_labels(
+                        part,
+                        self.lam,
+                        checkpoint_id(Path(config.lam_checkpoint)),
+                        camera,
+                        config.frame_stride,
+                        Path(config.latent_cache_dir) if config.latent_cache_dir else None,
+                        device=self.device,
+                    )
+                    for part, camera in zip(self.dataset.parts, self.dataset.latent_cameras)
+                ]
         self.model_config = model_config
+        if self.rank == 0:
+            for line in self.dataset.describe(latent=self.stage == "stage1" or self.lam is not None):
+                print(f"[{self.stage}] {line}", flush=True)
         if config.num_workers == 0 and self.dataset.preload():  # a small dataset: decoded once, in order
             print(f"[{self.stage}] {len(self.dataset)} frames decoded into memory", flush=True)
-        self.rows = training_rows(self.dataset, config.only_successful)
-        if len(self.rows) < len(self.dataset):
-            print(f"[{self.stage}] {len(self.dataset) - len(self.rows)} frames of failed episodes left out", flush=True)
+        # Per source, the global indices a run learns from.
+        self.rows = [
+            self.dataset.offsets[d] + training_rows(part, config.only_successful)
+            for d, part in enumerate(self.dataset.parts)
+        ]
+        left_out = len(self.dataset) - sum(len(r) for r in self.rows)
+        if left_out:
+            print(f"[{self.stage}] {left_out} frames of failed episodes left out", flush=True)
         self.normalizer = self.state_normalizer = None
         if self.stage != "stage1":
-            actions, states = self.dataset.action[self.rows], self.dataset.state[self.rows]
-            self.normalizer = ActionNormalizer.from_data(model_config.action_names, actions)
-            if model_config.use_state:
-                self.state_normalizer = ActionNormalizer.from_data(model_config.action_names, states)
+            self.normalizer, self.state_normalizer = self._normalizers(model_config)
         self.model.to(self.device).train()
         if config.activation_checkpointing and self.stage != "stage1":
             self.model.set_activation_checkpointing(True)
@@ -321,31 +388,60 @@ class Trainer:
         self.model.load_state_dict({k: v for k, v in incoming.items() if k not in planner_only})
 
     def _model_config(self, preset: RotVLAConfig) -> RotVLAConfig:
-        """The preset, bound to the dataset by the contract: the step period is the dataset's,
-        the actions (and state) its layout, the views its cameras."""
-        config, dataset = self.config, self.dataset
-        if not dataset.action_names:
-            raise ValueError(
-                f"{config.dataset} has no actions (action-free video): it trains Stage I; "
-                f"{self.stage} reads robot actions (normalisation statistics, the action layout)"
-            )
-        cameras = tuple(config.cameras) if config.cameras else tuple(preset.camera_names)
-        missing = sorted(set(cameras) - set(dataset.cameras))
-        if missing:
-            raise ValueError(f"{config.dataset} has no cameras {missing} (has {dataset.cameras})")
-        if self.stage == "stage3" and tuple(dataset.action_names) != tuple(preset.action_names):
-            raise ValueError(f"dataset actions {dataset.action_names} are not the model's {preset.action_names}")
+        """The preset, bound to the data by the contract: the step period is the datasets',
+        the actions (and state) their layout, the views their cameras. Stage III learns robot
+        actions, so every source must have them in the model's layout, at one frame rate;
+        Stage II learns latent plans, which any video gives."""
+        config = self.config
+        infos = [(s.path, read_info(Path(s.path))) for s in self.sources]
+        layout = tuple(preset.action_names)
+        with_actions = [(path, info) for path, info in infos if feature_names(info, ACTION_KEY) == layout]
+        if self.stage == "stage3":
+            for path, info in infos:
+                names = feature_names(info, ACTION_KEY)
+                if not names:
+                    raise ValueError(
+                        f"{path} has no actions (action-free video): it trains Stages I and II; "
+                        "stage3 learns robot actions"
+                    )
+                if names != layout:
+                    raise ValueError(f"{path}: dataset actions {names} are not the model's {layout}")
+            rates = sorted({float(info["fps"]) for _, info in infos})
+            if len(rates) > 1:
+                raise ValueError(f"stage3 learns chunks of one step period; the datasets are at {rates} fps")
         use_state = preset.use_state if config.use_state is None else config.use_state
-        if use_state and tuple(dataset.state_names) != tuple(preset.action_names):
-            raise ValueError(f"dataset state {dataset.state_names} is not in the action layout {preset.action_names}")
+        if use_state and self.stage == "stage3":
+            for path, info in infos:
+                if feature_names(info, STATE_KEY) != layout:
+                    raise ValueError(
+                        f"{path}: dataset state {feature_names(info, STATE_KEY)} is not in the action layout {layout}"
+                    )
+        fps = float((with_actions or infos)[0][1]["fps"])
         return dataclasses.replace(
             preset,
             mode=self.stage,
-            dt=1.0 / dataset.fps,
+            dt=1.0 / fps,
             use_state=use_state,
-            camera_names=cameras,
+            camera_names=tuple(config.cameras) if config.cameras else tuple(preset.camera_names),
             latent_planner=config.latent_planner or self.stage == "stage2",
         )
+
+    def _normalizers(self, model_config: RotVLAConfig) -> tuple[ActionNormalizer, ActionNormalizer | None]:
+        """Action (and state) statistics over the training rows of the sources that have them;
+        identity where none has (a Stage II on video alone: Stage III computes its own)."""
+
+        def over(has: list[bool], values: str) -> ActionNormalizer:
+            data = [
+                getattr(part, values)[rows - offset]
+                for part, rows, offset, ok in zip(self.dataset.parts, self.rows, self.dataset.offsets, has)
+                if ok
+            ]
+            if not data:
+                return ActionNormalizer.identity(model_config.action_names)
+            return ActionNormalizer.from_data(model_config.action_names, np.concatenate(data))
+
+        state = over(self.dataset.has_state, "state") if model_config.use_state else None
+        return over(self.dataset.has_actions, "action"), state
 
     # -- optimisation ---------------------------------------------------------------------
 
@@ -378,7 +474,15 @@ class Trainer:
     def _loader(self, start: int, stop: int):
         """Batches of items for steps [start, stop), loaded by ``num_workers`` processes."""
         sampler = StepBatchSampler(
-            len(self.dataset), self.config.batch_size, self.config.seed, start, stop, self.rank, self.world, self.rows
+            len(self.dataset),
+            self.config.batch_size,
+            self.config.seed,
+            start,
+            stop,
+            self.rank,
+            self.world,
+            self.rows,
+            [s.weight for s in self.sources],
         )
         # A generator of its own: the loader draws its workers' seeds from it, not from the global
         # RNG that the flow-matching noise comes from (a resumed run must draw the same noise).
@@ -391,30 +495,48 @@ class Trainer:
         )
 
     def _batch(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        """Frames arrive at the model's size (the dataset applies the contract's prepare_image)."""
+        """Frames arrive at the model's size (the dataset applies the contract's prepare_image).
+        A view a sample's dataset lacks is a blank image masked out (``view_mask``, only when
+        some view is missing), the state of a dataset without it likewise (``state_mask``)."""
         batch = {}
         if "clip" in items[0]:
             batch["clips"] = _to_tensor([it["clip"] for it in items]).to(self.device)  # (B, L, 3, S, S)
-        if self.stage != "stage1" and self.labels is not None:
+        if self.stage == "stage1":
+            return batch
+        if self.labels is not None:
             horizon, stride = self.model_config.latent_horizon, self.config.frame_stride
-            plans = np.stack([self.labels[plan_rows(self.dataset, it["index"], stride, horizon)] for it in items])
-            batch["plan"] = torch.from_numpy(plans).flatten(1, 2).to(self.device)  # (B, K, n, n), K = horizon x q
-        if self.stage != "stage1":
-            cameras = self.model_config.camera_names
-            views = _to_tensor([[it["images"][c] for c in cameras] for it in items])  # (B, V, 3, S, S)
-            if self.config.random_shift:
-                views = random_shift(views, self.config.random_shift, self.jitter)
-            if self.config.color_jitter:
-                views = color_jitter(views, self.jitter)
-            ids, mask = self.model.backbone.tokenize([it["instruction"] for it in items])
-            batch.update(
-                images=views.to(self.device), input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+            plans = np.stack(
+                [
+                    self.labels[it["source"]][plan_rows(self.dataset.parts[it["source"]], it["index"], stride, horizon)]
+                    for it in items
+                ]
             )
+            batch["plan"] = torch.from_numpy(plans).flatten(1, 2).to(self.device)  # (B, K, n, n), K = horizon x q
+        cameras = self.model_config.camera_names
+        size = self.model_config.image_size
+        blank = np.zeros((size, size, 3), dtype=np.uint8)
+        views = _to_tensor([[it["images"].get(c, blank) for c in cameras] for it in items])  # (B, V, 3, S, S)
+        view_mask = torch.tensor([[c in it["images"] for c in cameras] for it in items])  # (B, V)
+        if self.config.random_shift:
+            views = random_shift(views, self.config.random_shift, self.jitter)
+        if self.config.color_jitter:
+            views = color_jitter(views, self.jitter)
+        ids, mask = self.model.backbone.tokenize([it["instruction"] for it in items])
+        batch.update(images=views.to(self.device), input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+        if not view_mask.all():
+            batch["view_mask"] = view_mask.to(self.device)
+        if self.stage == "stage3":  # every source has actions (checked when the run starts)
             actions = np.stack([self.normalizer.normalize(it["actions"]) for it in items]).astype(np.float32)
             batch["actions"] = torch.from_numpy(actions).to(self.device)  # (B, H, A)
-            if self.state_normalizer is not None:
-                state = np.stack([self.state_normalizer.normalize(it["state"]) for it in items]).astype(np.float32)
-                batch["state"] = torch.from_numpy(state).to(self.device)  # (B, A)
+        if self.state_normalizer is not None:
+            width = len(self.model_config.action_names)
+            state = np.stack(
+                [self.state_normalizer.normalize(it["state"]) if it["has_state"] else np.zeros(width) for it in items]
+            ).astype(np.float32)
+            batch["state"] = torch.from_numpy(state).to(self.device)  # (B, A)
+            state_mask = torch.tensor([bool(it["has_state"]) for it in items])  # (B,)
+            if not state_mask.all():
+                batch["state_mask"] = state_mask.to(self.device)
         return batch
 
     # -- the loop -------------------------------------------------------------------------
@@ -450,9 +572,11 @@ class Trainer:
                 batch["input_ids"],
                 batch["attention_mask"],
                 plan,
-                batch["actions"] if self.stage == "stage3" else None,
+                batch.get("actions"),
                 batch.get("state"),
                 self._flow_noise(len(items), first),
+                view_mask=batch.get("view_mask"),
+                state_mask=batch.get("state_mask"),
             )
 
     def train_step(self, items: list[dict]) -> dict[str, float]:
