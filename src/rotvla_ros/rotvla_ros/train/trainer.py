@@ -284,18 +284,7 @@ class Trainer:
                 if blank:
                     raise ValueError(f"stage3 needs every view the model takes from every dataset; missing: {blank}")
             if self.lam is not None:  # per source (N_d, q, n, n): every frame's latent action, cached on disk
-                self.labels = [
-                    latent_labels(
-                        part,
-                        self.lam,
-                        checkpoint_id(Path(config.lam_checkpoint)),
-                        camera,
-                        config.frame_stride,
-                        Path(config.latent_cache_dir) if config.latent_cache_dir else None,
-                        device=self.device,
-                    )
-                    for part, camera in zip(self.dataset.parts, self.dataset.latent_cameras)
-                ]
+                self.labels = self._latent_labels(local_rank)
         self.model_config = model_config
         if self.rank == 0:
             for line in self.dataset.describe(latent=self.stage == "stage1" or self.lam is not None):
@@ -341,6 +330,30 @@ class Trainer:
         if resume and (self.output / "last" / TRAIN_STATE).exists():
             self._load_state(self.output / "last")
         self._freeze_vlm(self._in_warm_up())
+
+    def _latent_labels(self, local_rank: int) -> list[np.ndarray]:
+        """Each source's labels from the cache. Under torchrun the first process of each node
+        computes what the cache lacks while the others wait, then they read it (a cache on a
+        shared file system is written by one process per node, atomically)."""
+        config = self.config
+        computes = local_rank == 0
+        if self.world > 1 and not computes:
+            torch.distributed.barrier()
+        labels = [
+            latent_labels(
+                part,
+                self.lam,
+                checkpoint_id(Path(config.lam_checkpoint)),
+                camera,
+                config.frame_stride,
+                Path(config.latent_cache_dir) if config.latent_cache_dir else None,
+                device=self.device,
+            )
+            for part, camera in zip(self.dataset.parts, self.dataset.latent_cameras)
+        ]
+        if self.world > 1 and computes:
+            torch.distributed.barrier()
+        return labels
 
     def _in_warm_up(self) -> bool:
         return self.stage != "stage1" and self.step < self.config.warmup_steps
