@@ -210,6 +210,26 @@ def other_backends_parameters(values: dict) -> set[str]:
     return set().union(*(names(b) for b in available_backends() if b != values["backend"])) - names(values["backend"])
 
 
+def test_the_policy_is_given_the_instruction_the_simulated_task_was_recorded_with():
+    """One owner (rotvla_common.tasks): the instruction the bringup gives the policy node for a
+    task is the one the simulated scene (and so every recorded demonstration) carries; a
+    launch argument overrides it; no config file holds a copy of it."""
+    from rotvla_common.parameters import read_parameter_files
+    from rotvla_common.tasks import TASK_NAMES
+    from rotvla_ros.sim.tasks import TASKS
+
+    assert set(TASK_NAMES) == set(TASKS)
+    for task in TASK_NAMES:
+        policy = next(spec for spec in node_set(SystemArgs(sim=True, task=task)) if spec.name == "policy")
+        assert policy.parameters["instruction"] == TASKS[task].instruction
+        on_robot = next(spec for spec in node_set(SystemArgs(sim=False, task=task)) if spec.name == "policy")
+        assert on_robot.parameters["instruction"] == TASKS[task].instruction
+        files = parameter_files(REPO_ROOT / "config", SystemArgs(sim=True, task=task))
+        assert "instruction" not in read_parameter_files(files, "policy")
+    spec = next(s for s in node_set(SystemArgs(sim=True, instruction="wave")) if s.name == "policy")
+    assert spec.parameters["instruction"] == "wave"
+
+
 @pytest.mark.parametrize("task", ["block_to_plate", "cup_stacking"])
 def test_each_node_built_from_the_config_files_has_their_values(task, rclpy_context):
     """A misspelt key in a YAML file would be silently ignored by ROS, and a code default that

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES
+from rotvla_common.tasks import TASK_NAMES, TASK_SPECS
 
-TASKS = ("block_to_plate", "block_into_drawer", "cup_stacking")
+TASKS = TASK_NAMES
 # What `record:=true` records (the episode recorder of the recording issue reads the same).
 RECORD_TOPICS = (
     *(topics.absolute(f"{topics.CAMERAS}/{c}/color/image_raw") for c in CAMERA_NAMES),
@@ -113,8 +114,7 @@ def node_set(args: SystemArgs) -> list[NodeSpec]:
     executor.update({f"{arm}.can_port": port for arm, port in args.can_ports.items()})
     checkpoint = args.checkpoint or (default_checkpoint(args.task) if args.sim else "")
     policy = {"checkpoint": checkpoint} if checkpoint else {}
-    if args.instruction:
-        policy["instruction"] = args.instruction
+    policy["instruction"] = args.instruction or TASK_SPECS[args.task].instruction
     if args.device:
         policy["device"] = args.device
     nodes = []

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import mujoco
 import numpy as np
+from rotvla_common.tasks import TASK_SPECS
 
 BLOCK_HALF = 0.02  # a 4 cm block: 3 px wide at 84 px from the head camera
 PLATE_RADIUS, PLATE_HALF_HEIGHT = 0.06, 0.004
@@ -105,8 +106,8 @@ def body_speed(model, data, name: str) -> float:
 
 class BlockToPlate(Task):
     name = "block_to_plate"
-    instruction = "put the block on the plate"
-    arms = ("left",)
+    instruction = TASK_SPECS[name].instruction
+    arms = TASK_SPECS[name].arms
 
     def sample(self, rng):
         block = np.array([rng.uniform(0.30, 0.38), rng.uniform(0.16, 0.26), BLOCK_HALF])
@@ -131,8 +132,8 @@ class BlockIntoDrawer(Task):
     """A cabinet with a drawer that slides along x (open towards the robot), open at the start."""
 
     name = "block_into_drawer"
-    instruction = "put the block into the drawer and close it"
-    arms = ("left",)
+    instruction = TASK_SPECS[name].instruction
+    arms = TASK_SPECS[name].arms
     time_limit = 45.0
     INTERIOR = np.array([0.07, 0.06])  # half extents of the drawer's inside, x and y
 
@@ -193,8 +194,8 @@ class BlockIntoDrawer(Task):
 
 class CupStacking(Task):
     name = "cup_stacking"
-    instruction = "stack the cups"
-    arms = ("left", "right")
+    instruction = TASK_SPECS[name].instruction
+    arms = TASK_SPECS[name].arms
     time_limit = 60.0
 
     def sample(self, rng):
