@@ -31,6 +31,7 @@ class MixtureSource:
     latent_camera: str = ""  # whose frames the LAM sees; "": the run's latent_camera
 
     def __post_init__(self):
+        self.cameras = dict(self.cameras or {})  # YAML's null as none
         if not self.weight > 0:
             raise ValueError(f"{self.path}: weight must be > 0, not {self.weight}")
 
@@ -47,7 +48,7 @@ class MixtureSource:
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValueError(f"dataset {value['path']}: unknown settings {unknown} (known: {sorted(known)})")
-        return cls(**{**value, "path": str(value["path"]), "cameras": dict(value.get("cameras") or {})})
+        return cls(**{**value, "path": str(value["path"])})
 
 
 def parse_sources(value) -> list[MixtureSource]:
