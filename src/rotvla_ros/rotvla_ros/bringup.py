@@ -15,7 +15,6 @@ from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES
 from rotvla_common.tasks import TASK_NAMES, TASK_SPECS
 
-TASKS = TASK_NAMES
 # What `record:=true` records (the episode recorder of the recording issue reads the same).
 RECORD_TOPICS = (
     *(topics.absolute(f"{topics.CAMERAS}/{c}/color/image_raw") for c in CAMERA_NAMES),
@@ -99,8 +98,8 @@ def default_checkpoint(task: str) -> str:
 
 
 def parameter_files(config_dir: Path, args: SystemArgs) -> list[Path]:
-    if args.task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, not {args.task!r}")
+    if args.task not in TASK_NAMES:
+        raise ValueError(f"task must be one of {TASK_NAMES}, not {args.task!r}")
     files = [config_dir / "robot.yaml"]
     if args.sim:
         files.append(config_dir / "sim.yaml")

@@ -32,8 +32,9 @@ from rclpy.parameter import Parameter
 from rotvla_common.parameters import read_parameter_files
 from rotvla_common.topics import cell_ros_arguments
 from rclpy.signals import SignalHandlerOptions
+from rotvla_common.tasks import TASK_NAMES
 
-from ..bringup import TASKS, NodeSpec, SystemArgs, default_config_dir, node_set, parameter_files
+from ..bringup import NodeSpec, SystemArgs, default_config_dir, node_set, parameter_files
 
 
 def node_parameters(spec: NodeSpec, files: list[Path]) -> list[Parameter]:
@@ -162,7 +163,7 @@ class System:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hardware", action="store_true", help="the real robot (default: the simulated cell)")
-    parser.add_argument("--task", default="block_to_plate", choices=TASKS)
+    parser.add_argument("--task", default="block_to_plate", choices=TASK_NAMES)
     parser.add_argument("--checkpoint", default="")
     parser.add_argument("--instruction", default="")
     parser.add_argument("--device", default="")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.lerobot_dataset import ACTION_KEY, STATE_KEY, LeRobotV3Dataset, feature_names, read_info
+from ..data.lerobot_dataset import LeRobotV3Dataset
 from ..data.mixture import DatasetMixture, parse_sources
 from ..model.config import LAM_PRESETS, PRESETS, RotVLAConfig
 from ..model.lam import pretrained_dino_config, LatentActionModel
@@ -243,6 +243,16 @@ class Trainer:
                 model_config = dataclasses.replace(
                     model_config, vlm=dataclasses.replace(model_config.vlm, pretrained_path=config.vlm_path)
                 )
+            # The data is read before the model is built: its layout and rate bind the model.
+            self.dataset = DatasetMixture(
+                self.sources,
+                views=tuple(config.cameras) if config.cameras else tuple(model_config.camera_names),
+                action_names=model_config.action_names,
+                latent_camera=config.latent_camera,
+                action_horizon=model_config.action_horizon,
+                image_size=model_config.image_size,
+                video_cache_mb=config.video_cache_mb,
+            )
             model_config = self._model_config(model_config)
             if model_config.plan_tokens:
                 if not config.lam_checkpoint:
@@ -265,24 +275,6 @@ class Trainer:
                 self._initialise_from(source, Path(config.init_checkpoint))
             else:
                 self.model = RotVLA(model_config)
-            self.dataset = DatasetMixture(
-                self.sources,
-                views=model_config.camera_names,
-                action_names=model_config.action_names,
-                latent_camera=config.latent_camera,
-                action_horizon=model_config.action_horizon,
-                image_size=model_config.image_size,
-                video_cache_mb=config.video_cache_mb,
-            )
-            if self.stage == "stage3":  # trains what is deployed: every view, from every source
-                blank = [
-                    (s.path, v)
-                    for s, m in zip(self.sources, self.dataset.view_cameras)
-                    for v in model_config.camera_names
-                    if v not in m
-                ]
-                if blank:
-                    raise ValueError(f"stage3 needs every view the model takes from every dataset; missing: {blank}")
             if self.lam is not None:  # per source (N_d, q, n, n): every frame's latent action, cached on disk
                 self.labels = self._latent_labels(local_rank)
         self.model_config = model_config
@@ -403,39 +395,40 @@ class Trainer:
     def _model_config(self, preset: RotVLAConfig) -> RotVLAConfig:
         """The preset, bound to the data by the contract: the step period is the datasets',
         the actions (and state) their layout, the views their cameras. Stage III learns robot
-        actions, so every source must have them in the model's layout, at one frame rate;
-        Stage II learns latent plans, which any video gives."""
-        config = self.config
-        infos = [(s.path, read_info(Path(s.path))) for s in self.sources]
+        actions and is what gets deployed, so every source must have them in the model's
+        layout, at one frame rate, with every view; Stage II learns latent plans, which any
+        video gives."""
+        config, mixture = self.config, self.dataset
         layout = tuple(preset.action_names)
-        with_actions = [(path, info) for path, info in infos if feature_names(info, ACTION_KEY) == layout]
+        use_state = preset.use_state if config.use_state is None else config.use_state
         if self.stage == "stage3":
-            for path, info in infos:
-                names = feature_names(info, ACTION_KEY)
-                if not names:
+            for source, part, views in zip(self.sources, mixture.parts, mixture.view_cameras):
+                if not part.action_names:
                     raise ValueError(
-                        f"{path} has no actions (action-free video): it trains Stages I and II; "
+                        f"{source.path} has no actions (action-free video): it trains Stages I and II; "
                         "stage3 learns robot actions"
                     )
-                if names != layout:
-                    raise ValueError(f"{path}: dataset actions {names} are not the model's {layout}")
-            rates = sorted({float(info["fps"]) for _, info in infos})
+                if part.action_names != layout:
+                    raise ValueError(f"{source.path}: dataset actions {part.action_names} are not the model's {layout}")
+                if use_state and part.state_names != layout:
+                    raise ValueError(
+                        f"{source.path}: dataset state {part.state_names} is not in the action layout {layout}"
+                    )
+                blank = [v for v in mixture.views if v not in views]
+                if blank:
+                    raise ValueError(
+                        f"stage3 needs every view the model takes from every dataset; {source.path} lacks {blank}"
+                    )
+            rates = sorted({part.fps for part in mixture.parts})
             if len(rates) > 1:
                 raise ValueError(f"stage3 learns chunks of one step period; the datasets are at {rates} fps")
-        use_state = preset.use_state if config.use_state is None else config.use_state
-        if use_state and self.stage == "stage3":
-            for path, info in infos:
-                if feature_names(info, STATE_KEY) != layout:
-                    raise ValueError(
-                        f"{path}: dataset state {feature_names(info, STATE_KEY)} is not in the action layout {layout}"
-                    )
-        fps = float((with_actions or infos)[0][1]["fps"])
+        robot = [part for part, ok in zip(mixture.parts, mixture.has_actions) if ok]
         return dataclasses.replace(
             preset,
             mode=self.stage,
-            dt=1.0 / fps,
+            dt=1.0 / (robot or mixture.parts)[0].fps,
             use_state=use_state,
-            camera_names=tuple(config.cameras) if config.cameras else tuple(preset.camera_names),
+            camera_names=mixture.views,
             latent_planner=config.latent_planner or self.stage == "stage2",
         )
 
