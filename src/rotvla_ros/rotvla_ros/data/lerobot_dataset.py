@@ -141,8 +141,15 @@ class LeRobotV3Dataset(Dataset):
     def __len__(self) -> int:
         return len(self.state)
 
+    def _reads(self) -> list[tuple[str, int]]:
+        """(camera, size) of every stream an item decodes: the views, and the clip's camera."""
+        reads = {(c, self.image_size) for c in self.cameras}
+        if self.clip_length:
+            reads.add((self.clip_camera, self.clip_image_size))
+        return sorted(reads)
+
     def _decoded_cameras(self) -> list[str]:
-        return sorted(set(self.cameras) | ({self.clip_camera} if self.clip_length else set()))
+        return sorted({camera for camera, _ in self._reads()})
 
     def stats(self) -> dict:
         path = self.root / "meta" / "stats.json"
@@ -163,11 +170,8 @@ class LeRobotV3Dataset(Dataset):
     def preload(self) -> bool:
         """Decode every video of the cameras read, in order, into the cache if they all fit
         (see ``VideoFrames.preload``); True when they did."""
-        read = {(c, self.image_size) for c in self.cameras}
-        if self.clip_length:
-            read.add((self.clip_camera, self.clip_image_size))
         videos = {
-            id(v): v for c, size in sorted(read) for e in self.episodes.values() for v in [self._video(c, e, size)]
+            id(v): v for c, size in self._reads() for e in self.episodes.values() for v in [self._video(c, e, size)]
         }
         return all([video.preload() for video in videos.values()])
 
