@@ -76,7 +76,7 @@ def main():
     ingestion = CameraIngestionNode(
         parameter_overrides=[
             Parameter("rate", value=args.rate),
-            Parameter("require_joint_state", value=False),
+            Parameter("require_state", value=False),
             Parameter("image_size", value=tiny_config().image_size),
         ]
     )

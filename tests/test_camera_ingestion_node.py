@@ -1,5 +1,6 @@
 """Camera ingestion node over DDS: controlled stamps on a simulated clock -> Observation only
-for sets within slop and age; skewed and stale sets dropped and counted."""
+for sets within slop and age, published as the frames arrive, with the robot state of their
+capture; skewed and stale sets dropped and counted."""
 
 import time
 
@@ -15,6 +16,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from rotvla_msgs.msg import Observation  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 
 from rotvla_ros.ingest.images import fill_image  # noqa: E402
@@ -22,6 +24,7 @@ from rotvla_ros.nodes.camera_ingestion import CameraIngestionNode  # noqa: E402
 from rotvla_ros.nodes.common import OBSERVATION_QOS, to_seconds, to_time  # noqa: E402
 
 CAMERAS = ["head", "left_wrist", "right_wrist"]
+ARMS = ["left", "right"]
 # One encoding per camera, and one reliable publisher beside best-effort ones.
 ENCODINGS = {"head": "rgb8", "left_wrist": "bgr8", "right_wrist": "mono8"}
 COLOURS = {"head": (200, 30, 40), "left_wrist": (10, 220, 90), "right_wrist": (128, 128, 128)}
@@ -39,6 +42,7 @@ class Driver:
             for c in CAMERAS
         }
         self.joints = self.node.create_publisher(JointState, "/joint_states", reliable)
+        self.poses = {a: self.node.create_publisher(PoseStamped, f"/rotvla/eef_pose/{a}", reliable) for a in ARMS}
         self.clock = self.node.create_publisher(Clock, "/clock", reliable)
         self.observations, self.diagnostics = [], []
         self.node.create_subscription(Observation, "/rotvla/observation", self.observations.append, OBSERVATION_QOS)
@@ -59,10 +63,16 @@ class Driver:
             msg.header.frame_id = f"{camera}_color_optical_frame"
             self.images[camera].publish(msg)
 
-    def joint_state(self, stamp: float):
-        msg = JointState(name=["left/joint1"], position=[0.1])
+    def joint_state(self, stamp: float, position: float = 0.1):
+        """The robot's state at ``stamp``: joint states and both EEF poses (x = ``position``)."""
+        msg = JointState(name=["left/joint1"], position=[position])
         msg.header.stamp = to_time(stamp)
         self.joints.publish(msg)
+        for arm, publisher in self.poses.items():
+            pose = PoseStamped()
+            pose.header.stamp, pose.header.frame_id = to_time(stamp), f"{arm}_base_link"
+            pose.pose.position.x, pose.pose.orientation.w = position, 1.0
+            publisher.publish(pose)
 
 
 @pytest.fixture
@@ -74,7 +84,7 @@ def setup(ros):
                 Parameter("rate", value=20.0),
                 Parameter("slop", value=0.02),
                 Parameter("max_age", value=0.2),
-                Parameter("joint_state_max_age", value=0.2),
+                Parameter("state_max_offset", value=0.1),
                 Parameter("image_size", value=32),
             ]
         )
@@ -118,6 +128,32 @@ def test_in_sync_set_is_published_with_capture_stamps_and_converted_images(setup
     # Published once: more clock ticks without new frames publish nothing more.
     advance(driver, 100.13, 100.2)
     assert len(driver.observations) == 1
+
+
+def test_a_set_is_published_as_its_frames_arrive_with_the_state_of_its_capture(setup):
+    """No clock tick after the frames (the rate timer never fires): the last frame of the
+    set publishes it. The state is the one at the capture stamp, not the newer one that
+    arrived since (the converter pairs a dataset's frames and states the same way)."""
+    node, driver = setup
+    driver.tick(100.0)
+    driver.joint_state(99.98, position=0.1)
+    driver.joint_state(100.08, position=0.2)
+    driver.tick(100.09)
+    time.sleep(0.5)  # every state message in before the frames
+    driver.frames({"head": 100.0, "left_wrist": 100.0, "right_wrist": 100.0})
+    assert wait_for(lambda: len(driver.observations) == 1, 5)
+    obs = driver.observations[0]
+    assert to_seconds(obs.header.stamp) == pytest.approx(100.0)
+    assert list(obs.joint_state.position) == [0.1]
+    assert [p.pose.position.x for p in obs.eef_poses] == [0.1, 0.1]
+    assert [p.header.frame_id for p in obs.eef_poses] == ["left_base_link", "right_base_link"]
+    # A set sooner than the rate allows (20 Hz: 0.045 s) waits; the next one is published.
+    driver.frames({"head": 100.03, "left_wrist": 100.03, "right_wrist": 100.03})
+    time.sleep(0.3)
+    assert len(driver.observations) == 1 and sum(node.sync.drops.values()) == 0
+    driver.frames({"head": 100.06, "left_wrist": 100.06, "right_wrist": 100.06})
+    assert wait_for(lambda: len(driver.observations) == 2, 5)
+    assert list(driver.observations[1].joint_state.position) == [0.2]
 
 
 def test_skewed_and_stale_sets_are_dropped_counted_and_reported(setup):

@@ -15,6 +15,7 @@ pytest.importorskip("rclpy")
 from rclpy.serialization import serialize_message  # noqa: E402
 from rotvla_msgs.msg import ActionChunk, ExecutorStatus, Observation  # noqa: E402
 from rotvla_msgs.srv import LoadCheckpoint, ResetSimulation, SetInstruction, StartEpisode, StopEpisode  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
@@ -24,7 +25,7 @@ from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES a
 from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS, to_duration, to_seconds, to_time  # noqa: E402
 from rotvla_ros.ingest.images import fill_image  # noqa: E402
 from rotvla_ros.nodes.common import OBSERVATION_QOS  # noqa: E402
-from test_robustness_nodes import Client, alive, frame  # noqa: E402
+from test_robustness_nodes import Client, RobotStatePublisher, alive, frame  # noqa: E402
 
 ROBOT = str(REPO_ROOT / "config" / "robot.yaml")
 SIM = str(REPO_ROOT / "config" / "sim.yaml")
@@ -68,17 +69,30 @@ def random_joint_state(rng) -> JointState:
     return msg
 
 
+def random_pose(rng) -> PoseStamped:
+    msg = PoseStamped()
+    msg.header.stamp = to_time(float(rng.uniform(0, 2e9)))
+    msg.header.frame_id = str(rng.choice(["left_base_link", "", "x" * 1000]))
+    values = rng.choice([np.nan, np.inf, -1e30, 0.0, 1.0], size=7)
+    p, q = msg.pose.position, msg.pose.orientation
+    p.x, p.y, p.z, q.x, q.y, q.z, q.w = map(float, values)
+    return msg
+
+
 def test_fuzz_camera_ingestion(client, peer_factory):
     node = start(peer_factory, "rotvla_ros.nodes.camera_ingestion", "--ros-args", "-p", "image_size:=32")
     images = {c: client.node.create_publisher(Image, f"/cameras/{c}/color/image_raw", SENSOR_QOS) for c in CAMERA_NAMES}
-    joints = client.node.create_publisher(JointState, "/joint_states", SENSOR_QOS)
+    robot_state = RobotStatePublisher(client.node)
+    joints = robot_state.joints
     observations = client.listen(Observation, "/rotvla/observation", OBSERVATION_QOS)
     assert client.spin_until(lambda: all(p.get_subscription_count() for p in images.values()), 30)
     rng = np.random.default_rng(0)
     for k in range(2000):
         camera = CAMERA_NAMES[k % 3]
-        kind = rng.integers(0, 3)
-        if kind == 0:
+        kind = rng.integers(0, 4)
+        if kind == 3:
+            robot_state.poses[str(rng.choice(["left", "right"]))].publish(random_pose(rng))
+        elif kind == 0:
             raw = serialize_message(frame(camera, 0.0))
             images[camera].publish(raw[: int(rng.integers(0, len(raw)))])  # truncated
         elif kind == 1:
@@ -94,11 +108,9 @@ def test_fuzz_camera_ingestion(client, peer_factory):
     deadline = time.monotonic() + 15.0
     while time.monotonic() < deadline and len(observations) < 10:
         now = client.node.get_clock().now().nanoseconds * 1e-9
+        robot_state.publish(now)
         for camera, publisher in images.items():
             publisher.publish(frame(camera, now))
-        state = JointState(name=["left_gripper"], position=[0.04])
-        state.header.stamp = to_time(now)
-        joints.publish(state)
         client.spin_for(0.05)
     assert alive(node) and len(observations) >= 10, "".join(node.lines[-30:])
 

@@ -81,7 +81,7 @@ CAMERAS = ["head", "left_wrist", "right_wrist"]
 
 
 def _sync(**kwargs):
-    args = dict(slop=0.02, max_age=0.2, joint_state_max_age=0.1)
+    args = dict(slop=0.02, max_age=0.2, state_max_offset=0.1)
     args.update(kwargs)
     return FrameSynchronizer(CAMERAS, **args)
 
@@ -134,10 +134,10 @@ def test_skewed_stale_and_joint_state_problems_are_dropped_and_counted():
 
     sync = _sync()
     _feed(sync, [30.0, 30.0, 30.0])
-    assert sync.poll(now=30.01) is None and sync.drops["no_joint_state"] == 1
+    assert sync.poll(now=30.01) is None and sync.drops["no_state"] == 1
     sync.add_joint_state(29.5, "old")
     _feed(sync, [30.03, 30.03, 30.03])
-    assert sync.poll(now=30.04) is None and sync.drops["joint_state_stale"] == 1
+    assert sync.poll(now=30.04) is None and sync.drops["state_stale"] == 1
     sync.add_joint_state(30.035, "fresh")
     _feed(sync, [30.06, 30.06, 30.06])
     result = sync.poll(now=30.07)
@@ -145,7 +145,7 @@ def test_skewed_stale_and_joint_state_problems_are_dropped_and_counted():
 
 
 def test_out_of_order_frames_are_ignored_and_rates_measured():
-    sync = _sync(require_joint_state=False)
+    sync = _sync(require_state=False)
     for i in range(31):
         sync.add_frame("head", 1.0 + i / 30, i)
     sync.add_frame("head", 1.5, "late")  # older than the newest: ignored
@@ -169,3 +169,32 @@ def test_frames_arriving_one_camera_at_a_time_are_not_counted_as_skew():
     _feed(sync, [11.0, 11.0, 11.0])
     assert sync.poll(now=11.5) is None and sync.drops["stale"] == 1
     assert sync.poll(now=11.6) is None and sync.drops["stale"] == 1
+
+
+def test_the_state_nearest_the_capture_is_paired_not_the_newest():
+    sync = _sync(state_sources=("joint_state", "eef/left"))
+    for stamp in (9.95, 10.0, 10.05, 10.10):
+        sync.add_state("joint_state", stamp, f"js@{stamp}")
+        sync.add_state("eef/left", stamp + 0.004, f"eef@{stamp}")
+    _feed(sync, [10.0, 10.005, 10.01])
+    result = sync.poll(now=10.11)
+    assert result.joint_state.item == "js@10.0" and result.states["eef/left"].item == "eef@10.0"
+    # A source with nothing near the capture (the EEF stream stalled) refuses the set.
+    for stamp in (10.15, 10.2, 10.25, 10.3):
+        sync.add_state("joint_state", stamp, f"js@{stamp}")
+    _feed(sync, [10.3, 10.3, 10.3])
+    assert sync.poll(now=10.31) is None and sync.drops["state_stale"] == 1
+
+
+def test_sets_sooner_than_the_min_interval_wait_uncounted():
+    sync = _sync(min_interval=0.09)
+    sync.add_joint_state(10.0, "js")
+    _feed(sync, [10.0, 10.0, 10.0])
+    assert sync.poll(now=10.01) is not None
+    sync.add_joint_state(10.033, "js")
+    _feed(sync, [10.033, 10.033, 10.033])
+    assert sync.ready() and sync.poll(now=10.04) is None
+    sync.add_joint_state(10.099, "js")
+    _feed(sync, [10.099, 10.099, 10.099])  # a frame a millisecond early is on time
+    assert sync.poll(now=10.1) is not None
+    assert not sync.ready() and sync.published == 2 and sum(sync.drops.values()) == 0

@@ -20,10 +20,11 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.serialization import serialize_message  # noqa: E402
 from rotvla_msgs.msg import ActionChunk, ExecutorStatus, Observation  # noqa: E402
 from rotvla_msgs.srv import LoadCheckpoint, SetInstruction  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES as NAMES  # noqa: E402
+from rotvla_common.action_space import ARMS, CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES as NAMES  # noqa: E402
 from rotvla_common.ros import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, to_duration, to_seconds, to_time  # noqa: E402
 from rotvla_ros.ingest.images import fill_image  # noqa: E402
 from rotvla_ros.nodes.common import OBSERVATION_QOS  # noqa: E402
@@ -90,6 +91,25 @@ def frame(camera: str, stamp: float, size=(60, 80)) -> Image:
     return msg
 
 
+class RobotStatePublisher:
+    """The robot's state as the executor publishes it: the joint states (both grippers) and
+    each arm's EEF pose, all stamped ``stamp``."""
+
+    def __init__(self, node: Node):
+        self.joints = node.create_publisher(JointState, "/joint_states", SENSOR_QOS)
+        self.poses = {arm: node.create_publisher(PoseStamped, f"/rotvla/eef_pose/{arm}", SENSOR_QOS) for arm in ARMS}
+
+    def publish(self, stamp: float) -> None:
+        state = JointState(name=[f"{arm}_gripper" for arm in ARMS], position=[0.04] * len(ARMS))
+        state.header.stamp = to_time(stamp)
+        self.joints.publish(state)
+        for arm, publisher in self.poses.items():
+            pose = PoseStamped()
+            pose.header.stamp, pose.header.frame_id = to_time(stamp), f"{arm}_base_link"
+            pose.pose.position.x, pose.pose.orientation.w = 0.3, 1.0
+            publisher.publish(pose)
+
+
 def latest_diagnostic(box: list, name: str):
     statuses = [s for array in box for s in array.status if s.name == name]
     return statuses[-1] if statuses else None
@@ -104,7 +124,7 @@ def test_ingestion_survives_truncated_images_future_frames_and_huge_instructions
     into every observation."""
     node = node_process(peer_factory, "rotvla_ros.nodes.camera_ingestion", "image_size:=32", "rate:=10.0")
     images = {c: client.node.create_publisher(Image, f"/cameras/{c}/color/image_raw", SENSOR_QOS) for c in CAMERA_NAMES}
-    joints = client.node.create_publisher(JointState, "/joint_states", SENSOR_QOS)
+    robot_state = RobotStatePublisher(client.node)
     instruction = client.node.create_publisher(String, "/rotvla/instruction", LATCHED_QOS)
     observations = client.listen(Observation, "/rotvla/observation", OBSERVATION_QOS)
     diagnostics = client.listen(DiagnosticArray, "/diagnostics")
@@ -114,11 +134,9 @@ def test_ingestion_survives_truncated_images_future_frames_and_huge_instructions
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             now = client.node.get_clock().now().nanoseconds * 1e-9
+            robot_state.publish(now)
             for camera, publisher in images.items():
                 publisher.publish(frame(camera, now))
-            state = JointState(name=["left_gripper"], position=[0.04])
-            state.header.stamp = to_time(now)
-            joints.publish(state)
             client.spin_for(0.05)
 
     # Frames until the first observation: the node's observation publisher may discover our

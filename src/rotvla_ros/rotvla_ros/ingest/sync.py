@@ -1,15 +1,24 @@
-"""Approximate time synchronisation of several camera streams and the robot's joint state.
+"""Approximate time synchronisation of several camera streams and the robot's state.
 
-Every frame is kept (a short buffer per camera) with its capture stamp. At each poll (the
-policy rate) the newest set with one frame per camera whose stamps lie within ``slop`` of
-each other is chosen: each buffered frame, newest first, is tried as the pivot, and every
-other camera contributes its frame nearest to the pivot. The set is then refused, and
-counted by reason, when
+Every frame is kept (a short buffer per camera) with its capture stamp. At each poll the
+newest set with one frame per camera whose stamps lie within ``slop`` of each other is
+chosen: each buffered frame, newest first, is tried as the pivot, and every other camera
+contributes its frame nearest to the pivot. The set's stamp is its oldest capture stamp.
+
+The robot's state streams (``state_sources``: the joint states, each arm's EEF pose) are
+kept over the last ``max_age + state_max_offset`` seconds, and each contributes its
+message nearest to the set's stamp: the state the images show, as the converter pairs them
+in a dataset (``rotvla_ros.data.convert``). The newest state instead would run ahead of the
+images by however long the frames took to arrive and be polled.
+
+The set is then refused, and counted by reason, when
 
 - ``skew``: no set of the buffered frames lies within ``slop``;
 - ``stale``: its oldest frame is older than ``max_age`` at the time of the poll;
-- ``no_joint_state`` / ``joint_state_stale``: the joint state is missing or older than
-  ``joint_state_max_age`` (when required);
+- ``too_soon``: its stamp is less than ``min_interval`` after the last published set's (not
+  counted: that is the rate limit at work);
+- ``no_state`` / ``state_stale``: a state stream has no message, or none within
+  ``state_max_offset`` of the set's stamp (when required);
 
 and never published. A frame or joint state stamped more than ``future_tolerance`` ahead of
 the clock is refused as it arrives (counted as ``future``): kept, it would stand in front of
@@ -38,8 +47,15 @@ class Stamped:
 class SyncedSet:
     stamp: float  # the earliest capture stamp of the set (the observation's stamp)
     frames: dict[str, Stamped]  # camera -> frame
-    joint_state: Stamped | None
+    states: dict[str, Stamped]  # state source -> its message nearest ``stamp``
     skew: float  # newest minus oldest capture stamp, s
+
+    @property
+    def joint_state(self) -> Stamped | None:
+        return self.states.get(JOINT_STATE)
+
+
+JOINT_STATE = "joint_state"
 
 
 @dataclass
@@ -56,39 +72,47 @@ class CameraStats:
 
 
 class FrameSynchronizer:
-    DROP_REASONS = ("skew", "stale", "no_joint_state", "joint_state_stale", "future")
+    DROP_REASONS = ("skew", "stale", "no_state", "state_stale", "future")
 
     def __init__(
         self,
         cameras: list[str],
         slop: float,
         max_age: float,
-        joint_state_max_age: float,
-        require_joint_state: bool = True,
+        state_max_offset: float,
+        require_state: bool = True,
         buffer_size: int = 8,
         future_tolerance: float = 0.1,
+        state_sources: tuple[str, ...] = (JOINT_STATE,),
+        min_interval: float = 0.0,
     ):
         if not cameras:
             raise ValueError("at least one camera is needed")
-        if slop < 0 or max_age <= 0 or joint_state_max_age <= 0:
-            raise ValueError("slop must be >= 0, max_age and joint_state_max_age > 0")
+        if slop < 0 or max_age <= 0 or state_max_offset <= 0 or min_interval < 0:
+            raise ValueError("slop and min_interval must be >= 0, max_age and state_max_offset > 0")
         self.cameras = list(cameras)
-        self.slop, self.max_age, self.joint_state_max_age = slop, max_age, joint_state_max_age
-        self.require_joint_state = require_joint_state
+        self.state_sources = tuple(state_sources)
+        self.slop, self.max_age, self.state_max_offset = slop, max_age, state_max_offset
+        self.min_interval = min_interval
+        self.require_state = require_state
         self.future_tolerance = future_tolerance
         self._buffer_size = buffer_size
+        # A set's stamp is at most max_age old when judged, and its state may lie
+        # state_max_offset before it: older state messages can never be chosen.
+        self._state_span = max_age + state_max_offset
         self.stats = {c: CameraStats() for c in self.cameras}
         self.drops = dict.fromkeys(self.DROP_REASONS, 0)
-        self.future = dict.fromkeys([*self.cameras, "joint_state"], 0)  # refused as from the future, by source
+        self.future = dict.fromkeys([*self.cameras, *self.state_sources], 0)  # refused as from the future
         self.published = 0
         self.reset()
 
     def reset(self) -> None:
-        """Forget every frame and joint state (the clock jumped back: they belong to another time)."""
+        """Forget every frame and state (the clock jumped back: they belong to another time)."""
         self._frames = {c: collections.deque(maxlen=self._buffer_size) for c in self.cameras}
-        self._joint_state: Stamped | None = None
+        self._states = {s: collections.deque() for s in self.state_sources}
         self.last_skew: float | None = None
         self._last_published_newest = float("-inf")
+        self._last_published_stamp = float("-inf")
         self._judged_state: tuple[float, ...] | None = None  # newest stamp per camera when last judged
         for stats in self.stats.values():
             stats.arrival_times.clear()
@@ -115,11 +139,25 @@ class FrameSynchronizer:
         stats.arrival_times.append(stamp)
         stats.last_stamp = stamp
 
-    def add_joint_state(self, stamp: float, item: Any, now: float | None = None) -> None:
-        if self._from_the_future("joint_state", stamp, now):
+    def add_state(self, source: str, stamp: float, item: Any, now: float | None = None) -> None:
+        """A message of one of the ``state_sources`` (joint states, an arm's EEF pose)."""
+        if source not in self._states:
+            raise KeyError(f"unknown state source {source!r}")
+        if self._from_the_future(source, stamp, now):
             return
-        if self._joint_state is None or stamp >= self._joint_state.stamp:
-            self._joint_state = Stamped(stamp, item)
+        messages = self._states[source]
+        if messages and stamp <= messages[-1].stamp:
+            return  # out of order or repeated: the buffer stays sorted by stamp
+        messages.append(Stamped(stamp, item))
+        while messages[0].stamp < stamp - self._state_span:
+            messages.popleft()
+
+    def add_joint_state(self, stamp: float, item: Any, now: float | None = None) -> None:
+        self.add_state(JOINT_STATE, stamp, item, now)
+
+    def ready(self) -> bool:
+        """Every camera has a frame newer than the last published set: worth a poll."""
+        return all(frames and frames[-1].stamp > self._last_published_newest for frames in self._frames.values())
 
     def _best_set(self) -> tuple[dict[str, Stamped], float] | None:
         pivots = sorted((f for frames in self._frames.values() for f in frames), key=lambda f: -f.stamp)
@@ -130,6 +168,19 @@ class FrameSynchronizer:
             if skew <= self.slop:
                 return chosen, skew
         return None
+
+    def _states_at(self, stamp: float) -> tuple[dict[str, Stamped], str | None]:
+        """Each state source's message nearest ``stamp``, and the reason to refuse, if any."""
+        states, problem = {}, None
+        for source, messages in self._states.items():
+            if not messages:
+                problem = problem or "no_state"
+                continue
+            nearest = min(messages, key=lambda m: abs(m.stamp - stamp))
+            if abs(nearest.stamp - stamp) > self.state_max_offset:
+                problem = problem or "state_stale"
+            states[source] = nearest
+        return states, problem
 
     def poll(self, now: float) -> SyncedSet | None:
         """The newest synchronised set not yet published, or None (see the module docstring)."""
@@ -155,19 +206,17 @@ class FrameSynchronizer:
             drop("skew")  # the only in-sync set is one already published: the new frames are not
             return None
         oldest = min(f.stamp for f in frames.values())
+        if oldest < self._last_published_stamp + self.min_interval:
+            return None  # the rate limit: a later set will do
         if now - oldest > self.max_age:
             drop("stale")
             return None
-        joint_state = self._joint_state
-        if self.require_joint_state:
-            if joint_state is None:
-                drop("no_joint_state")
-                return None
-            if now - joint_state.stamp > self.joint_state_max_age:
-                drop("joint_state_stale")
-                return None
-        self._last_published_newest = set_newest
+        states, problem = self._states_at(oldest)
+        if problem is not None and self.require_state:
+            drop(problem)
+            return None
+        self._last_published_newest, self._last_published_stamp = set_newest, oldest
         self._judged_state = state
         self.published += 1
         self.last_skew = skew
-        return SyncedSet(oldest, frames, joint_state, skew)
+        return SyncedSet(oldest, frames, states, skew)

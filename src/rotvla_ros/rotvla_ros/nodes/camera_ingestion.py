@@ -3,10 +3,14 @@
 Subscribes to ``<camera_namespace>/<camera>/color/image_raw`` (realsense2_camera's layout;
 ``color_topic`` is configurable since D405 colour was ``color/image_rect_raw`` in wrappers up
 to 4.57.3) with a best-effort QoS that accepts reliable and best-effort publishers, to the
-joint states and to each arm's EEF pose. At the policy rate it asks the synchroniser
-(``rotvla_ros.ingest.sync``) for the newest in-sync, fresh set, crops and resizes it to the
-model's input size and publishes it on ``/rotvla/observation``. Refused sets are counted by
-reason and reported on ``/diagnostics`` with per-camera rate and age and the sync skew.
+joint states and to each arm's EEF pose. As soon as every camera has delivered a frame
+newer than the last observation (and, as a fallback, at ``rate``), it asks the synchroniser
+(``rotvla_ros.ingest.sync``) for the newest in-sync, fresh set with the robot state nearest
+its capture stamp, crops and resizes it to the model's input size and publishes it on
+``/rotvla/observation``, at most ``rate`` times per second of capture time. Polling on a
+timer alone would hold every set until the next tick (up to a period: 0.1 s at 10 Hz) and
+pair it with the state of that later instant. Refused sets are counted by reason and
+reported on ``/diagnostics`` with per-camera rate and age and the sync skew.
 
 Images arrive serialized and are decoded with the rosbags CDR reader, whose pixel buffer is
 a view of the received bytes: at 30 fps the node receives three frames for every one it
@@ -36,7 +40,7 @@ from rotvla_common.text import bounded
 from rotvla_common import topics
 
 from ..ingest.images import check_image, fill_image, image_to_rgb
-from ..ingest.sync import FrameSynchronizer
+from ..ingest.sync import JOINT_STATE, FrameSynchronizer, SyncedSet
 from .common import (
     ERROR,
     LATCHED_QOS,
@@ -53,6 +57,11 @@ from .common import (
 )
 
 
+def eef_source(arm: str) -> str:
+    """The synchroniser's name for an arm's EEF pose stream."""
+    return f"eef/{arm}"
+
+
 class CameraIngestionNode(Node):
     def __init__(self, **kwargs):
         super().__init__("camera_ingestion", **kwargs)
@@ -66,12 +75,16 @@ class CameraIngestionNode(Node):
             "color/image_raw",
             "Colour topic under each camera (color/image_rect_raw for wrappers <= 4.57.3).",
         )
-        rate = p("rate", 10.0, "Observation rate, Hz (the policy rate).")
+        rate = p("rate", 10.0, "Most observations per second of capture time, Hz (the policy rate).")
         self.image_size = p("image_size", 224, "Side of the square model input, px.")
         slop = p("slop", 0.025, "Largest spread of capture stamps within one observation, s.")
         max_age = p("max_age", 0.15, "Largest age of an observation's oldest image when published, s.")
-        joint_state_max_age = p("joint_state_max_age", 0.1, "Largest age of the joint state used, s.")
-        require_joint_state = p("require_joint_state", True, "Refuse observations without a fresh joint state.")
+        state_max_offset = p(
+            "state_max_offset", 0.1, "Largest time between the images' capture and the robot state paired with them, s."
+        )
+        require_state = p(
+            "require_state", True, "Refuse observations without the robot state (joint states, EEF poses) at capture."
+        )
         joint_state_topic = p("joint_state_topic", topics.JOINT_STATES, "Joint states of both arms.")
         future_tolerance = p(
             "future_tolerance", 0.1, "Frames and states stamped further ahead of the clock (s) are refused."
@@ -81,16 +94,24 @@ class CameraIngestionNode(Node):
         eef_topic = p("eef_pose_topic", topics.EEF_POSE, "EEF poses arrive on <eef_pose_topic>/<arm>.")
         self.instruction = ""
         self.sync = FrameSynchronizer(
-            self.cameras, slop, max_age, joint_state_max_age, require_joint_state, future_tolerance=future_tolerance
+            self.cameras,
+            slop,
+            max_age,
+            state_max_offset,
+            require_state,
+            future_tolerance=future_tolerance,
+            state_sources=(JOINT_STATE, *(eef_source(arm) for arm in self.arms)),
+            # 90% of a period: camera jitter must not make every other set too soon.
+            min_interval=0.9 / rate,
         )
         self.max_age = max_age
         self.malformed = dict.fromkeys(self.cameras, 0)
         self.refused_instructions = 0
         self._future_at_last_report = 0
-        self.eef_poses: dict[str, PoseStamped] = {}
         self.sequence = 0
         self._drops_at_last_report = 0
         self._lock = threading.Lock()  # the synchroniser is fed and polled from several threads
+        self._publishing = threading.Lock()  # one observation at a time, in sequence order
 
         self._typestore = make_typestore()
         inputs = MutuallyExclusiveCallbackGroup()
@@ -99,12 +120,18 @@ class CameraIngestionNode(Node):
             self.create_subscription(
                 Image, topic, lambda raw, c=camera: self._on_image(c, raw), SENSOR_QOS, callback_group=inputs, raw=True
             )
-        self.create_subscription(JointState, joint_state_topic, self._on_joint_state, SENSOR_QOS, callback_group=inputs)
+        self.create_subscription(
+            JointState,
+            joint_state_topic,
+            lambda msg: self._on_state(JOINT_STATE, msg),
+            SENSOR_QOS,
+            callback_group=inputs,
+        )
         for arm in self.arms:
             self.create_subscription(
                 PoseStamped,
                 f"{eef_topic}/{arm}",
-                lambda msg, a=arm: self.eef_poses.__setitem__(a, msg),
+                lambda msg, a=arm: self._on_state(eef_source(a), msg),
                 SENSOR_QOS,
                 callback_group=inputs,
             )
@@ -139,10 +166,13 @@ class CameraIngestionNode(Node):
             return
         with self._lock:
             self.sync.add_frame(camera, stamp, msg, now_seconds(self))
+            ready = self.sync.ready()
+        if ready:
+            self._publish_observation()
 
-    def _on_joint_state(self, msg: JointState) -> None:
+    def _on_state(self, source: str, msg: JointState | PoseStamped) -> None:
         with self._lock:
-            self.sync.add_joint_state(to_seconds(msg.header.stamp), msg, now_seconds(self))
+            self.sync.add_state(source, to_seconds(msg.header.stamp), msg, now_seconds(self))
 
     def _on_instruction(self, msg: String) -> None:
         if len(msg.data) > self.max_instruction_chars:
@@ -155,10 +185,13 @@ class CameraIngestionNode(Node):
         self.instruction = msg.data
 
     def _publish_observation(self) -> None:
-        with self._lock:
-            synced = self.sync.poll(now_seconds(self))
-        if synced is None:
-            return
+        with self._publishing:
+            with self._lock:
+                synced = self.sync.poll(now_seconds(self))
+            if synced is not None:
+                self._publish(synced)
+
+    def _publish(self, synced: SyncedSet) -> None:
         obs = Observation()
         oldest = min((f.item.header.stamp for f in synced.frames.values()), key=to_seconds)
         obs.header.stamp = Time(sec=oldest.sec, nanosec=oldest.nanosec)
@@ -173,7 +206,7 @@ class CameraIngestionNode(Node):
         obs.sync_skew = synced.skew
         if synced.joint_state is not None:
             obs.joint_state = synced.joint_state.item
-        obs.eef_poses = [self.eef_poses[arm] for arm in self.arms if arm in self.eef_poses]
+        obs.eef_poses = [synced.states[eef_source(a)].item for a in self.arms if eef_source(a) in synced.states]
         obs.instruction = self.instruction
         self.publisher.publish(obs)
         self.sequence += 1
