@@ -1,4 +1,4 @@
-"""The shipped simulation checkpoint does its task in closed loop: in one process on a fixed
+"""The shipped simulation checkpoints do their tasks in closed loop: in one process on a fixed
 seed (deterministic: the same result on every run and machine), and through the ROS stack
 with rotvla_eval, which runs and reports an episode. Also: the gymnasium environment."""
 
@@ -19,6 +19,7 @@ from rotvla_ros.sim.env import ENV_IDS, CellEnv
 
 SHIPPED = REPO_ROOT / "models" / "sim-block_to_plate"
 SEED = 7  # an evaluation seed (demonstrations were recorded from seed 1000 on)
+SHIPPED_DRAWER, DRAWER_SEED = REPO_ROOT / "models" / "sim-block_into_drawer", 2
 
 
 def test_the_environment_follows_gymnasium_and_lerobots_conventions():
@@ -65,6 +66,17 @@ def test_the_shipped_checkpoint_puts_the_block_on_the_plate_on_a_fixed_seed():
         first.chunks,
     )
     env.close()
+
+
+def test_the_shipped_drawer_checkpoint_puts_the_block_in_and_shuts_the_drawer_on_a_fixed_seed():
+    import torch
+
+    torch.set_num_threads(1)
+    policy = RotVLAPolicy.from_pretrained(SHIPPED_DRAWER, device="cpu")
+    env = CellEnv("block_into_drawer")
+    result = run_episode(env, policy, DRAWER_SEED, policy_period=stack_policy_period())
+    env.close()
+    assert result.success, result
 
 
 @pytest.mark.timeout(600)
