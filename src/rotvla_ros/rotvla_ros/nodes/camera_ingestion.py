@@ -112,6 +112,8 @@ class CameraIngestionNode(Node):
         self._drops_at_last_report = 0
         self._lock = threading.Lock()  # the synchroniser is fed and polled from several threads
         self._publishing = threading.Lock()  # one observation at a time, in sequence order
+        self._wake, self._stopping = threading.Event(), threading.Event()
+        self._publisher_thread = threading.Thread(target=self._publish_when_woken, name="observations", daemon=True)
 
         self._typestore = make_typestore()
         inputs = MutuallyExclusiveCallbackGroup()
@@ -140,6 +142,7 @@ class CameraIngestionNode(Node):
         self.diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
         output = MutuallyExclusiveCallbackGroup()
         self.create_timer(1.0 / rate, self._publish_observation, callback_group=output)
+        self._publisher_thread.start()
         self.create_timer(1.0, self._publish_diagnostics, callback_group=output)
         # The clock going back (a simulation reset) makes every buffered frame one from the future.
         self._jump_handle = self.get_clock().create_jump_callback(
@@ -167,8 +170,8 @@ class CameraIngestionNode(Node):
         with self._lock:
             self.sync.add_frame(camera, stamp, msg, now_seconds(self))
             ready = self.sync.ready()
-        if ready:
-            self._publish_observation()
+        if ready:  # published by its own thread: the image callbacks never wait on a publish
+            self._wake.set()
 
     def _on_state(self, source: str, msg: JointState | PoseStamped) -> None:
         with self._lock:
@@ -183,6 +186,21 @@ class CameraIngestionNode(Node):
             )
             return
         self.instruction = msg.data
+
+    def _publish_when_woken(self) -> None:
+        while not self._stopping.is_set():
+            if self._wake.wait(timeout=0.5):
+                self._wake.clear()
+                try:
+                    self._publish_observation()
+                except Exception as error:  # the thread must outlive anything one set does
+                    self.get_logger().error(f"observation not published: {type(error).__name__}: {error}")
+
+    def destroy_node(self):
+        self._stopping.set()
+        if self._publisher_thread.is_alive():
+            self._publisher_thread.join(timeout=2.0)
+        super().destroy_node()
 
     def _publish_observation(self) -> None:
         with self._publishing:
