@@ -7,7 +7,7 @@ import pytest
 
 from rotvla_common.contract import prepare_image
 from rotvla_ros.ingest.images import ImageFormatError, fill_image, image_to_rgb
-from rotvla_ros.ingest.sync import FrameSynchronizer
+from rotvla_ros.ingest.sync import JOINT_STATE, FrameSynchronizer
 
 
 def _rgb(h=6, w=5, seed=0):
@@ -93,7 +93,7 @@ def _feed(sync, stamps):
 
 def test_a_set_within_slop_is_published_once_with_its_stamps():
     sync = _sync()
-    sync.add_joint_state(10.0, "js")
+    sync.add_state(JOINT_STATE, 10.0, "js")
     _feed(sync, [10.000, 10.010, 10.015])
     result = sync.poll(now=10.05)
     assert result is not None
@@ -105,7 +105,7 @@ def test_a_set_within_slop_is_published_once_with_its_stamps():
 
 def test_the_newest_in_sync_set_is_chosen_among_buffered_frames():
     sync = _sync()
-    sync.add_joint_state(10.1, "js")
+    sync.add_state(JOINT_STATE, 10.1, "js")
     _feed(sync, [10.000, 10.001, 10.002])
     _feed(sync, [10.033, 10.034, 10.100])  # the right wrist's newest frame has no partner
     result = sync.poll(now=10.12)
@@ -122,23 +122,23 @@ def test_the_newest_in_sync_set_is_chosen_among_buffered_frames():
 
 def test_skewed_stale_and_joint_state_problems_are_dropped_and_counted():
     sync = _sync()
-    sync.add_joint_state(10.0, "js")
+    sync.add_state(JOINT_STATE, 10.0, "js")
     _feed(sync, [10.0, 10.05, 10.10])  # 100 ms apart
     assert sync.poll(now=10.11) is None and sync.drops["skew"] == 1
     assert sync.poll(now=10.12) is None and sync.drops["skew"] == 1  # same buffers: counted once
 
     sync = _sync()
-    sync.add_joint_state(20.0, "js")
+    sync.add_state(JOINT_STATE, 20.0, "js")
     _feed(sync, [19.5, 19.5, 19.5])
     assert sync.poll(now=20.0) is None and sync.drops["stale"] == 1
 
     sync = _sync()
     _feed(sync, [30.0, 30.0, 30.0])
     assert sync.poll(now=30.01) is None and sync.drops["no_state"] == 1
-    sync.add_joint_state(29.5, "old")
+    sync.add_state(JOINT_STATE, 29.5, "old")
     _feed(sync, [30.03, 30.03, 30.03])
     assert sync.poll(now=30.04) is None and sync.drops["state_stale"] == 1
-    sync.add_joint_state(30.035, "fresh")
+    sync.add_state(JOINT_STATE, 30.035, "fresh")
     _feed(sync, [30.06, 30.06, 30.06])
     result = sync.poll(now=30.07)
     assert result is not None and result.joint_state.item == "fresh"
@@ -155,7 +155,7 @@ def test_out_of_order_frames_are_ignored_and_rates_measured():
 
 def test_frames_arriving_one_camera_at_a_time_are_not_counted_as_skew():
     sync = _sync()
-    sync.add_joint_state(10.0, "js")
+    sync.add_state(JOINT_STATE, 10.0, "js")
     _feed(sync, [10.0, 10.0, 10.0])
     assert sync.poll(now=10.01) is not None
     sync.add_frame("head", 10.5, "h")  # the other two are still in flight
@@ -163,7 +163,7 @@ def test_frames_arriving_one_camera_at_a_time_are_not_counted_as_skew():
     assert sync.drops["skew"] == 0
     sync.add_frame("left_wrist", 10.5, "l")
     sync.add_frame("right_wrist", 10.5, "r")
-    sync.add_joint_state(10.5, "js")
+    sync.add_state(JOINT_STATE, 10.5, "js")
     assert sync.poll(now=10.52) is not None and sum(sync.drops.values()) == 0
     # Late but complete: counted once as stale.
     _feed(sync, [11.0, 11.0, 11.0])
@@ -172,29 +172,29 @@ def test_frames_arriving_one_camera_at_a_time_are_not_counted_as_skew():
 
 
 def test_the_state_nearest_the_capture_is_paired_not_the_newest():
-    sync = _sync(state_sources=("joint_state", "eef/left"))
+    sync = _sync(state_sources=(JOINT_STATE, "eef/left"))
     for stamp in (9.95, 10.0, 10.05, 10.10):
-        sync.add_state("joint_state", stamp, f"js@{stamp}")
+        sync.add_state(JOINT_STATE, stamp, f"js@{stamp}")
         sync.add_state("eef/left", stamp + 0.004, f"eef@{stamp}")
     _feed(sync, [10.0, 10.005, 10.01])
     result = sync.poll(now=10.11)
     assert result.joint_state.item == "js@10.0" and result.states["eef/left"].item == "eef@10.0"
     # A source with nothing near the capture (the EEF stream stalled) refuses the set.
     for stamp in (10.15, 10.2, 10.25, 10.3):
-        sync.add_state("joint_state", stamp, f"js@{stamp}")
+        sync.add_state(JOINT_STATE, stamp, f"js@{stamp}")
     _feed(sync, [10.3, 10.3, 10.3])
     assert sync.poll(now=10.31) is None and sync.drops["state_stale"] == 1
 
 
 def test_sets_sooner_than_the_min_interval_wait_uncounted():
     sync = _sync(min_interval=0.09)
-    sync.add_joint_state(10.0, "js")
+    sync.add_state(JOINT_STATE, 10.0, "js")
     _feed(sync, [10.0, 10.0, 10.0])
     assert sync.poll(now=10.01) is not None
-    sync.add_joint_state(10.033, "js")
+    sync.add_state(JOINT_STATE, 10.033, "js")
     _feed(sync, [10.033, 10.033, 10.033])
     assert sync.ready() and sync.poll(now=10.04) is None
-    sync.add_joint_state(10.099, "js")
+    sync.add_state(JOINT_STATE, 10.099, "js")
     _feed(sync, [10.099, 10.099, 10.099])  # a frame a millisecond early is on time
     assert sync.poll(now=10.1) is not None
     assert not sync.ready() and sync.published == 2 and sum(sync.drops.values()) == 0

@@ -20,7 +20,7 @@ The set is then refused, and counted by reason, when
 - ``no_state`` / ``state_stale``: a state stream has no message, or none within
   ``state_max_offset`` of the set's stamp (when required);
 
-and never published. A frame or joint state stamped more than ``future_tolerance`` ahead of
+and never published. A frame or state message stamped more than ``future_tolerance`` ahead of
 the clock is refused as it arrives (counted as ``future``): kept, it would stand in front of
 every real frame after it. ``reset`` forgets everything (the clock jumped back). A set is
 published once: a poll without newer frames returns nothing
@@ -151,9 +151,6 @@ class FrameSynchronizer:
         messages.append(Stamped(stamp, item))
         while messages[0].stamp < stamp - self._state_span:
             messages.popleft()
-
-    def add_joint_state(self, stamp: float, item: Any, now: float | None = None) -> None:
-        self.add_state(JOINT_STATE, stamp, item, now)
 
     def ready(self) -> bool:
         """Every camera has a frame newer than the last published set: worth a poll."""
