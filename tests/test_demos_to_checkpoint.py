@@ -298,12 +298,24 @@ def _as_another_robot(root: Path, out: Path) -> Path:
     return out
 
 
+def _without_camera(root: Path, out: Path, camera: str) -> Path:
+    """The recorded dataset as our robot with one camera fewer."""
+    shutil.copytree(root, out, ignore=shutil.ignore_patterns(f"*{camera}*"))
+    for path in (out / "meta" / "episodes").rglob("*.parquet"):
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns([c for c in table.column_names if camera in c]), path)
+    info = json.loads((out / "meta" / "info.json").read_text())
+    del info["features"][f"observation.images.{camera}"]
+    (out / "meta" / "info.json").write_text(json.dumps(info))
+    return out
+
+
 def test_a_mixture_of_robot_data_human_video_and_another_robot_trains_stages_1_and_2(dataset, tmp_path):
     """Issue 14, pretraining data: a weighted mixture of our robot's demonstrations, action-free
     human video (one camera, ``ego``) and a robot with 7-D joint actions trains the LAM (Stage
     I, from the training YAML through the CLI) and the latent plan (Stage II: the video's one
     view fills the head view, the others masked; the other robot's state masked); Stage III
-    continues it on robot data and refuses video with the reason."""
+    continues it on robot data and refuses, with the reason, video and robot data lacking a view."""
     from rotvla_ros.data.lerobot_dataset import DatasetFormatError
     from rotvla_ros.train.cli import main as train
 
@@ -374,6 +386,11 @@ def test_a_mixture_of_robot_data_human_video_and_another_robot_trains_stages_1_a
         Trainer(load_config("stage3", dataset=mixture[:2], output=str(tmp_path / "ft2"), **stage3))
     with pytest.raises(ValueError, match="dataset actions .* are not the model's"):
         Trainer(load_config("stage3", dataset=[str(root), str(other)], output=str(tmp_path / "ft3"), **stage3))
+    # Robot data that fills only some of the model's views would train a policy blind where it
+    # is deployed with eyes: refused, naming the views it lacks.
+    one_wrist = _without_camera(root, tmp_path / "one_wrist", "right_wrist")
+    with pytest.raises(ValueError, match=r"stage3 needs every view .* lacks \['right_wrist'\]"):
+        Trainer(load_config("stage3", dataset=str(one_wrist), output=str(tmp_path / "ft4"), **stage3))
     # A source that fills none of the model's views says how to map one.
     with pytest.raises(DatasetFormatError, match=r"none of its cameras \['ego'\] is a view of the model"):
         Trainer(
