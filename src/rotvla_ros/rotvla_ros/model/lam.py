@@ -215,6 +215,12 @@ class LatentActionModel(nn.Module):
         elif self.config.objective != "reconstruction":
             raise ValueError(f"unknown objective {self.config.objective!r} (triplet or reconstruction)")
         losses["perplexity"] = (z1.perplexity + z2.perplexity).detach() / 2
+        with torch.no_grad():
+            # How much the decoder relies on the latent: the first reconstruction again with every
+            # sample given its neighbour's latent (0 for a batch of one). Near zero, the latent
+            # carries nothing the decoder uses (a collapsed LAM), whatever the reconstruction says.
+            swapped = F.mse_loss(self.decode(f[:, 0], z1.rotation.roll(1, 0)), f[:, 1])
+        losses["latent_use"] = swapped - rec1.detach()
         losses["loss"] = total
         return losses
 
