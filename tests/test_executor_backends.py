@@ -7,7 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, wait_for
+from conftest import REPO_ROOT, spin_until, wait_for
 
 pytest.importorskip("rclpy")
 
@@ -130,3 +130,44 @@ def test_the_built_in_backends_are_found_without_installed_metadata():
     for name in ("sim", "topic", "sdk"):
         cls = backend_class(name)
         assert hasattr(cls, "PARAMETERS") and hasattr(cls, "ARM_PARAMETERS")
+
+
+def test_arms_over_a_topic_are_published_with_the_stamp_of_their_measurement(rclpy_context):
+    """The topic backend's state is as old as its message: /joint_states carries the stamp
+    the arms measured it at, not the cycle that read it (consumers pair it with camera frames
+    by stamp), and a measurement is published once however many cycles read it."""
+    from rclpy.duration import Duration
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import JointState
+
+    from arx_r5_driver.backends.topic import joint_names
+    from arx_r5_driver.configuration import HOME_JOINTS
+    from rotvla_common import topics
+    from rotvla_common.ros import SENSOR_QOS
+
+    node = executor(backend="topic")
+    arms = rclpy_context.create_node("arms_over_a_topic")
+    spinner = SingleThreadedExecutor()
+    spinner.add_node(node)
+    spinner.add_node(arms)
+    try:
+        publisher = arms.create_publisher(JointState, topics.SIM_JOINT_STATES, SENSOR_QOS)
+        published: list[JointState] = []
+        arms.create_subscription(JointState, topics.JOINT_STATES, published.append, SENSOR_QOS)
+        measured = (arms.get_clock().now() - Duration(seconds=0.3)).to_msg()  # a state 0.3 s old
+        state = JointState(name=joint_names("left") + joint_names("right"), position=[*HOME_JOINTS, 0.04] * 2)
+        state.header.stamp = measured
+
+        def send_and_receive():
+            publisher.publish(state)
+            return bool(published)
+
+        assert spin_until(spinner, send_and_receive, 10.0)
+        spin_until(spinner, lambda: False, 0.3)  # ~60 more control cycles on the same state
+        seconds = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in published]
+        assert seconds == pytest.approx([measured.sec + measured.nanosec * 1e-9] * len(published), abs=1e-6)
+        assert len(published) == 1, "a measurement already published is not published again"
+    finally:
+        spinner.shutdown()
+        arms.destroy_node()
+        node.destroy_node()

@@ -109,6 +109,9 @@ class Cycle:
     measured_grippers: np.ndarray  # (A,)
     limits_hit: list[str]
     executed: list[ExecutedStep]
+    # When the measured state was taken: ``time``, or earlier for arms whose state comes over
+    # a topic (the oldest arm's stamp). The state topics carry this, not ``time``.
+    measured_time: float
 
 
 @dataclass
@@ -275,6 +278,8 @@ class DualArmController:
         readings = [arm.backend.read() for arm in self.arms]
         measured = np.array([q for q, _ in readings], dtype=float)
         measured_grippers = np.array([g for _, g in readings], dtype=float)
+        stamps = [arm.backend.measured_at() for arm in self.arms if hasattr(arm.backend, "measured_at")]
+        measured_time = min([now] + [stamp for stamp in stamps if stamp is not None])
         hit: list[str] = []
         targets, gripper_targets = self.commands.copy(), self.grippers.copy()
         executed: list[ExecutedStep] = []
@@ -322,7 +327,9 @@ class DualArmController:
         self.commands, self.grippers, self._clearance_now = commands, grippers, clearance
         self.counters.executed_steps += len(executed)
         self.counters.limit_events += bool(hit)
-        return Cycle(now, self.mode, commands.copy(), grippers.copy(), measured, measured_grippers, hit, executed)
+        return Cycle(
+            now, self.mode, commands.copy(), grippers.copy(), measured, measured_grippers, hit, executed, measured_time
+        )
 
     # -- helpers --------------------------------------------------------------------------
 

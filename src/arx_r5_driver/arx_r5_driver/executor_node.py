@@ -301,16 +301,21 @@ class ExecutorNode(Node):
             self._limits_since_status.clear()
 
     def _publish_state(self, cycle: Cycle) -> None:
-        stamp = to_time(cycle.time)
+        # Stamped with when the state was measured, not when this cycle read it: consumers
+        # pair it with camera frames by stamp. A measurement already published (arms over a
+        # topic that has not moved on since) is not published again.
+        if self._last_measured is not None and cycle.measured_time <= self._last_measured[0]:
+            return
+        stamp = to_time(cycle.measured_time)
         msg = JointState()
         msg.header.stamp = stamp
         positions = np.c_[cycle.measured_joints, cycle.measured_grippers]  # (A, 7)
         msg.name = [f"{arm}_{joint}" for arm in self.arm_names for joint in (*JOINT_NAMES, "gripper")]
         msg.position = positions.ravel().tolist()
-        if self._last_measured is not None and cycle.time > self._last_measured[0]:
-            velocity = (positions - self._last_measured[1]) / (cycle.time - self._last_measured[0])
+        if self._last_measured is not None:
+            velocity = (positions - self._last_measured[1]) / (cycle.measured_time - self._last_measured[0])
             msg.velocity = velocity.ravel().tolist()
-        self._last_measured = (cycle.time, positions)
+        self._last_measured = (cycle.measured_time, positions)
         self.joint_state_publisher.publish(msg)
         for arm, q in zip(self.controller.arms, cycle.measured_joints):
             position, rotation = arm.kinematics.fk(q)

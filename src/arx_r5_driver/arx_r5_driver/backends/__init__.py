@@ -36,7 +36,12 @@ class ArmBackend(Protocol):
     """One arm. Joint positions in rad (6,), gripper opening in metres."""
 
     def read(self) -> tuple[np.ndarray, float]:
-        """Measured joint positions (6,) and gripper opening; raises ``BackendNotReady``."""
+        """Measured joint positions (6,) and gripper opening; raises ``BackendNotReady``.
+
+        An arm whose readings are older than the read (a state that came over a topic) also
+        has ``measured_at() -> float``: when the last reading was taken, on the executor's
+        clock. Without it, a reading is taken to be of the moment it is read (an SDK call,
+        an arm simulated in the process)."""
 
     def command(self, joints: np.ndarray, gripper: float) -> None:
         """Send one position command (already through the safety filter)."""

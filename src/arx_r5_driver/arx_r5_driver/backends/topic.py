@@ -23,7 +23,8 @@ def joint_names(arm: str) -> list[str]:
 
 
 class JointStateCache:
-    """The newest position of every named joint from a JointState subscription.
+    """The newest position of every named joint from a JointState subscription, and the
+    stamp of the message it came in.
 
     With ``now`` (the subscriber's clock, s), a message stamped more than ``future_tolerance``
     ahead of it is dropped: after the clock jumps back (a simulation reset) the messages still
@@ -33,6 +34,7 @@ class JointStateCache:
     def __init__(self, now: Callable[[], float] | None = None, future_tolerance: float = 0.5):
         self._lock = threading.Lock()
         self._positions: dict[str, float] = {}
+        self._stamps: dict[str, float] = {}
         self.received = threading.Event()
         self._now, self.future_tolerance = now, future_tolerance
         self.dropped = 0
@@ -49,18 +51,22 @@ class JointStateCache:
             return
         with self._lock:
             self._positions.update(zip(msg.name, positions.tolist()))
+            self._stamps.update(dict.fromkeys(msg.name, stamp))
         self.received.set()
 
     def clear(self) -> None:
         with self._lock:
             self._positions.clear()
+            self._stamps.clear()
         self.received.clear()
 
-    def get(self, names: list[str]) -> np.ndarray | None:
+    def get(self, names: list[str]) -> tuple[np.ndarray, float] | None:
+        """The joints' positions and the stamp of the oldest message among them, s; None
+        until every joint has been received."""
         with self._lock:
             if not all(n in self._positions for n in names):
                 return None
-            return np.array([self._positions[n] for n in names])
+            return np.array([self._positions[n] for n in names]), min(self._stamps[n] for n in names)
 
 
 class TopicArm:
@@ -70,12 +76,18 @@ class TopicArm:
         self.states = states
         self.publisher = publisher
         self.clock = clock
+        self._measured_at: float | None = None
 
     def read(self) -> tuple[np.ndarray, float]:
-        values = self.states.get(self.names)
-        if values is None:
+        reading = self.states.get(self.names)
+        if reading is None:
             raise BackendNotReady(f"no joint state for {self.arm} yet")
+        values, self._measured_at = reading
         return values[:6], float(values[6])
+
+    def measured_at(self) -> float | None:
+        """The stamp of the state the last ``read`` returned."""
+        return self._measured_at
 
     def command(self, joints: np.ndarray, gripper: float) -> None:
         msg = JointState(name=self.names, position=[*map(float, joints), float(gripper)])
@@ -99,8 +111,9 @@ class TopicTeleop:
     def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
         out = {}
         for arm in self.arms:
-            values = self.cache.get(joint_names(arm))
-            if values is not None:
+            reading = self.cache.get(joint_names(arm))
+            if reading is not None:
+                values, _ = reading
                 out[arm] = (values[:6], float(values[6]))
         return out
 
