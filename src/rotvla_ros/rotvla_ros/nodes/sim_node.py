@@ -170,8 +170,9 @@ class SimNode(Node):
                 next_frame, ticks = 0.0, 0
                 wall_start, sim_start = time.monotonic(), self.world.time
             for arm in self.world.arm_names:
-                command = self.commands.get(joint_names(arm))
-                if command is not None:
+                received = self.commands.get(joint_names(arm))
+                if received is not None:
+                    command, _ = received
                     self.world.command(arm, command[:6], command[6])
             ticks += 1
             self.world.step_to(ticks * self.clock_period)  # on a fixed grid: rounding to physics steps never drifts
