@@ -26,20 +26,26 @@ def test_dino_features_are_patch_tokens_after_the_final_layernorm_without_cls():
     assert not any(p.requires_grad for p in lam.dino.parameters())
 
 
-def test_triplet_training_learns_composable_rotational_latent_actions():
-    torch.manual_seed(0)
-    lam = LatentActionModel(tiny_lam_config())
+def _train_on_squares(lam, steps=250, **video):
+    """Stage I on moving squares; per step (loss, rec1, latent_use)."""
     optimiser = torch.optim.AdamW([p for p in lam.parameters() if p.requires_grad], lr=1e-3)
     data = torch.Generator().manual_seed(1)
     losses, rec, uses = [], [], []
-    for _ in range(250):  # the latent comes into use after ~150 steps, once the decoder copies
-        out = lam.loss(moving_squares(32, 3, 56, generator=data))
+    for _ in range(steps):
+        out = lam.loss(moving_squares(32, 3, 56, generator=data, **video))
         optimiser.zero_grad()
         out["loss"].backward()
         optimiser.step()
         losses.append(out["loss"].item())
         rec.append(out["rec1"].item())
         uses.append(out["latent_use"].item())
+    return losses, rec, uses
+
+
+def test_triplet_training_learns_composable_rotational_latent_actions():
+    torch.manual_seed(0)
+    lam = LatentActionModel(tiny_lam_config())
+    losses, rec, uses = _train_on_squares(lam)
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
     # Each clip's velocity is random: the next frame cannot be told from the current one, so a
     # LAM that learned anything reconstructs it from the latent. A collapsed LAM (every sample
@@ -62,6 +68,18 @@ def test_triplet_training_learns_composable_rotational_latent_actions():
     assert composed < 0.95 * min(first_only, second_only)
 
 
+def test_the_latent_carries_the_motion_even_where_the_scene_decides_it():
+    # Each square's velocity follows from its colour, as a scripted demonstration's next motion
+    # follows from its scene: the decoder can predict the next frame without the latent. Played
+    # forwards only, the latent's use stays at ~14% of the reconstruction loss; with half the
+    # triplets played backwards (the default) the direction is not in the current frame, ~65%.
+    torch.manual_seed(0)
+    lam = LatentActionModel(tiny_lam_config())
+    _, rec, uses = _train_on_squares(lam, motion_from_colour=True)
+    latent_use, reconstruction = sum(uses[-10:]) / 10, sum(rec[-10:]) / 10
+    assert latent_use > 0.3 * reconstruction, f"latent_use {latent_use:.4f} against rec1 {reconstruction:.4f}"
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -81,3 +99,19 @@ def test_ablation_switches_train_through_the_same_code_path(change):
     assert ("comp" in losses) == (lam.config.objective == "triplet")
     labels = lam.latent_actions(moving_squares(2, 4, 56))
     assert labels.shape == (2, 3, lam.config.num_latent_tokens, lam.config.latent_dim, lam.config.latent_dim)
+
+
+def test_a_lam_of_the_previous_format_is_refused_with_the_way_out(tmp_path):
+    # Format 1 fed the encoder both frames and decoded whole frames: its weights have the same
+    # shapes and would load without complaint, meaning something else.
+    import json
+
+    from rotvla_ros.policy.checkpoint import CheckpointError, load_lam, save_lam
+
+    save_lam(LatentActionModel(tiny_lam_config()), tmp_path / "lam")
+    load_lam(tmp_path / "lam")
+    config = tmp_path / "lam" / "config.json"
+    data = json.loads(config.read_text())
+    config.write_text(json.dumps({**data, "format_version": "rotvla-lam-1"}))
+    with pytest.raises(CheckpointError, match="rotvla-lam-1.*rotvla_train stage1"):
+        load_lam(tmp_path / "lam")

@@ -68,9 +68,14 @@ class LAMConfig:
     # early on, and its cheapest solution is every latent the identity: the decoder learns to
     # copy the current frame and ignores the latent (measured on moving squares and on the
     # simulated cell's demonstrations; tests/test_lam.py, benchmarks/README.md). At 0.01 the
-    # moving squares' latent carries their motion and the identity element still settles near
-    # I; on the drawer demonstrations the latent is still unused after 1,000 steps.
+    # moving squares' latent carries their motion and the identity element still settles near I.
     identity_weight: float = 0.01
+    # Fraction of the training triplets played backwards. A scripted demonstration's next motion
+    # is largely decided by the scene (from the current frame's features a linear probe recovers
+    # 60-88% of the arm's motion over the next 0.5 s, from the frame change 98%), so the decoder
+    # can predict the next frame without the latent; played backwards half the time, the
+    # direction is not in the current frame and only the latent can carry it.
+    time_reversal_fraction: float = 0.5
     # Fraction of each training batch whose frame pair is replaced by an identical pair
     # (I_t, I_t), to anchor the identity element (Eq. 9).
     identity_pair_fraction: float = 0.125

@@ -184,7 +184,9 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 # -- the Stage I latent action model -------------------------------------------------------
 
-LAM_FORMAT = "rotvla-lam-1"
+# 2: the encoder takes the frame change and the decoder predicts one. A format-1 LAM has weights
+# of the same shapes that mean something else, so it is refused rather than loaded.
+LAM_FORMAT = "rotvla-lam-2"
 
 
 def save_lam(model, path: Path) -> str:
@@ -210,7 +212,10 @@ def load_lam(path: Path):
     except (OSError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: no readable LAM config ({error})") from error
     if data.get("format_version") != LAM_FORMAT:
-        raise CheckpointError(f"{path}: not a LAM checkpoint (format {data.get('format_version')!r})")
+        raise CheckpointError(
+            f"{path}: not a LAM checkpoint of format {LAM_FORMAT!r} (found {data.get('format_version')!r});"
+            " an older LAM must be trained again (rotvla_train stage1)"
+        )
     from transformers.initialization import no_init_weights
 
     config = from_dict(LAMConfig, data["lam"])
