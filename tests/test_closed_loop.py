@@ -22,6 +22,19 @@ SEED = 7  # an evaluation seed (demonstrations were recorded from seed 1000 on)
 SHIPPED_DRAWER, DRAWER_SEED = REPO_ROOT / "models" / "sim-block_into_drawer", 2
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread, as each of rotvla_eval's workers runs (the figures recorded for a seed
+    are theirs), and the setting restored: it is process-wide and other tests' numbers depend
+    on it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_the_environment_follows_gymnasium_and_lerobots_conventions():
     env = gym.make(ENV_IDS["block_to_plate"])
     observation, info = env.reset(seed=3)
@@ -51,10 +64,7 @@ def test_the_scripted_expert_succeeds_in_the_environment():
     env.close()
 
 
-def test_the_shipped_checkpoint_puts_the_block_on_the_plate_on_a_fixed_seed():
-    import torch
-
-    torch.set_num_threads(1)
+def test_the_shipped_checkpoint_puts_the_block_on_the_plate_on_a_fixed_seed(one_torch_thread):
     policy = RotVLAPolicy.from_pretrained(SHIPPED, device="cpu")
     env = CellEnv("block_to_plate")
     first = run_episode(env, policy, SEED, policy_period=stack_policy_period())
@@ -68,10 +78,7 @@ def test_the_shipped_checkpoint_puts_the_block_on_the_plate_on_a_fixed_seed():
     env.close()
 
 
-def test_the_shipped_drawer_checkpoint_puts_the_block_in_and_shuts_the_drawer_on_a_fixed_seed():
-    import torch
-
-    torch.set_num_threads(1)
+def test_the_shipped_drawer_checkpoint_puts_the_block_in_and_shuts_the_drawer_on_a_fixed_seed(one_torch_thread):
     policy = RotVLAPolicy.from_pretrained(SHIPPED_DRAWER, device="cpu")
     env = CellEnv("block_into_drawer")
     result = run_episode(env, policy, DRAWER_SEED, policy_period=stack_policy_period())

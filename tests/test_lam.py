@@ -27,31 +27,38 @@ def test_dino_features_are_patch_tokens_after_the_final_layernorm_without_cls():
 
 
 def _train_on_squares(lam, steps=250, **video):
-    """Stage I on moving squares; per step (loss, rec1, latent_use)."""
+    """Stage I on moving squares; per step (rec1, rec1 of copying the frame, latent_use)."""
     optimiser = torch.optim.AdamW([p for p in lam.parameters() if p.requires_grad], lr=1e-3)
     data = torch.Generator().manual_seed(1)
-    losses, rec, uses = [], [], []
+    rec, copying, uses = [], [], []
     for _ in range(steps):
-        out = lam.loss(moving_squares(32, 3, 56, generator=data, **video))
+        clips = moving_squares(32, 3, 56, generator=data, **video)
+        out = lam.loss(clips)
         optimiser.zero_grad()
         out["loss"].backward()
         optimiser.step()
-        losses.append(out["loss"].item())
+        f = lam.features(clips[:, :2])
         rec.append(out["rec1"].item())
+        copying.append(F.mse_loss(f[:, 0], f[:, 1]).item())
         uses.append(out["latent_use"].item())
-    return losses, rec, uses
+    return rec, copying, uses
+
+
+def _last(values: list[float]) -> float:
+    return sum(values[-10:]) / 10
 
 
 def test_triplet_training_learns_composable_rotational_latent_actions():
     torch.manual_seed(0)
     lam = LatentActionModel(tiny_lam_config())
-    losses, rec, uses = _train_on_squares(lam)
-    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
+    rec, copying, uses = _train_on_squares(lam)
+    # The decoder starts at "no change" (copying): it must predict the motion well below that
+    # (0.57-0.61 of it at 250 steps, with one torch thread or two).
+    assert _last(rec) < 0.75 * _last(copying), (_last(rec), _last(copying))
     # Each clip's velocity is random: the next frame cannot be told from the current one, so a
     # LAM that learned anything reconstructs it from the latent. A collapsed LAM (every sample
     # the same latent, the decoder copying) lowers its loss too, which is why this is asserted.
-    latent_use = sum(uses[-10:]) / 10
-    assert latent_use > 0.1 * sum(rec[-10:]) / 10, f"the decoder ignores the latent ({latent_use:.5f})"
+    assert _last(uses) > 0.1 * _last(rec), f"the decoder ignores the latent ({_last(uses):.5f})"
 
     lam.eval()
     held_out = moving_squares(64, 3, 56, generator=torch.Generator().manual_seed(99))
@@ -75,9 +82,8 @@ def test_the_latent_carries_the_motion_even_where_the_scene_decides_it():
     # triplets played backwards (the default) the direction is not in the current frame, ~65%.
     torch.manual_seed(0)
     lam = LatentActionModel(tiny_lam_config())
-    _, rec, uses = _train_on_squares(lam, motion_from_colour=True)
-    latent_use, reconstruction = sum(uses[-10:]) / 10, sum(rec[-10:]) / 10
-    assert latent_use > 0.3 * reconstruction, f"latent_use {latent_use:.4f} against rec1 {reconstruction:.4f}"
+    rec, _, uses = _train_on_squares(lam, motion_from_colour=True)
+    assert _last(uses) > 0.3 * _last(rec), f"latent_use {_last(uses):.4f} against rec1 {_last(rec):.4f}"
 
 
 @pytest.mark.parametrize(
