@@ -234,6 +234,8 @@ class LatentActionModel(nn.Module):
             # sample given its neighbour's latent (0 for a batch of one). Near zero, the latent
             # carries nothing the decoder uses (a collapsed LAM), whatever the reconstruction says.
             swapped = F.mse_loss(self.decode(f[:, 0], z1.rotation.roll(1, 0)), f[:, 1])
+            # What rec1 is worth: the decoder starts at "no change", i.e. copying the frame.
+            losses["rec1_copying"] = F.mse_loss(f[:, 0], f[:, 1])
         losses["latent_use"] = swapped - rec1.detach()
         losses["loss"] = total
         return losses
