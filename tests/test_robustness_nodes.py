@@ -146,18 +146,31 @@ def test_ingestion_survives_truncated_images_future_frames_and_huge_instructions
     while not observations and time.monotonic() < deadline:
         stream(0.5)
     assert observations, "".join(node.lines[-20:])
-    # A second more: the node's first observations stall it for a few hundred ms, and the
-    # sensor QoS (5 deep) of the messages below would lose the first of them in that stall.
-    stream(1.0)
+
+    def counts() -> dict:
+        status = latest_diagnostic(diagnostics, "rotvla/camera_ingestion")
+        return {kv.key: kv.value for kv in status.values} if status is not None else {}
+
+    def refused(message, counter: str) -> None:
+        """Sends ``message`` until the node's diagnostics count it under ``counter``: the sensor
+        QoS is best effort and 5 deep, and a loaded machine (CI) loses some of a paced burst, so
+        each message is resent until it is seen; one the node took as good never is."""
+        before = int(counts().get(counter, 0))
+        deadline = time.monotonic() + 10.0
+        while int(counts().get(counter, 0)) <= before and time.monotonic() < deadline:
+            images["head"].publish(message)
+            client.spin_for(0.3)
+            assert alive(node), "".join(node.lines[-30:])
+        assert int(counts().get(counter, 0)) > before, f"{counter} not counted: {str(counts())[:2000]}"
+
+    # Diagnostics come at 1 Hz: start from a report.
+    assert client.spin_until(lambda: "head/malformed" in counts(), 5), str(counts())[:2000]
     whole = serialize_message(frame("head", 0.0))
-    # Paced: the sensor QoS keeps only the newest few messages, and each of these must arrive.
     for cut in (8, 20, 40, len(whole) // 2, len(whole) - 64):  # (the last bytes may be padding)
-        images["head"].publish(whole[:cut])  # truncated CDR
-        client.spin_for(0.05)
-    images["head"].publish(b"\x00\x01" * 13)  # not CDR at all
-    client.spin_for(0.05)
+        refused(whole[:cut], "head/malformed")  # truncated CDR
+    refused(b"\x00\x01" * 13, "head/malformed")  # not CDR at all
     now = client.node.get_clock().now().nanoseconds * 1e-9
-    images["head"].publish(frame("head", now + 100.0))  # a frame from the future
+    refused(frame("head", now + 100.0), "head/future")  # a frame from the future
     instruction.publish(String(data="x" * 10_000_000))
     client.spin_for(0.5)
     assert alive(node), "".join(node.lines[-30:])
@@ -167,16 +180,8 @@ def test_ingestion_survives_truncated_images_future_frames_and_huge_instructions
     assert len(observations) - before >= 8  # ~10 Hz: the stream was not wedged
     assert all(len(o.instruction) < 1000 for o in observations[before:])
 
-    def counts() -> dict:
-        status = latest_diagnostic(diagnostics, "rotvla/camera_ingestion")
-        return {kv.key: kv.value for kv in status.values} if status is not None else {}
-
-    # Each refused message counted (diagnostics come at 1 Hz: wait for one that has them all).
-    assert client.spin_until(lambda: int(counts().get("head/malformed", 0)) >= 6, 5), str(counts())[:2000]
-    values = counts()
-    assert int(values["head/future"]) >= 1
+    assert client.spin_until(lambda: int(counts().get("refused_instructions", 0)) == 1, 5), str(counts())[:2000]
     statuses = [s for a in diagnostics for s in a.status if s.name == "rotvla/camera_ingestion"]
-    assert int(values["refused_instructions"]) == 1
     assert any(s.level == DiagnosticStatus.ERROR and "future" in s.message for s in statuses), [
         s.message for s in statuses
     ]

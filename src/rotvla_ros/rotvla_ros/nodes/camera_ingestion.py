@@ -247,19 +247,20 @@ class CameraIngestionNode(Node):
         new_future, self._future_at_last_report = future_total - self._future_at_last_report, future_total
         new_drops = sum(drops.values()) - self._drops_at_last_report
         self._drops_at_last_report = sum(drops.values())
-        if silent:
-            level, message = ERROR, f"no recent frames from {', '.join(silent)}"
-        elif new_future:
-            level, message = ERROR, f"{new_future} frame(s) stamped in the future refused: a camera's clock is off"
-        elif lagging:
-            level, message = (
-                WARN,
-                f"frames from {', '.join(lagging)} arrive older than max_age: a camera lags or drifts",
-            )
-        elif new_drops:
-            level, message = WARN, f"dropped {new_drops} observation(s) in the last period"
-        else:
-            level, message = OK, "synchronised"
+        # Every problem is named: a silent camera must not hide a clock that is off.
+        problems = [
+            (ERROR, f"no recent frames from {', '.join(silent)}") if silent else None,
+            (ERROR, f"{new_future} frame(s) stamped in the future refused: a camera's clock is off")
+            if new_future
+            else None,
+            (WARN, f"frames from {', '.join(lagging)} arrive older than max_age: a camera lags or drifts")
+            if lagging
+            else None,
+            (WARN, f"dropped {new_drops} observation(s) in the last period") if new_drops else None,
+        ]
+        problems = [p for p in problems if p is not None]
+        level = max((lvl for lvl, _ in problems), default=OK)
+        message = "; ".join(text for _, text in problems) or "synchronised"
         self.diagnostics.publish(diagnostic_array(self, "rotvla/camera_ingestion", level, message, values))
 
 
