@@ -265,9 +265,15 @@ class ExecutorNode(Node):
         """One controller cycle. Nothing that goes wrong in it ends the control thread: the
         arms keep their last command (position-controlled, they hold), and it is counted,
         logged and reported."""
+        # On sim time the clock moves in jumps (one per simulation step) and the sim arms
+        # integrate over those jumps: reading it again at the send says nothing about how long
+        # the arms move for, and when it jumped while this cycle computed, the next cycle (same
+        # reading) would get a speed cap over ~0 s and hold the arm. The caps then apply over
+        # the time between the cycles' own instants.
+        send_clock = None if self.get_clock().ros_time_is_active else self._now
         try:
             with self._lock:
-                cycle = self.controller.step(now, send_clock=self._now)
+                cycle = self.controller.step(now, send_clock=send_clock)
         except BackendNotReady as waiting:
             self.waiting_cycles += 1
             self.get_logger().warning(f"waiting for the arms: {waiting}", throttle_duration_sec=2.0)
