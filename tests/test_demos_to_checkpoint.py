@@ -973,3 +973,16 @@ def test_the_recorders_bags_read_with_a_second_independent_mcap_reader(episodes)
         meta = json.loads((path / "episode.json").read_text())
         assert sum(counts.values()) == meta["message_count"]
         assert {f"/cameras/{c}/color/image_raw" for c in CAMERAS} <= set(counts)
+
+
+def test_the_cli_takes_any_setting_by_flag_or_by_set_but_not_both(tmp_path):
+    from rotvla_ros.train.cli import parse
+
+    common = ["stage3", "--config", str(REPO_ROOT / "config/train/sim/stage3.yaml"), "--dataset", "D", "--output", "O"]
+    config, resume = parse([*common, "--set", "save_every=500", "--set", "cameras=[head, left_wrist]", "--steps", "7"])
+    assert (config.save_every, config.cameras, config.steps, resume) == (500, ["head", "left_wrist"], 7, False)
+    assert (config.dataset, config.output) == ("D", "O")
+    assert parse([*common, "--save-every", "20", "--resume"])[0].save_every == 20
+    for twice in (["--save-every", "20", "--set", "save_every=500"], ["--set", "no_such_setting=1"]):
+        with pytest.raises(SystemExit):
+            parse([*common, *twice])

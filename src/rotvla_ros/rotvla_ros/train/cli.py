@@ -19,11 +19,12 @@ import sys
 
 import yaml
 
-from .config import STAGES, load_config
+from .config import STAGES, TrainConfig, load_config
 from .trainer import Trainer
 
 
-def main(argv=None) -> int:
+def parse(argv=None) -> tuple[TrainConfig, bool]:
+    """The run's config (and whether to resume) from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=STAGES)
     parser.add_argument("--config", help="YAML file (config/train/<stage>.yaml)")
@@ -57,36 +58,31 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--resume", action="store_true", help="continue from <output>/last")
     args = parser.parse_args(argv)
-    extra = {}
+    # Every option but these four is a setting of the config by the same name.
+    flags = {k: v for k, v in vars(args).items() if k not in ("stage", "config", "set", "resume")}
+    if args.dataset and len(args.dataset) == 1:
+        flags["dataset"] = args.dataset[0]
+    overrides = {key: value for key, value in flags.items() if value is not None}
     for item in args.set:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep:
             parser.error(f"--set {item!r}: KEY=VALUE expected")
-        extra[key.strip()] = yaml.safe_load(value)
-    config = load_config(
-        args.stage,
-        args.config,
-        dataset=args.dataset[0] if args.dataset and len(args.dataset) == 1 else args.dataset,
-        output=args.output,
-        preset=args.preset,
-        lam_checkpoint=args.lam_checkpoint,
-        init_checkpoint=args.init_checkpoint,
-        dino_path=args.dino_path,
-        vlm_path=args.vlm_path,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        micro_batch_size=args.micro_batch_size,
-        lr=args.lr,
-        warmup_steps=args.warmup_steps,
-        save_every=args.save_every,
-        log_every=args.log_every,
-        device=args.device,
-        seed=args.seed,
-        **extra,
-    )
+        if key in overrides:
+            parser.error(f"{key} is set twice: by --{key.replace('_', '-')} and by --set {item}")
+        overrides[key] = yaml.safe_load(value)
+    try:
+        config = load_config(args.stage, args.config, **overrides)
+    except ValueError as error:  # an unknown setting
+        parser.error(str(error))
     if not config.dataset or not config.output:
         parser.error("--dataset and --output are needed (or set them in the config)")
-    trainer = Trainer(config, resume=args.resume)
+    return config, args.resume
+
+
+def main(argv=None) -> int:
+    config, resume = parse(argv)
+    trainer = Trainer(config, resume=resume)
     if trainer.step:
         print(f"[{config.stage}] resuming at step {trainer.step}", flush=True)
     try:
