@@ -46,20 +46,24 @@ def _last(values: list[float]) -> float:
     return sum(values[-10:]) / 10
 
 
-def test_triplet_training_learns_composable_rotational_latent_actions():
+def test_triplet_training_learns_composable_rotational_latent_actions_that_carry_the_motion():
+    # Each square's velocity follows from its colour, as a scripted demonstration's next motion
+    # follows from its scene: the decoder could predict the next frame without the latent.
+    # Played forwards only, the latent's use stays at ~14% of the reconstruction loss; with half
+    # the triplets played backwards (the default) the direction is not in the current frame:
+    # ~58% (one torch thread or two).
     torch.manual_seed(0)
     lam = LatentActionModel(tiny_lam_config())
-    rec, copying, uses = _train_on_squares(lam)
+    rec, copying, uses = _train_on_squares(lam, motion_from_colour=True)
     # The decoder starts at "no change" (copying): it must predict the motion well below that
-    # (0.57-0.61 of it at 250 steps, with one torch thread or two).
+    # (~0.59 of it at 250 steps).
     assert _last(rec) < 0.75 * _last(copying), (_last(rec), _last(copying))
-    # Each clip's velocity is random: the next frame cannot be told from the current one, so a
-    # LAM that learned anything reconstructs it from the latent. A collapsed LAM (every sample
-    # the same latent, the decoder copying) lowers its loss too, which is why this is asserted.
-    assert _last(uses) > 0.1 * _last(rec), f"the decoder ignores the latent ({_last(uses):.5f})"
+    # A collapsed LAM (every sample the same latent, the decoder copying) lowers its loss too,
+    # which is why the latent's use is asserted.
+    assert _last(uses) > 0.3 * _last(rec), f"latent_use {_last(uses):.4f} against rec1 {_last(rec):.4f}"
 
     lam.eval()
-    held_out = moving_squares(64, 3, 56, generator=torch.Generator().manual_seed(99))
+    held_out = moving_squares(64, 3, 56, generator=torch.Generator().manual_seed(99), motion_from_colour=True)
     with torch.no_grad():
         f = lam.features(held_out)
         z1 = lam.encode(f[:, 0], f[:, 1]).rotation
@@ -70,18 +74,8 @@ def test_triplet_training_learns_composable_rotational_latent_actions():
         composed = F.mse_loss(lam.decode(f[:, 0], compose(z2, z1)), f[:, 2])
         first_only = F.mse_loss(lam.decode(f[:, 0], z1), f[:, 2])
         second_only = F.mse_loss(lam.decode(f[:, 0], z2), f[:, 2])
+    # Two steps' latents composed reach two steps ahead better than either alone (~0.84).
     assert composed < 0.95 * min(first_only, second_only)
-
-
-def test_the_latent_carries_the_motion_even_where_the_scene_decides_it():
-    # Each square's velocity follows from its colour, as a scripted demonstration's next motion
-    # follows from its scene: the decoder can predict the next frame without the latent. Played
-    # forwards only, the latent's use stays at ~14% of the reconstruction loss; with half the
-    # triplets played backwards (the default) the direction is not in the current frame, ~65%.
-    torch.manual_seed(0)
-    lam = LatentActionModel(tiny_lam_config())
-    rec, _, uses = _train_on_squares(lam, motion_from_colour=True)
-    assert _last(uses) > 0.3 * _last(rec), f"latent_use {_last(uses):.4f} against rec1 {_last(rec):.4f}"
 
 
 @pytest.mark.parametrize(
