@@ -68,7 +68,7 @@ def parse(argv=None) -> tuple[TrainConfig, bool]:
         key = key.strip()
         if not sep:
             parser.error(f"--set {item!r}: KEY=VALUE expected")
-        if key in overrides:
+        if flags.get(key) is not None:  # (a repeated --set: the last one wins)
             parser.error(f"{key} is set twice: by --{key.replace('_', '-')} and by --set {item}")
         overrides[key] = yaml.safe_load(value)
     try:
