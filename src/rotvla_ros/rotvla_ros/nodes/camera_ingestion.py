@@ -248,17 +248,17 @@ class CameraIngestionNode(Node):
         new_drops = sum(drops.values()) - self._drops_at_last_report
         self._drops_at_last_report = sum(drops.values())
         # Every problem is named: a silent camera must not hide a clock that is off.
-        problems = [
-            (ERROR, f"no recent frames from {', '.join(silent)}") if silent else None,
-            (ERROR, f"{new_future} frame(s) stamped in the future refused: a camera's clock is off")
-            if new_future
-            else None,
-            (WARN, f"frames from {', '.join(lagging)} arrive older than max_age: a camera lags or drifts")
-            if lagging
-            else None,
-            (WARN, f"dropped {new_drops} observation(s) in the last period") if new_drops else None,
-        ]
-        problems = [p for p in problems if p is not None]
+        problems: list[tuple[bytes, str]] = []
+        if silent:
+            problems.append((ERROR, f"no recent frames from {', '.join(silent)}"))
+        if new_future:
+            problems.append((ERROR, f"{new_future} frame(s) stamped in the future refused: a camera's clock is off"))
+        if lagging:
+            problems.append(
+                (WARN, f"frames from {', '.join(lagging)} arrive older than max_age: a camera lags or drifts")
+            )
+        if new_drops:
+            problems.append((WARN, f"dropped {new_drops} observation(s) in the last period"))
         level = max((lvl for lvl, _ in problems), default=OK)
         message = "; ".join(text for _, text in problems) or "synchronised"
         self.diagnostics.publish(diagnostic_array(self, "rotvla/camera_ingestion", level, message, values))
