@@ -313,6 +313,8 @@ def sim_config() -> RotVLAConfig:
     - 16 steps of 0.1 s (1.6 s) per chunk: the length of one reach of the experts.
     - The robot state as input (``use_state``): the arm's pose and gripper disambiguate the
       moments the images alone do not (the gripper closing on a block it already surrounds).
+      Not settled: at 2,000 steps on block_to_plate the same run without it did better (46%
+      against 28%, p = 0.10; benchmarks/README.md); the shipped 8,000-step run used it (86%).
     - The latent plan: 2 transitions x 2 tokens of SO(8), from ``sim_lam_config``.
     """
     return RotVLAConfig(
