@@ -245,8 +245,8 @@ class CameraIngestionNode(Node):
         silent = [c for c in self.cameras if values[f"{c}/age_s"] > 1.0]
         lagging = [c for c in self.cameras if self.max_age < values[f"{c}/age_s"] <= 1.0]
         new_future, self._future_at_last_report = future_total - self._future_at_last_report, future_total
-        new_drops = sum(drops.values()) - self._drops_at_last_report
-        self._drops_at_last_report = sum(drops.values())
+        drops_total = sum(drops.values())
+        new_drops, self._drops_at_last_report = drops_total - self._drops_at_last_report, drops_total
         # Every problem is named: a silent camera must not hide a clock that is off.
         problems: list[tuple[bytes, str]] = []
         if silent:
