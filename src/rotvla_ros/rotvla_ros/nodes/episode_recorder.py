@@ -146,12 +146,10 @@ class EpisodeRecorder(Node):
         return response
 
     def _on_stop(self, request: StopEpisode.Request, response: StopEpisode.Response):
-        with self._lock:
-            episode, self._episode = self._episode, None
+        episode = self._take_episode()
         if episode is None:
             response.success, response.message = False, "no episode is being recorded"
             return response
-        episode.writer.close()
         duration = ((episode.last_ns - episode.first_ns) * 1e-9) if episode.first_ns is not None else 0.0
         episode.meta.update(
             success=bool(request.task_success),
@@ -172,18 +170,24 @@ class EpisodeRecorder(Node):
         return response
 
     def _on_discard(self, request: Trigger.Request, response: Trigger.Response):
-        with self._lock:
-            episode, self._episode = self._episode, None
+        episode = self._take_episode()
         if episode is None:
             response.success, response.message = False, "no episode is being recorded"
             return response
-        episode.writer.close()
         shutil.rmtree(episode.partial, ignore_errors=True)
         response.success, response.message = True, f"discarded {episode.meta['episode_id']}"
         self.get_logger().info(response.message)
         return response
 
     # -- recording ------------------------------------------------------------------------
+
+    def _take_episode(self) -> _Episode | None:
+        """End the episode being recorded, if any: no message is written to it after this."""
+        with self._lock:
+            episode, self._episode = self._episode, None
+        if episode is not None:
+            episode.writer.close()
+        return episode
 
     def _write(self, topic: str, data: bytes) -> None:
         with self._lock:
@@ -201,10 +205,8 @@ class EpisodeRecorder(Node):
             episode.last_ns = stamp
 
     def destroy_node(self):
-        with self._lock:
-            episode, self._episode = self._episode, None
+        episode = self._take_episode()
         if episode is not None:  # an episode never stopped is not complete: it stays .partial
-            episode.writer.close()
             self.get_logger().warning(f"episode {episode.meta['episode_id']} left incomplete in {episode.partial}")
         return super().destroy_node()
 
