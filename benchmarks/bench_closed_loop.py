@@ -46,7 +46,7 @@ def main():
             rows.append([task, checkpoint, "in-process", "missing", "", "", ""])
             continue
         seeds = list(range(args.first_seed, args.first_seed + args.episodes))
-        results = evaluate_in_process(str(path), task, seeds, args.workers, period, 0.1)
+        results = evaluate_in_process(str(path), task, seeds, policy_period=period, workers=args.workers)
         summaries = [Summary.of(task, path.name, "in-process", results)]
         if args.ros:
             from rotvla_ros.nodes.sim_episodes import evaluate_through_ros

@@ -22,6 +22,10 @@ from pathlib import Path
 from ..sim.tasks import TASKS
 from .report import EpisodeResult, Summary
 
+# s from an observation to its chunk reaching the controller in process: the live stack's
+# inference time on a CPU (this module stays light: episodes, torch, load in the workers)
+INFERENCE_LATENCY = 0.1
+
 
 def _worker(args: tuple) -> list[EpisodeResult]:
     from .episodes import run_episodes
@@ -53,9 +57,10 @@ def evaluate_in_process(
     checkpoint: str,
     task: str,
     seeds: list[int],
+    *,
+    policy_period: float,
     workers: int = 1,
-    policy_period: float = 0.1,
-    latency: float = 0.1,
+    latency: float = INFERENCE_LATENCY,
     video_dir: Path | None = None,
     video_seeds: tuple[int, ...] = (),
     time_limit: float | None = None,
@@ -102,7 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--latency",
         type=float,
-        default=0.1,
+        default=INFERENCE_LATENCY,
         help="in-process: s from an observation to its chunk reaching the controller",
     )
     parser.add_argument("--ros", action="store_true", help="through the simulated ROS stack instead")
@@ -134,12 +139,12 @@ def main(argv=None) -> int:
             args.checkpoint,
             args.task,
             seeds,
-            args.workers,
-            args.policy_period,
-            args.latency,
-            args.video_dir,
-            video_seeds,
-            args.time_limit,
+            policy_period=args.policy_period,
+            workers=args.workers,
+            latency=args.latency,
+            video_dir=args.video_dir,
+            video_seeds=video_seeds,
+            time_limit=args.time_limit,
         )
         settings = {"policy_period": args.policy_period, "latency": args.latency, "time_limit": args.time_limit}
     summary = Summary.of(args.task, Path(args.checkpoint).name, "ros" if args.ros else "in-process", results, settings)

@@ -21,6 +21,7 @@ from arx_r5_driver.chunks import ChunkRejected
 from ..policy import NonFiniteOutputError, RotVLAPolicy
 from ..sim.env import CellEnv
 from ..sim.tasks import TASKS
+from .cli import INFERENCE_LATENCY
 from .report import EpisodeResult, VideoRecorder
 
 
@@ -29,8 +30,8 @@ def run_episode(
     policy: RotVLAPolicy,
     seed: int,
     *,
-    policy_period: float = 0.1,
-    latency: float = 0.1,
+    policy_period: float,
+    latency: float = INFERENCE_LATENCY,
     instruction: str | None = None,
     video: Path | None = None,
 ) -> EpisodeResult:
@@ -83,8 +84,8 @@ def run_episodes(
     task: str,
     seeds: list[int],
     *,
-    policy_period: float = 0.1,
-    latency: float = 0.1,
+    policy_period: float,
+    latency: float = INFERENCE_LATENCY,
     video_dir: Path | None = None,
     video_seeds: tuple[int, ...] = (),
     time_limit: float | None = None,
