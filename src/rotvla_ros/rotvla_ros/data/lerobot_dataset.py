@@ -25,6 +25,7 @@ from functools import partial
 
 import numpy as np
 import pyarrow.parquet as pq
+from rotvla_common.action_space import CAMERA_NAMES
 from rotvla_common.contract import prepare_image
 from torch.utils.data import Dataset
 
@@ -81,7 +82,7 @@ class LeRobotV3Dataset(Dataset):
         cameras: list[str] | None = None,
         clip_length: int = 0,
         clip_stride: int = 1,
-        clip_camera: str = "head",
+        clip_camera: str = CAMERA_NAMES[0],
         video_cache_mb: float = 1024,
         image_size: int = 0,
         clip_image_size: int = 0,

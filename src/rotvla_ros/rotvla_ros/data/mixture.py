@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rotvla_common.action_space import CAMERA_NAMES
 from torch.utils.data import Dataset
 
 from .lerobot_dataset import DatasetFormatError, LeRobotV3Dataset, camera_names, read_info
@@ -71,7 +72,7 @@ class DatasetMixture(Dataset):
         sources: list[MixtureSource],
         views: tuple[str, ...] = (),
         action_names: tuple[str, ...] = (),
-        latent_camera: str = "head",
+        latent_camera: str = CAMERA_NAMES[0],
         action_horizon: int = 1,
         clip_length: int = 0,
         clip_stride: int = 1,

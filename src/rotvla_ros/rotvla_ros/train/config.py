@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from rotvla_common.action_space import CAMERA_NAMES
 
 STAGES = ("stage1", "stage2", "stage3")
 
@@ -59,7 +60,7 @@ class TrainConfig:
     warmup_steps: int = 5_000  # the VLM stays frozen while the action expert warms up
     grad_clip: float = 1.0  # 0: none
     color_jitter: bool = True
-    latent_camera: str = "head"  # whose frames the LAM labels
+    latent_camera: str = CAMERA_NAMES[0]  # whose frames the LAM labels: the head view sees the whole scene
     frame_stride: int = 5  # frames between the LAM's triplet / plan frames
     latent_cache_dir: str = ""  # where latent-action labels are cached (empty: ~/.cache/rotvla/latent_labels)
     save_every: int = 1_000
