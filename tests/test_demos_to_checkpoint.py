@@ -882,16 +882,28 @@ INFO_SCHEMA = {
     "video_path": str,
     "features": dict,
 }
+# LeRobot 0.6's video info keys, exactly (its merge requires every dataset's features to be equal:
+# 0.4's "video.is_depth_map" made a merge with a 0.6 recording fail).
 VIDEO_INFO = {
     "video.height": int,
     "video.width": int,
     "video.codec": str,
     "video.pix_fmt": str,
-    "video.is_depth_map": bool,
+    "is_depth_map": bool,
     "video.fps": int,
     "video.channels": int,
     "has_audio": bool,
 }
+# LeRobot 0.6's meta/episodes columns, in its order (its writers know none of ours).
+LEROBOT_EPISODE_COLUMNS = (
+    "episode_index",
+    "tasks",
+    "length",
+    "data/chunk_index",
+    "data/file_index",
+    "dataset_from_index",
+    "dataset_to_index",
+)
 STATS = ("min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90", "q99")
 BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 
@@ -938,6 +950,7 @@ def test_info_and_stats_follow_lerobot_v3(dataset):
     for name, feature in info["features"].items():
         assert {"dtype", "shape", "names"} <= set(feature), name
         if feature["dtype"] == "video":
+            assert set(feature["info"]) == set(VIDEO_INFO), name
             for key, kind in VIDEO_INFO.items():
                 assert isinstance(feature["info"][key], kind), (name, key)
             assert feature["info"]["video.codec"] in ("h264", "hevc", "av1")  # the stream's codec, not the encoder
@@ -951,6 +964,122 @@ def test_info_and_stats_follow_lerobot_v3(dataset):
             if np.ndim(values["q50"]) == 0
             else np.all(np.asarray(values["q01"]) <= np.asarray(values["q99"]))
         ), name
+
+
+def _lerobot_aggregate(parts: list[dict]) -> dict:
+    """LeRobot's aggregate_feature_stats, written out: what its merge, delete and append
+    recompute stats.json with from the episodes' stats."""
+    counts = np.array([p["count"][0] for p in parts], dtype=np.float64)
+    total = counts.sum()
+    arrays = {k: np.array([p[k] for p in parts], dtype=np.float64) for k in STATS if k != "count"}
+    weights = counts.reshape(-1, *[1] * (arrays["mean"].ndim - 1))
+    mean = (arrays["mean"] * weights).sum(0) / total
+    result = {
+        "min": arrays["min"].min(0),
+        "max": arrays["max"].max(0),
+        "mean": mean,
+        "std": np.sqrt(((arrays["std"] ** 2 + (arrays["mean"] - mean) ** 2) * weights).sum(0) / total),
+        "count": np.array([total]),
+    }
+    result.update({q: (arrays[q] * weights).sum(0) / total for q in ("q01", "q10", "q50", "q90", "q99")})
+    return result
+
+
+@pytest.mark.timeout(300)
+def test_stats_json_is_what_lerobot_recomputes_from_the_episodes_stats(dataset):
+    """One convention, LeRobot's: stats.json is the count-weighted aggregate of the episodes'
+    statistics, whose quantiles come from a 5,000-bin histogram. A LeRobot merge, delete or
+    append recomputes stats.json that way; exact quantiles over all frames moved q50 of the
+    action by up to 0.07 after such an edit."""
+    import pandas as pd
+
+    root, info = dataset
+    stats = json.loads((root / "meta" / "stats.json").read_text())
+    episodes = pq.read_table(root / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pylist()
+    data = pd.read_parquet(root / "data" / "chunk-000" / "file-000.parquet")
+    for feature in info["features"]:
+        parts = [{k: np.asarray(row[f"stats/{feature}/{k}"], dtype=np.float64) for k in STATS} for row in episodes]
+        expected = _lerobot_aggregate(parts)
+        for name in STATS:
+            assert np.allclose(np.asarray(stats[feature][name], dtype=np.float64), expected[name], atol=1e-9), (
+                feature,
+                name,
+            )
+    # An episode's quantile is the histogram's: between the order statistics around its rank,
+    # give or take one bin (1/5000 of the range).
+    first = episodes[0]
+    action = np.sort(np.stack(data["action"][first["dataset_from_index"] : first["dataset_to_index"]].to_numpy()), 0)
+    action = action.astype(np.float64)  # the stats are float64 of float32 values
+    bin_width = (action[-1] - action[0]) / 5000 + 1e-7
+    for name, q in (("q01", 0.01), ("q50", 0.5), ("q99", 0.99)):
+        rank = q * len(action)
+        low, high = action[max(int(rank) - 1, 0)], action[min(int(np.ceil(rank)), len(action) - 1)]
+        value = np.asarray(first[f"stats/action/{name}"])
+        assert ((value >= low - bin_width) & (value <= high + bin_width)).all(), name
+
+
+def _append_lerobot06_episode(root: Path) -> dict:
+    """Append a copy of episode 0 as LeRobot 0.6 writes an episode (LeRobotDataset.resume, then
+    save_episode): a data file and an episodes file of its own, LeRobot's columns in LeRobot's
+    order and none of ours, vectors as variable-length lists, the same video segment."""
+    import pandas as pd
+
+    info = json.loads((root / "meta" / "info.json").read_text())
+    ours = pd.read_parquet(root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    data = pd.read_parquet(root / "data" / "chunk-000" / "file-000.parquet")
+    first = ours.iloc[0]
+    new_index, start = int(info["total_episodes"]), int(info["total_frames"])
+    length = int(first["length"])
+    rows = data.iloc[int(first["dataset_from_index"]) : int(first["dataset_to_index"])].copy()
+    rows["episode_index"], rows["index"] = new_index, np.arange(start, start + length)
+    table = pa.table(
+        {
+            "action": pa.array([list(v) for v in rows["action"]], pa.list_(pa.float32())),
+            "observation.state": pa.array([list(v) for v in rows["observation.state"]], pa.list_(pa.float32())),
+            **{k: pa.array(rows[k].to_numpy()) for k in ("timestamp", "frame_index", "episode_index", "index")},
+            "task_index": pa.array(rows["task_index"].to_numpy()),
+        }
+    )
+    pq.write_table(table, root / "data" / "chunk-000" / "file-001.parquet")
+    episode = {
+        "episode_index": new_index,
+        "tasks": list(first["tasks"]),
+        "length": length,
+        "data/chunk_index": 0,
+        "data/file_index": 1,
+        "dataset_from_index": start,
+        "dataset_to_index": start + length,
+        **{k: first[k] for k in ours.columns if k.startswith("videos/")},
+        "meta/episodes/chunk_index": 0,
+        "meta/episodes/file_index": 1,
+        **{k: first[k].tolist() for k in ours.columns if k.startswith("stats/")},
+    }
+    assert list(episode)[: len(LEROBOT_EPISODE_COLUMNS)] == list(LEROBOT_EPISODE_COLUMNS)
+    pq.write_table(pa.Table.from_pylist([episode]), root / "meta" / "episodes" / "chunk-000" / "file-001.parquet")
+    info["total_episodes"] += 1
+    info["total_frames"] += length
+    info["splits"] = {"train": f"0:{info['total_episodes']}"}
+    (root / "meta" / "info.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+@pytest.mark.timeout(300)
+def test_our_reader_opens_our_dataset_after_lerobot_06_appended_an_episode(dataset, tmp_path):
+    """LeRobot 0.6's resume wrote an episodes file whose columns differ from ours in order and
+    set: the reader required one schema for every file (pyarrow ArrowInvalid)."""
+    root = tmp_path / "appended"
+    shutil.copytree(dataset[0], root)
+    before = LeRobotV3Dataset(root)
+    info = _append_lerobot06_episode(root)
+    after = LeRobotV3Dataset(root, cameras=["head"])
+    assert len(after) == info["total_frames"] == len(before) + before.episodes[0]["length"]
+    new = info["total_episodes"] - 1
+    assert after.episodes[new]["success"] is None and after.episodes[0]["success"] is True
+    first_new = len(before)
+    item, original = after[first_new], after[0]
+    assert item["episode_index"] == new and item["frame_index"] == 0
+    assert np.array_equal(item["state"], original["state"]) and np.array_equal(item["actions"], original["actions"])
+    assert np.array_equal(item["images"]["head"], original["images"]["head"])
 
 
 @pytest.mark.timeout(300)

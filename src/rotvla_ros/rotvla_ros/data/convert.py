@@ -196,26 +196,77 @@ def _first_motion(state: np.ndarray, threshold: float, arms: int) -> int:
 
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}  # LeRobot's (pi0.5 normalises by them)
 STAT_NAMES = ("min", "max", "mean", "std", "count", *QUANTILES)
+QUANTILE_BINS = 5000  # LeRobot's histogram resolution for quantiles
+
+
+# Statistics follow LeRobot's convention, so that its tools and ours agree on a dataset however
+# it was last written: each episode's quantiles come from a histogram of QUANTILE_BINS bins over
+# [min, max] (interpolated within the bin), and the dataset's stats.json is the count-weighted
+# aggregate of the episodes' statistics (LeRobot recomputes it that way after a merge, a delete
+# or an appended episode). Exact quantiles over all frames differed from that by up to 0.07.
+def _histogram_quantile(column: np.ndarray, q: float) -> float:
+    """The q-quantile of one column from its histogram, LeRobot's way."""
+    edges = np.linspace(column.min() - 1e-10, column.max() + 1e-10, QUANTILE_BINS + 1)
+    cumulative = np.cumsum(np.histogram(column, bins=edges)[0])
+    target = q * len(column)
+    k = int(np.searchsorted(cumulative, target))  # the first bin whose cumulative count reaches it
+    if k == 0:
+        return float(edges[0])
+    if k >= len(cumulative):
+        return float(edges[-1])
+    before, inside = cumulative[k - 1], cumulative[k] - cumulative[k - 1]
+    if inside == 0:
+        return float(edges[k])
+    return float(edges[k] + (target - before) / inside * (edges[k + 1] - edges[k]))
 
 
 def _feature_stats(values: np.ndarray) -> dict:
-    """LeRobot's statistics of a (N, D) or (N,) feature: min, max, mean, std, count, quantiles."""
-    values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    stats = {"min": values.min(0), "max": values.max(0), "mean": values.mean(0), "std": values.std(0)}
-    stats.update({name: np.quantile(values, q, axis=0) for name, q in QUANTILES.items()})
+    """One episode's statistics of a (N, D) or (N,) feature: min, max, mean, std, count and the
+    quantiles (of the mean when N < 2), as LeRobot's compute_episode_stats gives them."""
+    values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)  # (N, D)
+    mean = values.mean(0)
+    stats = {"min": values.min(0), "max": values.max(0), "mean": mean, "std": values.std(0)}
+    for name, q in QUANTILES.items():
+        stats[name] = mean if len(values) < 2 else np.array([_histogram_quantile(c, q) for c in values.T])
     return {**{k: v.tolist() for k, v in stats.items()}, "count": [int(len(values))]}
 
 
-def _image_stats(frames: list[np.ndarray]) -> dict:
-    """Per-channel statistics over a subsample of the frames (about 20 per episode, every 4th
-    pixel each way), in [0, 1], shaped (3, 1, 1)."""
-    pixels = (
-        np.concatenate([f[:: max(1, len(f) // 20), ::4, ::4].reshape(-1, 3) for f in frames]).astype(np.float64) / 255.0
-    )
+def aggregate_stats(episodes: list[dict[str, dict]]) -> dict[str, dict]:
+    """The dataset's statistics from its episodes', LeRobot's aggregate: min of the minima, max
+    of the maxima, count-weighted mean, pooled variance, count-weighted quantiles."""
+    aggregated = {}
+    for feature in {f for stats in episodes for f in stats}:
+        parts = [stats[feature] for stats in episodes if feature in stats]
+        counts = np.array([p["count"][0] for p in parts], dtype=np.float64)  # (E,)
+        total = counts.sum()
+
+        def stack(name, parts=parts, counts=counts):
+            values = np.array([p[name] for p in parts], dtype=np.float64)  # (E, ...)
+            return values, counts.reshape(-1, *[1] * (values.ndim - 1))
+
+        means, weights = stack("mean")
+        mean = (means * weights).sum(0) / total
+        stds, _ = stack("std")
+        variance = ((stds**2 + (means - mean) ** 2) * weights).sum(0) / total
+        result = {
+            "min": stack("min")[0].min(0),
+            "max": stack("max")[0].max(0),
+            "mean": mean,
+            "std": np.sqrt(variance),
+        }
+        for name in QUANTILES:
+            values, weights = stack(name)
+            result[name] = (values * weights).sum(0) / total
+        aggregated[feature] = {**{k: v.tolist() for k, v in result.items()}, "count": [int(total)]}
+    return aggregated
+
+
+def _image_stats(frames: np.ndarray) -> dict:
+    """One episode's per-channel statistics over a subsample of its frames (about 20, every 4th
+    pixel each way), in [0, 1], shaped (3, 1, 1); the count is the episode's frames."""
+    pixels = frames[:: max(1, len(frames) // 20), ::4, ::4].reshape(-1, 3).astype(np.float64) / 255.0
     stats = _feature_stats(pixels)
-    return {k: (v if k == "count" else [[[float(x)]] for x in v]) for k, v in stats.items()} | {
-        "count": [int(sum(len(f) for f in frames))]
-    }
+    return {k: [[[float(x)]] for x in v] for k, v in stats.items() if k != "count"} | {"count": [int(len(frames))]}
 
 
 def _episode_stats_columns(stats: dict[str, dict]) -> dict:
@@ -324,7 +375,7 @@ def convert(
 def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) -> dict:
     tasks: dict[str, int] = {}
     videos: dict[str, _VideoWriter] = {}
-    rows, episode_rows, states, actions, frames_for_stats = [], [], [], [], {c: [] for c in config.cameras}
+    rows, episode_rows, all_episode_stats = [], [], []
     index = 0
     shapes = {}
     episode_index = 0
@@ -368,7 +419,6 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
                     f"videos/{key}/to_timestamp": start + length / config.fps,
                 }
             )
-            frames_for_stats[camera].append(frames)
         bookkeeping = {
             "timestamp": episode.timestamps,
             "frame_index": np.arange(length),
@@ -379,7 +429,7 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
         episode_stats = {
             STATE_KEY: _feature_stats(episode.state),
             ACTION_KEY: _feature_stats(episode.action),
-            **{f"observation.images.{c}": _image_stats([f]) for c, f in episode.frames.items()},
+            **{f"observation.images.{c}": _image_stats(f) for c, f in episode.frames.items()},
             **{k: _feature_stats(v) for k, v in bookkeeping.items()},
         }
         for k in range(length):
@@ -406,14 +456,14 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
                 **video_row,
                 "meta/episodes/chunk_index": 0,
                 "meta/episodes/file_index": 0,
+                **_episode_stats_columns(episode_stats),
+                # Ours, after LeRobot's columns (its writers leave them out: readers must not need them)
                 "source": episode.name,
                 "success": bool(episode.meta.get("success", True)),
                 "operator": str(episode.meta.get("operator", "")),
-                **_episode_stats_columns(episode_stats),
             }
         )
-        states.append(episode.state)
-        actions.append(episode.action)
+        all_episode_stats.append(episode_stats)
         index += length
         episode_index += 1
     if not episode_rows:
@@ -439,12 +489,7 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
     pq.write_table(pa.Table.from_pylist(episode_rows), root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
     pq.write_table(_tasks_table(tasks), root / "meta" / "tasks.parquet")
 
-    state_all, action_all = np.concatenate(states), np.concatenate(actions)
-    stats = {STATE_KEY: _feature_stats(state_all), ACTION_KEY: _feature_stats(action_all)}
-    for camera, frames in frames_for_stats.items():
-        stats[f"observation.images.{camera}"] = _image_stats(frames)
-    for key in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
-        stats[key] = _feature_stats(np.array([row[key] for row in rows]))
+    stats = aggregate_stats(all_episode_stats)
     (root / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
     names = list(DUAL_ARM_EEF_ACTION_NAMES)
     codecs = {
@@ -463,7 +508,7 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
                     "video.width": w,
                     "video.codec": codecs[c],
                     "video.pix_fmt": "yuv420p",
-                    "video.is_depth_map": False,
+                    "is_depth_map": False,  # LeRobot 0.6's key (0.4 wrote video.is_depth_map)
                     "video.fps": config.fps,
                     "video.channels": 3,
                     "has_audio": False,

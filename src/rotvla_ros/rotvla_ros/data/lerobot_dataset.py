@@ -39,12 +39,19 @@ class DatasetFormatError(ValueError):
 
 
 def _read_tables(folder: Path):
+    """Every parquet file under ``folder`` as one table. Files written by different tools
+    (ours, LeRobot appending an episode) may order their columns differently, hold columns
+    the others lack (ours: source, success, operator) or type a vector as a fixed or variable
+    list: columns are matched by name, widened to a common type, missing values null."""
     files = sorted(folder.glob("chunk-*/file-*.parquet"))
     if not files:
         raise DatasetFormatError(f"no parquet files under {folder}")
     import pyarrow as pa
 
-    return pa.concat_tables([pq.read_table(f) for f in files])
+    try:
+        return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise DatasetFormatError(f"{folder}: the parquet files do not share their columns' types: {error}") from None
 
 
 def read_info(root: Path) -> dict:
