@@ -8,7 +8,12 @@ description the composed runner ``rotvla_run`` uses. On hardware, realsense2_cam
 rs_launch.py is included once per D405, each in a scoped GroupAction; with ``sim:=true`` the
 MuJoCo cell replaces cameras and arms. ``record:=true`` runs ``ros2 bag record -s mcap`` on
 the documented topics. When a required node (the simulation, the executor, the policy) exits,
-the whole launch shuts down with that reason: half a system never keeps running.
+the whole launch shuts down with that reason and exits non-zero: half a system never keeps
+running. Every argument is checked before anything starts (``rotvla_ros.bringup.
+system_args_from_launch``): an unknown name or an unusable value stops the launch with the
+argument's name. Each node's overrides are a parameter file under its own section, passed
+after the config files, so they win over the YAML in any namespace
+(``rotvla_common.parameters``).
 """
 
 from launch import LaunchDescription
@@ -24,28 +29,26 @@ from launch.actions import (
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration
-
-ARGUMENTS = {
-    "sim": ("true", "the simulated cell (MuJoCo) instead of cameras and arms"),
-    "task": ("block_to_plate", "block_to_plate, block_into_drawer or cup_stacking"),
-    "checkpoint": ("", "checkpoint directory the policy serves at start"),
-    "instruction": ("", "instruction (empty: the task's)"),
-    "record": ("false", "record the documented topics with ros2 bag (mcap), and run the episode recorder"),
-    "device": ("", "torch device of the policy (empty: the config's)"),
-    "expert": ("false", "sim: the scripted expert drives the arms (demonstrations)"),
-    "seed": ("0", "sim: seed of the task's randomisation"),
-    "head_serial": ("", "serial number of the head D405"),
-    "left_wrist_serial": ("", "serial number of the left wrist D405"),
-    "right_wrist_serial": ("", "serial number of the right wrist D405"),
-    "left_can": ("", "CAN interface of the left arm (empty: the config's)"),
-    "right_can": ("", "CAN interface of the right arm (empty: the config's)"),
-    "namespace": ("", "the cell's ROS namespace: every node, topic, service, camera and the sim clock under it"),
-}
+from rotvla_ros.bringup import LAUNCH_ARGUMENTS
 
 
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
+class RequiredNodeExited(RuntimeError):
+    """Raised inside launch's event loop: launch logs it, shuts down and exits with 1."""
+
+
+def _on_required_exit(name: str):
+    """A required node's end ends the system. Our nodes exit 0 only when told to stop (a signal:
+    Ctrl-C reaches every process of the group, and a node may end before launch has seen its
+    own SIGINT): that is a stop. Any other code is a failure, and launch then exits 1."""
+
+    def handler(event, context):
+        if context.is_shutdown:
+            return None
+        if event.returncode == 0:
+            return [EmitEvent(event=Shutdown(reason=f"required node {name} stopped"))]
+        raise RequiredNodeExited(f"required node {name} exited with code {event.returncode}: stopping the system")
+
+    return handler
 
 
 def _actions(context):
@@ -55,23 +58,17 @@ def _actions(context):
     from launch_ros.actions import Node, PushRosNamespace
 
     from rotvla_common.action_space import CAMERA_NAMES
-    from rotvla_common.topics import cell_ros_arguments, normalise_namespace
-    from rotvla_ros.bringup import RECORD_TOPICS, SystemArgs, node_set, parameter_files, realsense_arguments
-
-    value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
-    args = SystemArgs(
-        sim=_truthy(value("sim")),
-        task=value("task"),
-        checkpoint=value("checkpoint"),
-        instruction=value("instruction"),
-        device=value("device"),
-        seed=int(value("seed")),
-        expert=_truthy(value("expert")),
-        record_episodes=_truthy(value("record")),
-        camera_serials={c: value(f"{c}_serial") for c in CAMERA_NAMES},
-        can_ports={arm: value(f"{arm}_can") for arm in ("left", "right") if value(f"{arm}_can")},
-        namespace=normalise_namespace(value("namespace")),
+    from rotvla_common.parameters import write_overrides
+    from rotvla_common.topics import cell_ros_arguments
+    from rotvla_ros.bringup import (
+        RECORD_TOPICS,
+        node_set,
+        parameter_files,
+        realsense_arguments,
+        system_args_from_launch,
     )
+
+    args = system_args_from_launch(dict(context.launch_configurations))
     share = Path(get_package_share_directory("rotvla_ros"))
     files = [str(f) for f in parameter_files(share / "config", args)]
     actions = []
@@ -81,19 +78,14 @@ def _actions(context):
             executable=spec.executable,
             name=spec.name,
             output="screen",
-            parameters=[*files, spec.parameters],
+            parameters=[*files, str(write_overrides(spec.name, spec.parameters))],
             emulate_tty=True,
             ros_arguments=cell_ros_arguments(args.namespace),  # the cell's namespace and clock
         )
         actions.append(node)
         if spec.required:
             actions.append(
-                RegisterEventHandler(
-                    OnProcessExit(
-                        target_action=node,
-                        on_exit=[EmitEvent(event=Shutdown(reason=f"required node {spec.name} exited"))],
-                    )
-                )
+                RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_required_exit(spec.name)))
             )
     if not args.sim:
         rs_launch = Path(get_package_share_directory("realsense2_camera")) / "launch" / "rs_launch.py"
@@ -104,7 +96,7 @@ def _actions(context):
             )
             # Scoped: one camera's arguments and namespace do not leak into the next include.
             actions.append(GroupAction([PushRosNamespace(args.namespace), include], scoped=True, forwarding=False))
-    if _truthy(value("record")):
+    if args.record_episodes:
         # A namespaced cell's own topics (the episode recorder writes them under the root names).
         recorded = [t if t in ("/tf", "/tf_static") else args.namespace + t for t in RECORD_TOPICS]
         actions.append(ExecuteProcess(cmd=["ros2", "bag", "record", "-s", "mcap", *recorded], output="screen"))
@@ -115,7 +107,7 @@ def generate_launch_description():
     return LaunchDescription(
         [
             DeclareLaunchArgument(name, default_value=default, description=text)
-            for name, (default, text) in ARGUMENTS.items()
+            for name, (default, text) in LAUNCH_ARGUMENTS.items()
         ]
         + [OpaqueFunction(function=_actions)]
     )

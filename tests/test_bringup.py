@@ -24,7 +24,7 @@ from std_msgs.msg import Bool  # noqa: E402
 
 from arx_r5_driver.kinematics import R5_JOINT_LIMITS  # noqa: E402
 from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS  # noqa: E402
-from rotvla_ros.bringup import SystemArgs, node_set, parameter_files  # noqa: E402
+from rotvla_ros.bringup import LAUNCH_ARGUMENTS, SystemArgs, node_set, parameter_files  # noqa: E402
 
 LAUNCH_FILE = REPO_ROOT / "launch" / "bringup.launch.py"
 
@@ -136,14 +136,6 @@ def test_the_policy_drives_the_simulated_arms_with_fresh_chunks(rclpy_context, p
     assert not any("Traceback" in line for line in runner.lines), "".join(runner.lines[-60:])
 
 
-def _declared_launch_arguments() -> set[str]:
-    tree = ast.parse(LAUNCH_FILE.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "ARGUMENTS" for t in node.targets):
-            return {key.value for key in node.value.keys}
-    raise AssertionError("no ARGUMENTS in the launch file")
-
-
 def test_every_name_the_launch_file_imports_from_the_workspace_exists():
     """The launch file runs only under launch_ros (not installable here): at least every name it
     takes from our packages must exist, or `ros2 launch` fails at once (it imported a CAMERAS
@@ -163,7 +155,8 @@ def test_the_launch_file_and_the_runner_share_one_node_set():
     source = LAUNCH_FILE.read_text()
     assert "node_set(args)" in source and "parameter_files(" in source
     assert "launch_ros.actions" in source and "Node(" in source
-    arguments = _declared_launch_arguments()
+    assert "LAUNCH_ARGUMENTS.items()" in source and "system_args_from_launch(" in source
+    arguments = set(LAUNCH_ARGUMENTS)
     assert {"sim", "task", "checkpoint", "instruction", "record", "device"} <= arguments
     assert {"head_serial", "left_wrist_serial", "right_wrist_serial", "left_can", "right_can"} <= arguments
     runner = (REPO_ROOT / "src/rotvla_ros/rotvla_ros/nodes/runner.py").read_text()
@@ -177,8 +170,8 @@ def test_the_launch_file_and_the_runner_share_one_node_set():
             assert path.is_file(), path
 
     if importlib.util.find_spec("launch_ros") is None:
-        pytest.skip("launch_ros is not installable here: the shared description was checked instead")
-    from launch import LaunchContext  # pragma: no cover - on a ROS install
+        pytest.skip("launch_ros is not installed (scripts/setup.sh installs it from ../shared/ros2-launch)")
+    from launch import LaunchContext
 
     spec = importlib.util.spec_from_file_location("bringup_launch", LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
@@ -197,6 +190,75 @@ def test_the_launch_file_and_the_runner_share_one_node_set():
     # executable are known now.
     launched = {(text(a.node_package), text(a.node_executable)) for a in actions if isinstance(a, Node)}
     assert launched == {(spec.package, spec.executable) for spec in node_set(SystemArgs(sim=True))}
+
+
+def test_launch_arguments_become_the_system_they_name():
+    """Each argument's value as the nodes get it; bad values and unknown names are refused with
+    the name (the same checks run under the real ``ros2 launch`` in test_launch.py)."""
+    from rotvla_ros.bringup import LaunchArgumentError, system_args_from_launch
+
+    defaults = {name: default for name, (default, _) in LAUNCH_ARGUMENTS.items()}
+    args = system_args_from_launch(defaults)
+    assert (args.sim, args.task, args.seed, args.expert, args.policy, args.record_episodes) == (
+        True,
+        "block_to_plate",
+        0,
+        False,
+        True,
+        False,
+    )
+    assert args.can_ports == {} and args.namespace == "" and args.checkpoint == ""
+    given = {
+        **defaults,
+        "sim": "False",
+        "expert": "1",
+        "seed": "12",
+        "left_can": "can7",
+        "namespace": "cell1/",
+        "checkpoint": str(REPO_ROOT / "models" / "tiny-random" / ".." / "tiny-random"),
+    }
+    args = system_args_from_launch(given)
+    assert (args.sim, args.expert, args.policy, args.seed) == (False, True, False, 12)  # the expert drives: no policy
+    assert args.can_ports == {"left": "can7"} and args.namespace == "/cell1"
+    assert args.checkpoint == str(REPO_ROOT / "models" / "tiny-random")
+    for name, value in (("sim", "ture"), ("seed", "1.5"), ("task", "cups"), ("right_can", "a" * 16), ("taks", "x")):
+        with pytest.raises(LaunchArgumentError, match=name):
+            system_args_from_launch({**defaults, name: value})
+
+
+def test_parameter_files_resolve_for_a_node_as_rcl_resolves_them(rclpy_context, tmp_path):
+    """The composed runner builds its nodes from ``read_parameter_files``; launch hands the same
+    files to rcl. Both must give a node the same values, in the root namespace and in another:
+    the sections keyed /**/<node>, the overrides file last, ``/**`` losing to a node section
+    whatever the file order, a bare node name matching the root namespace only."""
+    from rotvla_common.parameters import read_parameter_files, write_overrides
+
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(
+        "/**:\n  ros__parameters:\n    max_observation_age: 9.0\n    only_root_section: 1\n"
+        "policy:\n  ros__parameters:\n    only_root_section: 2\n"
+    )
+    files = [*parameter_files(REPO_ROOT / "config", SystemArgs(sim=True)), extra]
+    files.append(write_overrides("policy", {"device": "cuda:1", "left.base_xyz": [1.0, 2.0, 3.0]}, tmp_path))
+    for namespace in ("", "/cell1"):
+        cli = ["--ros-args", *[a for f in files for a in ("--params-file", str(f))]]
+        if namespace:
+            cli += ["-r", f"__ns:={namespace}"]
+        node = Node("policy", cli_args=cli, automatically_declare_parameters_from_overrides=True)
+        try:
+            rcl = {
+                name: p.value
+                for name, p in node.get_parameters_by_prefix("").items()
+                if name not in ("use_sim_time", "start_type_description_service")
+            }
+        finally:
+            node.destroy_node()
+        ours = read_parameter_files(files, "policy", namespace)
+        ours.pop("use_sim_time")
+        assert {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in rcl.items()} == ours, namespace
+        assert ours["device"] == "cuda:1" and ours["left.base_xyz"] == [1.0, 2.0, 3.0]
+        assert ours["max_observation_age"] == 0.6  # the policy's section (sim.yaml) beats a later /**
+        assert ours["only_root_section"] == (2 if not namespace else 1)
 
 
 def other_backends_parameters(values: dict) -> set[str]:

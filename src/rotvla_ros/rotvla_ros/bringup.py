@@ -3,19 +3,26 @@ parameter files and overrides. ``launch/bringup.launch.py`` turns it into launch
 actions; ``rotvla_run`` (nodes/runner.py) instantiates the same nodes in one process. No
 rclpy here: the launch file imports it too.
 
-Parameter files, in order (later wins): ``config/robot.yaml``, ``config/sim.yaml`` in
-simulation, ``config/tasks/<task>.yaml``; then the overrides from the arguments.
+Parameter files: ``config/robot.yaml``, ``config/sim.yaml`` in simulation,
+``config/tasks/<task>.yaml``, then each node's overrides from the arguments, written under the
+node's own section (``rotvla_common.parameters``: how rcl ranks sections and files). The
+launch arguments are checked here too (``system_args_from_launch``), so a typo fails before
+anything starts.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES
 from rotvla_common.tasks import TASK_NAMES, TASK_SPECS
 
-# What `record:=true` records (the episode recorder of the recording issue reads the same).
+# What `record:=true` records (the episode recorder reads the same).
 RECORD_TOPICS = (
     *(topics.absolute(f"{topics.CAMERAS}/{c}/color/image_raw") for c in CAMERA_NAMES),
     *(topics.absolute(f"{topics.CAMERAS}/{c}/color/camera_info") for c in CAMERA_NAMES),
@@ -67,6 +74,96 @@ class SystemArgs:
     # The cell's ROS namespace (empty: the root): every node, its topics, services, cameras and
     # sim clock under it (rotvla_common.topics.cell_ros_arguments), so cells can run side by side.
     namespace: str = ""
+
+
+# ``ros2 launch rotvla_ros bringup.launch.py NAME:=VALUE``: name -> (default, description).
+LAUNCH_ARGUMENTS = {
+    "sim": ("true", "true: the simulated cell (MuJoCo) replaces cameras and arms; false: the robot"),
+    "task": ("block_to_plate", " or ".join(TASK_NAMES)),
+    "checkpoint": ("", "checkpoint directory the policy serves at start (sim default: the task's shipped one)"),
+    "instruction": ("", "instruction (empty: the task's)"),
+    "record": ("false", "record the documented topics with ros2 bag (mcap), and run the episode recorder"),
+    "device": ("", "torch device of the policy: cpu, cuda, cuda:N or auto (empty: the config's)"),
+    "expert": ("false", "sim: the scripted expert drives the arms (demonstrations); no policy node"),
+    "seed": ("0", "sim: seed of the task's randomisation (an integer >= 0)"),
+    **{f"{c}_serial": ("", f"serial number of the {c.replace('_', ' ')} D405") for c in CAMERA_NAMES},
+    "left_can": ("", "CAN interface of the left arm (empty: the config's)"),
+    "right_can": ("", "CAN interface of the right arm (empty: the config's)"),
+    "namespace": ("", "the cell's ROS namespace: every node, topic, service, camera and the sim clock under it"),
+}
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}  # launch's own condition words
+_DEVICE = re.compile(r"(auto|cpu|cuda(:\d+)?)")
+_CAN_INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # a Linux interface name (IFNAMSIZ - 1)
+_SERIAL = re.compile(r"[0-9A-Za-z]{1,32}")
+
+
+class LaunchArgumentError(ValueError):
+    """A launch argument that is unknown or has a value the bringup cannot use."""
+
+
+def _launch_value(values: dict[str, str], name: str) -> str:
+    return values.get(name, LAUNCH_ARGUMENTS[name][0])
+
+
+def _launch_boolean(values: dict[str, str], name: str) -> bool:
+    value = _launch_value(values, name)
+    if value.strip().lower() not in _BOOLEANS:
+        raise LaunchArgumentError(f"launch argument {name}:={value!r} is neither true nor false")
+    return _BOOLEANS[value.strip().lower()]
+
+
+def _launch_pattern(values: dict[str, str], name: str, pattern: re.Pattern, what: str) -> str:
+    value = _launch_value(values, name)
+    if value and not pattern.fullmatch(value):
+        raise LaunchArgumentError(f"launch argument {name}:={value!r} is not {what}")
+    return value
+
+
+def system_args_from_launch(values: dict[str, str]) -> SystemArgs:
+    """The system a ``ros2 launch`` command line asks for; LaunchArgumentError names the first
+    argument that is unknown (with the nearest known name) or whose value cannot be used."""
+    for name in values:
+        if name not in LAUNCH_ARGUMENTS:
+            near = difflib.get_close_matches(name, LAUNCH_ARGUMENTS, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else f" (known: {', '.join(LAUNCH_ARGUMENTS)})"
+            raise LaunchArgumentError(f"unknown launch argument {name!r}{hint}")
+    task = _launch_value(values, "task")
+    if task not in TASK_NAMES:
+        raise LaunchArgumentError(f"launch argument task:={task!r} is not one of {', '.join(TASK_NAMES)}")
+    seed = _launch_value(values, "seed")
+    if not seed.strip().isdigit():
+        raise LaunchArgumentError(f"launch argument seed:={seed!r} is not an integer >= 0")
+    checkpoint = _launch_value(values, "checkpoint")
+    if checkpoint:
+        checkpoint = os.path.abspath(os.path.expanduser(checkpoint))
+        if not Path(checkpoint).is_dir():
+            raise LaunchArgumentError(f"launch argument checkpoint:={checkpoint!r} is no directory")
+    try:
+        namespace = topics.normalise_namespace(_launch_value(values, "namespace"))
+    except ValueError as error:
+        raise LaunchArgumentError(f"launch argument namespace: {error}") from None
+    expert = _launch_boolean(values, "expert")
+    return SystemArgs(
+        sim=_launch_boolean(values, "sim"),
+        task=task,
+        checkpoint=checkpoint,
+        instruction=_launch_value(values, "instruction"),
+        device=_launch_pattern(values, "device", _DEVICE, "auto, cpu, cuda or cuda:N"),
+        seed=int(seed),
+        expert=expert,
+        policy=not expert,
+        record_episodes=_launch_boolean(values, "record"),
+        camera_serials={
+            c: _launch_pattern(values, f"{c}_serial", _SERIAL, "a serial number (letters and digits)")
+            for c in CAMERA_NAMES
+        },
+        can_ports={
+            arm: port
+            for arm in ("left", "right")
+            if (port := _launch_pattern(values, f"{arm}_can", _CAN_INTERFACE, "a network interface name"))
+        },
+        namespace=namespace,
+    )
 
 
 def default_config_dir() -> Path:

@@ -21,8 +21,9 @@ class SdkArm:
         except ImportError as error:
             raise ImportError(
                 f"backend sdk needs ARX's R5 SDK (the arx_r5_sdk package and its compiled "
-                f"library, CPython 3.12) for {can_port}: {error}. Without the arms, run with "
-                "backend:=sim"
+                f"library, CPython 3.12) for {can_port}: {error}. Without the arms: the simulated cell "
+                "(ros2 launch rotvla_ros bringup.launch.py sim:=true), or the executor alone with "
+                "--ros-args -p backend:=sim"
             ) from error
 
         self.can_port = can_port

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,7 +29,7 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from rotvla_common.parameters import read_parameter_files
+from rotvla_common.parameters import read_parameter_files, write_overrides
 from rotvla_common.topics import cell_ros_arguments
 from rclpy.signals import SignalHandlerOptions
 from rotvla_common.tasks import TASK_NAMES
@@ -37,29 +37,25 @@ from rotvla_common.tasks import TASK_NAMES
 from ..bringup import NodeSpec, SystemArgs, default_config_dir, node_set, parameter_files
 
 
-def node_parameters(spec: NodeSpec, files: list[Path]) -> list[Parameter]:
-    """The node's parameters from the files (/** and its section, merged per parameter as rcl
-    does: see rotvla_common.parameters), then the overrides."""
-    values = read_parameter_files(files, spec.name)
-    values.update(spec.parameters)
+def node_parameters(spec: NodeSpec, files: list[Path], namespace: str = "") -> list[Parameter]:
+    """The node's parameters from the files (its overrides file last), resolved for the node
+    in ``namespace`` as rcl resolves them (rotvla_common.parameters)."""
+    values = read_parameter_files(files, spec.name, namespace)
     return [Parameter(name, value=value) for name, value in values.items()]
 
 
-def build(spec: NodeSpec, files: list[Path]):
+def build(spec: NodeSpec, files: list[Path], namespace: str = ""):
     module, class_name = spec.entry.split(":")
     node_class = getattr(importlib.import_module(module), class_name)
-    return node_class(parameter_overrides=node_parameters(spec, files))
+    return node_class(parameter_overrides=node_parameters(spec, files, namespace))
 
 
 def start_process(spec: NodeSpec, files: list[Path], ros_args: list[str]) -> subprocess.Popen:
-    """The node as its own process, as launch starts it: the same parameter files, then the
-    overrides (JSON values are YAML), then the runner's own --ros-args."""
-    module = spec.entry.split(":")[0]
-    command = [sys.executable, "-m", module, "--ros-args"]
+    """The node as its own process, as launch starts it: the same parameter files (its
+    overrides file last), then the runner's own --ros-args."""
+    command = [sys.executable, "-m", "rotvla_common.run", spec.entry, "--ros-args"]
     for path in files:
         command += ["--params-file", str(path)]
-    for name, value in spec.parameters.items():
-        command += ["-p", f"{name}:={json.dumps(value)}"]
     command += [arg for arg in ros_args if arg != "--ros-args"]
     # A session of its own: a terminal's Ctrl-C reaches the runner only, which stops the
     # child once, in order. And the child goes when the runner goes, however it goes.
@@ -91,7 +87,9 @@ class System:
     def __init__(self, args: SystemArgs, config_dir: Path | None = None, ros_args: list[str] = ()):
         self.files = parameter_files(config_dir or default_config_dir(), args)
         self.specs = node_set(args)
+        self.namespace = args.namespace
         self.ros_args = list(ros_args)
+        self._overrides_dir = tempfile.TemporaryDirectory(prefix="rotvla_run_")
         self.nodes, self.executors, self.threads = {}, [], []
         self.processes: dict[str, subprocess.Popen] = {}
         self.running = threading.Event()
@@ -100,10 +98,11 @@ class System:
     def start(self) -> None:
         self.running.set()
         for spec in self.specs:
+            files = [*self.files, write_overrides(spec.name, spec.parameters, Path(self._overrides_dir.name))]
             if spec.own_process:
-                self.processes[spec.name] = start_process(spec, self.files, self.ros_args)
+                self.processes[spec.name] = start_process(spec, files, self.ros_args)
                 continue
-            node = build(spec, self.files)
+            node = build(spec, files, self.namespace)
             self.nodes[spec.name] = node
             executor = MultiThreadedExecutor(num_threads=spec.threads) if spec.threads > 1 else SingleThreadedExecutor()
             executor.add_node(node)
@@ -137,6 +136,7 @@ class System:
                 print(f"[rotvla_run] {name} did not stop within 20 s: killed", file=sys.stderr)
                 process.kill()
                 process.wait()
+        self._overrides_dir.cleanup()
         rclpy.try_shutdown()
 
     def failure(self) -> str:
