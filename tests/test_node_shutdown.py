@@ -17,11 +17,14 @@ from conftest import REPO_ROOT
 ROBOT = str(REPO_ROOT / "config" / "robot.yaml")
 SIM = str(REPO_ROOT / "config" / "sim.yaml")
 TINY = str(REPO_ROOT / "models" / "tiny-random")
+POLICY = "rotvla_ros.nodes.policy_node:PolicyNode"
 
 # Each node as launch would start it, and a line that says it is up.
 NODES = {
     "policy": (
-        ["-m", "rotvla_ros.nodes.policy_node", "--ros-args", "-p", f"checkpoint:={TINY}", "-p", "device:=cpu"],
+        # As its console script and the composed runner start it: torch is imported after the
+        # node's signal handling is in place.
+        ["-m", "rotvla_common.run", POLICY, "--ros-args", "-p", f"checkpoint:={TINY}", "-p", "device:=cpu"],
         "serving",
     ),
     "camera_ingestion": (["-m", "rotvla_ros.nodes.camera_ingestion"], None),
@@ -126,6 +129,28 @@ def test_a_node_stops_cleanly_on_signals(node, sig, group):
         assert time.monotonic() - started < 15
         time.sleep(0.5)
         assert not process.group_alive(), "a process of the node's group is still running"
+    finally:
+        if process.proc.poll() is None:
+            os.killpg(process.proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_the_policy_node_stopped_while_it_imports_torch_exits_cleanly(sig):
+    """launch's Ctrl-C often lands in the seconds the policy node spends importing torch: that
+    gave a KeyboardInterrupt traceback and a non-zero code."""
+    process = Process(["-m", "rotvla_common.run", POLICY, "--ros-args", "-p", f"checkpoint:={TINY}"])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.proc.poll() is None:
+            with open(f"/proc/{process.proc.pid}/maps") as maps:
+                if "libtorch" in maps.read():  # torch's import has begun
+                    break
+            time.sleep(0.005)
+        process.signal(sig, group=True)
+        code, output = process.finish()
+        assert "serving" not in output, "the signal came after the import: nothing was tested"
+        assert code == 0, output[-4000:]
+        assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-4000:]
     finally:
         if process.proc.poll() is None:
             os.killpg(process.proc.pid, signal.SIGKILL)

@@ -134,6 +134,8 @@ def test_stale_observations_are_refused_and_instruction_service_works(ros, check
     assert driver.chunks == []
     reply = driver.call(driver.instruct, SetInstruction.Request(instruction="stack the cups"))
     assert reply.success and reply.previous_instruction == "" and node.instruction == "stack the cups"
+    reply = driver.call(driver.instruct, SetInstruction.Request(instruction=" \t"))
+    assert not reply.success and "empty" in reply.message and node.instruction == "stack the cups"
 
 
 def _bad_checkpoints(root, tmp_path):

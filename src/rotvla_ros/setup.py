@@ -31,7 +31,7 @@ setup(
     entry_points={
         "console_scripts": [
             "camera_ingestion = rotvla_ros.nodes.camera_ingestion:main",
-            "policy_node = rotvla_ros.nodes.policy_node:main",
+            "policy_node = rotvla_ros.nodes.entry_points:policy_node",
             "episode_recorder = rotvla_ros.nodes.episode_recorder:main",
             "rotvla_convert = rotvla_ros.data.convert:main",
             "rotvla_train = rotvla_ros.train.cli:main",

@@ -3,7 +3,9 @@ profiles, diagnostics, the node main."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import faulthandler
+import importlib
 import signal
 import sys
 import traceback
@@ -95,6 +97,31 @@ def diagnostic_array(node: Node, name: str, level: bytes, message: str, values: 
 OK, WARN, ERROR, STALE = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR, DiagnosticStatus.STALE
 
 
+def _drain(executor, timeout: float) -> None:
+    """Let the callbacks a MultiThreadedExecutor has handed to its thread pool end before it is
+    shut down. rclpy's shutdown destroys its wake-up guard condition without waiting for them
+    (its wait is skipped once the shutdown flag is set), and each such callback then fails on
+    the guard: "The following exception was never retrieved: cannot use Destroyable because
+    destruction was requested" at every stop. The pool takes no new work; what it holds gets
+    ``timeout`` seconds, with the guard still there (a cancelled one would leave its coroutine
+    never awaited). The pool and its futures are rclpy's private attributes: where a version
+    lacks them this does nothing."""
+    pool = getattr(executor, "_executor", None)
+    if not isinstance(pool, concurrent.futures.ThreadPoolExecutor):
+        return
+    pool.shutdown(wait=False)
+    futures = [f for f in getattr(executor, "_futures", []) if isinstance(f, concurrent.futures.Future)]
+    concurrent.futures.wait(futures, timeout=timeout)
+
+
+def _node_class(entry):
+    """A node class, or ``"module:Class"`` imported now (a heavy module: torch)."""
+    if not isinstance(entry, str):
+        return entry
+    module, class_name = entry.split(":")
+    return getattr(importlib.import_module(module), class_name)
+
+
 def run_node(node_class, args=None, num_threads: int = 4) -> None:
     """The ``main`` of every node: init, build, spin until SIGINT or SIGTERM (to the node alone
     or to its whole process group, once or repeatedly) or a shutdown, then stop in order and
@@ -106,7 +133,9 @@ def run_node(node_class, args=None, num_threads: int = 4) -> None:
        loop, the inference worker) while the context still carries their last messages, so
        none of them publishes into a shut-down context; then the context.
 
-    A signal while the node is being built (a checkpoint loading, say) ends the build at once.
+    A signal while the node is being built (a checkpoint loading, say) ends the build at once;
+    so does one while its module is imported, when ``node_class`` is given as ``"module:Class"``
+    (a node whose module imports torch takes seconds to import).
     A node that cannot start exits 1 with one line saying why; so does a node whose own
     thread died (it sets ``fatal_error``). ``num_threads`` > 1: a
     MultiThreadedExecutor, for nodes with callbacks that block (a checkpoint load); 1: a
@@ -129,12 +158,12 @@ def run_node(node_class, args=None, num_threads: int = 4) -> None:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    name = getattr(node_class, "__name__", "node")
+    name = node_class.rsplit(":", 1)[-1] if isinstance(node_class, str) else getattr(node_class, "__name__", "node")
     node = executor = None
     code = 0
     try:
         flags["building"] = True
-        node = node_class()
+        node = _node_class(node_class)()
         flags["building"] = False
         executor = MultiThreadedExecutor(num_threads=num_threads) if num_threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
@@ -158,6 +187,7 @@ def run_node(node_class, args=None, num_threads: int = 4) -> None:
         flags["building"] = False
         try:
             if executor is not None:  # first: no callback may be in flight when the node's entities go
+                _drain(executor, timeout=3.0)
                 executor.shutdown(timeout_sec=5.0)  # stops its thread pool, or the interpreter waits on it
             if node is not None:
                 node.destroy_node()

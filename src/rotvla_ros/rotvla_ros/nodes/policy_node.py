@@ -58,7 +58,6 @@ from .common import (
     RELIABLE_QOS,
     WARN,
     declare,
-    run_node,
     diagnostic_array,
     now_seconds,
     to_duration,
@@ -327,6 +326,11 @@ class PolicyNode(Node):
 
     def _on_set_instruction(self, request: SetInstruction.Request, response: SetInstruction.Response):
         response.previous_instruction = self.instruction
+        if not request.instruction.strip():
+            response.success = False
+            response.message = f"refused: an empty instruction; the instruction stays {bounded(self.instruction, 80)!r}"
+            self.get_logger().error(response.message)
+            return response
         if len(request.instruction) > self.max_instruction_chars:
             response.success = False
             response.message = (
@@ -489,7 +493,9 @@ class PolicyNode(Node):
 
 
 def main(args=None):
-    run_node(PolicyNode, args)
+    from .entry_points import policy_node
+
+    policy_node(args)
 
 
 if __name__ == "__main__":

@@ -2,28 +2,42 @@
 
 rotvla_ctl load /path/to/checkpoint [--device cuda] [--dtype bfloat16]
 rotvla_ctl instruct "put the block into the drawer and close the drawer"
+rotvla_ctl estop | resume
+A namespaced cell: append ``--ros-args -r __ns:=/cell_a``. A relative checkpoint path is the
+caller's: it is made absolute here, before the policy node (another working directory) sees it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import rclpy
 from rclpy.node import Node
 from rotvla_common import topics
 from rotvla_msgs.srv import LoadCheckpoint, SetInstruction
+from std_srvs.srv import Trigger
 
 
 def call(node: Node, srv_type, name: str, request, timeout: float):
     client = node.create_client(srv_type, name)
     if not client.wait_for_service(timeout_sec=min(timeout, 10.0)):
-        raise TimeoutError(f"service {name} is not available (is the policy node running?)")
+        raise TimeoutError(
+            f"service {node.resolve_service_name(name)} is not available (is the stack running, in this namespace?)"
+        )
     future = client.call_async(request)
     rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
     if not future.done():
         raise TimeoutError(f"{name} did not answer within {timeout} s")
     return future.result()
+
+
+def instruction_text(value: str) -> str:
+    """argparse type: an instruction with words in it."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("the instruction is empty")
+    return value
 
 
 def main(argv=None) -> int:
@@ -35,15 +49,21 @@ def main(argv=None) -> int:
     load.add_argument("--dtype", default="", help="bfloat16, float16, float32 (default: the node's)")
     load.add_argument("--timeout", type=float, default=600.0)
     instruct = sub.add_parser("instruct", help="set the language instruction")
-    instruct.add_argument("instruction")
+    instruct.add_argument("instruction", type=instruction_text)
     instruct.add_argument("--timeout", type=float, default=10.0)
+    for name, text in (
+        ("estop", "hold both arms at once; chunks are refused until resume"),
+        ("resume", "end an e-stop"),
+    ):
+        sub.add_parser(name, help=text).add_argument("--timeout", type=float, default=10.0)
     args, ros_args = parser.parse_known_args(argv)
 
     rclpy.init(args=[sys.argv[0], *ros_args])
     node = Node("rotvla_ctl")
     try:
         if args.command == "load":
-            request = LoadCheckpoint.Request(path=args.path, device=args.device, dtype=args.dtype)
+            path = os.path.abspath(os.path.expanduser(args.path))
+            request = LoadCheckpoint.Request(path=path, device=args.device, dtype=args.dtype)
             result = call(node, LoadCheckpoint, topics.LOAD_CHECKPOINT, request, args.timeout)
             print(result.message)
             if result.success:
@@ -51,10 +71,14 @@ def main(argv=None) -> int:
                     f"checkpoint {result.checkpoint_id} (was {result.previous_checkpoint_id or 'none'}): "
                     f"loaded in {result.load_seconds:.2f} s, warmed up in {result.warmup_seconds:.2f} s"
                 )
-        else:
+        elif args.command == "instruct":
             request = SetInstruction.Request(instruction=args.instruction)
             result = call(node, SetInstruction, topics.SET_INSTRUCTION, request, args.timeout)
             print(f"{result.message} (was {result.previous_instruction!r})")
+        else:
+            name = topics.ESTOP if args.command == "estop" else topics.RESUME
+            result = call(node, Trigger, name, Trigger.Request(), args.timeout)
+            print(result.message)
         return 0 if result.success else 1
     except TimeoutError as error:
         print(f"rotvla_ctl: {error}", file=sys.stderr)
