@@ -15,6 +15,11 @@ if [ -z "${ROS_DISTRO:-}" ]; then
 fi
 # shellcheck disable=SC1091
 source "$_rotvla_root/install/setup.bash"
+# The real launch system's message package, where setup.sh installed the kit (ros2 launch).
+if [ -f "$_rotvla_root/build/ros2-launch/install/local_setup.bash" ]; then
+  # shellcheck disable=SC1091
+  source "$_rotvla_root/build/ros2-launch/install/local_setup.bash"
+fi
 # The packages' executables (rotvla_ctl, the nodes), as `ros2 run` would find them.
 export PATH="$_rotvla_root/install/rotvla_ros/lib/rotvla_ros:$_rotvla_root/install/arx_r5_driver/lib/arx_r5_driver:$PATH"
 [ -n "${_rotvla_nounset:-}" ] && set -u

@@ -100,6 +100,22 @@ if ! stamp_ok build "$build_inputs" || [ ! -f install/setup.bash ]; then
   fi
   stamp_set build "$build_inputs"
 fi
+# 4b. The real launch system and `ros2` command line (launch, launch_ros, ros2cli: what a robot
+#     workstation has from apt) from the kit in ../shared/ros2-launch, where there is one: the
+#     suite then tests the bringup through `ros2 launch` itself. Without the kit (and with a
+#     system ROS 2, which has them) nothing is done. Installed under build/, which colcon
+#     ignores (its COLCON_IGNORE), after the workspace build so that colcon made it first.
+LAUNCH_KIT=${ROTVLA_LAUNCH_KIT:-$ROOT/../shared/ros2-launch}
+if [ "$MODE" = wheels ] && [ -f "$LAUNCH_KIT/install.sh" ]; then
+  kit_hash=$(hash_of "$LAUNCH_KIT/install.sh" "$LAUNCH_KIT/sources.tar.gz"; echo "$req_hash")
+  if ! stamp_ok ros2-launch "$kit_hash" || [ ! -f build/ros2-launch/install/local_setup.bash ]; then
+    log "installing the real launch system and ros2 CLI from $LAUNCH_KIT"
+    mkdir -p build && touch build/COLCON_IGNORE
+    rm -rf build/ros2-launch
+    bash "$LAUNCH_KIT/install.sh" "$VENV" build/ros2-launch >/dev/null
+    stamp_set ros2-launch "$kit_hash"
+  fi
+fi
 # 5. OSMesa, for the simulated cameras (MuJoCo renders offscreen on the CPU with it).
 if ! ldconfig -p 2>/dev/null | grep -q libOSMesa; then
   if [ "$(id -u)" = 0 ]; then apt=(apt-get); elif sudo -n true 2>/dev/null; then apt=(sudo -n apt-get); else apt=(); fi
