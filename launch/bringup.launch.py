@@ -81,6 +81,7 @@ def _actions(context):
             parameters=[*files, str(write_overrides(spec.name, spec.parameters))],
             emulate_tty=True,
             ros_arguments=cell_ros_arguments(args.namespace),  # the cell's namespace and clock
+            sigterm_timeout=str(spec.stop_timeout),
         )
         actions.append(node)
         if spec.required:

@@ -324,3 +324,43 @@ def test_the_executor_bounds_what_it_echoes_and_refuses_chunks_that_would_stall_
     assert max(len(serialize_message(s)) for s in statuses) < 4096
     stamps = [to_seconds(s.header.stamp) for s in states]
     assert len(stamps) > 50 and max(np.diff(stamps)) < 0.1  # the control loop never stalled
+
+
+def test_no_peer_can_change_the_executors_parameters_at_run_time(client, executor):
+    """Issue 30, finding 1: SetParameters use_sim_time=true from a peer was accepted by the
+    robot's (wall-clock) executor: its control loop froze, then ran on the peer's /clock. Every
+    parameter is now fixed while the node runs; the refusal says why and nothing changes."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
+
+    node, statuses, _ = executor
+    states = client.listen(JointState, "/joint_states", SENSOR_QOS)
+    sim_time = ParameterMsg(
+        name="use_sim_time", value=ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=True)
+    )
+    faster = ParameterMsg(
+        name="max_cartesian_speed", value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=5.0)
+    )
+    results = client.call(
+        SetParameters, "/arx_r5_executor/set_parameters", SetParameters.Request(parameters=[sim_time, faster])
+    )
+    assert not results.results[0].successful and "fixed while the node runs" in results.results[0].reason
+    assert not results.results[1].successful  # read-only already: refused by rclpy itself
+    atomic = client.call(
+        SetParametersAtomically,
+        "/arx_r5_executor/set_parameters_atomically",
+        SetParametersAtomically.Request(parameters=[sim_time]),
+    )
+    assert not atomic.result.successful
+    values = client.call(
+        GetParameters,
+        "/arx_r5_executor/get_parameters",
+        GetParameters.Request(names=["use_sim_time", "max_cartesian_speed"]),
+    ).values
+    assert (values[0].bool_value, values[1].double_value) == (False, 0.5)
+    states.clear()
+    client.spin_for(1.0)
+    stamps = [to_seconds(s.header.stamp) for s in states]
+    assert len(stamps) > 50 and max(np.diff(stamps)) < 0.1  # the control loop runs on, on the wall clock
+    assert abs(stamps[-1] - time.time()) < 1.0
+    assert alive(node), "".join(node.lines[-30:])

@@ -8,12 +8,13 @@ import faulthandler
 import importlib
 import signal
 import sys
+import time
 import traceback
 from typing import Any
 
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 import rclpy
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.exceptions import ParameterUninitializedException
@@ -110,8 +111,10 @@ def _drain(executor, timeout: float) -> None:
     if not isinstance(pool, concurrent.futures.ThreadPoolExecutor):
         return
     pool.shutdown(wait=False)
-    futures = [f for f in getattr(executor, "_futures", []) if isinstance(f, concurrent.futures.Future)]
-    concurrent.futures.wait(futures, timeout=timeout)
+    tasks = [t for t in list(getattr(executor, "_futures", [])) if hasattr(t, "done")]  # rclpy Tasks
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(t.done() or t.cancelled() for t in tasks):
+        time.sleep(0.005)
 
 
 def _node_class(entry):
@@ -120,6 +123,32 @@ def _node_class(entry):
         return entry
     module, class_name = entry.split(":")
     return getattr(importlib.import_module(module), class_name)
+
+
+def fix_parameters(node: Node) -> None:
+    """Refuse every parameter change once the node runs, with the reason. Our nodes read their
+    parameters when they start: a later change would do nothing while saying it worked, and a
+    change of ``use_sim_time`` hands the node's clock to whoever publishes /clock (a peer did
+    that to the robot's executor: its control loop froze, then ran on the peer's clock, raced
+    to 11x, past the speed caps). Registered last, it runs before rclpy's own callbacks (the
+    time source's, which would switch the clock before a refusal)."""
+    name = node.get_fully_qualified_name()
+
+    def refuse(parameters: list[Parameter]) -> SetParametersResult:
+        names = ", ".join(p.name for p in parameters)
+        reason = f"{name}: parameters are fixed while the node runs (asked to change {names}); restart it"
+        node.get_logger().warning(reason, throttle_duration_sec=1.0)
+        return SetParametersResult(successful=False, reason=reason)
+
+    node.add_on_set_parameters_callback(refuse)
+
+
+def build_node(entry, **kwargs) -> Node:
+    """The node of ``entry`` (a class or ``"module:Class"``), its parameters fixed from now on:
+    how launch (run_node) and the composed runner start every node."""
+    node = _node_class(entry)(**kwargs)
+    fix_parameters(node)
+    return node
 
 
 def run_node(node_class, args=None, num_threads: int = 4) -> None:
@@ -163,7 +192,7 @@ def run_node(node_class, args=None, num_threads: int = 4) -> None:
     code = 0
     try:
         flags["building"] = True
-        node = _node_class(node_class)()
+        node = build_node(node_class)
         flags["building"] = False
         executor = MultiThreadedExecutor(num_threads=num_threads) if num_threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)

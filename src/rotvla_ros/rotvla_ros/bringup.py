@@ -54,6 +54,10 @@ class NodeSpec:
     # Without it the system cannot run (the arms, their commands, the simulated world): its
     # end ends the whole bringup, under launch (OnProcessExit -> Shutdown) and in rotvla_run.
     required: bool = False
+    # Seconds between the stop signal and escalation (launch's SIGTERM; rotvla_run's kill). The
+    # policy may be in the middle of an inference or a checkpoint's warm-up, which on a loaded
+    # 2-core machine took longer than launch's default 5 s (3 of 14 stops were escalated).
+    stop_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -252,6 +256,7 @@ def node_set(args: SystemArgs) -> list[NodeSpec]:
                 threads=2,
                 own_process=True,
                 required=True,
+                stop_timeout=20.0,
             )
         )
     if args.record_episodes:

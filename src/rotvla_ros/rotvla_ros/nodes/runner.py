@@ -17,7 +17,6 @@ plus camera images on 2 cores (its cost per callback is many times a single-thre
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rotvla_common.parameters import read_parameter_files, write_overrides
+from rotvla_common.ros import build_node
 from rotvla_common.topics import cell_ros_arguments
 from rclpy.signals import SignalHandlerOptions
 from rotvla_common.tasks import TASK_NAMES
@@ -45,9 +45,7 @@ def node_parameters(spec: NodeSpec, files: list[Path], namespace: str = "") -> l
 
 
 def build(spec: NodeSpec, files: list[Path], namespace: str = ""):
-    module, class_name = spec.entry.split(":")
-    node_class = getattr(importlib.import_module(module), class_name)
-    return node_class(parameter_overrides=node_parameters(spec, files, namespace))
+    return build_node(spec.entry, parameter_overrides=node_parameters(spec, files, namespace))
 
 
 def start_process(spec: NodeSpec, files: list[Path], ros_args: list[str]) -> subprocess.Popen:
@@ -129,11 +127,12 @@ class System:
             executor.shutdown(timeout_sec=5.0)
         for node in reversed(list(self.nodes.values())):
             node.destroy_node()
+        stop_timeouts = {spec.name: spec.stop_timeout for spec in self.specs}
         for name, process in self.processes.items():
             try:
-                process.wait(timeout=20.0)
+                process.wait(timeout=stop_timeouts[name])
             except subprocess.TimeoutExpired:
-                print(f"[rotvla_run] {name} did not stop within 20 s: killed", file=sys.stderr)
+                print(f"[rotvla_run] {name} did not stop within {stop_timeouts[name]:g} s: killed", file=sys.stderr)
                 process.kill()
                 process.wait()
         self._overrides_dir.cleanup()
