@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -237,14 +238,25 @@ def test_the_policy_node_refuses_bad_checkpoints_and_keeps_serving(client, polic
         "std": lambda d: edit_json(d / "normalization.json", lambda c: c["action"].update(std=[1e30] * 20)),
         "missing": lambda d: (d / "model.safetensors").unlink(),
         "corrupt": lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 100),
+        # Issue 30, finding 5: a 100 MB config.json stalled serving while it was parsed; 1,000
+        # flow steps passed validation and served nothing for seconds.
+        "huge_config": lambda d: edit_json(d / "config.json", lambda c: c.update(padding="x" * (2 << 20))),
+        "flow_steps": lambda d: edit_json(d / "config.json", lambda c: c["model"]["flow"].update(num_steps=1000)),
+        "horizon": lambda d: edit_json(d / "config.json", lambda c: c["model"].update(action_horizon=50_000)),
     }
     requests = [LoadCheckpoint.Request(path=bad_checkpoint(tmp_path, name, edit)) for name, edit in cases.items()]
     requests.append(LoadCheckpoint.Request(path=str(TINY), device="cuda"))  # no CUDA in this torch
     serving = None
+    reasons = {
+        "huge_config": "more than a checkpoint's JSON holds",
+        "flow_steps": "flow: steps",
+        "horizon": "action_horizon",
+    }
     for request in requests:
         reply = client.call(LoadCheckpoint, "/rotvla/load_checkpoint", request)
         assert alive(node), "".join(node.lines[-30:])
         assert not reply.success, (request.path, reply.message)
+        assert reasons.get(Path(request.path).name, "") in reply.message, reply.message
         assert reply.checkpoint_id and len(reply.message) < 3000
         serving = serving or reply.checkpoint_id
         assert reply.checkpoint_id == serving  # the old model still serves

@@ -21,6 +21,12 @@ from rotvla_common.contract import DEFAULT_FPS
 
 T = TypeVar("T")
 
+# What a checkpoint may ask for (RotVLAConfig.problems): beyond these a chunk takes seconds to
+# make or spans more than a task step.
+MAX_FLOW_STEPS = 100
+MAX_ACTION_HORIZON = 256
+MAX_LATENT_HORIZON = 64
+
 
 @dataclass
 class SoftVQConfig:
@@ -217,6 +223,10 @@ class RotVLAConfig:
         heads("expert", e.dim, e.num_heads)
         need(e.num_layers >= 1 and e.mlp_ratio > 0, "expert: no layers or no MLP")
         need(self.action_horizon >= 1 and self.action_dim >= 1, "no robot actions (horizon or layout empty)")
+        # Beyond these a chunk takes seconds to make or covers more than any task step: a
+        # configuration that is not one of ours (the paper: 10 flow steps, 30-step chunks).
+        need(self.action_horizon <= MAX_ACTION_HORIZON, f"action_horizon {self.action_horizon} > {MAX_ACTION_HORIZON}")
+        need(self.latent_horizon <= MAX_LATENT_HORIZON, f"latent_horizon {self.latent_horizon} > {MAX_LATENT_HORIZON}")
         need(len(set(self.action_names)) == len(self.action_names), "action names repeat")
         need(
             bool(self.camera_names) and len(set(self.camera_names)) == len(self.camera_names),
@@ -228,8 +238,8 @@ class RotVLAConfig:
             "latent plan dimensions must be positive (latent_dim >= 2)",
         )
         need(
-            1 <= self.flow.num_steps <= 1000 and 0.0 < self.flow.t_min < 1.0,
-            "flow: steps outside [1, 1000] or t_min outside (0, 1)",
+            1 <= self.flow.num_steps <= MAX_FLOW_STEPS and 0.0 < self.flow.t_min < 1.0,
+            f"flow: steps outside [1, {MAX_FLOW_STEPS}] or t_min outside (0, 1)",
         )
         need(self.vlm.max_instruction_tokens >= 1, "max_instruction_tokens < 1")
         return found

@@ -34,8 +34,25 @@ TOKENIZER_DIR = "tokenizer"
 REQUIRED_FILES = (CONFIG_FILE, BACKBONE_CONFIG_FILE, WEIGHTS_FILE, NORMALIZATION_FILE)
 
 
+# A real config.json or normalization.json is a few kB; a backbone_config.json tens. Anything
+# far larger is not a checkpoint, and parsing it (a 150 MB config.json took 2-11 s and 773 MB)
+# holds the interpreter while the serving model should be inferring.
+MAX_JSON_BYTES = 1 << 20
+
+
 class CheckpointError(Exception):
     """A checkpoint that cannot be used, with the reason."""
+
+
+def read_json(path: Path):
+    """A checkpoint's JSON file, refused before parsing when it is larger than MAX_JSON_BYTES."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise CheckpointError(f"{path}: {size} bytes, more than a checkpoint's JSON holds ({MAX_JSON_BYTES})")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
 
 
 def checkpoint_id(path: Path) -> str:
@@ -64,10 +81,7 @@ def save_checkpoint(
 
 
 def read_config(path: Path) -> RotVLAConfig:
-    try:
-        data = json.loads((path / CONFIG_FILE).read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path / CONFIG_FILE} is not valid JSON: {error}") from error
+    data = read_json(path / CONFIG_FILE)
     if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION or "model" not in data:
         raise CheckpointError(
             f"{path / CONFIG_FILE}: not a RotVLA checkpoint config of format version {FORMAT_VERSION}"
@@ -100,6 +114,7 @@ def load_checkpoint(
             f"{path}: action layout {list(config.action_names)} does not match "
             f"the robot's {list(expected_action_names)}"
         )
+    read_json(path / NORMALIZATION_FILE)  # bounded before the statistics parse it
     try:
         normalizer, state_normalizer = load_statistics(path / NORMALIZATION_FILE)
     except (ValueError, KeyError, TypeError) as error:
@@ -118,8 +133,10 @@ def load_checkpoint(
     from transformers.initialization import no_init_weights
 
     try:
-        backbone_config = InternVLConfig.from_dict(json.loads((path / BACKBONE_CONFIG_FILE).read_text()))
+        backbone_config = InternVLConfig.from_dict(read_json(path / BACKBONE_CONFIG_FILE))
         problems = backbone_problems(backbone_config)
+    except CheckpointError:
+        raise
     except Exception as error:  # transformers validates with errors of its own (StrictDataclassError, ...)
         raise CheckpointError(f"{path / BACKBONE_CONFIG_FILE}: {type(error).__name__}: {error}") from error
     if problems:
