@@ -376,3 +376,21 @@ def test_no_peer_can_change_the_executors_parameters_at_run_time(client, executo
     assert len(stamps) > 50 and max(np.diff(stamps)) < 0.1  # the control loop runs on, on the wall clock
     assert abs(stamps[-1] - time.time()) < 1.0
     assert alive(node), "".join(node.lines[-30:])
+
+
+def test_an_oversized_chunk_is_refused_unread_and_the_control_loop_runs_on(client, executor):
+    """Issue 30, finding 6: a 40 MB chunk and one with 10^6 action names were decoded before
+    being refused, holding the 200 Hz loop for 158 ms and 80 ms (a 0.23 s joint-state gap)."""
+    node, statuses, chunks = executor
+    states = client.listen(JointState, "/joint_states", SENSOR_QOS)
+    client.spin_for(0.5)
+    huge = chunk_message(client, horizon=2)
+    huge.actions = np.zeros(10_000_000, np.float32).tolist()  # 40 MB
+    chunks.publish(huge)
+    chunks.publish(chunk_message(client, horizon=2, names=[f"n{k}" for k in range(1_000_000)], sequence=1))
+    assert client.spin_until(lambda: statuses and statuses[-1].chunks_rejected >= 2, 60)
+    assert "too_large" in statuses[-1].last_rejection_reason and "not decoded" in statuses[-1].last_rejection_reason
+    client.spin_for(0.5)
+    assert alive(node), "".join(node.lines[-30:])
+    stamps = np.array([to_seconds(s.header.stamp) for s in states])
+    assert len(stamps) > 100 and np.diff(stamps).max() < 0.05, np.diff(stamps).max()  # 100 Hz publishing, no stall

@@ -49,6 +49,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
         "Longest chunk accepted, steps (a longer one would stall the control loop).",
     ),
     "max_text": (_CONTROLLER.max_text, "Longest checkpoint id a chunk may carry, characters."),
+    "max_chunk_bytes": (
+        1 << 20,
+        "Largest serialized chunk decoded, bytes; a larger one is refused unread (a 1,000-step "
+        "chunk of 20 actions is 80 kB; decoding a 40 MB one held the control loop for 158 ms).",
+    ),
     "max_joint_velocity": ([2.0, 2.0, 2.0, 3.0, 3.0, 3.0], "Joint speed caps, rad/s (J1..J6)."),
     "max_cartesian_speed": (0.5, "End-effector speed cap, m/s."),
     "joint_lower": (

@@ -228,13 +228,13 @@ class DualArmController:
             if not (chunk.due_times(self.config.latency_compensation) >= now + 0.5 * chunk.dt).any():
                 raise ChunkRejected(STALE, "no step due at least half a period from now")
         except ChunkRejected as rejection:
-            self._count_rejection(rejection, now)
+            self.count_rejection(rejection, now)
             raise
         try:
             taken = self.scheduler.submit(chunk, now, None if self.scheduler.active else self._setpoint_at_rest())
         except Exception as error:  # what the checks let through and the trajectory maths cannot take
             rejection = ChunkRejected(INVALID, f"{type(error).__name__}: {error}")
-            self._count_rejection(rejection, now)
+            self.count_rejection(rejection, now)
             raise rejection from error
         self._stopping = False
         due = chunk.due_times(self.config.latency_compensation)
@@ -244,7 +244,8 @@ class DualArmController:
         self.counters.chunks_accepted += 1
         return chunk
 
-    def _count_rejection(self, rejection: ChunkRejected, now: float) -> None:
+    def count_rejection(self, rejection: ChunkRejected, now: float) -> None:
+        """Count a chunk refused before it reached ``submit`` (one too large to decode)."""
         self.counters.chunks_rejected += 1
         self.counters.rejections[rejection.reason] = self.counters.rejections.get(rejection.reason, 0) + 1
         self.last_rejection = (str(rejection), now)

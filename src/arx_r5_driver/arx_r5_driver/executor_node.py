@@ -33,6 +33,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
+from rclpy.serialization import deserialize_message
 from rotvla_msgs.msg import ActionChunk, ExecutorStatus
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
@@ -40,6 +41,7 @@ from std_srvs.srv import Trigger
 
 from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
 from rotvla_common import topics
+from rotvla_common.text import bounded
 from rotvla_common.ros import (
     ERROR,
     OK,
@@ -54,7 +56,7 @@ from rotvla_common.ros import (
 )
 
 from .backends import BackendContext, BackendNotReady, available_backends, backend_class
-from .chunks import ChunkRejected
+from .chunks import INVALID, TOO_LARGE, ChunkRejected
 from .configuration import ARM_PARAMETERS, HOME_JOINTS, PARAMETERS, build_controller, controller_config  # noqa: F401
 from .controller import Cycle, DualArmController, Mode
 from .kinematics import JOINT_NAMES
@@ -119,6 +121,7 @@ class ExecutorNode(Node):
         self.overruns = 0
         self.waiting_cycles = self.failed_cycles = self.time_resets = 0
         self._last_rejection_log, self._unlogged_rejections = -float("inf"), 0
+        self._rejected_at_report = 0
         self._cycle_index = 0
         self._last_measured: tuple[float, np.ndarray] | None = None
 
@@ -129,7 +132,11 @@ class ExecutorNode(Node):
         self.status_publisher = self.create_publisher(ExecutorStatus, topics.EXECUTOR_STATUS, RELIABLE_QOS)
         self.diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
         inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(ActionChunk, topics.ACTION_CHUNK, self._on_chunk, RELIABLE_QOS, callback_group=inputs)
+        self.max_chunk_bytes = values["max_chunk_bytes"]
+        # Serialized: a chunk's size is checked before any of it is decoded (raw=True).
+        self.create_subscription(
+            ActionChunk, topics.ACTION_CHUNK, self._on_serialized_chunk, RELIABLE_QOS, callback_group=inputs, raw=True
+        )
         self.create_service(Trigger, topics.ESTOP, self._on_estop, callback_group=inputs)
         self.create_service(Trigger, topics.RESUME, self._on_resume, callback_group=inputs)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
@@ -150,6 +157,23 @@ class ExecutorNode(Node):
 
     # -- inputs ---------------------------------------------------------------------------
 
+    def _on_serialized_chunk(self, data: bytes) -> None:
+        if len(data) > self.max_chunk_bytes:
+            reason = f"{len(data)} bytes serialized (max_chunk_bytes {self.max_chunk_bytes}): not decoded"
+            self._refuse(ChunkRejected(TOO_LARGE, reason), sequence=None, source="?")
+            return
+        try:
+            msg = deserialize_message(data, ActionChunk)
+        except Exception as error:  # bytes that are no ActionChunk (a peer of another type)
+            self._refuse(ChunkRejected(INVALID, f"undecodable: {type(error).__name__}"), sequence=None, source="?")
+            return
+        self._on_chunk(msg)
+
+    def _refuse(self, rejection: ChunkRejected, sequence, source: str) -> None:
+        with self._lock:
+            self.controller.count_rejection(rejection, self._now())
+        self._log_rejection(sequence, source, str(rejection))
+
     def _on_chunk(self, msg: ActionChunk) -> None:
         with self._lock:
             now = self._now()
@@ -167,18 +191,23 @@ class ExecutorNode(Node):
                 return
             except ChunkRejected as rejection:
                 reason = str(rejection)
-        # At most one log line per second: a policy that keeps sending bad chunks (stale ones on
-        # a slow machine) would bury everything else; the line says how many it stands for.
+        self._log_rejection(msg.sequence, msg.checkpoint_id or "?", reason)
+
+    def _log_rejection(self, sequence, source: str, reason: str) -> None:
+        """At most one log line a second: a peer that keeps sending bad chunks (or a policy's
+        stale ones on a slow machine) would bury everything else; the line says how many it
+        stands for. /diagnostics carries the counts by reason once a second (a message per
+        rejection was 553 a second under a flood)."""
         now = time.monotonic()
         self._unlogged_rejections += 1
         if now - self._last_rejection_log >= 1.0:
             more = self._unlogged_rejections - 1
+            chunk = f"chunk {sequence}" if sequence is not None else "a chunk"
             self.get_logger().warning(
-                f"chunk {msg.sequence} from {msg.checkpoint_id or '?'} rejected: {reason}"
+                f"{chunk} from {source} rejected: {reason}"
                 + (f" (and {more} more since the last report)" if more else "")
             )
             self._last_rejection_log, self._unlogged_rejections = now, 0
-        self.diagnostics.publish(self._diagnostics(WARN, f"chunk {msg.sequence} rejected: {reason}"))
 
     def _on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
@@ -387,10 +416,18 @@ class ExecutorNode(Node):
         return diagnostic_array(self, "rotvla/executor", level, message, values)
 
     def _publish_diagnostics(self) -> None:
+        rejected = self.controller.counters.chunks_rejected
+        new_rejections, self._rejected_at_report = rejected - self._rejected_at_report, rejected
         if self.controller.estopped:
             level, message = ERROR, "e-stop engaged"
         elif self.controller.mode == Mode.HOLDING and self.controller.counters.watchdog_stops:
             level, message = WARN, "holding"
+        elif new_rejections:
+            last = self.controller.last_rejection[0] if self.controller.last_rejection else ""
+            level, message = (
+                WARN,
+                f"{new_rejections} chunks rejected since the last report, the last: {bounded(last, 200)}",
+            )
         else:
             level, message = OK, Mode(self.controller.mode).name.lower()
         self.diagnostics.publish(self._diagnostics(level, message))
