@@ -1,15 +1,23 @@
 """rotvla_eval: closed-loop success of a checkpoint on a simulated task, over seeded episodes.
 
-    rotvla_eval models/sim-block_to_plate --task block_to_plate --episodes 50          (in-process)
-    rotvla_eval models/sim-block_to_plate --task block_to_plate --episodes 20 --ros    (the ROS stack)
+    rotvla_eval models/sim-block_to_plate --task block_to_plate --episodes 100                 (validation)
+    rotvla_eval models/sim-block_to_plate --task block_to_plate --episodes 100 --split test    (report)
+    rotvla_eval models/sim-block_to_plate --task block_to_plate --episodes 20 --ros            (the ROS stack)
+    rotvla_eval --compare results/a.json results/b.json                                        (a p-value)
 
 In-process (the default): the gymnasium cell, the policy and the executor's own controller in
 one process per worker on sim time, deterministic for a seed. ``--ros``: the simulated bringup
 (sim node, camera ingestion, policy node, executor) on sim time, each episode started by the
 sim node's reset service. Either prints the success rate with its 95% Wilson interval and the
 mean time to success, writes every episode to ``--output`` (JSON), and videos of
-``--video-seeds`` (in-process) into ``--video-dir``. Seeds are ``--first-seed`` onwards
-(the demonstrations of the tutorial use seeds from 1000: evaluation seeds are unseen scenes).
+``--video-seeds`` (in-process) into ``--video-dir``.
+
+Seeds come from a split (``rotvla_ros.eval.seeds``): ``validation`` (the default: choose
+recipes, steps and checkpoints here) or ``test`` (report here, never choose); ``--first-seed``
+moves within it. Demonstrations are recorded on seeds of neither. ``--compare`` takes two
+``--output`` files of the same task and seeds: both rates with their intervals, the
+difference, and its two-sided p-values (McNemar's exact test on the paired seeds, Fisher's
+exact test on the counts).
 """
 
 from __future__ import annotations
@@ -90,23 +98,30 @@ def stack_policy_period(config_dir: Path | None = None) -> float:
     return max(float(read_parameter_files(files, "policy").get("replan_period", 0.0)), 1.0 / rate)
 
 
-def main(argv=None) -> int:
+def parse(argv=None) -> argparse.Namespace:
+    from rotvla_common.arguments import integer, number
+
+    from .seeds import SPLITS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="checkpoint directory")
+    parser.add_argument("checkpoint", nargs="?", help="checkpoint directory")
     parser.add_argument("--task", choices=sorted(TASKS), default="block_to_plate")
-    parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2, help="in-process: episodes run in this many processes")
+    parser.add_argument("--split", choices=sorted(SPLITS), default="validation", help="the seeds' range (see above)")
+    parser.add_argument("--episodes", type=integer(1, 10_000), default=50)
+    parser.add_argument("--first-seed", type=integer(0), default=None, help="default: the split's first seed")
+    parser.add_argument(
+        "--workers", type=integer(1, 64), default=2, help="in-process: episodes run in this many processes"
+    )
     parser.add_argument(
         "--policy-period",
-        type=float,
+        type=number(0.0, 10.0),
         default=None,
         help="in-process: s between the observations served (default: the simulated stack's, "
         "config/sim.yaml: the policy's replan_period, at least one camera ingestion period)",
     )
     parser.add_argument(
         "--latency",
-        type=float,
+        type=number(0.0, 5.0, low_inclusive=True),
         default=INFERENCE_LATENCY,
         help="in-process: s from an observation to its chunk reaching the controller",
     )
@@ -117,24 +132,88 @@ def main(argv=None) -> int:
         help="--ros: use a running simulated stack (serving the checkpoint) instead of starting one",
     )
     parser.add_argument(
-        "--time-limit", type=float, default=None, help="s of sim time per episode (default: the task's)"
+        "--time-limit",
+        type=number(0.0, 3600.0),
+        default=None,
+        help="s of sim time per episode (default: the task's)",
     )
-    parser.add_argument("--output", type=Path, help="JSON with every episode")
+    parser.add_argument("--output", type=Path, help="JSON with every episode (its directory must exist)")
     parser.add_argument("--video-dir", type=Path, default=Path("videos"))
     parser.add_argument("--video-seeds", default="", help="comma-separated seeds to film (in-process)")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"), help="compare two results")
     args = parser.parse_args(argv)
-    seeds = list(range(args.first_seed, args.first_seed + args.episodes))
+    if args.compare:
+        return args
+    if not args.checkpoint:
+        parser.error("a checkpoint directory is needed (or --compare A.json B.json)")
+    if not Path(args.checkpoint).is_dir():
+        parser.error(f"checkpoint: no directory {args.checkpoint}")
+    if args.attach and not args.ros:
+        parser.error("--attach uses a running stack: it needs --ros")
+    if args.output is not None and not args.output.parent.is_dir():
+        parser.error(f"--output: no directory {args.output.parent}")
+    try:
+        args.video_seeds = tuple(int(s) for s in args.video_seeds.split(",") if s.strip())
+    except ValueError:
+        parser.error(f"--video-seeds: {args.video_seeds!r} is not a comma-separated list of seeds")
+    if args.latency >= (args.policy_period or stack_policy_period()) * 10:
+        parser.error(f"--latency {args.latency} s: chunks would arrive long after their observation")
+    return args
+
+
+def compare(path_a: Path, path_b: Path) -> str:
+    """Two results of the same task and seeds: both rates, the difference and its p-values."""
+    from scipy.stats import binomtest, fisher_exact
+
+    a, b = (Summary.read(path) for path in (path_a, path_b))
+    if a.task != b.task:
+        raise ValueError(f"{path_a} is {a.task}, {path_b} is {b.task}: not comparable")
+    seeds_a, seeds_b = ({r.seed: r.success for r in s.results} for s in (a, b))
+    if set(seeds_a) != set(seeds_b):
+        raise ValueError(f"{path_a} and {path_b} ran other seeds: not a paired comparison")
+    only_a = sum(seeds_a[k] and not seeds_b[k] for k in seeds_a)
+    only_b = sum(seeds_b[k] and not seeds_a[k] for k in seeds_a)
+    mcnemar = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    table = [[a.successes, a.episodes - a.successes], [b.successes, b.episodes - b.successes]]
+    fisher = fisher_exact(table).pvalue
+    verdict = "a difference" if mcnemar < 0.05 else "no difference at the 5% level"
+    return "\n".join(
+        [
+            f"A {a.line()}",
+            f"B {b.line()}",
+            f"B - A = {100 * (b.success_rate - a.success_rate):+.0f} points over {a.episodes} paired seeds "
+            f"({only_a} succeed only with A, {only_b} only with B): McNemar exact p = {mcnemar:.3g}, "
+            f"Fisher exact p = {fisher:.3g}: {verdict}",
+        ]
+    )
+
+
+def main(argv=None) -> int:
+    from .seeds import split_seeds
+
+    args = parse(argv)
+    if args.compare:
+        try:
+            print(compare(*args.compare))
+        except (ValueError, OSError, KeyError, TypeError) as error:
+            print(f"rotvla_eval: {error}", file=sys.stderr)
+            return 2
+        return 0
+    try:
+        seeds = split_seeds(args.split, args.episodes, args.first_seed)
+    except ValueError as error:
+        print(f"rotvla_eval: {error}", file=sys.stderr)
+        return 2
     if args.policy_period is None:
         args.policy_period = stack_policy_period()
+    settings = {"split": args.split, "time_limit": args.time_limit}
     if args.ros:
         from ..nodes.sim_episodes import evaluate_through_ros
 
         results = evaluate_through_ros(
             args.checkpoint, args.task, seeds, attach=args.attach, time_limit=args.time_limit, on_result=_print_result
         )
-        settings = {"time_limit": args.time_limit}
     else:
-        video_seeds = tuple(int(s) for s in args.video_seeds.split(",") if s.strip())
         results = evaluate_in_process(
             args.checkpoint,
             args.task,
@@ -143,10 +222,10 @@ def main(argv=None) -> int:
             workers=args.workers,
             latency=args.latency,
             video_dir=args.video_dir,
-            video_seeds=video_seeds,
+            video_seeds=args.video_seeds,
             time_limit=args.time_limit,
         )
-        settings = {"policy_period": args.policy_period, "latency": args.latency, "time_limit": args.time_limit}
+        settings.update(policy_period=args.policy_period, latency=args.latency)
     summary = Summary.of(args.task, Path(args.checkpoint).name, "ros" if args.ros else "in-process", results, settings)
     print(summary.line())
     if args.output:

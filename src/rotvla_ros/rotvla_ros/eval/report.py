@@ -65,19 +65,25 @@ class Summary:
             settings or {},
         )
 
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, path: Path) -> Summary:
+        data = json.loads(Path(path).read_text())
+        data["results"] = [EpisodeResult(**r) for r in data["results"]]
+        data["ci95"] = tuple(data["ci95"])
+        return cls(**data)
+
     def line(self) -> str:
         low, high = self.ci95
         mean = f"{self.mean_time_to_success:.1f} s" if self.mean_time_to_success is not None else "-"
+        split = self.settings.get("split")
         return (
-            f"{self.task} [{self.mode}] {self.checkpoint}: {self.successes}/{self.episodes} = "
-            f"{100 * self.success_rate:.0f}% (95% CI {100 * low:.0f}-{100 * high:.0f}%), "
-            f"mean time to success {mean}"
+            f"{self.task} [{self.mode}{', ' + split + ' seeds' if split else ''}] {self.checkpoint}: "
+            f"{self.successes}/{self.episodes} = {100 * self.success_rate:.0f}% "
+            f"(95% CI {100 * low:.0f}-{100 * high:.0f}%), mean time to success {mean}"
         )
-
-    def write(self, path: Path) -> None:
-        data = asdict(self)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2))
 
 
 class VideoRecorder:

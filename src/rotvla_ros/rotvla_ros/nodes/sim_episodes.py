@@ -256,6 +256,9 @@ def main(argv=None) -> int:
     """rotvla_record: record the simulated scripted expert's demonstrations of a task."""
     import argparse
 
+    from rotvla_common.arguments import integer
+
+    from ..eval.seeds import DEMONSTRATIONS
     from ..sim.tasks import TASKS
 
     parser = argparse.ArgumentParser(
@@ -263,8 +266,14 @@ def main(argv=None) -> int:
         "(the episode recorder of the stack), ready for rotvla_convert."
     )
     parser.add_argument("--task", choices=sorted(TASKS), default="block_to_plate")
-    parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--first-seed", type=int, default=1000, help="demonstration seeds (evaluation uses 0 onwards)")
+    parser.add_argument("--episodes", type=integer(1, len(DEMONSTRATIONS)), default=50)
+    parser.add_argument(
+        "--first-seed",
+        type=integer(0),
+        default=DEMONSTRATIONS.start,
+        help=f"demonstrations are recorded on seeds {DEMONSTRATIONS.start}-{DEMONSTRATIONS.stop - 1} only: "
+        "the validation and test scenes stay unseen (rotvla_ros.eval.seeds)",
+    )
     parser.add_argument("--output", type=Path, required=True, help="directory of the episodes")
     parser.add_argument("--keep-failures", action="store_true", help="keep episodes the expert failed (flagged)")
     parser.add_argument(
@@ -274,6 +283,11 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
+    if seeds[0] not in DEMONSTRATIONS or seeds[-1] not in DEMONSTRATIONS:
+        parser.error(
+            f"seeds {seeds[0]}-{seeds[-1]} leave the demonstration range "
+            f"{DEMONSTRATIONS.start}-{DEMONSTRATIONS.stop - 1}: evaluation scenes must stay unseen"
+        )
     outcomes = record_demonstrations(
         args.task, seeds, args.output, keep_failures=args.keep_failures, attach=args.attach
     )

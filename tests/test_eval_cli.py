@@ -1,0 +1,95 @@
+"""rotvla_eval and rotvla_record on the command line: seeds from splits that never overlap, every
+argument checked with its name (issue 30, item 7), and a comparison with its p-value."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import REPO_ROOT
+
+from rotvla_ros.eval import cli
+from rotvla_ros.eval.report import EpisodeResult, Summary
+from rotvla_ros.eval.seeds import DEMONSTRATIONS, SPLITS, TEST, VALIDATION, split_seeds
+from rotvla_ros.nodes import sim_episodes
+
+TINY = str(REPO_ROOT / "models" / "tiny-random")
+
+
+def test_validation_test_and_demonstration_seeds_never_overlap():
+    ranges = {"validation": VALIDATION, "test": TEST, "demonstrations": DEMONSTRATIONS}
+    for a in ranges:
+        for b in ranges:
+            if a < b:
+                assert not set(ranges[a]) & set(ranges[b]), (a, b)
+    # The tutorial's recording command, as the README gives it, records on demonstration seeds.
+    (command,) = re.findall(
+        r"rotvla_record .*--episodes (\d+) --first-seed (\d+)", (REPO_ROOT / "README.md").read_text()
+    )
+    episodes, first = map(int, command)
+    assert first in DEMONSTRATIONS and first + episodes - 1 in DEMONSTRATIONS
+    assert split_seeds("test", 100) == list(range(TEST.start, TEST.start + 100))
+    with pytest.raises(ValueError, match="not all in the test range"):
+        split_seeds("test", 10, first_seed=0)
+    assert set(SPLITS) == {"validation", "test"}
+
+
+@pytest.mark.parametrize(
+    "arguments, named",
+    [
+        (["--episodes", "0"], "--episodes"),
+        (["--episodes", "1.5"], "--episodes"),
+        (["--policy-period", "nan"], "--policy-period"),
+        (["--policy-period", "0"], "--policy-period"),
+        (["--policy-period", "-1"], "--policy-period"),
+        (["--time-limit", "0"], "--time-limit"),
+        (["--time-limit", "inf"], "--time-limit"),
+        (["--latency", "1e9"], "--latency"),
+        (["--workers", "0"], "--workers"),
+        (["--attach"], "--attach"),
+        (["--output", "no/such/dir/results.json"], "--output"),
+        (["--video-seeds", "1,x"], "--video-seeds"),
+        (["--split", "train"], "--split"),
+    ],
+)
+def test_rotvla_eval_refuses_each_bad_argument_by_name(arguments, named, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.parse([TINY, *arguments])
+    assert stop.value.code == 2
+    assert named in capsys.readouterr().err
+
+
+def test_rotvla_eval_refuses_seeds_outside_the_split_and_a_missing_checkpoint(tmp_path, capsys):
+    assert cli.main([TINY, "--split", "test", "--first-seed", "5", "--episodes", "3"]) == 2
+    assert "not all in the test range" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.parse([str(tmp_path / "nothing")])
+    assert "no directory" in capsys.readouterr().err
+
+
+def test_rotvla_record_refuses_evaluation_seeds(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        sim_episodes.main(["--first-seed", "0", "--episodes", "10", "--output", str(tmp_path)])
+    assert stop.value.code == 2 and "demonstration range" in capsys.readouterr().err
+
+
+def _summary(path, successes: list[bool], seeds: list[int], name: str) -> None:
+    results = [EpisodeResult("block_to_plate", s, ok, 5.0 if ok else None, 30.0) for s, ok in zip(seeds, successes)]
+    Summary.of("block_to_plate", name, "in-process", results, {"split": "test"}).write(path)
+
+
+def test_a_comparison_gives_both_intervals_and_the_paired_p_value(tmp_path, capsys):
+    seeds = list(range(TEST.start, TEST.start + 100))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    _summary(a, [k < 50 for k in range(100)], seeds, "actions-alone")
+    _summary(b, [k < 70 for k in range(100)], seeds, "rotvla")  # 20 seeds flip to success, none back
+    assert cli.main(["--compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "50/100 = 50% (95% CI 40-60%)" in out and "70/100 = 70%" in out and "test seeds" in out
+    assert "+20 points" in out and "McNemar exact p = 1.91e-06" in out and "a difference" in out
+    _summary(b, [k < 52 for k in range(100)], seeds, "rotvla")
+    cli.main(["--compare", str(a), str(b)])
+    assert "no difference at the 5% level" in capsys.readouterr().out
+    _summary(b, [True] * 100, [s + 1 for s in seeds], "other seeds")
+    assert cli.main(["--compare", str(a), str(b)]) == 2
+    assert "other seeds" in capsys.readouterr().err
