@@ -109,13 +109,57 @@ def _nearest(stamps: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.where(np.abs(stamps[left] - times) <= np.abs(stamps[right] - times), left, right)
 
 
-def read_episode(bag: Path, config: ConversionConfig) -> Episode:
-    """One bag -> one resampled episode; raises ConversionError."""
+def _episode_meta(path: Path) -> dict:
+    """The recorder's episode.json; ConversionError (the episode is left out with
+    --skip-invalid) when it is not a JSON object of reasonable size."""
+    if path.stat().st_size > 1 << 20:
+        raise ConversionError(f"{path}: {path.stat().st_size} bytes, not the recorder's episode.json")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConversionError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise ConversionError(f"{path}: not a JSON object")
+    for key in ("instruction", "task", "operator"):
+        if key in meta and not isinstance(meta[key], str):
+            raise ConversionError(f"{path}: {key} is not a string")
+    return meta
+
+
+def _bag_messages(bag_dir: Path, topics: list[str]):
+    """(topic, message) of ``topics`` in a rosbag2 directory, in time order."""
     from rosbags.highlevel import AnyReader
 
+    with AnyReader([bag_dir], default_typestore=make_typestore()) as reader:
+        connections = [c for c in reader.connections if c.topic in topics]
+        for connection, _, raw in reader.messages(connections=connections):
+            yield connection.topic, reader.deserialize(raw, connection.msgtype)
+
+
+def _damaged_bag_messages(bag_dir: Path, topics: list[str]):
+    """(topic, message) of ``topics`` from MCAP files that may end mid-record (no summary, a
+    chunk cut short): read in file order up to the last complete record."""
+    from mcap.reader import NonSeekingReader
+
+    typestore = make_typestore()
+    for path in sorted(bag_dir.glob("*.mcap")):
+        with open(path, "rb") as stream:
+            records = NonSeekingReader(stream).iter_messages(topics=topics, log_time_order=False)
+            while True:
+                try:
+                    schema, channel, message = next(records)
+                except StopIteration:
+                    break
+                except Exception:  # noqa: BLE001 - the damage: the mcap reader's errors vary
+                    break
+                yield channel.topic, typestore.deserialize_cdr(message.data, schema.name)
+
+
+def read_episode(bag: Path, config: ConversionConfig) -> Episode:
+    """One bag -> one resampled episode; raises ConversionError."""
     name = bag.name
     meta_file = bag / "episode.json" if (bag / "episode.json").exists() else bag.parent / "episode.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    meta = _episode_meta(meta_file) if meta_file.exists() else {}
     task = meta.get("instruction") or meta.get("task") or config.task
     if not task:
         raise ConversionError(f"{name}: no task (no episode.json with an instruction, and no --task)")
@@ -127,25 +171,29 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:
     poses: dict[str, list] = {a: [] for a in config.arms}
     grippers: dict[str, list] = {a: [] for a in config.arms}
     stamps: dict[str, list[float]] = {t: [] for t in wanted}
+    # The recorder's own flag: the episode never stopped normally (a write error, a full disk, a
+    # crash), and its bag may end mid-record: read up to the last complete message. A damaged bag
+    # of an episode that says it is complete (or says nothing) is an error.
+    incomplete = meta.get("complete") is False
     try:
-        with AnyReader([bag_dir], default_typestore=make_typestore()) as reader:
-            connections = [c for c in reader.connections if c.topic in wanted]
-            for connection, _, raw in reader.messages(connections=connections):
-                msg = reader.deserialize(raw, connection.msgtype)
-                topic = connection.topic
-                stamps[topic].append(_stamp(msg))
-                if topic in cameras:
-                    images[cameras[topic]].append(msg)
-                elif topic in eefs:
-                    p, q = msg.pose.position, msg.pose.orientation
-                    poses[eefs[topic]].append(((p.x, p.y, p.z), quaternion_to_matrix((q.x, q.y, q.z, q.w))))
-                else:
-                    index = {n: i for i, n in enumerate(msg.name)}
-                    grippers_now = [
-                        msg.position[index[f"{a}_gripper"]] if f"{a}_gripper" in index else np.nan for a in config.arms
-                    ]
-                    for arm, value in zip(config.arms, grippers_now):
-                        grippers[arm].append(value)
+        messages = _damaged_bag_messages(bag_dir, wanted) if incomplete else _bag_messages(bag_dir, wanted)
+        for topic, msg in messages:
+            stamps[topic].append(_stamp(msg))
+            if topic in cameras:
+                images[cameras[topic]].append(msg)
+            elif topic in eefs:
+                p, q = msg.pose.position, msg.pose.orientation
+                poses[eefs[topic]].append(((p.x, p.y, p.z), quaternion_to_matrix((q.x, q.y, q.z, q.w))))
+            else:
+                index = {n: i for i, n in enumerate(msg.name)}
+                grippers_now = [
+                    msg.position[index[f"{a}_gripper"]] if f"{a}_gripper" in index else np.nan for a in config.arms
+                ]
+                for arm, value in zip(config.arms, grippers_now):
+                    grippers[arm].append(value)
+        if incomplete:
+            why = meta.get("error", "the recording did not finish")
+            print(f"rotvla_convert: {name}: incomplete ({why}): read up to its last complete message", flush=True)
     except ConversionError:
         raise
     except Exception as error:  # a truncated or corrupt file: rosbags' own errors vary

@@ -9,6 +9,11 @@
   wire, never deserialised; each is written at its receive time on the node's clock (sim
   time in simulation); the converter aligns on header stamps.
 - The bags are ordinary rosbag2: ``ros2 bag info`` and ``rosbags`` read them.
+- A write that fails (a full disk) ends the episode there and never the node: what the bag
+  holds is kept under the episode's name with ``"complete": false`` and the error in its
+  ``episode.json`` (written when the episode starts, so that it exists whatever the disk has
+  left), the next stop call answers with the failure, and /diagnostics reports it.
+  ``rotvla_convert`` reads such an episode up to its last complete message.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -33,7 +39,7 @@ from rotvla_common import topics
 
 from ..bringup import RECORD_TOPICS
 from ..data.rosbag_types import make_typestore
-from .common import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, declare, run_node
+from .common import ERROR, LATCHED_QOS, OK, RELIABLE_QOS, SENSOR_QOS, declare, diagnostic_array, run_node
 
 # The type of every recordable topic (a bag must name its types before the first message).
 TOPIC_TYPES = {
@@ -108,6 +114,9 @@ class EpisodeRecorder(Node):
         self.create_service(StartEpisode, topics.RECORDER_START, self._on_start, callback_group=services)
         self.create_service(StopEpisode, topics.RECORDER_STOP, self._on_stop, callback_group=services)
         self.create_service(Trigger, topics.RECORDER_DISCARD, self._on_discard, callback_group=services)
+        self._failure = ""  # an episode a write error ended, until a stop call has reported it
+        self.diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(f"recording {len(recorded)} topics into {self.output_dir}/ on request")
 
     # -- services -------------------------------------------------------------------------
@@ -128,9 +137,6 @@ class EpisodeRecorder(Node):
             if final.exists() or partial.exists():
                 response.success, response.message = False, f"{final} exists"
                 return response
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            writer = Writer(partial / "bag", version=8, storage_plugin=StoragePlugin.MCAP)
-            writer.open()
             meta = {
                 "episode_id": episode_id,
                 "task": bounded(request.task, MAX_TEXT),
@@ -138,7 +144,19 @@ class EpisodeRecorder(Node):
                 "operator": bounded(request.operator_name, MAX_TEXT),
                 "start_time": self.get_clock().now().nanoseconds * 1e-9,
                 "robot_config": Path(self.robot_config).read_text() if self.robot_config else "",
+                "complete": False,  # until stop: an episode a failure ended says so
             }
+            try:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                partial.mkdir()
+                (partial / "episode.json").write_text(json.dumps(meta, indent=2))
+                writer = Writer(partial / "bag", version=8, storage_plugin=StoragePlugin.MCAP)
+                writer.open()
+            except OSError as error:
+                shutil.rmtree(partial, ignore_errors=True)
+                response.success, response.message = False, f"cannot start an episode in {self.output_dir}: {error}"
+                self.get_logger().error(response.message)
+                return response
             self._episode = _Episode(partial, final, writer, meta)
         self.get_logger().info(f"recording episode {episode_id}")
         response.success, response.message = True, "recording"
@@ -148,7 +166,9 @@ class EpisodeRecorder(Node):
     def _on_stop(self, request: StopEpisode.Request, response: StopEpisode.Response):
         episode = self._take_episode()
         if episode is None:
-            response.success, response.message = False, "no episode is being recorded"
+            with self._lock:
+                failure, self._failure = self._failure, ""
+            response.success, response.message = False, failure or "no episode is being recorded"
             return response
         duration = ((episode.last_ns - episode.first_ns) * 1e-9) if episode.first_ns is not None else 0.0
         episode.meta.update(
@@ -157,9 +177,18 @@ class EpisodeRecorder(Node):
             message_count=episode.count,
             duration=duration,
             stop_time=self.get_clock().now().nanoseconds * 1e-9,
+            complete=True,
         )
-        (episode.partial / "episode.json").write_text(json.dumps(episode.meta, indent=2))
-        episode.partial.rename(episode.final)  # complete, atomically
+        try:
+            (episode.partial / "episode.json").write_text(json.dumps(episode.meta, indent=2))
+            episode.partial.rename(episode.final)  # complete, atomically
+        except OSError as error:
+            response.success = False
+            response.message = (
+                f"episode {episode.meta['episode_id']} not saved: {error}; what was written is in {episode.partial}"
+            )
+            self.get_logger().error(response.message)
+            return response
         self.get_logger().info(
             f"episode {episode.meta['episode_id']}: {episode.count} messages, {duration:.1f} s, "
             f"success={request.task_success}"
@@ -194,15 +223,55 @@ class EpisodeRecorder(Node):
             episode = self._episode
             if episode is None:
                 return
-            connection = episode.connections.get(topic)
-            if connection is None:
-                connection = episode.writer.add_connection(topic, TOPIC_TYPES[topic], typestore=self.typestore)
-                episode.connections[topic] = connection
-            stamp = self.get_clock().now().nanoseconds
-            episode.writer.write(connection, stamp, bytes(data))
-            episode.count += 1
-            episode.first_ns = stamp if episode.first_ns is None else episode.first_ns
-            episode.last_ns = stamp
+            try:
+                connection = episode.connections.get(topic)
+                if connection is None:
+                    connection = episode.writer.add_connection(topic, TOPIC_TYPES[topic], typestore=self.typestore)
+                    episode.connections[topic] = connection
+                stamp = self.get_clock().now().nanoseconds
+                episode.writer.write(connection, stamp, bytes(data))
+            except OSError as error:
+                self._episode = None
+                failed = error
+            else:
+                episode.count += 1
+                episode.first_ns = stamp if episode.first_ns is None else episode.first_ns
+                episode.last_ns = stamp
+                return
+        self._end_on_write_error(episode, failed)
+
+    def _end_on_write_error(self, episode: _Episode, error: OSError) -> None:
+        """Keep what the bag holds under the episode's name, flagged incomplete; say so."""
+        try:
+            episode.writer.close()  # its summary may not fit either: the converter reads up to the damage
+        except Exception:  # noqa: BLE001 - whatever the writer raises on a full disk, the node goes on
+            pass
+        episode.meta.update(success=False, complete=False, message_count=episode.count, error=bounded(str(error)))
+        path = episode.partial
+        try:
+            (episode.partial / "episode.json").write_text(json.dumps(episode.meta, indent=2))
+            episode.partial.rename(episode.final)
+            path = episode.final
+        except OSError:
+            pass  # episode.json from the start says complete: false
+        failure = (
+            f"episode {episode.meta['episode_id']} ended after {episode.count} messages: write failed "
+            f"({bounded(str(error))}); what was written is in {path}"
+        )
+        with self._lock:
+            self._failure = failure
+        self.get_logger().error(failure)
+        self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        with self._lock:
+            failure, episode = self._failure, self._episode
+        if failure:
+            level, message = ERROR, failure
+        else:
+            level, message = OK, f"recording {episode.meta['episode_id']}" if episode else "idle"
+        values = {"messages": episode.count if episode else 0}
+        self.diagnostics.publish(diagnostic_array(self, "rotvla/episode_recorder", level, message, values))
 
     def destroy_node(self):
         episode = self._take_episode()
