@@ -6,6 +6,7 @@ policy node through LoadCheckpoint. Bad bags fail with their reason and write no
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -708,10 +709,18 @@ def test_bad_bags_fail_with_their_reason_and_write_nothing(episodes, tmp_path):
     shutil.copytree(good, truncated)
     mcap = next((truncated / "bag").glob("*.mcap"))
     mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    garbage = tmp_path / "garbage_meta"
+    shutil.copytree(good, garbage)
+    (garbage / "episode.json").write_text("{not json")
+    wrong_type = tmp_path / "wrong_type_meta"
+    shutil.copytree(good, wrong_type)
+    (wrong_type / "episode.json").write_text(json.dumps({"instruction": ["a", "list"]}))
     cases = [
         (no_camera, "no messages on /cameras/left_wrist/color/image_raw"),
         (gap, "/rotvla/eef_pose/right has a gap"),
         (truncated, "cannot read the bag"),
+        (garbage, "not valid JSON"),
+        (wrong_type, "instruction is not a string"),
     ]
     for bag, reason in cases:
         output = tmp_path / f"out-{bag.name}"
@@ -719,6 +728,12 @@ def test_bad_bags_fail_with_their_reason_and_write_nothing(episodes, tmp_path):
             convert([good, bag], output, progress=False)
         assert reason in str(error.value) and bag.name in str(error.value)
         assert not output.exists() and not any(p.name.startswith(f".{output.name}") for p in tmp_path.iterdir())
+    # With --skip-invalid every one is left out with its reason, and the good episode converts
+    # (a garbage episode.json aborted the whole conversion: issue 30, item 7).
+    info = convert(
+        [good, *(bag for bag, _ in cases)], tmp_path / "skipped", ConversionConfig(skip_invalid=True), progress=False
+    )
+    assert info["total_episodes"] == 1
 
 
 # -- the train/deploy contract (rotvla_common.contract) ------------------------------------------
@@ -1080,6 +1095,56 @@ def test_our_reader_opens_our_dataset_after_lerobot_06_appended_an_episode(datas
     assert item["episode_index"] == new and item["frame_index"] == 0
     assert np.array_equal(item["state"], original["state"]) and np.array_equal(item["actions"], original["actions"])
     assert np.array_equal(item["images"]["head"], original["images"]["head"])
+
+
+@pytest.mark.timeout(300)
+def test_a_malformed_dataset_is_refused_with_its_reason_not_a_traceback(dataset, tmp_path, capsys):
+    """Issue 30, item 7: training took fps 1e9 (dt 1e-9 s) and a float episode_index; fps 0, a
+    missing key and wrong parquet types ended in raw tracebacks; mixture weights of inf or
+    1e-300 trained."""
+    from rotvla_ros.data.lerobot_dataset import DatasetFormatError
+    from rotvla_ros.data.mixture import MixtureSource
+    from rotvla_ros.train.cli import main as train_main
+
+    def broken(name: str, edit) -> Path:
+        root = tmp_path / name
+        shutil.copytree(dataset[0], root)
+        edit(root)
+        return root
+
+    def info(change):
+        def edit(root):
+            path = root / "meta" / "info.json"
+            data = json.loads(path.read_text())
+            change(data)
+            path.write_text(json.dumps(data))
+
+        return edit
+
+    def float_episodes(root):
+        path = root / "data" / "chunk-000" / "file-000.parquet"
+        table = pq.read_table(path)
+        column = table.schema.get_field_index("episode_index")
+        pq.write_table(table.set_column(column, "episode_index", table.column(column).cast(pa.float64())), path)
+
+    cases = {
+        "fps_zero": (info(lambda d: d.update(fps=0)), "fps 0 outside"),
+        "fps_huge": (info(lambda d: d.update(fps=1e9)), "outside [0.1, 1000]"),
+        "no_features": (info(lambda d: d.pop("features")), "features is missing"),
+        "float_index": (float_episodes, "column episode_index must hold integers"),
+        "not_json": (lambda root: (root / "meta" / "info.json").write_text("{"), "not valid JSON"),
+    }
+    for name, (edit, reason) in cases.items():
+        root = broken(name, edit)
+        with pytest.raises(DatasetFormatError, match=re.escape(reason)):
+            LeRobotV3Dataset(root)
+    config = str(REPO_ROOT / "config/train/sim/stage3.yaml")
+    code = train_main(["stage3", "--config", config, "--dataset", str(root), "--output", str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert code == 2 and error.startswith("rotvla_train: DatasetFormatError") and "Traceback" not in error
+    for weight in (float("inf"), 1e-300, float("nan"), 0.0):
+        with pytest.raises(ValueError, match="weight must be a number"):
+            MixtureSource(str(dataset[0]), weight=weight)
 
 
 @pytest.mark.timeout(300)

@@ -24,6 +24,7 @@ from pathlib import Path
 from functools import partial
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from rotvla_common.action_space import CAMERA_NAMES
 from rotvla_common.contract import prepare_image
@@ -32,6 +33,7 @@ from torch.utils.data import Dataset
 from .video import VideoFrames
 
 STATE_KEY, ACTION_KEY = "observation.state", "action"
+INDEX_COLUMNS = ("episode_index", "frame_index", "index", "task_index")  # LeRobot's int64 bookkeeping
 
 
 class DatasetFormatError(ValueError):
@@ -46,8 +48,6 @@ def _read_tables(folder: Path):
     files = sorted(folder.glob("chunk-*/file-*.parquet"))
     if not files:
         raise DatasetFormatError(f"no parquet files under {folder}")
-    import pyarrow as pa
-
     try:
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
@@ -59,12 +59,25 @@ def read_info(root: Path) -> dict:
     info_path = Path(root) / "meta" / "info.json"
     if not info_path.exists():
         raise DatasetFormatError(f"{root} is no LeRobot dataset (no meta/info.json)")
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetFormatError(f"{info_path}: not valid JSON ({error})") from None
+    if not isinstance(info, dict):
+        raise DatasetFormatError(f"{info_path}: not a JSON object")
+    for key, kinds in (("codebase_version", str), ("fps", (int, float)), ("features", dict)):
+        if not isinstance(info.get(key), kinds) or isinstance(info.get(key), bool):
+            raise DatasetFormatError(f"{info_path}: {key} is missing or not a {getattr(kinds, '__name__', 'number')}")
+    # A frame period outside [1 ms, 10 s] is no recording (fps 0 divided by zero, 1e9 made dt 1e-9 s).
+    if not 0.1 <= info["fps"] <= 1000:
+        raise DatasetFormatError(f"{info_path}: fps {info['fps']} outside [0.1, 1000]")
     if not str(info.get("codebase_version", "")).startswith("v3"):
         raise DatasetFormatError(
             f"{root}: LeRobot {info.get('codebase_version')} (v3.0 needed: "
             "convert older datasets with LeRobot's own converter)"
         )
+    if not all(isinstance(v, dict) for v in info["features"].values()):
+        raise DatasetFormatError(f"{info_path}: a feature is not a mapping")
     images = [k for k, v in info["features"].items() if v.get("dtype") in ("video", "image")]
     if any(info["features"][k]["dtype"] == "image" for k in images):
         raise DatasetFormatError(f"{root}: image features stored in parquet are not supported (videos are)")
@@ -113,6 +126,10 @@ class LeRobotV3Dataset(Dataset):
             raise DatasetFormatError(f"{self.root}: no camera {clip_camera!r} for clips (has {available})")
 
         data = _read_tables(self.root / "data")
+        for name in INDEX_COLUMNS:
+            if name not in data.column_names or not pa.types.is_integer(data.schema.field(name).type):
+                found = data.schema.field(name).type if name in data.column_names else "missing"
+                raise DatasetFormatError(f"{self.root}/data: column {name} must hold integers ({found})")
         self.state, self.action = (
             np.asarray(data.column(key).to_pylist(), dtype=np.float32).reshape(data.num_rows, -1)
             if key in features

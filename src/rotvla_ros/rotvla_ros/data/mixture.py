@@ -33,8 +33,9 @@ class MixtureSource:
 
     def __post_init__(self):
         self.cameras = dict(self.cameras or {})  # YAML's null as none
-        if not self.weight > 0:
-            raise ValueError(f"{self.path}: weight must be > 0, not {self.weight}")
+        # Finite and within a millionfold of 1: inf drew nothing else, 1e-300 never drew it.
+        if not (isinstance(self.weight, (int, float)) and 1e-6 <= self.weight <= 1e6):
+            raise ValueError(f"{self.path}: weight must be a number in [1e-6, 1e6], not {self.weight}")
 
     @classmethod
     def parse(cls, value: "str | dict | MixtureSource") -> "MixtureSource":

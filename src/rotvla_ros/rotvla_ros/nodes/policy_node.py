@@ -49,7 +49,7 @@ from rotvla_common import topics
 
 from ..ingest.images import ImageFormatError, image_to_rgb
 from ..policy import CheckpointError, NonFiniteOutputError, ObservationError, RotVLAPolicy
-from ..policy.policy import default_device
+from ..policy.policy import INFERENCE_MODES, default_device
 from .common import (
     ERROR,
     LATCHED_QOS,
@@ -178,6 +178,8 @@ class PolicyNode(Node):
             )
             or None
         )
+        if self.inference_mode not in (None, *INFERENCE_MODES):  # every later load would fail the same way
+            raise ValueError(f"inference_mode {self.inference_mode!r} is not one of {', '.join(INFERENCE_MODES)}")
         self.min_swap_interval = p(
             "min_swap_interval",
             1.0,
@@ -257,6 +259,7 @@ class PolicyNode(Node):
     def load(self, path: str, device: str, dtype: str | None) -> LoadResult:
         """Load, validate and swap in a checkpoint. Refuses at once if another load is running."""
         if not self._loading.acquire(blocking=False):
+            self.counters.failed_swaps += 1
             return LoadResult(
                 False, "busy: another checkpoint is being loaded; try again when it has finished", self.checkpoint_id
             )
@@ -264,6 +267,7 @@ class PolicyNode(Node):
         since = time.monotonic() - self._last_swap
         if since < self.min_swap_interval:
             self._loading.release()
+            self.counters.failed_swaps += 1
             return LoadResult(
                 False,
                 f"too soon: the last swap was {since:.2f} s ago (min_swap_interval {self.min_swap_interval:g} s)",
@@ -316,7 +320,7 @@ class PolicyNode(Node):
             self.get_logger().error(message)
 
     def _on_load_checkpoint(self, request: LoadCheckpoint.Request, response: LoadCheckpoint.Response):
-        self.get_logger().info(f"load_checkpoint {request.path!r}")
+        self.get_logger().info(f"load_checkpoint {bounded(request.path)!r}")
         result = self.load(request.path, request.device or self.device, request.dtype or self.dtype)
         self._log_outcome(result.success, result.message)
         response.success, response.message = result.success, result.message

@@ -20,6 +20,8 @@ import sys
 import yaml
 
 from .config import STAGES, TrainConfig, load_config
+from ..data.lerobot_dataset import DatasetFormatError
+from ..policy.checkpoint import CheckpointError
 from .trainer import Trainer
 
 
@@ -82,7 +84,11 @@ def parse(argv=None) -> tuple[TrainConfig, bool]:
 
 def main(argv=None) -> int:
     config, resume = parse(argv)
-    trainer = Trainer(config, resume=resume)
+    try:
+        trainer = Trainer(config, resume=resume)
+    except (DatasetFormatError, CheckpointError, ValueError, OSError) as error:  # the data or a file given: one line
+        print(f"rotvla_train: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
     if trainer.step:
         print(f"[{config.stage}] resuming at step {trainer.step}", flush=True)
     try:
