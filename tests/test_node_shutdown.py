@@ -161,6 +161,10 @@ def test_a_node_that_cannot_start_says_why_in_one_line():
     code, output = process.finish(timeout=60)
     assert code == 1 and "Traceback" not in output
     assert "cannot start" in output and "arx_r5_sdk" in output.lower().replace("-", "_"), output
+    # A bad inference_mode left the policy node up with no policy, every later load failing.
+    process = Process(["-m", "rotvla_common.run", POLICY, "--ros-args", "-p", "inference_mode:=warp"])
+    code, output = process.finish(timeout=60)
+    assert code == 1 and "Traceback" not in output and "inference_mode 'warp'" in output, output
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
