@@ -1,9 +1,14 @@
-"""How many bad chunks a second the executor can refuse while it holds its 200 Hz loop.
+"""How many bad chunks a second the executor can refuse while it holds its 200 Hz loop, and
+whether a flood from another peer starves the policy.
 
 The executor node (simulated arms, config/robot.yaml) runs in a process of its own, as
-deployed; this process floods /rotvla/action_chunk with chunks the executor must refuse (NaN,
-an unknown layout, an oversized chunk, a stamp from the future, by turns) at increasing
-rates, and reads back what the executor counted and its control loop's wake-up lateness
+deployed, with this process as its chunk_source (the policy). Two floods at increasing rates:
+- the policy gone wrong: this process sends chunks the executor must refuse after reading them
+  (NaN, an unknown layout, an oversized chunk, a stamp from the future, by turns);
+- another peer (tests/peers/chunk_flooder.py, a process of its own) sends well-formed chunks,
+  refused unread by their sender, while this process sends the policy's every 0.2 s: the
+  fraction of the policy's chunks executed.
+Each row reads back what the executor counted and its control loop's wake-up lateness
 (/diagnostics). Usage: python benchmarks/bench_bad_input.py [--seconds 5]
 """
 
@@ -49,6 +54,8 @@ def main():
             str(ROOT / "config" / "robot.yaml"),
             "-p",
             "arx_r5_executor:backend:=sim",
+            "-p",
+            "arx_r5_executor:chunk_source:=bench_bad_input",  # its chunks are read: a policy gone wrong
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -90,43 +97,93 @@ def main():
         msg.dt = to_duration(0.05)
         return msg
 
+    from arx_r5_driver.configuration import HOME_JOINTS
+    from arx_r5_driver.kinematics import ArmKinematics
+
+    position, rotation = ArmKinematics().fk(np.array(HOME_JOINTS))
+    home = np.r_[position, rotation[:, 0], rotation[:, 1], 0.04]
+    policy_sequence = [10**12]
+
+    def policy_chunk() -> ActionChunk:
+        """A chunk the executor takes: the arms' home pose, stamped now."""
+        policy_sequence[0] += 1
+        msg = ActionChunk(horizon=8, action_names=list(NAMES), sequence=policy_sequence[0], checkpoint_id="policy")
+        msg.actions = np.tile(np.r_[home, home], 8).astype(np.float32).tolist()
+        msg.header.stamp = node.get_clock().now().to_msg()
+        msg.dt = to_duration(0.05)
+        return msg
+
     rows = []
     prepared = [bad_chunk(k) for k in range(64)]
-    for rate in (float(r) for r in args.rates.split(",")):
-        before = statuses[-1].chunks_rejected
-        diagnostics.clear()
-        sent, start = 0, time.monotonic()
-        while time.monotonic() - start < args.seconds:
-            due = int((time.monotonic() - start) * rate)
-            while sent < due:
-                publisher.publish(prepared[sent % len(prepared)])
-                sent += 1
-            spin.spin_once(timeout_sec=0.0005)
-        elapsed = time.monotonic() - start
-        spin_for(1.5)  # the last status and a diagnostics message with this period's lateness
-        refused = statuses[-1].chunks_rejected - before
-        values = {kv.key: kv.value for kv in diagnostics[-1].values} if diagnostics else {}
-        rows.append(
-            [
-                f"{rate:g}",
-                f"{sent / elapsed:.0f}",
-                f"{refused / elapsed:.0f}",
-                values.get("wake_lateness_p99_ms", "?"),
-                values.get("wake_lateness_max_ms", "?"),
-                values.get("overruns", "?"),
-            ]
-        )
+    for scenario in ("policy gone wrong", "another peer"):
+        for rate in (float(r) for r in args.rates.split(",")):
+            before = statuses[-1].chunks_rejected
+            accepted_before = statuses[-1].chunks_accepted
+            diagnostics.clear()
+            flooder = None
+            if scenario == "another peer":
+                flooder = subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(ROOT / "tests" / "peers" / "chunk_flooder.py"),
+                        f"{rate:g}",
+                        f"{args.seconds:g}",
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                assert flooder.stdout.readline().strip() == "ready"
+            sent, policy_sent, start, next_policy = 0, 0, time.monotonic(), 0.0
+            while time.monotonic() - start < args.seconds:
+                elapsed = time.monotonic() - start
+                if flooder is None:
+                    while sent < int(elapsed * rate):
+                        publisher.publish(prepared[sent % len(prepared)])
+                        sent += 1
+                elif elapsed >= next_policy:
+                    publisher.publish(policy_chunk())
+                    policy_sent, next_policy = policy_sent + 1, next_policy + 0.2
+                spin.spin_once(timeout_sec=0.0005)
+            elapsed = time.monotonic() - start
+            if flooder is not None:
+                sent = int(flooder.communicate(timeout=30)[0].split()[-1])
+            spin_for(1.5)  # the last status and a diagnostics message with this period's lateness
+            refused = statuses[-1].chunks_rejected - before
+            accepted = statuses[-1].chunks_accepted - accepted_before
+            values = {kv.key: kv.value for kv in diagnostics[-1].values} if diagnostics else {}
+            rows.append(
+                [
+                    scenario,
+                    f"{rate:g}",
+                    f"{sent / elapsed:.0f}",
+                    f"{refused / elapsed:.0f}",
+                    f"{accepted}/{policy_sent}" if flooder is not None else "-",
+                    values.get("wake_lateness_p99_ms", "?"),
+                    values.get("wake_lateness_max_ms", "?"),
+                    values.get("overruns", "?"),
+                ]
+            )
     executor_process.terminate()
     executor_process.wait(timeout=15)
     node.destroy_node()
     rclpy.try_shutdown()
     print_table(
         f"Bad chunks refused while the 200 Hz loop runs ({args.seconds:g} s per rate)",
-        ["offered /s", "sent /s", "refused /s", "wake lateness p99 (ms)", "max (ms)", "overruns (total)"],
+        [
+            "flood",
+            "offered /s",
+            "sent /s",
+            "refused /s",
+            "policy's executed",
+            "wake lateness p99 (ms)",
+            "max (ms)",
+            "overruns (total)",
+        ],
         rows,
         [
-            "Bad chunks by turns: NaN, unknown layout, 5000 steps (too long), stamped 5 s ahead. Lateness over"
-            " the last 10 s of the executor's loop (its /diagnostics)."
+            "Policy gone wrong: bad chunks by turns (NaN, unknown layout, 5000 steps, stamped 5 s ahead), read and"
+            " refused. Another peer: well-formed chunks from another process, refused unread by their sender, beside"
+            " the policy's every 0.2 s. Lateness over the last 10 s of the executor's loop (its /diagnostics)."
         ],
     )
 

@@ -114,6 +114,7 @@ def world(request, rclpy_context, peer_factory):
         "backend:=sim",
         "watchdog_timeout:=0.6",
         "publish_divisor:=10",
+        "chunk_source:=executor_test_world",  # this test's node plays the policy
         *getattr(request, "param", []),
     ]
     executor = peer_factory(

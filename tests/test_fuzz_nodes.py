@@ -153,6 +153,8 @@ def test_fuzz_executor_never_breaks_a_limit(client, peer_factory):
         ROBOT,
         "-p",
         "arx_r5_executor:backend:=sim",
+        "-p",
+        "arx_r5_executor:chunk_source:=fuzzer",  # the fuzzer plays the policy: its chunks are read
     )
     statuses = client.listen(ExecutorStatus, "/rotvla/executor_status")
     states = client.listen(JointState, "/joint_states", SENSOR_QOS)

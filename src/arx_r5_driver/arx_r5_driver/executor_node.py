@@ -33,6 +33,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rotvla_msgs.msg import ActionChunk, ExecutorStatus
 from scipy.spatial.transform import Rotation
@@ -56,12 +57,18 @@ from rotvla_common.ros import (
 )
 
 from .backends import BackendContext, BackendNotReady, available_backends, backend_class
-from .chunks import INVALID, TOO_LARGE, ChunkRejected
+from .chunks import INVALID, TOO_LARGE, UNKNOWN_SOURCE, ChunkRejected
 from .configuration import ARM_PARAMETERS, HOME_JOINTS, PARAMETERS, build_controller, controller_config  # noqa: F401
 from .controller import Cycle, DualArmController, Mode
 from .kinematics import JOINT_NAMES
 
 assert Mode.ESTOP == ExecutorStatus.MODE_ESTOP and Mode.TELEOP == ExecutorStatus.MODE_TELEOP
+
+UNKNOWN_NODE = "_NODE_NAME_UNKNOWN_"  # what the graph says of a publisher whose node's name is not known yet
+
+# Chunks: reliable, and a queue deep enough that a flood of refused chunks from another peer
+# (5,000 a second) does not push the policy's out before they are taken.
+CHUNK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class ExecutorNode(Node):
@@ -97,6 +104,14 @@ class ExecutorNode(Node):
         )
         self.frame_prefix = p("frame_prefix", "", "Prefix of the arm base frames (<prefix><arm>_base_link).")
         action_names = tuple(p("action_names", list(DUAL_ARM_EEF_ACTION_NAMES), "The action layout chunks must have."))
+        self.chunk_source = p(
+            "chunk_source",
+            "policy",
+            "The node whose chunks are executed (its name, in this node's namespace): a chunk from "
+            "any other publisher on the topic is refused before it is read. Empty: any publisher "
+            "(a bench with no policy node).",
+            read_only=True,
+        )
         values = {
             name: p(name, default, text, read_only=True)
             for name, (default, text) in {**PARAMETERS, **backend_type.PARAMETERS}.items()
@@ -133,9 +148,17 @@ class ExecutorNode(Node):
         self.diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, RELIABLE_QOS)
         inputs = MutuallyExclusiveCallbackGroup()
         self.max_chunk_bytes = values["max_chunk_bytes"]
-        # Serialized: a chunk's size is checked before any of it is decoded (raw=True).
+        self._trusted: set[bytes] = set()  # publisher GIDs of chunk_source on the chunk topic
+        self._trusted_at = -float("inf")
+        self._asked: dict[bytes, float] = {}  # sender -> when the graph was last asked about it
+        self._senders: dict[bytes, str] = {}  # publisher GID -> its node's full name, as last asked
+        self._untrusted: dict[bytes, int] = {}  # refused chunks per other publisher (bounded)
+        # Serialized, with the sender: who sent a chunk and its size are checked before any of
+        # it is decoded (raw=True). A deep queue: under a flood from another peer the policy's
+        # chunks must not be pushed out before they are taken.
+        self._chunk_topic = self.resolve_topic_name(topics.ACTION_CHUNK)
         self.create_subscription(
-            ActionChunk, topics.ACTION_CHUNK, self._on_serialized_chunk, RELIABLE_QOS, callback_group=inputs, raw=True
+            ActionChunk, topics.ACTION_CHUNK, self._on_serialized_chunk, CHUNK_QOS, callback_group=inputs, raw=True
         )
         self.create_service(Trigger, topics.ESTOP, self._on_estop, callback_group=inputs)
         self.create_service(Trigger, topics.RESUME, self._on_resume, callback_group=inputs)
@@ -157,7 +180,46 @@ class ExecutorNode(Node):
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def _on_serialized_chunk(self, data: bytes) -> None:
+    def _trusts(self, gid: bytes) -> bool:
+        """Whether ``gid`` is a publisher of ``chunk_source`` on the chunk topic. The graph is
+        asked again for a sender not asked about in the last 0.5 s (a node's name is discovered
+        a moment after its publisher: the policy's first chunk must not be refused for that),
+        at most 20 times a second in all (a flood of senders must not become a flood of graph
+        queries)."""
+        if not self.chunk_source or gid in self._trusted:
+            return True
+        now = time.monotonic()
+        asked = self._asked.get(gid, -float("inf"))
+        if now - asked >= 0.5 and now - self._trusted_at >= 0.05:
+            first_time = gid not in self._asked
+            if len(self._asked) > 256:
+                self._asked.clear()
+            self._asked[gid] = self._trusted_at = now
+            self._ask_graph()
+            # A publisher is discovered before its node's name (ROS 2 sends names separately):
+            # for a new sender's first chunk, wait a moment for the name rather than refuse a
+            # policy's first chunk; at most once per sender.
+            deadline = now + 0.3
+            while first_time and self._senders.get(gid, "").endswith(UNKNOWN_NODE) and time.monotonic() < deadline:
+                time.sleep(0.02)
+                self._ask_graph()
+        return gid in self._trusted
+
+    def _ask_graph(self) -> None:
+        publishers = self.get_publishers_info_by_topic(self._chunk_topic)
+        self._senders = {bytes(i.endpoint_gid): f"{i.node_namespace.rstrip('/')}/{i.node_name}" for i in publishers}
+        source = f"{self.get_namespace().rstrip('/')}/{self.chunk_source}"
+        self._trusted = {gid for gid, name in self._senders.items() if name == source}
+
+    def _on_serialized_chunk(self, data: bytes, info: dict) -> None:
+        gid = bytes((info.get("publisher_gid") or {}).get("data") or b"")
+        if not self._trusts(gid):
+            if len(self._untrusted) < 64 or gid in self._untrusted:
+                self._untrusted[gid] = self._untrusted.get(gid, 0) + 1
+            sender = self._senders.get(gid, f"an unknown node ({gid.hex()[:16]})")
+            reason = f"from {bounded(sender, 100)}, not {self.chunk_source!r} (chunk_source): refused unread"
+            self._refuse(ChunkRejected(UNKNOWN_SOURCE, reason), sequence=None, source="another peer")
+            return
         if len(data) > self.max_chunk_bytes:
             reason = f"{len(data)} bytes serialized (max_chunk_bytes {self.max_chunk_bytes}): not decoded"
             self._refuse(ChunkRejected(TOO_LARGE, reason), sequence=None, source="?")
@@ -401,6 +463,7 @@ class ExecutorNode(Node):
                 "watchdog_stops": counters.watchdog_stops,
                 "last_rejection": self.controller.last_rejection[0] if self.controller.last_rejection else "",
                 **{f"rejected.{reason}": n for reason, n in sorted(counters.rejections.items())},
+                "untrusted_senders": len(self._untrusted),
             }
         values.update(
             {
