@@ -488,11 +488,15 @@ class PolicyNode(Node):
         self.diagnostics.publish(diagnostic_array(self, "rotvla/policy", level, message, values))
 
     def destroy_node(self):
-        with self._lock:
-            self._stopping = True
-            self._lock.notify_all()
-        if self._worker.is_alive():
-            self._worker.join(timeout=5.0)
+        # Also for a node whose construction failed part way (a bad parameter): it has no
+        # worker or lock yet, and rclpy destroys it all the same.
+        lock, worker = getattr(self, "_lock", None), getattr(self, "_worker", None)
+        if lock is not None:
+            with lock:
+                self._stopping = True
+                lock.notify_all()
+        if worker is not None and worker.is_alive():
+            worker.join(timeout=5.0)
         return super().destroy_node()
 
 
