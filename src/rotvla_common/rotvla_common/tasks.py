@@ -20,7 +20,11 @@ TASK_SPECS: dict[str, TaskSpec] = {
     for spec in (
         TaskSpec("block_to_plate", "put the block on the plate", ("left",)),
         TaskSpec("block_into_drawer", "put the block into the drawer and close it", ("left",)),
-        TaskSpec("cup_stacking", "stack the cups", ("left", "right")),
+        TaskSpec(
+            "cup_stacking",
+            "put the yellow cup into the red cup, then place the green cup into the yellow cup",
+            ("left", "right"),
+        ),
     )
 }
 TASK_NAMES = tuple(TASK_SPECS)

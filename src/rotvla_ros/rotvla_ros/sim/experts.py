@@ -18,7 +18,7 @@ from scipy.spatial.transform import Rotation
 
 from arx_r5_driver.kinematics import GRIPPER_MAX_OPENING_M, ArmKinematics
 
-from .tasks import BLOCK_HALF, CUPS, BlockIntoDrawer
+from .tasks import BLOCK_HALF, CUPS, STACK_ORDER, BlockIntoDrawer
 from .world import SimWorld
 
 GRASP_OFFSET = 0.09
@@ -93,28 +93,29 @@ def plan(world: SimWorld) -> list[Waypoint]:
         ]
     if world.task.name == "cup_stacking":
         # Each cup is pinched by its upper wall (the palm stays above the rim), carried with its
-        # bottom 1.5 cm above the green cup's rim, lowered until its bottom is 1 cm inside the
+        # bottom 1.5 cm above the bottom cup's rim, lowered until its bottom is 1 cm inside the
         # rim of the cups below (so that it cannot catch on that rim), and let go.
-        grasp = {name: CUPS[name][1] - 0.015 for name in ("yellow", "red")}
-        carry, release = CUPS["green"][1] + 0.015, CUPS["green"][1] - 0.01
+        bottom, middle, top = STACK_ORDER
+        grasp = {name: CUPS[name][1] - 0.015 for name in (middle, top)}
+        carry, release = CUPS[bottom][1] + 0.015, CUPS[bottom][1] - 0.01
         return _pick_and_place(
             "left",
-            p["yellow"],
-            p["green"],
-            grasp["yellow"],
-            release + grasp["yellow"],
-            carry + grasp["yellow"],
-            body="yellow_cup",
-            over="green_cup",
+            p[middle],
+            p[bottom],
+            grasp[middle],
+            release + grasp[middle],
+            carry + grasp[middle],
+            body=f"{middle}_cup",
+            over=f"{bottom}_cup",
         ) + _pick_and_place(
             "right",
-            p["red"],
-            p["green"],
-            grasp["red"],
-            release + grasp["red"],
-            carry + grasp["red"],
-            body="red_cup",
-            over="yellow_cup",
+            p[top],
+            p[bottom],
+            grasp[top],
+            release + grasp[top],
+            carry + grasp[top],
+            body=f"{top}_cup",
+            over=f"{middle}_cup",
         )
     raise ValueError(f"no expert for {world.task.name}")
 

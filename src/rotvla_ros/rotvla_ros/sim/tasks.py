@@ -7,8 +7,8 @@ Objects start between the arms, never under a resting arm: from the head camera 
 links would hide them (a third of the scenes did, when the block could start under the left
 arm).
 - ``block_into_drawer`` (left arm): put the block into the (open) drawer and close it.
-- ``cup_stacking`` (both arms): the left arm puts the yellow cup into the green one, the
-  right arm the red cup into the yellow one.
+- ``cup_stacking`` (both arms), in the paper's order: the left arm puts the yellow cup into
+  the red one, then the right arm puts the green cup into the yellow one.
 
 World frame: the table top is z = 0, x points away from the robot, y to the left.
 """
@@ -16,6 +16,7 @@ World frame: the table top is z = 0, x points away from the robot, y to the left
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import mujoco
 import numpy as np
@@ -25,7 +26,8 @@ BLOCK_HALF = 0.02  # a 4 cm block: 3 px wide at 84 px from the head camera
 PLATE_RADIUS, PLATE_HALF_HEIGHT = 0.06, 0.004
 DRAWER_TRAVEL = 0.12  # m, fully open
 # Cups: outer radius, height; wall and bottom 4 mm; 12 wall segments.
-CUPS = {"green": (0.045, 0.070), "yellow": (0.033, 0.058), "red": (0.022, 0.046)}
+CUPS = {"red": (0.045, 0.070), "yellow": (0.033, 0.058), "green": (0.022, 0.046)}  # largest first
+STACK_ORDER = ("red", "yellow", "green")  # bottom to top: the instruction's order
 CUP_RGBA = {"green": (0.1, 0.7, 0.2), "yellow": (0.95, 0.8, 0.1), "red": (0.85, 0.1, 0.1)}
 
 
@@ -200,25 +202,26 @@ class CupStacking(Task):
 
     def sample(self, rng):
         positions = {
-            "green": np.array([rng.uniform(0.30, 0.33), rng.uniform(-0.02, 0.02), 0.0]),
+            "red": np.array([rng.uniform(0.30, 0.33), rng.uniform(-0.02, 0.02), 0.0]),
             "yellow": np.array([rng.uniform(0.28, 0.32), rng.uniform(0.28, 0.34), 0.0]),
-            "red": np.array([rng.uniform(0.28, 0.32), rng.uniform(-0.34, -0.28), 0.0]),
+            "green": np.array([rng.uniform(0.28, 0.32), rng.uniform(-0.34, -0.28), 0.0]),
         }
-        # The green cup stands (heavy base), the others are carried.
+        # The red cup stands (heavy base) between the arms; the others are carried.
         xml = "\n".join(
-            _cup_xml(name, position, _jitter_colour(rng, CUP_RGBA[name], 0.06), 0.3 if name == "green" else 0.02)
+            _cup_xml(name, position, _jitter_colour(rng, CUP_RGBA[name], 0.06), 0.3 if name == STACK_ORDER[0] else 0.02)
             for name, position in positions.items()
         )
         return TaskScene(self.name, self.instruction, xml, self.arms, positions)
 
     def success(self, model, data):
-        green, yellow, red = (body_position(model, data, f"{c}_cup") for c in ("green", "yellow", "red"))
-        nested = (
-            np.linalg.norm(yellow[:2] - green[:2]) < CUPS["green"][0] - CUPS["yellow"][0] + 0.004
-            and np.linalg.norm(red[:2] - yellow[:2]) < CUPS["yellow"][0] - CUPS["red"][0] + 0.004
-        )
-        stacked = green[2] < 0.01 and green[2] < yellow[2] < green[2] + 0.03 and yellow[2] < red[2] < yellow[2] + 0.03
-        return bool(nested and stacked)
+        positions = [body_position(model, data, f"{c}_cup") for c in STACK_ORDER]  # bottom first
+        if positions[0][2] >= 0.01:  # the bottom cup stands on the table
+            return False
+        for (below, above), (low, high) in zip(pairwise(STACK_ORDER), pairwise(positions)):
+            nested = np.linalg.norm(high[:2] - low[:2]) < CUPS[below][0] - CUPS[above][0] + 0.004
+            if not (nested and low[2] < high[2] < low[2] + 0.03):
+                return False
+        return True
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (BlockToPlate(), BlockIntoDrawer(), CupStacking())}
