@@ -213,15 +213,24 @@ def test_launch_arguments_become_the_system_they_name():
         "sim": "False",
         "expert": "1",
         "seed": "12",
+        "shift": "distractors,table",
         "left_can": "can7",
         "namespace": "cell1/",
         "checkpoint": str(REPO_ROOT / "models" / "tiny-random" / ".." / "tiny-random"),
     }
     args = system_args_from_launch(given)
     assert (args.sim, args.expert, args.policy, args.seed) == (False, True, False, 12)  # the expert drives: no policy
+    assert args.shift == "table,distractors" and system_args_from_launch(defaults).shift == "none"
     assert args.can_ports == {"left": "can7"} and args.namespace == "/cell1"
     assert args.checkpoint == str(REPO_ROOT / "models" / "tiny-random")
-    for name, value in (("sim", "ture"), ("seed", "1.5"), ("task", "cups"), ("right_can", "a" * 16), ("taks", "x")):
+    for name, value in (
+        ("sim", "ture"),
+        ("seed", "1.5"),
+        ("task", "cups"),
+        ("right_can", "a" * 16),
+        ("taks", "x"),
+        ("shift", "fog"),
+    ):
         with pytest.raises(LaunchArgumentError, match=name):
             system_args_from_launch({**defaults, name: value})
 

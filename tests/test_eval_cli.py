@@ -50,6 +50,8 @@ def test_validation_test_and_demonstration_seeds_never_overlap():
         (["--output", "no/such/dir/results.json"], "--output"),
         (["--video-seeds", "1,x"], "--video-seeds"),
         (["--split", "train"], "--split"),
+        (["--shift", "fog"], "--shift"),
+        (["--shift", "all,fog"], "--shift"),
     ],
 )
 def test_rotvla_eval_refuses_each_bad_argument_by_name(arguments, named, capsys):
@@ -93,3 +95,26 @@ def test_a_comparison_gives_both_intervals_and_the_paired_p_value(tmp_path, caps
     _summary(b, [True] * 100, [s + 1 for s in seeds], "other seeds")
     assert cli.main(["--compare", str(a), str(b)]) == 2
     assert "other seeds" in capsys.readouterr().err
+
+
+def test_an_evaluation_under_shift_runs_the_shifted_scenes_and_says_so(tmp_path, capsys, monkeypatch):
+    """``--shift`` reaches the world of every episode and the result records it (one short
+    episode of the random-weight checkpoint: what is checked is the plumbing, not success)."""
+    from rotvla_ros.sim.world import SimWorld
+
+    looks = []
+    build = SimWorld.__init__
+
+    def spied(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        looks.append(self.look)
+
+    monkeypatch.setattr(SimWorld, "__init__", spied)
+    output = tmp_path / "shifted.json"
+    arguments = [TINY, "--task", "block_to_plate", "--episodes", "1", "--time-limit", "0.5", "--workers", "1"]
+    assert cli.main([*arguments, "--shift", "distractors, lighting", "--output", str(output)]) == 0
+    summary = Summary.read(output)
+    assert summary.settings["shift"] == "lighting,distractors"
+    assert "shift lighting,distractors" in capsys.readouterr().out
+    assert len(looks) == 1 and looks[0].bodies_xml and len(looks[0].lights) >= 1
+    assert looks[0].background is None  # only the kinds asked for

@@ -115,6 +115,7 @@ def launch_failure(*arguments: str, tmp_path: Path) -> subprocess.CompletedProce
         ("head_serial:=12-34", "head_serial"),
         ("namespace:=1cell", "namespace"),
         ("checkpoint:=no/such/dir", "checkpoint"),
+        ("shift:=fog", "shift"),
     ],
 )
 def test_a_bad_or_unknown_launch_argument_stops_the_launch_naming_it(argument, named, tmp_path):
@@ -350,10 +351,23 @@ def test_every_launch_argument_reaches_its_node(observer, tmp_path):
         code = robot.interrupt()
     assert code == 0, robot.output[-3000:]
 
-    sim = Launch("namespace:=cell3", "task:=cup_stacking", "seed:=7", "expert:=true", "record:=true", cwd=tmp_path)
+    sim = Launch(
+        "namespace:=cell3",
+        "task:=cup_stacking",
+        "seed:=7",
+        "shift:=lighting, table",
+        "expert:=true",
+        "record:=true",
+        cwd=tmp_path,
+    )
     try:
         node = observer.parameters("/cell3/sim", timeout=120)
-        assert (node["task"], node["seed"], node["expert"]) == ("cup_stacking", 7, True)
+        assert (node["task"], node["seed"], node["expert"], node["shift"]) == (
+            "cup_stacking",
+            7,
+            True,
+            "table,lighting",
+        )
         assert observer.parameters("/cell3/arx_r5_executor")["control_source"] == "teleop"
         assert observer.parameters("/cell3/episode_recorder")  # record:=true runs the episode recorder
         assert "/cell3/policy" not in {

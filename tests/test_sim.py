@@ -12,12 +12,14 @@ from rotvla_ros.sim.world import SimWorld
 CONTROL_PERIOD = 0.005
 
 
-def run_expert(task: str, seed: int, step=None, missed_cycles: float = 0.0) -> tuple[SimWorld, ScriptedExpert]:
+def run_expert(
+    task: str, seed: int, step=None, missed_cycles: float = 0.0, shift: frozenset[str] = frozenset()
+) -> tuple[SimWorld, ScriptedExpert]:
     """The task's expert until a second after its last waypoint. ``step(world, expert)``
     returns the control cycle to run at time t (default: the expert's targets straight to the
     joints); a fraction ``missed_cycles`` of the cycles, drawn at random, does not run (the
     joints keep the last command) while the world keeps its time."""
-    world = SimWorld(task, seed)
+    world = SimWorld(task, seed, shift=shift)
     kinematics = {m.name: ArmKinematics(base_xyz=m.base_xyz, base_rpy=m.base_rpy) for m in world.config.arms}
     expert = ScriptedExpert(world, kinematics, start_time=0.2)
     if step is None:
@@ -143,3 +145,57 @@ def test_the_cell_stands_its_arms_where_the_robot_file_puts_them():
         assert mounts == [(a, robot[f"{a}.base_xyz"], robot[f"{a}.base_rpy"]) for a in robot["arms"]]
     finally:
         world.close()
+
+
+def test_a_shift_is_named_by_its_kinds_and_a_wrong_word_is_refused():
+    from rotvla_ros.sim.shift import SHIFT_KINDS, describe, parse_shift
+
+    assert parse_shift("all") == frozenset(SHIFT_KINDS) and parse_shift("none") == parse_shift("") == frozenset()
+    assert describe(parse_shift(" distractors, table")) == "table,distractors"
+    for bad in ("fog", "all,fog", "table;lighting"):
+        with pytest.raises(ValueError, match="unknown shift"):
+            parse_shift(bad)
+
+
+@pytest.mark.parametrize("task", ["block_to_plate", "block_into_drawer", "cup_stacking"])
+def test_each_kind_of_shift_changes_the_view_and_leaves_the_scene_of_the_seed(task):
+    """A shift is drawn from the seed on streams of its own: the task's objects start where and
+    as they do without it (evaluations pair seed by seed), every kind changes what the head
+    camera sees, the same seed draws the same shift, and no shift is the standard cell."""
+    import mujoco
+
+    from rotvla_ros.sim.shift import DISTRACTOR_CLEARANCE, SHIFT_KINDS, STANDARD_LOOK
+
+    standard = SimWorld(task, 5)
+    head = standard.render("head", 160, 120)
+    assert standard.look == STANDARD_LOOK
+    assert np.array_equal(SimWorld(task, 5, shift=frozenset()).render("head", 160, 120), head)
+    for kind in SHIFT_KINDS:
+        shifted = SimWorld(task, 5, shift=frozenset({kind}))
+        assert shifted.scene.xml == standard.scene.xml  # the task's objects, poses and colours
+        view = shifted.render("head", 160, 120)
+        changed = (np.abs(view.astype(int) - head).sum(axis=-1) > 30).sum()  # pixels
+        assert changed >= (4 if kind == "distractors" else 1000), (kind, changed)  # distractors: 2-5 cm
+        assert np.array_equal(SimWorld(task, 5, shift=frozenset({kind})).render("head", 160, 120), view)
+        assert not shifted.success()
+    world = SimWorld(task, 5, shift=frozenset({"distractors"}))
+    names = [world.model.body(b).name for b in range(world.model.nbody)]
+    distractors = [n for n in names if n.startswith("distractor")]
+    assert 1 <= len(distractors) <= 3
+    for name in distractors:
+        xy = world.data.xpos[mujoco.mj_name2id(world.model, mujoco.mjtObj.mjOBJ_BODY, name)][:2]
+        for position in world.scene.positions.values():
+            assert np.linalg.norm(xy - np.asarray(position)[:2]) >= DISTRACTOR_CLEARANCE - 1e-6
+    other = SimWorld(task, 6, shift=frozenset(SHIFT_KINDS))
+    assert other.look != SimWorld(task, 5, shift=frozenset(SHIFT_KINDS)).look  # another seed, another shift
+
+
+@pytest.mark.parametrize("task", ["block_into_drawer", "cup_stacking"])
+def test_the_expert_still_does_each_task_under_every_shift(task):
+    """The shifted scenes stay doable: distractors keep clear of the task's objects, and the
+    success tests look at the task's bodies only."""
+    from rotvla_ros.sim.shift import SHIFT_KINDS
+
+    world, expert = run_expert(task, 5, shift=frozenset(SHIFT_KINDS))
+    assert expert.ik_failures == 0
+    assert world.success()

@@ -22,6 +22,8 @@ from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES
 from rotvla_common.tasks import TASK_NAMES, TASK_SPECS
 
+from .sim.shift import describe, parse_shift
+
 # What `record:=true` records (the episode recorder reads the same).
 RECORD_TOPICS = (
     *(topics.absolute(f"{topics.CAMERAS}/{c}/color/image_raw") for c in CAMERA_NAMES),
@@ -68,6 +70,7 @@ class SystemArgs:
     instruction: str = ""  # empty: the task's
     device: str = ""  # empty: the files'
     seed: int = 0
+    shift: str = "none"  # sim: domain shift of the scenes, in sim.shift.describe's words
     expert: bool = False  # sim: the scripted expert drives (teleop), for demos
     camera_serials: dict = field(default_factory=dict)  # camera -> serial number (hardware)
     can_ports: dict = field(default_factory=dict)  # arm -> CAN interface (hardware)
@@ -90,6 +93,7 @@ LAUNCH_ARGUMENTS = {
     "device": ("", "torch device of the policy: cpu, cuda, cuda:N or auto (empty: the config's)"),
     "expert": ("false", "sim: the scripted expert drives the arms (demonstrations); no policy node"),
     "seed": ("0", "sim: seed of the task's randomisation (an integer >= 0)"),
+    "shift": ("none", "sim: domain shift for evaluation: none, all or a list of table,background,lighting,distractors"),
     **{f"{c}_serial": ("", f"serial number of the {c.replace('_', ' ')} D405") for c in CAMERA_NAMES},
     "left_can": ("", "CAN interface of the left arm (empty: the config's)"),
     "right_can": ("", "CAN interface of the right arm (empty: the config's)"),
@@ -147,6 +151,11 @@ def system_args_from_launch(values: dict[str, str]) -> SystemArgs:
     except ValueError as error:
         raise LaunchArgumentError(f"launch argument namespace: {error}") from None
     expert = _launch_boolean(values, "expert")
+    shift = _launch_value(values, "shift")
+    try:
+        shift = describe(parse_shift(shift))
+    except ValueError as error:
+        raise LaunchArgumentError(f"launch argument shift:={shift!r}: {error}") from None
     return SystemArgs(
         sim=_launch_boolean(values, "sim"),
         task=task,
@@ -154,6 +163,7 @@ def system_args_from_launch(values: dict[str, str]) -> SystemArgs:
         instruction=_launch_value(values, "instruction"),
         device=_launch_pattern(values, "device", _DEVICE, "auto, cpu, cuda or cuda:N"),
         seed=int(seed),
+        shift=shift,
         expert=expert,
         policy=not expert,
         record_episodes=_launch_boolean(values, "record"),
@@ -225,7 +235,7 @@ def node_set(args: SystemArgs) -> list[NodeSpec]:
                 "rotvla_ros",
                 "sim_node",
                 "rotvla_ros.nodes.sim_node:SimNode",
-                {"seed": args.seed, "expert": args.expert},
+                {"seed": args.seed, "expert": args.expert, "shift": args.shift},
                 required=True,
             )
         )

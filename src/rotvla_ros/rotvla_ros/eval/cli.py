@@ -38,7 +38,7 @@ INFERENCE_LATENCY = 0.1
 def _worker(args: tuple) -> list[EpisodeResult]:
     from .episodes import run_episodes
 
-    checkpoint, task, seeds, period, latency, video_dir, video_seeds, time_limit = args
+    checkpoint, task, seeds, period, latency, video_dir, video_seeds, time_limit, shift = args
     return run_episodes(
         checkpoint,
         task,
@@ -48,6 +48,7 @@ def _worker(args: tuple) -> list[EpisodeResult]:
         video_dir=video_dir,
         video_seeds=video_seeds,
         time_limit=time_limit,
+        shift=shift,
         on_result=_print_result,
     )
 
@@ -72,11 +73,14 @@ def evaluate_in_process(
     video_dir: Path | None = None,
     video_seeds: tuple[int, ...] = (),
     time_limit: float | None = None,
+    shift: frozenset[str] = frozenset(),
 ) -> list[EpisodeResult]:
     """The episodes of ``seeds``, over ``workers`` processes (each one torch thread)."""
     workers = max(1, min(workers, len(seeds)))
     shares = [seeds[k::workers] for k in range(workers)]
-    jobs = [(checkpoint, task, share, policy_period, latency, video_dir, video_seeds, time_limit) for share in shares]
+    jobs = [
+        (checkpoint, task, share, policy_period, latency, video_dir, video_seeds, time_limit, shift) for share in shares
+    ]
     if workers == 1:
         results = _worker(jobs[0])
     else:
@@ -101,6 +105,7 @@ def stack_policy_period(config_dir: Path | None = None) -> float:
 def parse(argv=None) -> argparse.Namespace:
     from rotvla_common.arguments import integer, number
 
+    from ..sim.shift import SHIFT_KINDS, shift_argument
     from .seeds import SPLITS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,6 +141,13 @@ def parse(argv=None) -> argparse.Namespace:
         type=number(0.0, 3600.0),
         default=None,
         help="s of sim time per episode (default: the task's)",
+    )
+    parser.add_argument(
+        "--shift",
+        type=shift_argument,
+        default="none",
+        help="domain shift of every scene, drawn from its seed: none, all or a comma-separated list of "
+        f"{', '.join(SHIFT_KINDS)} (no demonstration is recorded with one)",
     )
     parser.add_argument("--output", type=Path, help="JSON with every episode (its directory must exist)")
     parser.add_argument("--video-dir", type=Path, default=Path("videos"))
@@ -189,6 +201,7 @@ def compare(path_a: Path, path_b: Path) -> str:
 
 
 def main(argv=None) -> int:
+    from ..sim.shift import parse_shift
     from .seeds import split_seeds
 
     args = parse(argv)
@@ -206,12 +219,19 @@ def main(argv=None) -> int:
         return 2
     if args.policy_period is None:
         args.policy_period = stack_policy_period()
-    settings = {"split": args.split, "time_limit": args.time_limit}
+    shift = parse_shift(args.shift)
+    settings = {"split": args.split, "time_limit": args.time_limit, "shift": args.shift}
     if args.ros:
         from ..nodes.sim_episodes import evaluate_through_ros
 
         results = evaluate_through_ros(
-            args.checkpoint, args.task, seeds, attach=args.attach, time_limit=args.time_limit, on_result=_print_result
+            args.checkpoint,
+            args.task,
+            seeds,
+            attach=args.attach,
+            time_limit=args.time_limit,
+            shift=shift,
+            on_result=_print_result,
         )
     else:
         results = evaluate_in_process(
@@ -224,6 +244,7 @@ def main(argv=None) -> int:
             video_dir=args.video_dir,
             video_seeds=args.video_seeds,
             time_limit=args.time_limit,
+            shift=shift,
         )
         settings.update(policy_period=args.policy_period, latency=args.latency)
     summary = Summary.of(args.task, Path(args.checkpoint).name, "ros" if args.ros else "in-process", results, settings)

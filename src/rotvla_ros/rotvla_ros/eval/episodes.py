@@ -89,14 +89,16 @@ def run_episodes(
     video_dir: Path | None = None,
     video_seeds: tuple[int, ...] = (),
     time_limit: float | None = None,
+    shift: frozenset[str] = frozenset(),
     on_result=None,
 ) -> list[EpisodeResult]:
-    """Every seed, in order, with one policy and one environment (one torch thread)."""
+    """Every seed, in order, with one policy and one environment (one torch thread);
+    ``shift``: the scenes' domain shift (``sim.shift``)."""
     import torch
 
     torch.set_num_threads(1)
     policy = RotVLAPolicy.from_pretrained(checkpoint, device="cpu")
-    env = CellEnv(task, time_limit=time_limit)
+    env = CellEnv(task, time_limit=time_limit, shift=shift)
     results = []
     try:
         for seed in seeds:

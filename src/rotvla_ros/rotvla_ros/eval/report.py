@@ -79,8 +79,10 @@ class Summary:
         low, high = self.ci95
         mean = f"{self.mean_time_to_success:.1f} s" if self.mean_time_to_success is not None else "-"
         split = self.settings.get("split")
+        shift = self.settings.get("shift", "none")
+        where = "".join([f", {split} seeds" if split else "", f", shift {shift}" if shift != "none" else ""])
         return (
-            f"{self.task} [{self.mode}{', ' + split + ' seeds' if split else ''}] {self.checkpoint}: "
+            f"{self.task} [{self.mode}{where}] {self.checkpoint}: "
             f"{self.successes}/{self.episodes} = {100 * self.success_rate:.0f}% "
             f"(95% CI {100 * low:.0f}-{100 * high:.0f}%), mean time to success {mean}"
         )

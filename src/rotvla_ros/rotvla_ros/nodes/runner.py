@@ -34,6 +34,7 @@ from rotvla_common.topics import cell_ros_arguments
 from rclpy.signals import SignalHandlerOptions
 from rotvla_common.tasks import TASK_NAMES
 
+from ..sim.shift import shift_argument
 from ..bringup import NodeSpec, SystemArgs, default_config_dir, node_set, parameter_files
 
 
@@ -167,6 +168,9 @@ def main(argv=None):
     parser.add_argument("--instruction", default="")
     parser.add_argument("--device", default="")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--shift", type=shift_argument, default="none", help="sim: domain shift for evaluation (none, all, table,...)"
+    )
     parser.add_argument("--expert", action="store_true", help="sim: the scripted expert drives the arms (demos)")
     parser.add_argument("--no-policy", action="store_true", help="no policy node (recording demonstrations)")
     parser.add_argument("--record", action="store_true", help="the episode recorder node (/rotvla/recorder/*)")
@@ -189,6 +193,7 @@ def main(argv=None):
             instruction=options.instruction,
             device=options.device,
             seed=options.seed,
+            shift=options.shift,
             expert=options.expert,
             policy=not options.no_policy,
             record_episodes=options.record,

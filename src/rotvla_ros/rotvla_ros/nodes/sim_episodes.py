@@ -234,14 +234,17 @@ def evaluate_through_ros(
     *,
     attach: bool = False,
     time_limit: float | None = None,
+    shift: frozenset[str] = frozenset(),
     log_dir: Path = Path("log/eval"),
     on_result=None,
 ) -> list[EpisodeResult]:
     """The policy node serving ``checkpoint`` drives the simulated stack through the episodes
-    of ``seeds`` (EpisodeResult each, as the in-process evaluation reports them)."""
+    of ``seeds`` (EpisodeResult each, as the in-process evaluation reports them); ``shift``:
+    the sim node's domain shift (an attached stack must have been started with it)."""
+    from ..sim.shift import describe
     from ..sim.tasks import TASKS
 
-    arguments = ["--task", task, "--checkpoint", str(Path(checkpoint).resolve())]
+    arguments = ["--task", task, "--checkpoint", str(Path(checkpoint).resolve()), "--shift", describe(shift)]
     results = []
     with stack_session(None if attach else arguments, log_dir / f"{task}.log", "evaluation") as client:
         for seed in seeds:

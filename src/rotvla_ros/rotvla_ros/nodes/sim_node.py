@@ -45,6 +45,7 @@ from arx_r5_driver.kinematics import ArmKinematics
 from ..ingest.images import fill_image
 from ..sim.experts import ScriptedExpert
 from ..sim.scene import scene_of
+from ..sim.shift import SHIFT_KINDS, describe, parse_shift
 from ..sim.world import SimWorld
 from .common import OK, RELIABLE_QOS, SENSOR_QOS, WARN, declare, diagnostic_array, run_node, to_time
 
@@ -55,6 +56,14 @@ class SimNode(Node):
         p = functools.partial(declare, self)
         task = p("task", "block_to_plate", "block_to_plate, block_into_drawer or cup_stacking.", read_only=True)
         seed = p("seed", 0, "Seed of the task's randomisation (object poses, colours).", read_only=True)
+        shift = p(
+            "shift",
+            "none",
+            "Domain shift of every scene, drawn from its seed (evaluation): none, all or a comma-separated "
+            f"list of {', '.join(SHIFT_KINDS)}.",
+            read_only=True,
+        )
+        self.shift = parse_shift(shift)  # ValueError: the node refuses to start, naming the value
         self.clock_period = p(
             "clock_period", 0.005, "Sim time per /clock message (physics steps in between), s.", read_only=True
         )
@@ -77,7 +86,7 @@ class SimNode(Node):
                 mounts[f"{arm}.{key}"] = p(f"{arm}.{key}", *ARM_PARAMETERS[key], read_only=True)
         self.task, self.seed, self.scene_config = task, seed, scene_of(mounts)
         self.expert_enabled, self.expert_delay = expert, expert_delay
-        self.world = SimWorld(task, seed, self.scene_config)
+        self.world = SimWorld(task, seed, self.scene_config, shift=self.shift)
         self.instruction = self.world.scene.instruction
         self._reset_lock = threading.Lock()
         self._reset_request: tuple[int, threading.Event, dict] | None = None
@@ -107,7 +116,8 @@ class SimNode(Node):
         self._thread = threading.Thread(target=self._loop, name="mujoco", daemon=True)
         self._thread.start()
         self.get_logger().info(
-            f"task {task} (seed {seed}): {self.instruction!r}; cameras {self.width}x{self.height} "
+            f"task {task} (seed {seed}, shift {describe(self.shift)}): {self.instruction!r}; "
+            f"cameras {self.width}x{self.height} "
             f"at {self.camera_rate:g} Hz of sim time; real-time factor {self.real_time_factor:g}"
         )
 
@@ -138,7 +148,7 @@ class SimNode(Node):
             return False
         seed, done, outcome = request
         try:
-            world = SimWorld(self.task, seed, self.scene_config)
+            world = SimWorld(self.task, seed, self.scene_config, shift=self.shift)
         except Exception as error:  # a seed the scene cannot be drawn from: the old world stays
             outcome["error"] = f"{type(error).__name__}: {error}"
             done.set()

@@ -43,6 +43,7 @@ from rotvla_common.parameters import read_parameter_files
 from ..bringup import default_config_dir
 from .experts import ScriptedExpert
 from .scene import SceneConfig, scene_of
+from .shift import parse_shift
 from .tasks import TASKS
 from .world import SimWorld
 
@@ -77,8 +78,17 @@ class SimCell:
     at its control rate, the physics in between (as the sim node and the executor node do
     over topics)."""
 
-    def __init__(self, task: str, seed: int, executor_values: dict, scene: SceneConfig, width: int, height: int):
-        self.world = SimWorld(task, seed, scene)
+    def __init__(
+        self,
+        task: str,
+        seed: int,
+        executor_values: dict,
+        scene: SceneConfig,
+        width: int,
+        height: int,
+        shift: frozenset[str] = frozenset(),
+    ):
+        self.world = SimWorld(task, seed, scene, shift=shift)
         self.width, self.height = width, height
         self.controller: DualArmController = build_controller(
             executor_values, lambda arm: WorldArm(self.world, arm), DUAL_ARM_EEF_ACTION_NAMES
@@ -173,10 +183,13 @@ class CellEnv(gym.Env):
         step_period: float = 1.0 / DEFAULT_FPS,
         time_limit: float | None = None,
         config_dir: str | None = None,
+        shift: frozenset[str] | str = frozenset(),
     ):
+        """``shift``: domain shift of every scene (``sim.shift``: kinds, or their words)."""
         if task not in TASKS:
             raise ValueError(f"task must be one of {sorted(TASKS)}, not {task!r}")
         self.task = task
+        self.shift = parse_shift(shift) if isinstance(shift, str) else frozenset(shift)
         self.render_mode = render_mode
         self.step_period = step_period
         self.time_limit = time_limit or TASKS[task].time_limit
@@ -202,7 +215,9 @@ class CellEnv(gym.Env):
         # The scene's own randomisation takes an integer seed: the one given, else one from
         # the environment's generator (itself seeded by the first reset's seed).
         self.seed_used = int(seed) if seed is not None else int(self.np_random.integers(2**31))
-        self.cell = SimCell(self.task, self.seed_used, self.executor_values, self.scene, self.width, self.height)
+        self.cell = SimCell(
+            self.task, self.seed_used, self.executor_values, self.scene, self.width, self.height, self.shift
+        )
         return self.cell.observation(), {"is_success": False, "seed": self.seed_used}
 
     def step(self, action):

@@ -23,6 +23,8 @@ from scipy.spatial.transform import Rotation
 from arx_r5_driver.configuration import NODE_NAME
 from arx_r5_driver.kinematics import JOINT_NAMES, R5_JOINT_LIMITS, ArmKinematics
 
+from .shift import STANDARD_LOOK, Look
+
 LINK_RADIUS = 0.03
 FINGER_TRAVEL = 0.04  # each finger, m: 80 mm opening in all
 AXES = {"JointModelRX": "1 0 0", "JointModelRY": "0 1 0", "JointModelRZ": "0 0 1"}
@@ -151,27 +153,39 @@ def _actuators_xml(arms: list[ArmMount]) -> str:
     return "\n".join(lines)
 
 
-def build_mjcf(config: SceneConfig, task_xml: str) -> str:
+def build_mjcf(config: SceneConfig, task_xml: str, look: Look = STANDARD_LOOK) -> str:
     """The whole cell: table, arms, the task's objects (``task_xml``, world-body children)."""
     kinematics = ArmKinematics()
     head_position, head_target = config.head_camera
     arms = "\n".join(_arm_xml(mount, kinematics) for mount in config.arms)
+    lights = "\n".join(
+        f'<light pos="{_vec(light.position)}" dir="{_vec(light.direction)}" diffuse="{_vec(light.diffuse)}"/>'
+        for light in look.lights
+    )
+    rgb1, rgb2 = look.table_rgb
+    skybox = ""
+    if look.background is not None:
+        skybox = (
+            f'<texture type="skybox" builtin="gradient" width="128" height="128" '
+            f'rgb1="{_vec(look.background[0])}" rgb2="{_vec(look.background[1])}"/>'
+        )
     return f"""<mujoco model="arx_r5_dual">
 <compiler angle="radian" autolimits="true"/>
 <option timestep="{config.timestep}" integrator="implicitfast" cone="elliptic" impratio="10"/>
 <visual><global offwidth="640" offheight="480"/><quality shadowsize="0"/></visual>
 <default><geom friction="1 0.01 0.001" solref="0.01 1"/></default>
 <asset>
-  <texture name="grid" type="2d" builtin="checker" width="256" height="256" rgb1="0.55 0.45 0.35" rgb2="0.5 0.4 0.3"/>
-  <material name="table" texture="grid" texrepeat="6 6"/>
+  <texture name="grid" type="2d" builtin="{look.table_texture}" width="256" height="256" rgb1="{_vec(rgb1)}" rgb2="{_vec(rgb2)}"/>
+  <material name="table" texture="grid" texrepeat="{look.table_repeat} {look.table_repeat}"/>
+  {skybox}
 </asset>
 <worldbody>
-<light pos="0.3 0 1.5" dir="0 0 -1" diffuse="0.8 0.8 0.8"/>
-<light pos="-0.5 0.5 1.0" dir="0.5 -0.3 -1" diffuse="0.3 0.3 0.3"/>
+{lights}
 <geom name="table" type="box" pos="0.3 0 -0.02" size="0.45 0.7 0.02" material="table"/>
 <camera name="head" pos="{_vec(head_position)}" xyaxes="{look_at(head_position, head_target)}" fovy="{config.camera_fovy}"/>
 {arms}
 {task_xml}
+{look.bodies_xml}
 </worldbody>
 <actuator>
 {_actuators_xml(config.arms)}

@@ -10,18 +10,29 @@ from arx_r5_driver import configuration
 from arx_r5_driver.kinematics import GRIPPER_MAX_OPENING_M, JOINT_NAMES
 
 from .scene import FINGER_TRAVEL, SceneConfig, build_mjcf, robot_scene
+from .shift import shifted_look
 from .tasks import TASKS, TaskScene
 
 HOME_JOINTS = np.array(configuration.HOME_JOINTS)  # the executor's start pose
 
 
 class SimWorld:
-    def __init__(self, task: str, seed: int = 0, config: SceneConfig | None = None, initial_joints=HOME_JOINTS):
+    def __init__(
+        self,
+        task: str,
+        seed: int = 0,
+        config: SceneConfig | None = None,
+        initial_joints=HOME_JOINTS,
+        shift: frozenset[str] = frozenset(),
+    ):
+        """``shift``: kinds of domain shift (``sim.shift.SHIFT_KINDS``) drawn from the seed."""
         self.config = config or robot_scene()
         self.task = TASKS[task]
         rng = np.random.default_rng(seed)
         self.scene: TaskScene = self.task.sample(rng)
-        self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.config, self.scene.xml))
+        self.shift = frozenset(shift)
+        self.look = shifted_look(self.shift, seed, self.scene.positions)
+        self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.config, self.scene.xml, self.look))
         self.data = mujoco.MjData(self.model)
         self.arm_names = tuple(mount.name for mount in self.config.arms)
         name = lambda kind, n: mujoco.mj_name2id(self.model, kind, n)  # noqa: E731
