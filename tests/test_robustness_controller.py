@@ -11,7 +11,7 @@ from arx_r5_driver.chunks import ChunkRejected
 from arx_r5_driver.controller import ControllerConfig, Mode
 from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES as NAMES
 
-from test_controller import HOME, JOINT_CAP, KINEMATICS, PERIOD, chunk_actions, make_controller, run
+from test_controller import CARTESIAN_CAP, HOME, JOINT_CAP, KINEMATICS, PERIOD, chunk_actions, make_controller, run
 
 
 def test_a_chunk_that_schedules_nothing_is_refused_and_does_not_feed_the_watchdog():
@@ -58,6 +58,58 @@ def test_speed_caps_hold_between_the_moments_commands_are_sent():
     start, _ = KINEMATICS["left"].fk(commands[0])
     end, _ = KINEMATICS["left"].fk(commands[-1])
     assert np.linalg.norm(end - start) > 0.05  # the arm still gets there
+
+
+@pytest.mark.parametrize("load", ["quiet", "loaded"])
+def test_speed_caps_hold_against_each_commands_own_publish_stamp(load):
+    """Finding 3 of the adversarial-peer issue: the topic backend stamps each command when it
+    publishes it, after the cycle read its clock and filtered both arms. The time between those
+    two instants varies with load (the filtering's FK, the GIL); caps computed over the time
+    between clock reads let two commands go out closer together than the motion between them
+    allows. Measured by the commands' own stamps, every joint and the end effector stay within
+    their caps."""
+    rng = np.random.default_rng(0 if load == "quiet" else 1)
+    controller = make_controller(ControllerConfig(control_period=PERIOD, max_cycle_period=0.02))
+    far = chunk_actions(np.tile([0.10, 0.0, 0.05], (30, 1)))
+    controller.submit(stamp=0.0, dt=0.05, horizon=30, action_names=NAMES, actions=far, now=0.0)
+    clock = {"now": 0.0}
+    stamps = {arm.name: [] for arm in controller.arms}
+    commands = {arm.name: [] for arm in controller.arms}
+    for arm in controller.arms:
+        sent = arm.backend.command
+
+        def publish(joints, gripper, name=arm.name, sent=sent):
+            # Time passes between the cycle's clock read and each publish: the other arm's
+            # filtering, a thread holding the GIL.
+            clock["now"] += rng.uniform(0.0, 0.0005 if load == "quiet" else 0.012)
+            stamps[name].append(clock["now"])
+            commands[name].append(np.array(joints, float))
+            sent(joints, gripper)
+
+        arm.backend.command = publish
+
+    def wait_until(instant):
+        clock["now"] = max(clock["now"], instant)
+
+    wake = 0.0
+    while wake < 1.5:
+        wake += PERIOD
+        clock["now"] = max(clock["now"], wake)  # a loop that overran wakes late, never early
+        before = clock["now"]
+        controller.step(clock["now"], send_clock=lambda: clock["now"], wait_until=wait_until)
+        for arm in controller.arms:
+            arm.backend.step(clock["now"] - before + PERIOD)
+    for arm in controller.arms:
+        q, t = np.array(commands[arm.name]), np.array(stamps[arm.name])
+        gaps = np.diff(t)
+        joint_speed = np.abs(np.diff(q, axis=0)) / gaps[:, None]
+        assert (joint_speed <= JOINT_CAP * (1 + 1e-6)).all(), (arm.name, (joint_speed / JOINT_CAP).max())
+        positions = np.array([KINEMATICS[arm.name].fk(joints)[0] for joints in q])
+        speed = np.linalg.norm(np.diff(positions, axis=0), axis=1) / gaps
+        assert (speed <= CARTESIAN_CAP * (1 + 1e-6)).all(), (arm.name, speed.max())
+    start, _ = KINEMATICS["left"].fk(commands["left"][0])
+    end, _ = KINEMATICS["left"].fk(commands["left"][-1])
+    assert np.linalg.norm(end - start) > 0.08  # the arm still gets there
 
 
 def test_an_unreachable_target_is_solved_once_not_every_cycle(monkeypatch):

@@ -19,7 +19,7 @@ Whatever the source, the target then passes the safety supervisor: per arm, the 
 limits, joint and Cartesian speed caps and workspace box (``SafetyFilter``); the gripper's
 range and speed; then the clearance between the arms (a command that brings them closer
 than ``min_clearance`` holds both). What changed a command is reported in ``Cycle.limits_hit``.
-Speed caps are applied over the time since the previous cycle, at most ``max_cycle_period``
+Speed caps are applied over the time since the previous commands went out, at most ``max_cycle_period``
 (ros2_control's controllers likewise update with the measured period).
 """
 
@@ -152,7 +152,7 @@ class DualArmController:
         self.commands = np.zeros((len(arms), 6))  # (A, 6): the last command sent (once synced)
         self.grippers = np.zeros(len(arms))  # (A,)
         self._clearance_now = math.inf
-        self._last_step_time: float | None = None
+        self._last_sent: float | None = None
         self._unreachable: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # arm -> the pose IK last failed on
         self.synced = False
 
@@ -164,7 +164,7 @@ class DualArmController:
         self.grippers = np.array([g for _, g in readings], dtype=float)
         self._clearance_now = self._clearance(self.commands)
         self._drop_trajectory()
-        self._last_step_time = None
+        self._last_sent = None
         self._last_chunk_time = -math.inf
         self.synced = True
 
@@ -268,12 +268,23 @@ class DualArmController:
 
     # -- the control cycle ----------------------------------------------------------------
 
-    def step(self, now: float, send_clock: Callable[[], float] | None = None) -> Cycle:
+    def step(
+        self,
+        now: float,
+        send_clock: Callable[[], float] | None = None,
+        wait_until: Callable[[float], None] | None = None,
+    ) -> Cycle:
         """One control cycle at ``now``; raises ``BackendNotReady`` (nothing commanded) while
-        the arms cannot be read. ``send_clock``: reads the time just before the commands go
-        out; the speed caps apply over the time since the previous commands went out by it
-        (by ``now`` without one), so a cycle that computed late cannot send a step that was
-        meant for more time than has passed between the two sends."""
+        the arms cannot be read. ``send_clock``: reads the clock the backends stamp their
+        commands by (without one, ``now`` stands for every reading). The speed caps apply over
+        the time from the previous cycle's last send to this cycle's first: every command of
+        this cycle goes out at or after a reading taken before the caps are applied, and the
+        previous cycle's went out before a reading taken after them, so the motion between two
+        commands of an arm is within the caps over the time between their own stamps, whatever
+        the load delays. ``wait_until(t)``: blocks until ``send_clock`` reads ``t``; with it a
+        cycle read less than ``control_period`` after the previous send may move for one
+        period and holds its commands until then (without it, a loop that overruns would be
+        allowed next to no motion)."""
         if not self.synced:
             self.resync()
         readings = [arm.backend.read() for arm in self.arms]
@@ -313,7 +324,7 @@ class DualArmController:
         else:
             self.mode = Mode.IDLE
 
-        period = self._cycle_period(send_clock() if send_clock is not None else now)
+        period = self._cycle_period(send_clock() if send_clock is not None else now, wait_until is not None)
         commands = np.empty_like(self.commands)
         for a, arm in enumerate(self.arms):
             commands[a], arm_hit = arm.safety.filter(self.commands[a], targets[a], period)
@@ -323,8 +334,11 @@ class DualArmController:
         if clearance < self.config.min_clearance and clearance < self._clearance_now - 1e-9:
             commands, clearance = self.commands.copy(), self._clearance_now  # closer than allowed: hold both
             hit.append("arms:clearance")
+        if wait_until is not None and self._last_sent is not None:
+            wait_until(self._last_sent + period)
         for a, arm in enumerate(self.arms):
             arm.backend.command(commands[a], float(grippers[a]))
+        self._last_sent = send_clock() if send_clock is not None else now  # after the last stamp
         self.commands, self.grippers, self._clearance_now = commands, grippers, clearance
         self.counters.executed_steps += len(executed)
         self.counters.limit_events += bool(hit)
@@ -371,14 +385,16 @@ class DualArmController:
             angular_velocity=np.zeros((count, 3)),
         )
 
-    def _cycle_period(self, now: float) -> float:
-        """Seconds this cycle's command may cover: the time since the previous command went
-        out (the nominal period for the first one, or after the clock went back; next to
-        nothing when no time has passed), at most ``max_cycle_period``."""
-        last, self._last_step_time = self._last_step_time, now
+    def _cycle_period(self, now: float, can_wait: bool) -> float:
+        """Seconds this cycle's commands may cover: the time since the previous commands went
+        out (at least one ``control_period`` when the send can wait for it; the nominal period
+        for the first one, or after the clock went back; next to nothing when no time has
+        passed), at most ``max_cycle_period``."""
+        last = self._last_sent
         if last is None or now < last:
             return self.config.control_period
-        return min(max(now - last, 1e-6), max(self.config.max_cycle_period, self.config.control_period))
+        floor = self.config.control_period if can_wait else 1e-6
+        return min(max(now - last, floor), max(self.config.max_cycle_period, self.config.control_period))
 
     def _filter_grippers(self, targets: np.ndarray, period: float, hit: list[str]) -> np.ndarray:
         out = self.grippers.copy()

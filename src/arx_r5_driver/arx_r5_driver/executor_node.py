@@ -178,6 +178,12 @@ class ExecutorNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _sleep_until(self, instant: float) -> None:
+        """Wall clock only; the controller asks for at most one control period."""
+        remaining = instant - self._now()
+        if remaining > 0:
+            time.sleep(min(remaining, self.period))
+
     # -- inputs ---------------------------------------------------------------------------
 
     def _trusts(self, gid: bytes) -> bool:
@@ -361,10 +367,14 @@ class ExecutorNode(Node):
         # the arms move for, and when it jumped while this cycle computed, the next cycle (same
         # reading) would get a speed cap over ~0 s and hold the arm. The caps then apply over
         # the time between the cycles' own instants.
-        send_clock = None if self.get_clock().ros_time_is_active else self._now
+        wall_clock = not self.get_clock().ros_time_is_active
         try:
             with self._lock:
-                cycle = self.controller.step(now, send_clock=send_clock)
+                cycle = self.controller.step(
+                    now,
+                    send_clock=self._now if wall_clock else None,
+                    wait_until=self._sleep_until if wall_clock else None,
+                )
         except BackendNotReady as waiting:
             self.waiting_cycles += 1
             self.get_logger().warning(f"waiting for the arms: {waiting}", throttle_duration_sec=2.0)
