@@ -199,3 +199,68 @@ def test_the_expert_still_does_each_task_under_every_shift(task):
     world, expert = run_expert(task, 5, shift=frozenset(SHIFT_KINDS))
     assert expert.ik_failures == 0
     assert world.success()
+
+
+def _put(world: SimWorld, body: str, position) -> None:
+    """Teleport a free body to ``position`` (world), at rest."""
+    import mujoco
+
+    joint = world.model.body(body).jntadr[0]
+    qpos, dof = world.model.jnt_qposadr[joint], world.model.jnt_dofadr[joint]
+    world.data.qpos[qpos : qpos + 3] = position
+    world.data.qvel[dof : dof + 6] = 0.0
+    mujoco.mj_forward(world.model, world.data)
+
+
+@pytest.mark.parametrize("mishap", ["missed_grasp", "dropped"])
+@pytest.mark.parametrize("task", ["block_to_plate", "block_into_drawer", "cup_stacking"])
+def test_the_expert_recovers_from_a_missed_grasp_and_a_dropped_object(task, mishap):
+    """Issue 28 item 3: the expert re-plans from wherever the object is. ``missed_grasp``: the
+    object slides 4 cm towards the middle of the table while the gripper comes down on it (the
+    fingers close on nothing); ``dropped``: halfway through the carry the object leaves the
+    grasp and lies where it started. Each time the expert notices the object no longer moves
+    with the grasp, lets go, picks it up again from where it lies and finishes the task."""
+    from rotvla_ros.sim.experts import PickAndPlace
+
+    done, carry_started = [], []
+
+    def mishaps(world, expert):
+        def cycle(t):
+            move, index = expert.phase
+            step = expert.moves[move] if move < len(expert.moves) else None
+            if not done and isinstance(step, PickAndPlace):
+                position = world.data.xpos[world.model.body(step.body).id].copy()
+                if mishap == "missed_grasp" and index == 1:
+                    towards_middle = (
+                        np.array([0.04, 0.0, 0.0]) if abs(position[1]) < 0.1 else [0, -0.04 * np.sign(position[1]), 0]
+                    )
+                    _put(world, step.body, position + towards_middle)
+                    done.append(t)
+                elif mishap == "dropped" and index == 4 and not carry_started:
+                    carry_started.append(t)
+                elif mishap == "dropped" and index == 4 and t - carry_started[0] > 0.9:  # half the carry
+                    _put(world, step.body, world.scene.positions[step.body.removesuffix("_cup")])
+                    done.append(t)
+            for arm, (joints, gripper) in expert.targets(t).items():
+                world.command(arm, joints, gripper)
+
+        return cycle
+
+    world, expert = run_expert(task, 0, mishaps)
+    assert done, "the mishap never happened"
+    assert expert.recoveries >= 1 and expert.ik_failures == 0
+    assert world.success()
+
+
+def test_an_expert_started_mid_task_does_only_what_is_left():
+    """The simulated operator takes over at any moment: a cup stack half done (the yellow cup
+    already in the red one) leaves the expert one move, the green cup's."""
+    from rotvla_ros.sim.experts import plan
+
+    fresh = SimWorld("cup_stacking", 0)
+    assert len(plan(fresh)) == 2
+    _put(fresh, "yellow_cup", fresh.data.xpos[fresh.model.body("red_cup").id] + [0, 0, 0.012])
+    for _ in range(400):  # let it settle in the red cup
+        fresh.step_to(fresh.time + 0.005)
+    left = plan(fresh)
+    assert [m.body for m in left] == ["green_cup"]

@@ -250,6 +250,7 @@ class SimNode(Node):
         if self.expert is not None:
             values["expert_done"] = self.expert.done(self.world.time)
             values["expert_ik_failures"] = self.expert.ik_failures
+            values["expert_recoveries"] = self.expert.recoveries
         self.diagnostics.publish(
             diagnostic_array(
                 self,

@@ -6,6 +6,9 @@ The grasp point is between the finger pads, ``GRASP_OFFSET`` along the tool's x 
 the flange; the tool is turned towards the grasp point (yaw about the arm's base) and
 pitched down as far as the R5's joint limits allow at that height (``pitch_for``: measured
 by IK over the work area; a vertical gripper is out of reach for this arm).
+
+A task is a list of moves planned from where the objects are now (a move already done is left
+out), so an expert can start mid-task and start a move again when its object is lost.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from scipy.spatial.transform import Rotation
 
 from arx_r5_driver.kinematics import GRIPPER_MAX_OPENING_M, ArmKinematics
 
-from .tasks import BLOCK_HALF, CUPS, STACK_ORDER, BlockIntoDrawer
+from .tasks import BLOCK_HALF, CUPS, PLATE_RADIUS, STACK_ORDER, BlockIntoDrawer, body_speed
 from .world import SimWorld
 
 GRASP_OFFSET = 0.09
@@ -37,6 +40,8 @@ class Waypoint:
     # A body to place onto: the tip's x, y follow where that body is when the segment starts
     # (a cup nested a few millimetres off centre moves the next cup's target with it).
     over: str = ""
+    # A body that must stay in the grasp through this segment (it moves with the grasp point).
+    holding: str = ""
 
 
 def pitch_for(tip_height: float) -> float:
@@ -45,79 +50,118 @@ def pitch_for(tip_height: float) -> float:
     return float(np.clip(0.25 - 3.0 * tip_height, -0.1, 0.5))
 
 
-def _pick_and_place(
-    arm: str,
-    pick: np.ndarray,
-    place: np.ndarray,
-    grasp_height: float,
-    release_height: float,
-    carry_height: float = 0.13,
-    body: str = "",
-    over: str = "",
-) -> list[Waypoint]:
-    """Heights are the grasp point's, world z: grasping, letting go, and while moving."""
-    pick_at, pick_above = np.r_[pick[:2], grasp_height], np.r_[pick[:2], carry_height]
-    place_at, place_above = np.r_[place[:2], release_height], np.r_[place[:2], carry_height]
-    return [
-        Waypoint(arm, pick_above, OPEN, 2.0),
-        Waypoint(arm, pick_at, OPEN, 1.5),
-        Waypoint(arm, pick_at, CLOSED, 0.8),
-        Waypoint(arm, pick_above, CLOSED, 1.2),
-        Waypoint(arm, place_above, CLOSED, 1.8, carrying=body, over=over),
-        Waypoint(arm, place_at, CLOSED, 1.0, carrying=body, over=over),
-        Waypoint(arm, place_at, OPEN, 0.6, over=over),
-        Waypoint(arm, place_above, OPEN, 1.0, over=over),
-        Waypoint(arm, pick_above, OPEN, 1.5),  # out of the other arm's way
-    ]
+@dataclass
+class PickAndPlace:
+    """One arm carries ``body`` from wherever it lies to ``place`` (world). Heights are the
+    grasp point's, world z: grasping, letting go, and while moving. The move is done once the
+    body rests within ``tolerance`` m (horizontally) of where it was to go."""
+
+    arm: str
+    body: str
+    place: np.ndarray
+    grasp_height: float
+    release_height: float
+    tolerance: float
+    carry_height: float = 0.13
+    over: str = ""  # a body to place onto (its position at each segment's start is the target)
+
+    def waypoints(self, pick: np.ndarray) -> list[Waypoint]:
+        arm, body, over = self.arm, self.body, self.over
+        pick_at, pick_above = np.r_[pick[:2], self.grasp_height], np.r_[pick[:2], self.carry_height]
+        place_at, place_above = np.r_[self.place[:2], self.release_height], np.r_[self.place[:2], self.carry_height]
+        return [
+            Waypoint(arm, pick_above, OPEN, 2.0),
+            Waypoint(arm, pick_at, OPEN, 1.5),
+            Waypoint(arm, pick_at, CLOSED, 0.8),
+            Waypoint(arm, pick_above, CLOSED, 1.2, holding=body),
+            Waypoint(arm, place_above, CLOSED, 1.8, carrying=body, over=over, holding=body),
+            Waypoint(arm, place_at, CLOSED, 1.0, carrying=body, over=over, holding=body),
+            Waypoint(arm, place_at, OPEN, 0.6, over=over),
+            Waypoint(arm, place_above, OPEN, 1.0, over=over),
+            Waypoint(arm, pick_above, OPEN, 1.5),  # out of the other arm's way
+        ]
+
+    def done(self, world: SimWorld) -> bool:
+        position = _body_position(world, self.body)
+        target = _body_position(world, self.over) if self.over else self.place
+        return bool(
+            np.linalg.norm(position[:2] - target[:2]) < self.tolerance
+            and position[2] < target[2] + 0.05
+            and body_speed(world.model, world.data, self.body) < 0.02
+        )
 
 
-def plan(world: SimWorld) -> list[Waypoint]:
-    """The task's waypoints, in order (arms take turns)."""
+@dataclass
+class FixedPath:
+    """Waypoints that need no object where it was planned (closing the drawer)."""
+
+    path: list[Waypoint]
+
+    def waypoints(self, pick: np.ndarray | None = None) -> list[Waypoint]:
+        return list(self.path)
+
+    def done(self, world: SimWorld) -> bool:
+        return True
+
+
+Move = PickAndPlace | FixedPath
+
+
+def _body_position(world: SimWorld, name: str) -> np.ndarray:
+    return world.data.xpos[world.model.body(name).id].copy()
+
+
+def plan(world: SimWorld) -> list[Move]:
+    """The task's moves, in order (arms take turns), those already done left out: the expert
+    starts from wherever the objects are."""
     p = world.scene.positions
     if world.task.name == "block_to_plate":
-        return _pick_and_place("left", p["block"], p["plate"], BLOCK_HALF + 0.003, 0.045, body="block")
-    if world.task.name == "block_into_drawer":
+        moves = [PickAndPlace("left", "block", p["plate"], BLOCK_HALF + 0.003, 0.045, PLATE_RADIUS - 0.015)]
+    elif world.task.name == "block_into_drawer":
         opening = BlockIntoDrawer.drawer_opening(world.model, world.data)
         drawer = p["cabinet"] - np.array([opening, 0.0, 0.0])
         front = drawer[0] - BlockIntoDrawer.INTERIOR[0] - 0.012  # the front panel's outer face
-        waypoints = _pick_and_place("left", p["block"], drawer, BLOCK_HALF + 0.003, 0.06, body="block")
         push_from = np.array([front - 0.05, drawer[1], 0.035])
-        return waypoints + [
-            Waypoint("left", push_from + [0, 0, 0.08], CLOSED, 1.2),
-            Waypoint("left", push_from, CLOSED, 1.0),
-            Waypoint("left", push_from + [opening + 0.03, 0, 0], CLOSED, 2.0),
-            # Back off at the same height first: rising at once drags the fingers along the
-            # cabinet's top edge and pulls the drawer open again.
-            Waypoint("left", push_from + [opening - 0.03, 0, 0], CLOSED, 1.0),
-            Waypoint("left", push_from + [opening - 0.03, 0, 0.08], CLOSED, 1.0),
+        tolerance = float(BlockIntoDrawer.INTERIOR.min() - BLOCK_HALF)
+        moves = [
+            PickAndPlace("left", "block", drawer, BLOCK_HALF + 0.003, 0.06, tolerance),
+            FixedPath(
+                [
+                    Waypoint("left", push_from + [0, 0, 0.08], CLOSED, 1.2),
+                    Waypoint("left", push_from, CLOSED, 1.0),
+                    Waypoint("left", push_from + [opening + 0.03, 0, 0], CLOSED, 2.0),
+                    # Back off at the same height first: rising at once drags the fingers along
+                    # the cabinet's top edge and pulls the drawer open again.
+                    Waypoint("left", push_from + [opening - 0.03, 0, 0], CLOSED, 1.0),
+                    Waypoint("left", push_from + [opening - 0.03, 0, 0.08], CLOSED, 1.0),
+                ]
+            ),
         ]
-    if world.task.name == "cup_stacking":
+        if opening < 0.015:  # closed already: whatever is inside stays there
+            moves = []
+    elif world.task.name == "cup_stacking":
         # Each cup is pinched by its upper wall (the palm stays above the rim), carried with its
         # bottom 1.5 cm above the bottom cup's rim, lowered until its bottom is 1 cm inside the
         # rim of the cups below (so that it cannot catch on that rim), and let go.
         bottom, middle, top = STACK_ORDER
         grasp = {name: CUPS[name][1] - 0.015 for name in (middle, top)}
         carry, release = CUPS[bottom][1] + 0.015, CUPS[bottom][1] - 0.01
-        return _pick_and_place(
-            "left",
-            p[middle],
-            p[bottom],
-            grasp[middle],
-            release + grasp[middle],
-            carry + grasp[middle],
-            body=f"{middle}_cup",
-            over=f"{bottom}_cup",
-        ) + _pick_and_place(
-            "right",
-            p[top],
-            p[bottom],
-            grasp[top],
-            release + grasp[top],
-            carry + grasp[top],
-            body=f"{top}_cup",
-            over=f"{middle}_cup",
-        )
-    raise ValueError(f"no expert for {world.task.name}")
+        moves = [
+            PickAndPlace(
+                arm,
+                f"{cup}_cup",
+                p[bottom],
+                grasp[cup],
+                release + grasp[cup],
+                CUPS[below][0] - CUPS[cup][0] + 0.004,
+                carry + grasp[cup],
+                over=f"{below}_cup",
+            )
+            for arm, cup, below in (("left", middle, bottom), ("right", top, middle))
+        ]
+    else:
+        raise ValueError(f"no expert for {world.task.name}")
+    return [move for move in moves if isinstance(move, FixedPath) or not move.done(world)]
 
 
 class ScriptedExpert:
@@ -129,26 +173,91 @@ class ScriptedExpert:
     swinging no faster than ``SETTLED`` m/s; a settled body that is off is re-aimed, up to
     ``CORRECTIONS`` times), or after ``PATIENCE`` x the duration: when the
     arms lag (a loaded machine, the executor's speed caps between the expert and the joints)
-    the expert waits for them instead of letting go of a swinging cup above the rim."""
+    the expert waits for them instead of letting go of a swinging cup above the rim.
+
+    It recovers from wherever the objects go: a body that should be in the grasp and no longer
+    moves with it (a missed grasp, a slip, a drop) is picked up again from where it lies, and
+    a move whose body did not end up where it was to go is done again, up to ``RETRIES`` times
+    a move. So it can take over from a policy at any moment (the simulated operator)."""
 
     ARRIVED = 0.006  # m
     SETTLED = 0.02  # m/s
     PATIENCE = 3.0
     CORRECTIONS, CORRECTION_DURATION = 3, 0.5  # re-aims of a carried body per waypoint, s each
+    # How far a held body may drift from where it sat in the grasp when the fingers closed
+    # before it counts as lost: a pinched cup swings by up to ~2 cm in a carry.
+    LOST = 0.04  # m
+    RETRIES = 3
+    LET_GO_DURATION = 0.8  # s to open the fingers and rise before picking a lost body again
 
     def __init__(self, world: SimWorld, kinematics: dict[str, ArmKinematics], start_time: float):
         self.world = world
         self.kinematics = kinematics
-        self.waypoints = plan(world)
+        self.moves = plan(world)
         self.start_time = start_time
         self.targets_now = {arm: world.read(arm) for arm in world.arm_names}
         self.ik_failures = 0
+        self.recoveries = 0  # moves started again: a body lost from the grasp or not placed
+        self._move = 0  # index into moves
+        self._retries = 0  # of the current move
+        self.waypoints = self._waypoints_of(0)
         self._index = 0
         self._segment_start = start_time
         self._from = {arm: (self._tip(arm, q), g) for arm, (q, g) in self.targets_now.items()}  # tip, gripper
         self._target_tip: np.ndarray | None = None  # the current waypoint's (shifted) target
-        self._duration = self.waypoints[0].duration  # of the current segment
+        self._duration = self.waypoints[0].duration if self.waypoints else 0.0  # of the current segment
         self._corrections = 0
+        self._grasp_offset: np.ndarray | None = None  # held body - grasp point, when the fingers closed
+
+    @property
+    def phase(self) -> tuple[int, int]:
+        """(move, waypoint within it) the expert is on."""
+        return self._move, self._index
+
+    def _waypoints_of(self, move: int) -> list[Waypoint]:
+        if move >= len(self.moves):
+            return []
+        step = self.moves[move]
+        return step.waypoints(_body_position(self.world, step.body) if isinstance(step, PickAndPlace) else None)
+
+    def _lost(self, waypoint: Waypoint) -> bool:
+        """Whether the body this segment holds no longer moves with the grasp point."""
+        if not waypoint.holding:
+            self._grasp_offset = None
+            return False
+        offset = self._body_position(waypoint.holding) - self._tip(waypoint.arm, self.world.read(waypoint.arm)[0])
+        if self._grasp_offset is None:
+            self._grasp_offset = offset
+        return bool(np.linalg.norm(offset - self._grasp_offset) > self.LOST)
+
+    def _start_again(self, now: float, let_go: bool) -> None:
+        """The current move from the start, from where its body lies now; ``let_go``: the
+        fingers open and the arm rises first (the body left the grasp mid-move)."""
+        self.recoveries += 1
+        self._retries += 1
+        move = self.moves[self._move]
+        waypoints = self._waypoints_of(self._move)
+        if let_go:
+            tip = self._tip(move.arm, self.world.read(move.arm)[0])
+            waypoints = [
+                Waypoint(move.arm, tip, OPEN, self.LET_GO_DURATION),
+                Waypoint(move.arm, np.r_[tip[:2], max(tip[2], move.carry_height)], OPEN, self.LET_GO_DURATION),
+                *waypoints,
+            ]
+            self._from[move.arm] = (tip, self.targets_now[move.arm][1])
+        self.waypoints, self._index = waypoints, 0
+        self._segment_start, self._target_tip, self._corrections = now, None, 0
+        self._duration, self._grasp_offset = waypoints[0].duration, None
+
+    def _next_move(self, now: float) -> None:
+        move = self.moves[self._move]
+        if not move.done(self.world) and self._retries < self.RETRIES:
+            self._start_again(now, let_go=False)
+            return
+        self._move, self._retries = self._move + 1, 0
+        self.waypoints, self._index = self._waypoints_of(self._move), 0
+        self._segment_start, self._target_tip, self._corrections, self._grasp_offset = now, None, 0, None
+        self._duration = self.waypoints[0].duration if self.waypoints else 0.0
 
     def _tip(self, arm: str, joints: np.ndarray) -> np.ndarray:
         position, rotation = self.kinematics[arm].fk_world(joints)
@@ -178,7 +287,7 @@ class ScriptedExpert:
         return self._target_tip
 
     def _body_position(self, name: str) -> np.ndarray:
-        return self.world.data.xpos[self.world.model.body(name).id].copy()
+        return _body_position(self.world, name)
 
     def _arrival(self, waypoint: Waypoint) -> str:
         """ "moving"; "arrived"; or "off": the tip is there and the carried body settled, but
@@ -199,8 +308,11 @@ class ScriptedExpert:
         )
 
     def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
-        while self._index < len(self.waypoints):
+        while self._index < len(self.waypoints) and now >= self.start_time:
             waypoint = self.waypoints[self._index]
+            if self._lost(waypoint) and self._retries < self.RETRIES:
+                self._start_again(now, let_go=True)
+                break
             elapsed = now - self._segment_start
             if elapsed < self._duration:
                 break
@@ -216,7 +328,10 @@ class ScriptedExpert:
             self._from[waypoint.arm] = (self._segment_target(waypoint), waypoint.gripper)
             self._index += 1
             self._segment_start, self._target_tip, self._corrections = now, None, 0
-            self._duration = self.waypoints[self._index].duration if self._index < len(self.waypoints) else 0.0
+            if self._index < len(self.waypoints):
+                self._duration = self.waypoints[self._index].duration
+            else:
+                self._next_move(now)
         if self._index >= len(self.waypoints) or now < self.start_time:
             return dict(self.targets_now)
         waypoint = self.waypoints[self._index]
@@ -232,4 +347,4 @@ class ScriptedExpert:
         return dict(self.targets_now)
 
     def done(self, now: float) -> bool:
-        return self._index >= len(self.waypoints)
+        return self._move >= len(self.moves)
