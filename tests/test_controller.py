@@ -209,6 +209,65 @@ def test_teleop_drives_through_the_same_safety_and_chunks_are_refused():
     assert (np.abs(np.diff(joints, axis=0)) <= JOINT_CAP * PERIOD + 1e-9).all()
 
 
+def test_switching_source_while_chunks_arrive_is_bumpless_and_no_refused_chunk_is_ever_executed():
+    """Issue 28 item 1: the policy streams a chunk every 0.1 s (a reach of 6 cm); teleop takes
+    over at 1.0 s (a scripted motion) and hands back at 2.0 s. While teleop drives, every
+    chunk is refused and none of them is executed later; the chunk in force at the takeover
+    is dropped, not resumed; teleop's first command is the command in force; after the
+    hand-back the policy's chunks drive again; no command moves faster than the caps."""
+    from arx_r5_driver.controller import SwitchRefused
+
+    controller = make_controller()
+    teleop = ScriptedTeleop({"left": HOME, "right": HOME}, start_time=0.0, period=2.0)
+    chunks = []
+    for k in range(30):
+        stamp = round(0.1 * k, 9)
+        offsets = np.c_[np.linspace(0.002 * k, 0.002 * k + 0.03, 10), np.zeros((10, 2))]
+        chunks.append(
+            (stamp + 0.02, dict(stamp=stamp, dt=0.1, horizon=10, actions=chunk_actions(offsets), sequence=k + 1))
+        )
+    cycles, rejections = [], []
+    events = {1.0: "take_over", 2.0: "hand_back"}
+    t = 0.0
+    for start, end in ((0.0, 1.0), (1.0, 2.0), (2.0, 3.0)):
+        if start in events:
+            before = controller.commands.copy()
+            if events[start] == "take_over":
+                controller.take_over(teleop, start)
+                assert controller.control_source == "teleop" and controller.active_chunk is None
+                first = teleop.targets(start)
+                assert all(np.allclose(first[arm.name][0], before[a]) for a, arm in enumerate(controller.arms))
+            else:
+                controller.hand_back()
+                assert controller.control_source == "policy"
+        part, refused = run(controller, start, end, [c for c in chunks if start <= c[0] < end])
+        cycles += part
+        rejections += [(start, r) for r in refused]
+        t = end
+    modes = [c.mode for c in cycles]
+    assert Mode.EXECUTING in modes[:200] and set(modes[200:400]) == {Mode.TELEOP} and Mode.EXECUTING in modes[400:]
+    refused = {r.reason for start, r in rejections if start == 1.0}
+    assert refused == {"teleop"} and sum(start == 1.0 for start, _ in rejections) == 10
+    executed = {(step.sequence, step.due) for c in cycles for step in c.executed}
+    refused_sequences = {k + 1 for k in range(10, 20)}
+    assert not {seq for seq, _ in executed} & refused_sequences  # refused, never executed later
+    assert not {seq for seq, due in executed if due > 1.0 and seq <= 10}  # the chunk in force was dropped
+    joints = np.array([c.joints for c in cycles])
+    assert (np.abs(np.diff(joints, axis=0)) <= JOINT_CAP * PERIOD + 1e-9).all()
+    assert np.abs(joints[399] - joints[199]).max() > 0.1  # teleop moved the arms
+
+    controller.estop()
+    with pytest.raises(SwitchRefused, match="e-stop"):
+        controller.take_over(teleop, t)
+    assert controller.control_source == "policy"
+    controller.resume()
+    controller.take_over(teleop, t)
+    controller.estop()
+    with pytest.raises(SwitchRefused, match="e-stop"):
+        controller.hand_back()
+    assert controller.control_source == "teleop"
+
+
 def test_a_late_cycle_keeps_the_arms_speed_and_a_stall_never_becomes_a_jump():
     """Speed caps apply over the time since the previous cycle, up to ``max_cycle_period``:
     on a loaded machine the arms keep their pace (a teleop demo is not slowed down), and

@@ -243,3 +243,67 @@ def test_teleop_drives_the_arms_and_publishes_the_same_topics(world):
     world.chunk(world.sim_time, np.zeros((10, 3)), sequence=1)
     assert wait_for(lambda: world.latest_status().last_rejection_reason.startswith("teleop"), 10)
     assert world.poses and world.poses[-1].header.frame_id == "left_base_link"
+
+
+def test_the_control_source_switches_at_run_time_both_ways_and_never_during_an_e_stop(world):
+    """Issue 28 item 1, over DDS: while the policy's chunks arrive, /rotvla/set_control_source
+    hands the arms to teleop (the chunks are refused, the status, the diagnostics and the
+    latched /rotvla/control_source name the source) and back (chunks drive again); a
+    switch is refused during an e-stop, and a source that does not exist is refused."""
+    from rotvla_msgs.srv import SetControlSource
+    from std_msgs.msg import String
+
+    from rotvla_common.ros import LATCHED_QOS
+
+    switch = world.node.create_client(SetControlSource, "/rotvla/set_control_source")
+    announced = []
+    world.node.create_subscription(String, "/rotvla/control_source", lambda m: announced.append(m.data), LATCHED_QOS)
+
+    def set_source(source):
+        assert switch.wait_for_service(timeout_sec=10)
+        future = switch.call_async(SetControlSource.Request(source=source))
+        assert wait_for(future.done, 10)
+        return future.result()
+
+    assert wait_for(lambda: announced == ["policy"], 10)  # latched: a late subscriber learns who drives
+    sequence = iter(range(1, 10_000))
+    offsets = np.c_[np.linspace(0, 0.02, 10), np.zeros((10, 2))]
+
+    def stream(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            world.chunk(world.sim_time, offsets, sequence=next(sequence))
+            time.sleep(0.1)
+
+    stream(0.5)
+    assert wait_for(lambda: world.latest_status().mode == ExecutorStatus.MODE_EXECUTING, 10)
+    assert world.latest_status().control_source == "policy"
+
+    reply = set_source("teleop")
+    assert reply.success and reply.previous_source == "policy", reply.message
+    rejected_before = world.latest_status().chunks_rejected
+    stream(1.0)
+    status = world.latest_status()
+    assert status.mode == ExecutorStatus.MODE_TELEOP and status.control_source == "teleop"
+    assert status.chunks_rejected > rejected_before and status.last_rejection_reason.startswith("teleop")
+    assert wait_for(lambda: announced[-1] == "teleop", 5)
+    assert wait_for(
+        lambda: any(kv.key == "control_source" and kv.value == "teleop" for d in world.diagnostics for kv in d.values),
+        5,
+    )
+
+    reply = set_source("bogus")
+    assert not reply.success and "policy" in reply.message and world.latest_status().control_source == "teleop"
+
+    assert world.call(world.estop).success
+    reply = set_source("policy")
+    assert not reply.success and "e-stop" in reply.message
+    assert world.latest_status().control_source == "teleop"
+    assert world.call(world.resume).success
+
+    reply = set_source("policy")
+    assert reply.success and reply.previous_source == "teleop", reply.message
+    accepted = world.latest_status().chunks_accepted
+    stream(0.5)
+    assert wait_for(lambda: world.latest_status().chunks_accepted > accepted, 10)
+    assert world.latest_status().control_source == "policy" and announced[-1] == "policy"

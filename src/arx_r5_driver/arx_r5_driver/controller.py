@@ -45,6 +45,12 @@ from .teleop import TeleopSource
 ESTOP = "estop"
 TELEOP = "teleop"
 NOT_READY = "not_ready"
+POLICY = "policy"
+CONTROL_SOURCES = (POLICY, TELEOP)  # who drives: action chunks, or a teleoperation source
+
+
+class SwitchRefused(RuntimeError):
+    """A change of control source the controller will not make now (an e-stop is engaged)."""
 
 
 class Mode(IntEnum):
@@ -261,6 +267,30 @@ class DualArmController:
     def set_teleop(self, source: TeleopSource | None) -> None:
         self.teleop = source
         self._drop_trajectory()
+
+    @property
+    def control_source(self) -> str:
+        return TELEOP if self.teleop is not None else POLICY
+
+    def take_over(self, source: TeleopSource, now: float) -> None:
+        """Teleop drives from the next cycle on, starting from the command in force (bumpless:
+        the source engages from it; the chunk in force is dropped, never resumed). Raises
+        ``SwitchRefused`` during an e-stop: the e-stop's hold is released by ``resume`` alone."""
+        if self.estopped:
+            raise SwitchRefused("e-stop is engaged: call resume first")
+        if not self.synced:
+            self.resync()
+        source.engage(
+            now, {arm.name: (self.commands[a].copy(), float(self.grippers[a])) for a, arm in enumerate(self.arms)}
+        )
+        self.set_teleop(source)
+
+    def hand_back(self) -> None:
+        """The policy drives again: the arms hold their command until its next chunk, which is
+        blended from that command at rest. Raises ``SwitchRefused`` during an e-stop."""
+        if self.estopped:
+            raise SwitchRefused("e-stop is engaged: call resume first")
+        self.set_teleop(None)
 
     @property
     def queue_depth(self) -> int:

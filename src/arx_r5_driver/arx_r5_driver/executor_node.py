@@ -13,8 +13,12 @@
   frame) every ``publish_divisor`` cycles; ``/rotvla/executor_status`` every
   ``status_divisor`` cycles, with every limit hit since the previous status.
 - ``/rotvla/estop`` holds at once and refuses chunks until ``/rotvla/resume`` (std_srvs/Trigger).
-- ``control_source: teleop`` drives the arms from leader arms (sdk) or a scripted motion
-  (sim) instead of chunks; the same topics are published.
+- ``control_source`` says who drives at start: the policy (chunks) or teleop, the leader
+  arms (sdk), the simulated operator (topic) or a scripted motion (sim); the same topics are
+  published either way. ``/rotvla/set_control_source`` (rotvla_msgs/SetControlSource) switches
+  it while the arms run, both ways, bumpless (``DualArmController.take_over``); refused during
+  an e-stop. Who drives is in the status, the diagnostics and on the latched
+  ``/rotvla/control_source`` (std_msgs/String), which recordings keep.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rotvla_msgs.msg import ActionChunk, ExecutorStatus
+from rotvla_msgs.srv import SetControlSource
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
@@ -45,6 +51,7 @@ from rotvla_common import topics
 from rotvla_common.text import bounded
 from rotvla_common.ros import (
     ERROR,
+    LATCHED_QOS,
     OK,
     RELIABLE_QOS,
     SENSOR_QOS,
@@ -59,7 +66,7 @@ from rotvla_common.ros import (
 from .backends import BackendContext, BackendNotReady, available_backends, backend_class
 from .chunks import INVALID, TOO_LARGE, UNKNOWN_SOURCE, ChunkRejected
 from .configuration import ARM_PARAMETERS, HOME_JOINTS, PARAMETERS, build_controller, controller_config  # noqa: F401
-from .controller import Cycle, DualArmController, Mode
+from .controller import CONTROL_SOURCES, TELEOP, Cycle, DualArmController, Mode, SwitchRefused
 from .kinematics import JOINT_NAMES
 
 assert Mode.ESTOP == ExecutorStatus.MODE_ESTOP and Mode.TELEOP == ExecutorStatus.MODE_TELEOP
@@ -89,10 +96,14 @@ class ExecutorNode(Node):
         )
         backend_type = backend_class(backend_name)
         control_source = p(
-            "control_source", "policy", "policy (action chunks) or teleop (leader arms / scripted).", read_only=True
+            "control_source",
+            "policy",
+            "Who drives at start: policy (action chunks) or teleop (leader arms / the simulated "
+            "operator / scripted); switched at run time by the set_control_source service.",
+            read_only=True,
         )
-        if control_source not in ("policy", "teleop"):
-            raise ValueError(f"control_source must be policy or teleop, not {control_source!r}")
+        if control_source not in CONTROL_SOURCES:
+            raise ValueError(f"control_source must be one of {CONTROL_SOURCES}, not {control_source!r}")
         self.publish_divisor = max(1, p("publish_divisor", 2, "Publish joint states and EEF poses every N cycles."))
         self.status_divisor = max(1, p("status_divisor", 10, "Publish ExecutorStatus every N cycles."))
         self.realtime_priority = p(
@@ -125,8 +136,9 @@ class ExecutorNode(Node):
             BackendContext(values=values, control_period=config.control_period, now=self._now, node=self)
         )
         self.controller = build_controller(values, self.backend.arm, action_names)
-        if control_source == "teleop":
-            self.controller.set_teleop(self.backend.teleop_source(self.arm_names))
+        self._teleop = None  # built the first time teleop drives (the leader arms connect then)
+        if control_source == TELEOP:
+            self.controller.set_teleop(self._teleop_source())
         rate = values["control_rate"]
         self.period = config.control_period
 
@@ -162,6 +174,11 @@ class ExecutorNode(Node):
         )
         self.create_service(Trigger, topics.ESTOP, self._on_estop, callback_group=inputs)
         self.create_service(Trigger, topics.RESUME, self._on_resume, callback_group=inputs)
+        self.source_publisher = self.create_publisher(String, topics.CONTROL_SOURCE, LATCHED_QOS)
+        self.source_publisher.publish(String(data=control_source))
+        self.create_service(
+            SetControlSource, topics.SET_CONTROL_SOURCE, self._on_set_control_source, callback_group=inputs
+        )
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         self._clock_moved = threading.Event()
         self._jump_handle = self.get_clock().create_jump_callback(
@@ -293,6 +310,44 @@ class ExecutorNode(Node):
         response.message = (
             "resumed: the next chunk starts from the held pose" if was_engaged else "e-stop was not engaged"
         )
+        return response
+
+    def _teleop_source(self):
+        if self._teleop is None:
+            self._teleop = self.backend.teleop_source(self.arm_names)
+        return self._teleop
+
+    def _on_set_control_source(
+        self, request: SetControlSource.Request, response: SetControlSource.Response
+    ) -> SetControlSource.Response:
+        wanted = request.source
+        response.previous_source = self.controller.control_source
+        if wanted not in CONTROL_SOURCES:
+            response.success = False
+            response.message = f"source must be one of {', '.join(CONTROL_SOURCES)}, not {bounded(wanted, 40)!r}"
+            return response
+        try:
+            source = self._teleop_source() if wanted == TELEOP else None
+            with self._lock:
+                if wanted == response.previous_source:
+                    response.success, response.message = True, f"{wanted} drives already"
+                    return response
+                if source is not None:
+                    self.controller.take_over(source, self._now())
+                else:
+                    self.controller.hand_back()
+        except (SwitchRefused, BackendNotReady) as refused:
+            response.success, response.message = False, f"{wanted} refused: {refused}"
+            self.get_logger().warning(response.message)
+            return response
+        except Exception as error:  # a teleop source that cannot start (leader arms not answering)
+            response.success = False
+            response.message = f"{wanted} refused: {type(error).__name__}: {bounded(str(error), 200)}"
+            self.get_logger().error(response.message)
+            return response
+        self.source_publisher.publish(String(data=wanted))
+        response.success, response.message = True, f"{wanted} drives (was {response.previous_source})"
+        self.get_logger().info(response.message)
         return response
 
     # -- the control loop -----------------------------------------------------------------
@@ -442,7 +497,9 @@ class ExecutorNode(Node):
     def _status(self, now: float) -> ExecutorStatus:
         with self._lock:
             controller = self.controller
-            msg = ExecutorStatus(mode=int(controller.mode), queue_depth=controller.queue_depth)
+            msg = ExecutorStatus(
+                mode=int(controller.mode), control_source=controller.control_source, queue_depth=controller.queue_depth
+            )
             msg.header.stamp = to_time(now)
             if controller.active_chunk is not None:
                 msg.active_chunk_sequence = controller.active_chunk.sequence
@@ -466,6 +523,7 @@ class ExecutorNode(Node):
             counters = self.controller.counters
             values = {
                 "mode": Mode(self.controller.mode).name,
+                "control_source": self.controller.control_source,
                 "executed_steps": counters.executed_steps,
                 "chunks_accepted": counters.chunks_accepted,
                 "chunks_rejected": counters.chunks_rejected,

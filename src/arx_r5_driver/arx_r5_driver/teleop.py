@@ -15,7 +15,12 @@ from .kinematics import GRIPPER_MAX_OPENING_M
 
 class TeleopSource(Protocol):
     def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
-        """Joint targets (6,) and gripper opening (m) per arm at time ``now``."""
+        """Joint targets (6,) and gripper opening (m) per arm at time ``now``; an arm left out
+        holds its command."""
+
+    def engage(self, now: float, commands: dict[str, tuple[np.ndarray, float]]) -> None:
+        """The source takes over at ``now`` from ``commands``, the joints (6,) and gripper
+        opening in force per arm: nothing it gave before counts."""
 
 
 class LeaderArms:
@@ -28,6 +33,9 @@ class LeaderArms:
 
     def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
         return {arm: leader.read() for arm, leader in self.leaders.items()}
+
+    def engage(self, now: float, commands: dict[str, tuple[np.ndarray, float]]) -> None:
+        pass  # the operator's hands are the source; the speed caps bring the followers to them
 
     def close(self) -> None:
         for leader in self.leaders.values():
@@ -45,6 +53,10 @@ class ScriptedTeleop:
         self.start = {arm: np.asarray(q, float).copy() for arm, q in start.items()}
         self.start_time = start_time
         self.period = period
+
+    def engage(self, now: float, commands: dict[str, tuple[np.ndarray, float]]) -> None:
+        self.start = {arm: np.asarray(q, float).copy() for arm, (q, _) in commands.items() if arm in self.start}
+        self.start_time = now
 
     def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
         phase = 2 * np.pi * max(now - self.start_time, 0.0) / self.period

@@ -26,6 +26,8 @@ EEF_POSE = "rotvla/eef_pose"  # one topic per arm: eef_pose(arm)
 TELEOP_JOINT_TARGETS = "rotvla/teleop/joint_targets"
 ESTOP = "rotvla/estop"
 RESUME = "rotvla/resume"
+SET_CONTROL_SOURCE = "rotvla/set_control_source"  # policy <-> teleop at run time (a pedal, a key)
+CONTROL_SOURCE = "rotvla/control_source"  # latched: who drives (recorded with each episode)
 
 # The episode recorder
 RECORDER_START = "rotvla/recorder/start"

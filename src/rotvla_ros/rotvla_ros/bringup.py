@@ -72,6 +72,9 @@ class SystemArgs:
     seed: int = 0
     shift: str = "none"  # sim: domain shift of the scenes, in sim.shift.describe's words
     expert: bool = False  # sim: the scripted expert drives (teleop), for demos
+    # sim: the scripted expert stands by as the operator; the policy drives until
+    # /rotvla/set_control_source hands it the arms (interventions)
+    operator: bool = False
     camera_serials: dict = field(default_factory=dict)  # camera -> serial number (hardware)
     can_ports: dict = field(default_factory=dict)  # arm -> CAN interface (hardware)
     status: bool = True  # the status monitor
@@ -92,6 +95,10 @@ LAUNCH_ARGUMENTS = {
     "record": ("false", "record the documented topics with ros2 bag (mcap), and run the episode recorder"),
     "device": ("", "torch device of the policy: cpu, cuda, cuda:N or auto (empty: the config's)"),
     "expert": ("false", "sim: the scripted expert drives the arms (demonstrations); no policy node"),
+    "operator": (
+        "false",
+        "sim: the policy drives; the scripted expert is the operator who takes over on /rotvla/set_control_source",
+    ),
     "seed": ("0", "sim: seed of the task's randomisation (an integer >= 0)"),
     "shift": ("none", "sim: domain shift for evaluation: none, all or a list of table,background,lighting,distractors"),
     **{f"{c}_serial": ("", f"serial number of the {c.replace('_', ' ')} D405") for c in CAMERA_NAMES},
@@ -165,6 +172,7 @@ def system_args_from_launch(values: dict[str, str]) -> SystemArgs:
         seed=int(seed),
         shift=shift,
         expert=expert,
+        operator=_launch_boolean(values, "operator"),
         policy=not expert,
         record_episodes=_launch_boolean(values, "record"),
         camera_serials={
@@ -235,7 +243,7 @@ def node_set(args: SystemArgs) -> list[NodeSpec]:
                 "rotvla_ros",
                 "sim_node",
                 "rotvla_ros.nodes.sim_node:SimNode",
-                {"seed": args.seed, "expert": args.expert, "shift": args.shift},
+                {"seed": args.seed, "expert": args.expert or args.operator, "shift": args.shift},
                 required=True,
             )
         )

@@ -107,15 +107,19 @@ class TopicTeleop:
     def __init__(self, arms: tuple[str, ...], targets: JointStateCache):
         self.arms = arms
         self.cache = targets
+        self._since = -float("inf")  # targets stamped before the takeover are not the operator's
 
     def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
         out = {}
         for arm in self.arms:
             reading = self.cache.get(joint_names(arm))
-            if reading is not None:
+            if reading is not None and reading[1] >= self._since:
                 values, _ = reading
                 out[arm] = (values[:6], float(values[6]))
         return out
+
+    def engage(self, now: float, commands: dict[str, tuple[np.ndarray, float]]) -> None:
+        self._since = now
 
 
 class TopicBackend:

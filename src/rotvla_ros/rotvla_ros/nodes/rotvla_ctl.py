@@ -3,6 +3,7 @@
 rotvla_ctl load /path/to/checkpoint [--device cuda] [--dtype bfloat16]
 rotvla_ctl instruct "put the block into the drawer and close the drawer"
 rotvla_ctl estop | resume
+rotvla_ctl takeover | handback     (teleop takes the arms from the policy, and gives them back)
 A namespaced cell: append ``--ros-args -r __ns:=/cell_a``. A relative checkpoint path is the
 caller's: it is made absolute here, before the policy node (another working directory) sees it.
 """
@@ -16,7 +17,7 @@ import sys
 import rclpy
 from rclpy.node import Node
 from rotvla_common import topics
-from rotvla_msgs.srv import LoadCheckpoint, SetInstruction
+from rotvla_msgs.srv import LoadCheckpoint, SetControlSource, SetInstruction
 from std_srvs.srv import Trigger
 
 
@@ -54,6 +55,8 @@ def main(argv=None) -> int:
     for name, text in (
         ("estop", "hold both arms at once; chunks are refused until resume"),
         ("resume", "end an e-stop"),
+        ("takeover", "teleop (the leader arms, the simulated operator) drives; the policy's chunks are refused"),
+        ("handback", "the policy drives again, from where teleop left the arms"),
     ):
         sub.add_parser(name, help=text).add_argument("--timeout", type=float, default=10.0)
     args, ros_args = parser.parse_known_args(argv)
@@ -75,6 +78,10 @@ def main(argv=None) -> int:
             request = SetInstruction.Request(instruction=args.instruction)
             result = call(node, SetInstruction, topics.SET_INSTRUCTION, request, args.timeout)
             print(f"{result.message} (was {result.previous_instruction!r})")
+        elif args.command in ("takeover", "handback"):
+            request = SetControlSource.Request(source="teleop" if args.command == "takeover" else "policy")
+            result = call(node, SetControlSource, topics.SET_CONTROL_SOURCE, request, args.timeout)
+            print(result.message)
         else:
             name = topics.ESTOP if args.command == "estop" else topics.RESUME
             result = call(node, Trigger, name, Trigger.Request(), args.timeout)

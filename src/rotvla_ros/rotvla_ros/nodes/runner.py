@@ -172,6 +172,11 @@ def main(argv=None):
         "--shift", type=shift_argument, default="none", help="sim: domain shift for evaluation (none, all, table,...)"
     )
     parser.add_argument("--expert", action="store_true", help="sim: the scripted expert drives the arms (demos)")
+    parser.add_argument(
+        "--operator",
+        action="store_true",
+        help="sim: the policy drives, the scripted expert takes over on /rotvla/set_control_source",
+    )
     parser.add_argument("--no-policy", action="store_true", help="no policy node (recording demonstrations)")
     parser.add_argument("--record", action="store_true", help="the episode recorder node (/rotvla/recorder/*)")
     parser.add_argument("--seconds", type=float, default=0.0, help="stop after this many wall seconds (0: Ctrl-C)")
@@ -195,6 +200,7 @@ def main(argv=None):
             seed=options.seed,
             shift=options.shift,
             expert=options.expert,
+            operator=options.operator,
             policy=not options.no_policy,
             record_episodes=options.record,
             status_overwrite=sys.stdout.isatty(),

@@ -11,8 +11,11 @@ simulation.
   would for three D405s: ``<namespace>/<camera>/<color_topic>`` (rgb8) and
   ``<namespace>/<camera>/color/camera_info``, frame ``<camera>_color_optical_frame``.
 - ``expert: true`` runs the task's scripted expert and publishes its joint targets on
-  ``/rotvla/teleop/joint_targets`` (the executor in teleop mode follows them, through its
-  safety filter): the demonstrations that get recorded.
+  ``/rotvla/teleop/joint_targets`` while the executor's latched ``/rotvla/control_source``
+  says teleop (the executor then follows them, through its safety filter): the
+  demonstrations that get recorded, and the simulated operator who takes over from a policy
+  (on the switch the expert re-plans the rest of the task from where the arms and objects
+  are, starting from the executor's last command).
 - Task success is reported on ``/sim/task_success`` with every camera frame, and on
   ``/diagnostics`` (``rotvla/sim``).
 - ``/sim/reset`` (rotvla_msgs/ResetSimulation) draws the task's scene again from a seed, the
@@ -36,10 +39,11 @@ from rotvla_common.action_space import CAMERA_NAMES
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from rotvla_msgs.srv import ResetSimulation
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, String
 
 from arx_r5_driver.backends.topic import JointStateCache, joint_names
 from arx_r5_driver.configuration import ARM_PARAMETERS, PARAMETERS
+from arx_r5_driver.controller import POLICY, TELEOP
 from arx_r5_driver.kinematics import ArmKinematics
 
 from ..ingest.images import fill_image
@@ -47,7 +51,7 @@ from ..sim.experts import ScriptedExpert
 from ..sim.scene import scene_of
 from ..sim.shift import SHIFT_KINDS, describe, parse_shift
 from ..sim.world import SimWorld
-from .common import OK, RELIABLE_QOS, SENSOR_QOS, WARN, declare, diagnostic_array, run_node, to_time
+from .common import LATCHED_QOS, OK, RELIABLE_QOS, SENSOR_QOS, WARN, declare, diagnostic_array, run_node, to_time
 
 
 class SimNode(Node):
@@ -77,7 +81,13 @@ class SimNode(Node):
         colour_topic = p(
             "color_topic", "color/image_raw", "Colour image topic under each camera (realsense2_camera's)."
         )
-        expert = p("expert", False, "Run the task's scripted expert on /rotvla/teleop/joint_targets.", read_only=True)
+        expert = p(
+            "expert",
+            False,
+            "Run the task's scripted expert, the simulated operator: its targets go out on "
+            "/rotvla/teleop/joint_targets while the executor's control source is teleop.",
+            read_only=True,
+        )
         expert_delay = p("expert_delay", 1.0, "Sim seconds before the expert starts.", read_only=True)
 
         mounts = {"arms": p("arms", PARAMETERS["arms"][0], "Arms of the cell.", read_only=True)}
@@ -104,8 +114,13 @@ class SimNode(Node):
         self.create_subscription(JointState, topics.SIM_JOINT_COMMANDS, self.commands.update, RELIABLE_QOS)
         self.create_service(ResetSimulation, topics.SIM_RESET, self._on_reset)
         self.expert = self._new_expert()
+        # Who drives, as the executor announces it (latched): the expert's targets go out only
+        # while teleop drives, and a takeover engages it from the arms' command in force.
+        self._source: str | None = None  # unknown until the executor says
+        self._takeover = threading.Event()
         if expert:
             self.expert_publisher = self.create_publisher(JointState, topics.TELEOP_JOINT_TARGETS, RELIABLE_QOS)
+            self.create_subscription(String, topics.CONTROL_SOURCE, self._on_control_source, LATCHED_QOS)
         self.render_seconds: list[float] = []
         self.steps = 0
         self.failed: Exception | None = None
@@ -126,6 +141,25 @@ class SimNode(Node):
             return None
         kinematics = {m.name: ArmKinematics(base_xyz=m.base_xyz, base_rpy=m.base_rpy) for m in self.world.config.arms}
         return ScriptedExpert(self.world, kinematics, start_time=self.expert_delay)
+
+    @property
+    def _operator_drives(self) -> bool:
+        return self._source == TELEOP
+
+    def _on_control_source(self, msg: String) -> None:
+        # A switch from the policy, not a start in teleop (recording), where the expert keeps
+        # its own start delay.
+        if msg.data == TELEOP and self._source == POLICY:
+            self._takeover.set()  # engaged in the simulation thread, between steps
+        self._source = msg.data
+
+    def _engage_expert(self) -> None:
+        """The operator takes over now, from the executor's last command (else where the arms are)."""
+        commands = {}
+        for arm in self.world.arm_names:
+            received = self.commands.get(joint_names(arm))
+            commands[arm] = (received[0][:6], float(received[0][6])) if received is not None else self.world.read(arm)
+        self.expert.engage(self.world.time, commands)
 
     def _on_reset(self, request: ResetSimulation.Request, response: ResetSimulation.Response):
         done, outcome = threading.Event(), {}
@@ -189,7 +223,10 @@ class SimNode(Node):
             self.steps += 1
             self._publish_state()  # before the clock that makes it current
             self._publish_clock()
-            if self.expert is not None:
+            if self.expert is not None and self._takeover.is_set():
+                self._takeover.clear()
+                self._engage_expert()
+            if self.expert is not None and self._operator_drives:
                 self._publish_expert()
             if self.world.time + 1e-9 >= next_frame:
                 self._publish_cameras()
@@ -251,6 +288,7 @@ class SimNode(Node):
             values["expert_done"] = self.expert.done(self.world.time)
             values["expert_ik_failures"] = self.expert.ik_failures
             values["expert_recoveries"] = self.expert.recoveries
+            values["operator_drives"] = self._operator_drives
         self.diagnostics.publish(
             diagnostic_array(
                 self,

@@ -193,16 +193,22 @@ class ScriptedExpert:
     def __init__(self, world: SimWorld, kinematics: dict[str, ArmKinematics], start_time: float):
         self.world = world
         self.kinematics = kinematics
-        self.moves = plan(world)
-        self.start_time = start_time
-        self.targets_now = {arm: world.read(arm) for arm in world.arm_names}
         self.ik_failures = 0
         self.recoveries = 0  # moves started again: a body lost from the grasp or not placed
+        self.engage(start_time, {arm: world.read(arm) for arm in world.arm_names})
+
+    def engage(self, now: float, commands: dict[str, tuple[np.ndarray, float]]) -> None:
+        """Take over at ``now`` from ``commands`` (joints, gripper per arm: the command in
+        force), planning what is left of the task from where the objects are (teleop source
+        interface: the simulated operator taking over from a policy)."""
+        self.moves = plan(self.world)
+        self.start_time = now
+        self.targets_now = {arm: (np.asarray(q, float).copy(), float(g)) for arm, (q, g) in commands.items()}
         self._move = 0  # index into moves
         self._retries = 0  # of the current move
         self.waypoints = self._waypoints_of(0)
         self._index = 0
-        self._segment_start = start_time
+        self._segment_start = now
         self._from = {arm: (self._tip(arm, q), g) for arm, (q, g) in self.targets_now.items()}  # tip, gripper
         self._target_tip: np.ndarray | None = None  # the current waypoint's (shifted) target
         self._duration = self.waypoints[0].duration if self.waypoints else 0.0  # of the current segment
