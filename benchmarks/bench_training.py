@@ -1,12 +1,14 @@
 """Training throughput and memory per process: samples/s and peak memory of each stage, for
-the given presets, with and without activation checkpointing, and what the latent-label
-cache saves (the frozen LAM labels the dataset once, instead of every step's clips).
+the given presets, on the reference path (float32, eager) and the fast one (bf16 autocast
+where the device has bf16 units, a compiled loss), with and without activation checkpointing,
+and what the latent-label cache saves (the frozen LAM labels the dataset once, instead of
+every step's clips).
 
 Each configuration runs in a process of its own, so that its peak memory (resident set on
 the CPU, the allocator's peak on a GPU) is its own. Stage I runs first and its LAM labels
 Stages II and III. Usage:
     python benchmarks/bench_training.py --dataset datasets/block_to_plate [--presets tiny,sim]
-        [--steps 10] [--batch-size 8] [--device cpu|cuda] [--set KEY=VALUE ...]
+        [--steps 10] [--batch-size 8] [--device cpu|cuda] [--paths reference,fast] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ sys.path.insert(0, str(HERE))
 from common import print_table  # noqa: E402
 
 WARM_STEPS = 2
+PATHS = {"reference": dict(precision="fp32", compile=False), "fast": dict(precision="auto", compile=True)}
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -54,12 +57,14 @@ def measure(args: argparse.Namespace) -> dict:
         num_workers=0,
         activation_checkpointing=args.activation_checkpointing,
         latent_cache_dir=args.cache,
+        **PATHS[args.path],
         **extra,
     )
     started = time.perf_counter()
     trainer = Trainer(config)
     built = time.perf_counter() - started
-    trainer.run(steps=WARM_STEPS)
+    trainer.run(steps=WARM_STEPS)  # a compiled loss compiles here
+    warm = time.perf_counter() - started - built
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -73,7 +78,14 @@ def measure(args: argparse.Namespace) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     labelled = sum(len(labels) for labels in trainer.labels) if trainer.labels is not None else 0
-    return {"samples_per_s": args.steps * args.batch_size / seconds, "peak": peak, "built": built, "frames": labelled}
+    return {
+        "samples_per_s": args.steps * args.batch_size / seconds,
+        "peak": peak,
+        "built": built,
+        "warm": warm,
+        "frames": labelled,
+        "bf16": trainer.autocast,
+    }
 
 
 def child(stage: str, preset: str, output: Path, args, **options) -> dict:
@@ -87,6 +99,7 @@ def child(stage: str, preset: str, output: Path, args, **options) -> dict:
         preset,
         "--output",
         str(output),
+        *("--path", options.get("path", "reference")),
         *("--dataset", args.dataset, "--steps", str(args.steps), "--batch-size", str(args.batch_size)),
         *("--device", args.device, "--cache", options.get("cache", "")),
         *("--lam-checkpoint", options.get("lam", "")),
@@ -106,11 +119,13 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--paths", default=",".join(PATHS), help=f"of {', '.join(PATHS)}")
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every stage's config")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--preset", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--path", default="reference", choices=sorted(PATHS), help=argparse.SUPPRESS)
     parser.add_argument("--cache", default="", help=argparse.SUPPRESS)
     parser.add_argument("--lam-checkpoint", default="", help=argparse.SUPPRESS)
     parser.add_argument("--activation-checkpointing", action="store_true", help=argparse.SUPPRESS)
@@ -124,23 +139,37 @@ def main():
         tmp = Path(tmp)
         for preset in args.presets.split(","):
             lam_run = tmp / preset / "lam"
-            result = child("stage1", preset, lam_run, args)
-            rows.append([preset, "stage1", "off", f"{result['samples_per_s']:.1f}", gib(result["peak"])])
+            lam_result = child("stage1", preset, lam_run, args)  # the LAM the other rows take, on the reference path
             lam = str(lam_run / "last")
             cache = tmp / preset / "labels"
-            for stage, checkpointing in (("stage2", False), ("stage3", False), ("stage3", True)):
-                result = child(
-                    stage, preset, tmp / preset / stage, args, lam=lam, cache=str(cache), checkpointing=checkpointing
-                )
-                rows.append(
-                    [
-                        preset,
-                        stage,
-                        "on" if checkpointing else "off",
-                        f"{result['samples_per_s']:.1f}",
-                        gib(result["peak"]),
-                    ]
-                )
+            for path in args.paths.split(","):
+                runs = [("stage1", False), ("stage2", False), ("stage3", False)]
+                if path == "reference":
+                    runs.append(("stage3", True))
+                for stage, checkpointing in runs:
+                    result = lam_result
+                    if (stage, path) != ("stage1", "reference"):
+                        result = child(
+                            stage,
+                            preset,
+                            tmp / preset / path / f"{stage}{'-ckpt' if checkpointing else ''}",
+                            args,
+                            lam=lam,
+                            cache=str(cache),
+                            checkpointing=checkpointing,
+                            path=path,
+                        )
+                    rows.append(
+                        [
+                            preset,
+                            stage,
+                            f"{path} ({'bf16' if result['bf16'] else 'fp32'})",
+                            "on" if checkpointing else "off",
+                            f"{result['samples_per_s']:.1f}",
+                            gib(result["peak"]),
+                            f"{result['warm']:.0f}",
+                        ]
+                    )
             # The label cache: the dataset labelled once (a cold cache), then read (a warm one).
             cold = child("stage2", preset, tmp / preset / "cold", args, lam=lam, cache=str(tmp / preset / "fresh"))
             warm = child("stage2", preset, tmp / preset / "warm", args, lam=lam, cache=str(tmp / preset / "fresh"))
@@ -153,12 +182,12 @@ def main():
             )
     print_table(
         f"Training throughput per process ({args.device}, batch {args.batch_size}, {args.steps} timed steps)",
-        ["preset", "stage", "activation checkpointing", "samples/s", "peak GiB"],
+        ["preset", "stage", "path", "activation checkpointing", "samples/s", "peak GiB", f"first {WARM_STEPS} steps s"],
         rows,
         notes
         + [
             "Peak: the process's resident set on the CPU (the dataset's decoded frames included); "
-            "on a GPU, the allocator's peak."
+            "on a GPU, the allocator's peak. The first steps of the fast path include compiling the loss."
         ],
     )
 

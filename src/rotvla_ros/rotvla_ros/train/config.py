@@ -25,6 +25,7 @@ import yaml
 from rotvla_common.action_space import CAMERA_NAMES
 
 STAGES = ("stage1", "stage2", "stage3")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -69,12 +70,21 @@ class TrainConfig:
     num_workers: int = 2
     video_cache_mb: float = 1024  # decoded frames kept per data process (a small dataset is decoded once)
     device: str = "auto"
+    # Matrix products in bfloat16 under autocast (the weights, the optimiser and the losses
+    # stay float32): "auto" where the device multiplies bfloat16 natively (a CUDA GPU with
+    # bf16, a CPU with AMX or AVX512-BF16), "bf16" or "fp32" to choose.
+    precision: str = "auto"
+    compile: bool = False  # torch.compile the loss (minutes of compilation before the first step)
 
     def __post_init__(self):
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, not {self.stage!r}")
         if self.scheduler not in ("constant", "cosine"):
             raise ValueError(f"scheduler must be constant or cosine, not {self.scheduler!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true or false, not {self.compile!r}")
 
 
 PAPER_DEFAULTS = {

@@ -1,6 +1,7 @@
 """One training loop for the three stages: data from a LeRobot v3 dataset, AdamW with the
-stage's schedule, gradient clipping, bf16 autocast on GPUs, DistributedDataParallel when
-started by ``torchrun`` (one process per GPU), and a resumable run directory:
+stage's schedule, gradient clipping, bf16 autocast where the device multiplies bf16 natively,
+optionally torch.compile, DistributedDataParallel when started by ``torchrun`` (one process
+per GPU), and a resumable run directory:
 
     <output>/last/            the latest checkpoint, in the policy's directory format (stage
                               I: the LAM's), plus train_state.pt (step, optimiser, scheduler,
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..data.lerobot_dataset import LeRobotV3Dataset
 from ..data.mixture import DatasetMixture, parse_sources
@@ -37,7 +39,7 @@ from ..model.flow_matching import FlowNoise, sample_time
 from ..model.rotvla import RotVLA
 from ..policy.checkpoint import checkpoint_id, load_lam, save_lam
 from ..policy.normalization import ActionNormalizer
-from ..policy.policy import RotVLAPolicy
+from ..policy.policy import RotVLAPolicy, native_bfloat16
 from .config import TrainConfig
 from .latent_labels import latent_labels, plan_rows
 
@@ -210,7 +212,7 @@ class Trainer:
             self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
         else:
             self.device = torch.device(config.device)
-        self.autocast = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.autocast = config.precision == "bf16" or (config.precision == "auto" and native_bfloat16(self.device))
         self.output = Path(config.output)
         torch.manual_seed(config.seed + self.rank)
         self.stage = config.stage
@@ -308,7 +310,7 @@ class Trainer:
         # The VLM's parameters that learn once the X-VLA warm-up is over (frozen until then).
         self._vlm = [p for p in self.model.backbone.parameters() if p.requires_grad] if self.stage != "stage1" else []
         self._vlm_frozen: bool | None = None
-        self.module: torch.nn.Module = LossModule(self.model)
+        self.module: torch.nn.Module = self._loss_module()
         # The averaged weights are what a checkpoint holds; the decay ramps up from 0 as
         # (1 + n) / (10 + n), so that the first steps' random weights fade out quickly.
         self.ema = None
@@ -361,13 +363,30 @@ class Trainer:
         self._vlm_frozen = frozen
         if self.world > 1:
             self.module = torch.nn.parallel.DistributedDataParallel(
-                LossModule(self.model),
+                self._loss_module(),
                 device_ids=[self.local_rank] if self.device.type == "cuda" else None,
                 # Layers with no part in the loss: the expert's action layers in Stage II (the
                 # plan alone), its (empty) plan layers in a Stage III without the planner.
                 find_unused_parameters=self.stage == "stage2"
                 or (self.stage == "stage3" and not self.model.config.plan_tokens),
             )
+
+    def _loss_module(self) -> torch.nn.Module:
+        module = LossModule(self.model)
+        if not self.config.compile:
+            return module
+        # Inductor's CPU code adds scattered gradients (the token embedding's) with atomics, in
+        # an order that varies between runs; a resumed run must retrace an uninterrupted one.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return torch.compile(module)
+
+    def _attention(self):
+        """CPU bf16: attention by explicit products. PyTorch's fused CPU attention kernel is
+        slow in bf16 backward (a quarter of a sim-preset step on the 2-core Xeon), while the
+        products themselves run on the bf16 units (benchmarks/README.md)."""
+        if self.autocast and self.device.type == "cpu":
+            return sdpa_kernel([SDPBackend.MATH])
+        return contextlib.nullcontext()
 
     def _initialise_from(self, source: RotVLA, checkpoint: Path) -> None:
         """Start from an earlier stage's weights, every one of them. Tensors left out only where
@@ -527,7 +546,8 @@ class Trainer:
             views = random_shift(views, self.config.random_shift, self.jitter)
         if self.config.color_jitter:
             views = color_jitter(views, self.jitter)
-        ids, mask = self.model.backbone.tokenize([it["instruction"] for it in items])
+        # A compiled loss wants one shape: every batch padded to the instruction limit.
+        ids, mask = self.model.backbone.tokenize([it["instruction"] for it in items], pad_to_limit=self.config.compile)
         batch.update(images=views.to(self.device), input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
         if not view_mask.all():
             batch["view_mask"] = view_mask.to(self.device)
@@ -565,7 +585,7 @@ class Trainer:
 
     def _losses(self, items: list[dict], first: int) -> dict[str, torch.Tensor]:
         batch = self._batch(items)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast), self._attention():
             if self.stage == "stage1":
                 return self.module(batch["clips"])
             plan = (
