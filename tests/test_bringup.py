@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,12 +108,21 @@ def test_the_simulated_stack_runs_the_expert_to_success_and_shuts_down_cleanly(r
 
 
 @pytest.mark.timeout(420)
-def test_the_policy_drives_the_simulated_arms_and_the_operator_takes_over_to_success(rclpy_context, peer_factory):
+def test_the_policy_drives_the_operator_takes_over_and_the_recording_marks_the_intervention(
+    rclpy_context, peer_factory, tmp_path
+):
     """No expert driving: the tiny checkpoint's chunks reach the executor in time to be
     executed (the policy runs in a process of its own, one torch thread: see
-    NodeSpec.own_process). Then ``rotvla_ctl takeover`` hands the arms to the simulated
-    operator (issue 28), which plans the rest of the task from wherever the random policy
-    left the arms and the block, and finishes it; the policy's chunks are refused meanwhile."""
+    NodeSpec.own_process). An episode is recorded; midway ``rotvla_ctl takeover`` hands the arms
+    to the simulated operator (issue 28), which plans the rest of the task from wherever the
+    random policy left the arms and the block, and finishes it, the policy's chunks refused
+    meanwhile. Converted, the episode's ``intervention`` column marks exactly the frames after
+    the switch the executor reported (within one status period of it)."""
+    from rotvla_msgs.srv import StartEpisode, StopEpisode
+
+    from rotvla_common.contract import CONTROL_SOURCES
+    from rotvla_ros.data.convert import ConversionConfig, read_episode
+
     runner = peer_factory(
         sys.executable,
         "-m",
@@ -122,6 +132,10 @@ def test_the_policy_drives_the_simulated_arms_and_the_operator_takes_over_to_suc
         "--task",
         "block_to_plate",
         "--operator",
+        "--record",
+        "--ros-args",
+        "-p",
+        f"output_dir:={tmp_path / 'episodes'}",
     )
     observer = Observer()
     try:
@@ -136,6 +150,18 @@ def test_the_policy_drives_the_simulated_arms_and_the_operator_takes_over_to_suc
         assert status.chunks_rejected <= len(chunks) // 2, status
         assert status.control_source == "policy" and not any(m.data for m in seen["success"])
 
+        def call(srv_type, name, request):
+            client = observer.node.create_client(srv_type, name)
+            assert client.wait_for_service(timeout_sec=30)
+            future = client.call_async(request)
+            assert observer.spin_until(future.done, 60)
+            return future.result()
+
+        started = call(StartEpisode, "/rotvla/recorder/start", StartEpisode.Request(task="block_to_plate"))
+        assert started.success, started.message
+        recording_from = seen["clock"][-1]
+        assert observer.spin_until(lambda: seen["clock"][-1] > recording_from + 3.0, 60)  # 3 s of the policy
+
         ctl = subprocess.run(
             [sys.executable, "-m", "rotvla_ros.nodes.rotvla_ctl", "takeover"],
             capture_output=True,
@@ -147,10 +173,28 @@ def test_the_policy_drives_the_simulated_arms_and_the_operator_takes_over_to_suc
         status = seen["status"][-1]
         assert status.mode == ExecutorStatus.MODE_TELEOP and status.control_source == "teleop"
         assert status.last_rejection_reason.startswith("teleop")  # the policy's chunks, refused
+        stopped = call(StopEpisode, "/rotvla/recorder/stop", StopEpisode.Request(task_success=True))
+        assert stopped.success, stopped.message
+        switched = min(
+            m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in seen["status"] if m.control_source == "teleop"
+        )
+        before = max(
+            m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
+            for m in seen["status"]
+            if m.control_source == "policy" and m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 < switched
+        )
     finally:
         observer.close()
     runner.proc.send_signal(signal.SIGINT)
     assert runner.proc.wait(timeout=60) == 0, "".join(runner.lines[-40:])
+
+    episode = read_episode(Path(stopped.path), ConversionConfig())
+    times = episode.start_time + episode.timestamps  # (T,) on the executor's (sim) clock
+    teleop = episode.sources == CONTROL_SOURCES.index("teleop")
+    assert episode.intervention.any() and not episode.intervention.all()
+    assert np.array_equal(episode.intervention, teleop)  # the policy drove too: every operator frame corrects it
+    certain = (times >= switched) | (times < before)  # frames between the two statuses may go either way
+    assert np.array_equal(teleop[certain], times[certain] >= switched)
 
 
 def test_every_name_the_launch_file_imports_from_the_workspace_exists():

@@ -121,6 +121,10 @@ def test_the_dataset_is_lerobot_v3_field_by_field(dataset, episodes):
     assert np.allclose(stats["action"]["max"], np.array([r["action"] for r in data]).max(0), atol=1e-6)
     assert np.array(stats["observation.images.head"]["mean"]).shape == (3, 1, 1)
     assert info["features"]["action"]["names"] == list(DUAL_ARM_EEF_ACTION_NAMES)
+    # Who drove: the scripted expert through the executor's teleop input, every frame; a
+    # demonstration, no intervention.
+    assert {r["action_source"] for r in data} == {1} and not any(r["intervention"] for r in data)
+    assert info["features"]["intervention"] == {"dtype": "bool", "shape": [1], "names": None}
     tasks = pq.read_table(root / "meta" / "tasks.parquet")
     assert tasks.column("task").to_pylist() == ["put the block on the plate"]
 
@@ -986,7 +990,7 @@ def test_every_parquet_file_reads_back_with_pandas_as_lerobot_reads_it(dataset):
     assert tasks.index.name == "task" and list(tasks.columns) == ["task_index"]
     assert tasks.loc["put the block on the plate", "task_index"] == 0
     data = pd.read_parquet(root / "data" / "chunk-000" / "file-000.parquet")
-    assert list(data.columns) == ["observation.state", "action", *BOOKKEEPING]
+    assert list(data.columns) == ["observation.state", "action", *BOOKKEEPING, "action_source", "intervention"]
     assert len(data) == info["total_frames"] and (data["index"].to_numpy() == np.arange(len(data))).all()
     episodes = pd.read_parquet(root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
     assert len(episodes) == info["total_episodes"]
@@ -1085,6 +1089,74 @@ def test_stats_json_is_what_lerobot_recomputes_from_the_episodes_stats(dataset):
         low, high = action[max(int(rank) - 1, 0)], action[min(int(np.ceil(rank)), len(action) - 1)]
         value = np.asarray(first[f"stats/action/{name}"])
         assert ((value >= low - bin_width) & (value <= high + bin_width)).all(), name
+
+
+@pytest.mark.timeout(600)
+def test_perturbed_demonstrations_record_what_the_expert_meant_as_the_action(episodes, tmp_path, rclpy_context):
+    """Issue 28 item 3, through the stack: ``rotvla_record --noise`` perturbs what the arms
+    execute, and ``--action-label intended`` labels each frame with the pose the expert meant
+    at the next one. On a clean recording the two labels agree to within the arms' tracking
+    lag; on a perturbed one the measured label carries the noise (it departs from the intended
+    one several times as far), the intended label does not, and the expert still succeeds."""
+    from rotvla_ros.data.convert import read_episode
+    from rotvla_ros.nodes.sim_episodes import record_demonstrations
+
+    output = tmp_path / "perturbed"
+    outcomes = record_demonstrations("block_to_plate", [2], output, noise=0.03, log_dir=tmp_path / "log")
+    assert [o.success for o in outcomes] == [True]
+    (bag,) = [p for p in output.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert "perturbed" in json.loads((bag / "episode.json").read_text())["operator"]
+
+    def label_gap(path):
+        measured = read_episode(path, ConversionConfig())
+        intended = read_episode(path, ConversionConfig(action_label="intended"))
+        assert np.array_equal(measured.state, intended.state)
+        gap = np.linalg.norm(measured.action[:, :3] - intended.action[:, :3], axis=1)  # (T,) left arm, m
+        return float(np.median(gap)), intended
+
+    clean_gap, clean = label_gap(episodes[1][0])
+    noisy_gap, noisy = label_gap(bag)
+    assert clean_gap < 0.01, clean_gap
+    assert noisy_gap > 2 * clean_gap, (noisy_gap, clean_gap)
+    # The intended path is smooth; the executed one jitters with the noise.
+    roughness = lambda xyz: float(np.abs(np.diff(xyz, n=2, axis=0)).mean())  # noqa: E731
+    assert roughness(noisy.action[:, :3]) < roughness(noisy.state[:, :3])
+    with pytest.raises(ValueError, match="action_label"):
+        ConversionConfig(action_label="mean")
+
+
+def test_intervention_frames_are_read_and_drawn_by_their_weight(dataset, tmp_path):
+    """Issue 28 item 2: the reader takes the converter's intervention column (a file of another
+    tool without it: none), and a run draws each intervention frame ``intervention_weight``
+    times an epoch (0: never), every other frame once."""
+    from rotvla_ros.train.config import TrainConfig
+    from rotvla_ros.train.trainer import training_rows
+
+    root = tmp_path / "corrected"
+    shutil.copytree(dataset[0], root)
+    path = root / "data" / "chunk-000" / "file-000.parquet"
+    table = pq.read_table(path)
+    episode = np.asarray(table.column("episode_index").to_pylist())
+    frame = np.asarray(table.column("frame_index").to_pylist())
+    corrected = (episode == 1) & (frame >= 20)  # the operator's frames after a takeover
+    table = table.set_column(
+        table.column_names.index("intervention"), "intervention", pa.array(corrected.tolist(), pa.bool_())
+    )
+    pq.write_table(table, path)
+    reader = LeRobotV3Dataset(root)
+    assert np.array_equal(reader.intervention, corrected)
+    plain = training_rows(reader, True)
+    assert np.array_equal(plain, np.arange(len(reader)))
+    weighted = training_rows(reader, True, 3)
+    counts = np.bincount(weighted, minlength=len(reader))
+    assert (counts[corrected] == 3).all() and (counts[~corrected] == 1).all()
+    assert not np.isin(training_rows(reader, True, 0), np.flatnonzero(corrected)).any()
+    _append_lerobot06_episode(root)  # LeRobot's file holds no intervention column
+    appended = LeRobotV3Dataset(root)
+    assert len(appended) > len(reader) and not appended.intervention[len(reader) :].any()
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="intervention_weight"):
+            TrainConfig(stage="stage3", intervention_weight=bad)
 
 
 def _append_lerobot06_episode(root: Path) -> dict:

@@ -282,7 +282,7 @@ def test_fuzz_sim_node_and_its_reset(client, peer_factory):
 def test_the_sim_node_moves_an_arm_to_its_joint_command(client, peer_factory):
     # The one path every simulated run depends on, in seconds: a joint command on the sim's
     # topic reaches the simulated arm (the stack tests see a break here only after minutes).
-    from arx_r5_driver.backends.topic import joint_names
+    from arx_r5_driver.kinematics import joint_names
 
     node = start(peer_factory, "rotvla_ros.nodes.sim_node", "--ros-args", "--params-file", ROBOT, "--params-file", SIM)
     commands = client.node.create_publisher(JointState, "/sim/joint_commands", RELIABLE_QOS)

@@ -34,6 +34,8 @@ from typing import Callable
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from rotvla_common.contract import POLICY, TELEOP
+
 from .backends import ArmBackend, BackendNotReady
 from .chunks import INVALID, OUT_OF_ORDER, STALE, Chunk, ChunkRejected, validate_chunk
 from .clearance import ArmClearance
@@ -43,10 +45,7 @@ from .scheduler import ActionLayout, ChunkScheduler, Setpoint
 from .teleop import TeleopSource
 
 ESTOP = "estop"
-TELEOP = "teleop"
 NOT_READY = "not_ready"
-POLICY = "policy"
-CONTROL_SOURCES = (POLICY, TELEOP)  # who drives: action chunks, or a teleoperation source
 
 
 class SwitchRefused(RuntimeError):

@@ -47,6 +47,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
+from rotvla_common.contract import CONTROL_SOURCES, TELEOP
 from rotvla_common import topics
 from rotvla_common.text import bounded
 from rotvla_common.ros import (
@@ -66,8 +67,8 @@ from rotvla_common.ros import (
 from .backends import BackendContext, BackendNotReady, available_backends, backend_class
 from .chunks import INVALID, TOO_LARGE, UNKNOWN_SOURCE, ChunkRejected
 from .configuration import ARM_PARAMETERS, HOME_JOINTS, PARAMETERS, build_controller, controller_config  # noqa: F401
-from .controller import CONTROL_SOURCES, TELEOP, Cycle, DualArmController, Mode, SwitchRefused
-from .kinematics import JOINT_NAMES
+from .controller import Cycle, DualArmController, Mode, SwitchRefused
+from .kinematics import joint_names
 
 assert Mode.ESTOP == ExecutorStatus.MODE_ESTOP and Mode.TELEOP == ExecutorStatus.MODE_TELEOP
 
@@ -472,7 +473,7 @@ class ExecutorNode(Node):
         msg = JointState()
         msg.header.stamp = stamp
         positions = np.c_[cycle.measured_joints, cycle.measured_grippers]  # (A, 7)
-        msg.name = [f"{arm}_{joint}" for arm in self.arm_names for joint in (*JOINT_NAMES, "gripper")]
+        msg.name = [name for arm in self.arm_names for name in joint_names(arm)]
         msg.position = positions.ravel().tolist()
         if self._last_measured is not None:
             velocity = (positions - self._last_measured[1]) / (cycle.measured_time - self._last_measured[0])

@@ -22,6 +22,13 @@ import pinocchio as pin
 from scipy.spatial.transform import Rotation
 
 JOINT_NAMES = tuple(f"joint{i}" for i in range(1, 7))
+
+
+def joint_names(arm: str) -> list[str]:
+    """An arm's names in a JointState (the executor's, the sim's, teleop targets): joints, then gripper."""
+    return [f"{arm}_{joint}" for joint in JOINT_NAMES] + [f"{arm}_gripper"]
+
+
 # ARX R5 manual, rad.
 R5_JOINT_LIMITS = {
     "joint1": (-3.14, 2.6),

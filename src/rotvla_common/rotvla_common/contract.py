@@ -25,6 +25,12 @@ State
     ``eef_state`` per arm, left first: the EEF pose in the arm's base frame as xyz + Rotate6D
     and the gripper opening, the same 10-number layout as one arm's action.
 
+Who drives
+    ``CONTROL_SOURCES``: the policy (action chunks) or teleop (an operator: leader arms, the
+    simulated expert). The executor reports it in its status; a dataset keeps it per frame
+    (``action_source``, an index into ``CONTROL_SOURCES``) with ``intervention``: the frames an
+    operator drove in an episode the policy also drove (a takeover's correction).
+
 numpy only: the executor, which must not depend on torch, uses it too.
 """
 
@@ -34,6 +40,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+POLICY, TELEOP = "policy", "teleop"
+CONTROL_SOURCES = (POLICY, TELEOP)
 
 DEFAULT_FPS = 10  # conversion's default: the step period of the simulated and real demos is 0.1 s
 

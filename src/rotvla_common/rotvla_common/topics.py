@@ -24,6 +24,9 @@ JOINT_STATES = "joint_states"  # both arms' joints and grippers, measured (robot
 EXECUTOR_STATUS = "rotvla/executor_status"
 EEF_POSE = "rotvla/eef_pose"  # one topic per arm: eef_pose(arm)
 TELEOP_JOINT_TARGETS = "rotvla/teleop/joint_targets"
+# What the operator meant, where that differs from what is executed (perturbed demonstrations):
+# the converter's label with --action-label intended.
+TELEOP_INTENDED = "rotvla/teleop/intended_joint_targets"
 ESTOP = "rotvla/estop"
 RESUME = "rotvla/resume"
 SET_CONTROL_SOURCE = "rotvla/set_control_source"  # policy <-> teleop at run time (a pedal, a key)

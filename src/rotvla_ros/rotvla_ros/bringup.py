@@ -29,6 +29,7 @@ RECORD_TOPICS = (
     *(topics.absolute(f"{topics.CAMERAS}/{c}/color/image_raw") for c in CAMERA_NAMES),
     *(topics.absolute(f"{topics.CAMERAS}/{c}/color/camera_info") for c in CAMERA_NAMES),
     topics.absolute(topics.JOINT_STATES),
+    topics.absolute(topics.TELEOP_INTENDED),
     topics.absolute(topics.eef_pose("left")),
     topics.absolute(topics.eef_pose("right")),
     topics.absolute(topics.ACTION_CHUNK),

@@ -14,12 +14,8 @@ from sensor_msgs.msg import JointState
 from rotvla_common import topics
 from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS
 
-from ..kinematics import JOINT_NAMES
+from ..kinematics import joint_names
 from . import BackendContext, BackendNotReady
-
-
-def joint_names(arm: str) -> list[str]:
-    return [f"{arm}_{joint}" for joint in JOINT_NAMES] + [f"{arm}_gripper"]
 
 
 class JointStateCache:

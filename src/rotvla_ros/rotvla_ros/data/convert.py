@@ -14,6 +14,15 @@ Per episode (one bag, with the recorder's ``episode.json`` when there is one):
   ``/rotvla/eef_pose/<arm>`` and the grippers in ``/joint_states``. ``action``: the state of
   the next frame (absolute EEF targets), the last frame holding its own: the contract's
   alignment, under which the executor schedules a chunk's step ``i`` at ``stamp + (i + 1) dt``.
+  ``action_label``: ``measured`` (that state as the arms reached it, the default) or
+  ``intended``: the pose the operator meant at the next frame (the forward kinematics of
+  ``/rotvla/teleop/intended_joint_targets``): the label of perturbed demonstrations, whose
+  executed motion carries noise the policy must not learn.
+- Who drove each frame, from ``/rotvla/executor_status`` (its ``control_source`` at the
+  frame's time): ``action_source`` (an index into ``rotvla_common.contract.CONTROL_SOURCES``)
+  and ``intervention`` (the operator drove this frame, in an episode the policy also drove:
+  the corrections of a takeover). A bag without the executor's status, or with statuses from
+  before they said who drives, was teleoperated throughout: a demonstration.
 - Frames before the robot first moves (an operator getting ready) are left out, but the last
   one: a demonstration then starts with the motion it teaches, not with a pause whose end no
   observation can predict (``idle_motion``, 0 keeps them).
@@ -37,15 +46,26 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from rotvla_common.contract import DEFAULT_FPS, eef_state, next_state_actions, quaternion_to_matrix
+from rotvla_common.contract import (
+    CONTROL_SOURCES,
+    DEFAULT_FPS,
+    POLICY,
+    TELEOP,
+    eef_state,
+    next_state_actions,
+    quaternion_to_matrix,
+)
 
 from ..ingest.images import ImageFormatError, image_to_rgb
 from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES
+from .features import ACTION_KEY, INTERVENTION_KEY, SOURCE_KEY, STATE_KEY
 from .rosbag_types import make_typestore
 
 CODEBASE_VERSION = "v3.0"
-STATE_KEY, ACTION_KEY = "observation.state", "action"
+
+
+ACTION_LABELS = ("measured", "intended")
 
 
 class ConversionError(RuntimeError):
@@ -60,6 +80,9 @@ class ConversionConfig:
     camera_topic: str = topics.absolute(topics.CAMERAS) + "/{camera}/color/image_raw"
     eef_topic: str = topics.absolute(topics.EEF_POSE) + "/{arm}"
     joint_state_topic: str = topics.absolute(topics.JOINT_STATES)
+    status_topic: str = topics.absolute(topics.EXECUTOR_STATUS)  # who drove (optional)
+    intended_topic: str = topics.absolute(topics.TELEOP_INTENDED)
+    action_label: str = "measured"  # or "intended" (ACTION_LABELS)
     max_gap: float = 0.25  # s between consecutive messages of a stream
     codec: str = "libx264"  # libsvtav1 is LeRobot's default; x264 encodes faster on a CPU
     gop: int = 2  # frames between keyframes (LeRobot's default): any frame decodes from at most one before it
@@ -67,6 +90,10 @@ class ConversionConfig:
     idle_motion: float = 0.002  # m (and m of gripper opening): less is "not moving yet" at the start
     skip_invalid: bool = False  # leave out (and report) an episode that cannot be converted, instead of failing
     task: str = ""  # the instruction when a bag has no episode.json
+
+    def __post_init__(self):
+        if self.action_label not in ACTION_LABELS:
+            raise ValueError(f"action_label must be one of {ACTION_LABELS}, not {self.action_label!r}")
 
 
 @dataclass
@@ -78,6 +105,21 @@ class Episode:
     action: np.ndarray  # (T, 20)
     frames: dict[str, np.ndarray]  # camera -> (T, H, W, 3) uint8
     meta: dict = field(default_factory=dict)
+    source: np.ndarray | None = None  # (T,) int64, index into CONTROL_SOURCES; None: teleop throughout
+    start_time: float = 0.0  # header-stamp time of frame 0, s (the recording's clock)
+
+    @property
+    def sources(self) -> np.ndarray:
+        """(T,) int64: who drove each frame."""
+        if self.source is None:
+            return np.full(len(self.state), CONTROL_SOURCES.index(TELEOP), dtype=np.int64)
+        return self.source
+
+    @property
+    def intervention(self) -> np.ndarray:
+        """(T,) bool: the operator drove the frame, and the policy drove some frame of the episode."""
+        sources = self.sources
+        return (sources == CONTROL_SOURCES.index(TELEOP)) & (sources == CONTROL_SOURCES.index(POLICY)).any()
 
 
 def _stamp(msg) -> float:
@@ -167,6 +209,13 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:
     cameras = {config.camera_topic.format(camera=c): c for c in config.cameras}
     eefs = {config.eef_topic.format(arm=a): a for a in config.arms}
     wanted = [*cameras, *eefs, config.joint_state_topic]
+    intended: list[np.ndarray] = []  # (A, 7): per arm the joints and gripper meant
+    if config.action_label == "intended":
+        from arx_r5_driver.kinematics import joint_names
+
+        wanted.append(config.intended_topic)
+        intended_names = [joint_names(arm) for arm in config.arms]
+    drivers: list[tuple[float, str]] = []  # (stamp, control source) from the executor's status
     images: dict[str, list] = {c: [] for c in config.cameras}
     poses: dict[str, list] = {a: [] for a in config.arms}
     grippers: dict[str, list] = {a: [] for a in config.arms}
@@ -176,14 +225,27 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:
     # of an episode that says it is complete (or says nothing) is an error.
     incomplete = meta.get("complete") is False
     try:
-        messages = _damaged_bag_messages(bag_dir, wanted) if incomplete else _bag_messages(bag_dir, wanted)
+        read = [*wanted, config.status_topic]
+        messages = _damaged_bag_messages(bag_dir, read) if incomplete else _bag_messages(bag_dir, read)
         for topic, msg in messages:
+            if topic == config.status_topic:
+                source = getattr(msg, "control_source", "")
+                if source:  # statuses from before they said who drives: nothing to learn
+                    if source not in CONTROL_SOURCES:
+                        raise ConversionError(f"{name}: {topic} names an unknown control source {source[:40]!r}")
+                    drivers.append((_stamp(msg), source))
+                continue
             stamps[topic].append(_stamp(msg))
             if topic in cameras:
                 images[cameras[topic]].append(msg)
             elif topic in eefs:
                 p, q = msg.pose.position, msg.pose.orientation
                 poses[eefs[topic]].append(((p.x, p.y, p.z), quaternion_to_matrix((q.x, q.y, q.z, q.w))))
+            elif topic == config.intended_topic:
+                index = {n: i for i, n in enumerate(msg.name)}
+                if not all(n in index for arm in intended_names for n in arm):
+                    raise ConversionError(f"{name}: {topic} does not name every joint of {list(config.arms)}")
+                intended.append(np.array([[msg.position[index[n]] for n in arm] for arm in intended_names]))
             else:
                 index = {n: i for i, n in enumerate(msg.name)}
                 grippers_now = [
@@ -218,6 +280,16 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:
     first = _first_motion(state, config.idle_motion, len(config.arms))
     times, state = times[first:], state[first:]
     action = next_state_actions(state)
+    if config.action_label == "intended":
+        action = _intended_actions(arrays[config.intended_topic], np.array(intended), times)
+    source = None
+    if drivers:
+        driver_stamps = np.array([stamp for stamp, _ in drivers])
+        order = np.argsort(driver_stamps, kind="stable")
+        named = np.array([CONTROL_SOURCES.index(drivers[i][1]) for i in order], dtype=np.int64)
+        # The status in force at each frame: the last one stamped at or before it.
+        at = np.clip(np.searchsorted(driver_stamps[order], times, side="right") - 1, 0, len(order) - 1)
+        source = named[at]  # (T,)
     frames = {}
     for camera in config.cameras:
         topic = config.camera_topic.format(camera=camera)
@@ -225,7 +297,24 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:
             frames[camera] = np.stack([image_to_rgb(images[camera][i]) for i in _nearest(arrays[topic], times)])
         except ImageFormatError as error:
             raise ConversionError(f"{name}: {topic}: {error}") from error
-    return Episode(name, task, (times - times[0]).astype(np.float32), state, action, frames, meta)
+    return Episode(
+        name, task, (times - times[0]).astype(np.float32), state, action, frames, meta, source, float(times[0])
+    )
+
+
+def _intended_actions(stamps: np.ndarray, intended: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """(T, 20): per frame, the pose the operator meant at the next frame (the last frame: at
+    its own), from ``intended`` (M, A, 7) joint targets stamped ``stamps`` (M,)."""
+    from arx_r5_driver.kinematics import ArmKinematics
+
+    kinematics = ArmKinematics()  # the arm's own frame: where eef_state is written
+    following = _nearest(stamps, np.r_[times[1:], times[-1]])  # (T,)
+    return np.stack(
+        [
+            np.concatenate([eef_state(*kinematics.fk(joints[:6]), joints[6]) for joints in intended[i]])
+            for i in following
+        ]
+    ).astype(np.float32)
 
 
 def _first_motion(state: np.ndarray, threshold: float, arms: int) -> int:
@@ -477,9 +566,12 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
         episode_stats = {
             STATE_KEY: _feature_stats(episode.state),
             ACTION_KEY: _feature_stats(episode.action),
+            SOURCE_KEY: _feature_stats(episode.sources),
+            INTERVENTION_KEY: _feature_stats(episode.intervention),
             **{f"observation.images.{c}": _image_stats(f) for c, f in episode.frames.items()},
             **{k: _feature_stats(v) for k, v in bookkeeping.items()},
         }
+        sources, intervention = episode.sources, episode.intervention
         for k in range(length):
             rows.append(
                 {
@@ -490,6 +582,9 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
                     "episode_index": episode_index,
                     "index": index + k,
                     "task_index": task_index,
+                    # Ours, after LeRobot's columns
+                    SOURCE_KEY: int(sources[k]),
+                    INTERVENTION_KEY: bool(intervention[k]),
                 }
             )
         episode_rows.append(
@@ -529,6 +624,8 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
             ("episode_index", pa.int64()),
             ("index", pa.int64()),
             ("task_index", pa.int64()),
+            (SOURCE_KEY, pa.int64()),
+            (INTERVENTION_KEY, pa.bool_()),
         ]
     )
     (root / "data" / "chunk-000").mkdir(parents=True)
@@ -569,6 +666,8 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
             k: {"dtype": "int64", "shape": [1], "names": None}
             for k in ("frame_index", "episode_index", "index", "task_index")
         },
+        SOURCE_KEY: {"dtype": "int64", "shape": [1], "names": None},  # index into CONTROL_SOURCES
+        INTERVENTION_KEY: {"dtype": "bool", "shape": [1], "names": None},
     }
     info = {
         "codebase_version": CODEBASE_VERSION,
@@ -608,6 +707,13 @@ def main(argv=None) -> int:
         action="store_true",
         help="leave out (and report) episodes that cannot be converted instead of failing",
     )
+    parser.add_argument(
+        "--action-label",
+        choices=ACTION_LABELS,
+        default="measured",
+        help="the action: the next frame's measured state, or the pose the operator intended "
+        "(perturbed demonstrations: rotvla_record --noise)",
+    )
     args = parser.parse_args(argv)
     config = ConversionConfig(
         fps=args.fps,
@@ -616,6 +722,7 @@ def main(argv=None) -> int:
         codec=args.codec,
         gop=args.gop,
         skip_invalid=args.skip_invalid,
+        action_label=args.action_label,
     )
     try:
         info = convert(sorted(args.bags), args.output, config, overwrite=args.overwrite)

@@ -30,10 +30,8 @@ from rotvla_common.action_space import CAMERA_NAMES
 from rotvla_common.contract import prepare_image
 from torch.utils.data import Dataset
 
+from .features import ACTION_KEY, INDEX_COLUMNS, INTERVENTION_KEY, STATE_KEY
 from .video import VideoFrames
-
-STATE_KEY, ACTION_KEY = "observation.state", "action"
-INDEX_COLUMNS = ("episode_index", "frame_index", "index", "task_index")  # LeRobot's int64 bookkeeping
 
 
 class DatasetFormatError(ValueError):
@@ -136,11 +134,17 @@ class LeRobotV3Dataset(Dataset):
             else np.zeros((data.num_rows, 0), dtype=np.float32)
             for key in (STATE_KEY, ACTION_KEY)
         )  # (N, S), (N, A)
+        # Who drove each frame (the converter's; absent from other tools' files: not an intervention).
+        self.intervention = (
+            np.array([bool(v) for v in data.column(INTERVENTION_KEY).to_pylist()])
+            if INTERVENTION_KEY in data.column_names
+            else np.zeros(data.num_rows, dtype=bool)
+        )  # (N,)
         self.episode_index = np.asarray(data.column("episode_index").to_pylist())
         self.frame_index = np.asarray(data.column("frame_index").to_pylist())
         self.task_index = np.asarray(data.column("task_index").to_pylist())
         order = np.argsort(np.asarray(data.column("index").to_pylist()), kind="stable")
-        for name in ("state", "action", "episode_index", "frame_index", "task_index"):
+        for name in ("state", "action", "intervention", "episode_index", "frame_index", "task_index"):
             setattr(self, name, getattr(self, name)[order])
         tasks = pq.read_table(self.root / "meta" / "tasks.parquet")
         task_column = "task" if "task" in tasks.column_names else "__index_level_0__"

@@ -46,6 +46,7 @@ TOPIC_TYPES = {
     **{t: "sensor_msgs/msg/Image" for t in RECORD_TOPICS if t.endswith("image_raw")},
     **{t: "sensor_msgs/msg/CameraInfo" for t in RECORD_TOPICS if t.endswith("camera_info")},
     topics.absolute(topics.JOINT_STATES): "sensor_msgs/msg/JointState",
+    topics.absolute(topics.TELEOP_INTENDED): "sensor_msgs/msg/JointState",
     topics.absolute(topics.eef_pose("left")): "geometry_msgs/msg/PoseStamped",
     topics.absolute(topics.eef_pose("right")): "geometry_msgs/msg/PoseStamped",
     topics.absolute(topics.ACTION_CHUNK): "rotvla_msgs/msg/ActionChunk",

@@ -163,10 +163,12 @@ def record_demonstrations(
     *,
     keep_failures: bool = False,
     attach: bool = False,
+    noise: float = 0.0,
     log_dir: Path = Path("log/record"),
 ) -> list[EpisodeResult]:
     """The scripted expert's episodes of ``seeds``, each recorded by the episode recorder into
-    ``output`` (a rosbag2 directory per episode with its episode.json)."""
+    ``output`` (a rosbag2 directory per episode with its episode.json). ``noise``: perturbed
+    demonstrations (the sim's ``expert_noise``, rad; convert with ``--action-label intended``)."""
     from ..sim.tasks import TASKS
 
     arguments = [
@@ -178,7 +180,10 @@ def record_demonstrations(
         "--ros-args",
         "-p",
         f"output_dir:={output.resolve()}",
+        "-p",
+        f"expert_noise:={float(noise)}",
     ]
+    operator = "scripted expert" + (f" (perturbed: {noise:g} rad; label: intended)" if noise else "")
     outcomes = []
     with stack_session(None if attach else arguments, log_dir / f"{task}.log", "demo_operator") as client:
         start = client.node.create_client(StartEpisode, topics.RECORDER_START)
@@ -187,7 +192,7 @@ def record_demonstrations(
         for seed in seeds:
             reply = client.reset(seed)
             started = client.call(
-                start, StartEpisode.Request(task=task, instruction=reply.instruction, operator_name="scripted expert")
+                start, StartEpisode.Request(task=task, instruction=reply.instruction, operator_name=operator)
             )
             if not started.success:
                 raise RuntimeError(f"the recorder did not start: {started.message}")
@@ -208,14 +213,15 @@ def record_demonstrations(
 
 
 @contextmanager
-def stack_session(arguments: list[str] | None, log: Path, name: str):
+def stack_session(arguments: list[str] | None, log: Path, name: str, client_type=None):
     """A SimEpisodes client of the simulated stack, ready: the stack started with ``arguments``
-    (None: attach to one already running), rclpy initialised if it was not; all undone after."""
+    (None: attach to one already running), rclpy initialised if it was not; all undone after.
+    ``client_type``: a callable making the client instead (a SimEpisodes with more to do)."""
     stack = start_stack(arguments, log) if arguments is not None else None
     owns_context = not rclpy.ok()
     if owns_context:
         rclpy.init()
-    client = SimEpisodes(name)
+    client = client_type() if client_type is not None else SimEpisodes(name)
     try:
         client.wait_ready()
         yield client
@@ -259,7 +265,7 @@ def main(argv=None) -> int:
     """rotvla_record: record the simulated scripted expert's demonstrations of a task."""
     import argparse
 
-    from rotvla_common.arguments import integer
+    from rotvla_common.arguments import integer, number
 
     from ..eval.seeds import DEMONSTRATIONS
     from ..sim.tasks import TASKS
@@ -284,7 +290,16 @@ def main(argv=None) -> int:
         action="store_true",
         help="use a running simulated stack (expert:=true, record:=true) instead of starting one",
     )
+    parser.add_argument(
+        "--noise",
+        type=number(0.0, 0.2, low_inclusive=True),
+        default=0.0,
+        help="perturbed demonstrations (DART): std (rad) of a slowly varying offset on the executed joints; the "
+        "expert's own targets are recorded as what it meant (rotvla_convert --action-label intended)",
+    )
     args = parser.parse_args(argv)
+    if args.noise and args.attach:
+        parser.error("--noise sets the simulation's expert_noise at start: start the stack here (no --attach)")
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
     if seeds[0] not in DEMONSTRATIONS or seeds[-1] not in DEMONSTRATIONS:
         parser.error(
@@ -292,7 +307,7 @@ def main(argv=None) -> int:
             f"{DEMONSTRATIONS.start}-{DEMONSTRATIONS.stop - 1}: evaluation scenes must stay unseen"
         )
     outcomes = record_demonstrations(
-        args.task, seeds, args.output, keep_failures=args.keep_failures, attach=args.attach
+        args.task, seeds, args.output, keep_failures=args.keep_failures, attach=args.attach, noise=args.noise
     )
     print(f"{sum(o.success for o in outcomes)}/{len(outcomes)} successful demonstrations in {args.output}")
     return 0

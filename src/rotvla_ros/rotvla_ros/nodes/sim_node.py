@@ -36,18 +36,18 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES
+from rotvla_common.contract import POLICY, TELEOP
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from rotvla_msgs.srv import ResetSimulation
 from std_msgs.msg import Bool, String
 
-from arx_r5_driver.backends.topic import JointStateCache, joint_names
+from arx_r5_driver.backends.topic import JointStateCache
 from arx_r5_driver.configuration import ARM_PARAMETERS, PARAMETERS
-from arx_r5_driver.controller import POLICY, TELEOP
-from arx_r5_driver.kinematics import ArmKinematics
+from arx_r5_driver.kinematics import ArmKinematics, joint_names
 
 from ..ingest.images import fill_image
-from ..sim.experts import ScriptedExpert
+from ..sim.experts import ExecutionNoise, ScriptedExpert
 from ..sim.scene import scene_of
 from ..sim.shift import SHIFT_KINDS, describe, parse_shift
 from ..sim.world import SimWorld
@@ -89,13 +89,22 @@ class SimNode(Node):
             read_only=True,
         )
         expert_delay = p("expert_delay", 1.0, "Sim seconds before the expert starts.", read_only=True)
+        expert_noise = p(
+            "expert_noise",
+            0.0,
+            "Perturbed demonstrations: std (rad) of a slowly varying offset added to the expert's "
+            "executed joint targets; its own targets go out on /rotvla/teleop/intended_joint_targets.",
+            read_only=True,
+        )
+        if not (np.isfinite(expert_noise) and 0.0 <= expert_noise <= 0.2):
+            raise ValueError(f"expert_noise must be between 0 and 0.2 rad, not {expert_noise}")
 
         mounts = {"arms": p("arms", PARAMETERS["arms"][0], "Arms of the cell.", read_only=True)}
         for arm in mounts["arms"]:
             for key in ("base_xyz", "base_rpy"):
                 mounts[f"{arm}.{key}"] = p(f"{arm}.{key}", *ARM_PARAMETERS[key], read_only=True)
         self.task, self.seed, self.scene_config = task, seed, scene_of(mounts)
-        self.expert_enabled, self.expert_delay = expert, expert_delay
+        self.expert_enabled, self.expert_delay, self.expert_noise = expert, expert_delay, expert_noise
         self.world = SimWorld(task, seed, self.scene_config, shift=self.shift)
         self.instruction = self.world.scene.instruction
         self._reset_lock = threading.Lock()
@@ -120,6 +129,7 @@ class SimNode(Node):
         self._takeover = threading.Event()
         if expert:
             self.expert_publisher = self.create_publisher(JointState, topics.TELEOP_JOINT_TARGETS, RELIABLE_QOS)
+            self.intended_publisher = self.create_publisher(JointState, topics.TELEOP_INTENDED, RELIABLE_QOS)
             self.create_subscription(String, topics.CONTROL_SOURCE, self._on_control_source, LATCHED_QOS)
         self.render_seconds: list[float] = []
         self.steps = 0
@@ -140,6 +150,7 @@ class SimNode(Node):
         if not self.expert_enabled:
             return None
         kinematics = {m.name: ArmKinematics(base_xyz=m.base_xyz, base_rpy=m.base_rpy) for m in self.world.config.arms}
+        self.noise = ExecutionNoise(self.expert_noise, self.seed)  # each episode its own draw, from its seed
         return ScriptedExpert(self.world, kinematics, start_time=self.expert_delay)
 
     @property
@@ -249,7 +260,9 @@ class SimNode(Node):
         self.state_publisher.publish(self._joint_state({arm: self.world.read(arm) for arm in self.world.arm_names}))
 
     def _publish_expert(self) -> None:
-        self.expert_publisher.publish(self._joint_state(self.expert.targets(self.world.time)))
+        intended = self.expert.targets(self.world.time)
+        self.intended_publisher.publish(self._joint_state(intended))
+        self.expert_publisher.publish(self._joint_state(self.noise(intended, self.world.time)))
 
     def _publish_cameras(self) -> None:
         stamp = to_time(self.world.time)

@@ -54,7 +54,8 @@ def pitch_for(tip_height: float) -> float:
 class PickAndPlace:
     """One arm carries ``body`` from wherever it lies to ``place`` (world). Heights are the
     grasp point's, world z: grasping, letting go, and while moving. The move is done once the
-    body rests within ``tolerance`` m (horizontally) of where it was to go."""
+    body rests within ``tolerance`` m (horizontally) of where it was to go, and less than
+    ``rest_above`` m above it (not perched on a rim)."""
 
     arm: str
     body: str
@@ -62,6 +63,7 @@ class PickAndPlace:
     grasp_height: float
     release_height: float
     tolerance: float
+    rest_above: float
     carry_height: float = 0.13
     over: str = ""  # a body to place onto (its position at each segment's start is the target)
 
@@ -86,7 +88,7 @@ class PickAndPlace:
         target = _body_position(world, self.over) if self.over else self.place
         return bool(
             np.linalg.norm(position[:2] - target[:2]) < self.tolerance
-            and position[2] < target[2] + 0.05
+            and position[2] < target[2] + self.rest_above
             and body_speed(world.model, world.data, self.body) < 0.02
         )
 
@@ -116,7 +118,7 @@ def plan(world: SimWorld) -> list[Move]:
     starts from wherever the objects are."""
     p = world.scene.positions
     if world.task.name == "block_to_plate":
-        moves = [PickAndPlace("left", "block", p["plate"], BLOCK_HALF + 0.003, 0.045, PLATE_RADIUS - 0.015)]
+        moves = [PickAndPlace("left", "block", p["plate"], BLOCK_HALF + 0.003, 0.045, PLATE_RADIUS - 0.015, 0.03)]
     elif world.task.name == "block_into_drawer":
         opening = BlockIntoDrawer.drawer_opening(world.model, world.data)
         drawer = p["cabinet"] - np.array([opening, 0.0, 0.0])
@@ -124,7 +126,7 @@ def plan(world: SimWorld) -> list[Move]:
         push_from = np.array([front - 0.05, drawer[1], 0.035])
         tolerance = float(BlockIntoDrawer.INTERIOR.min() - BLOCK_HALF)
         moves = [
-            PickAndPlace("left", "block", drawer, BLOCK_HALF + 0.003, 0.06, tolerance),
+            PickAndPlace("left", "block", drawer, BLOCK_HALF + 0.003, 0.06, tolerance, 0.045),
             FixedPath(
                 [
                     Waypoint("left", push_from + [0, 0, 0.08], CLOSED, 1.2),
@@ -154,6 +156,7 @@ def plan(world: SimWorld) -> list[Move]:
                 grasp[cup],
                 release + grasp[cup],
                 CUPS[below][0] - CUPS[cup][0] + 0.004,
+                0.03,  # nested: its bottom within 3 cm of the bottom of the cup below (the task's test)
                 carry + grasp[cup],
                 over=f"{below}_cup",
             )
@@ -354,3 +357,34 @@ class ScriptedExpert:
 
     def done(self, now: float) -> bool:
         return self._move >= len(self.moves)
+
+
+class ExecutionNoise:
+    """Perturbed demonstrations (DART, Laskey et al. 2017): a slowly varying offset added to
+    the joints an expert commands, so that what is executed wanders off the expert's path
+    while the expert's own targets, recorded as the labels, lead back to it. Per joint an
+    Ornstein-Uhlenbeck process of stationary standard deviation ``scale`` rad and correlation
+    time ``tau`` s, seeded; the grippers are left alone (a noisy grasp is a different task)."""
+
+    def __init__(self, scale: float, seed: int, tau: float = 0.5):
+        if not (np.isfinite(scale) and scale >= 0):
+            raise ValueError(f"the noise scale must be a finite number >= 0 rad, not {scale}")
+        self.scale, self.tau = float(scale), float(tau)
+        self._rng = np.random.default_rng([seed, 0xDA27])
+        self._offsets: dict[str, np.ndarray] = {}
+        self._time: float | None = None
+
+    def __call__(self, targets: dict[str, tuple[np.ndarray, float]], now: float) -> dict[str, tuple[np.ndarray, float]]:
+        if self.scale == 0:
+            return targets
+        decay = 1.0 if self._time is None else float(np.exp(-max(now - self._time, 0.0) / self.tau))
+        self._time = now
+        out = {}
+        for arm, (joints, gripper) in targets.items():
+            previous = self._offsets.get(arm)
+            fresh = self._rng.standard_normal(len(joints)) * self.scale
+            # Stationary from the first draw; afterwards x' = a x + sqrt(1 - a^2) sigma n.
+            offset = fresh if previous is None else decay * previous + np.sqrt(1.0 - decay**2) * fresh
+            self._offsets[arm] = offset
+            out[arm] = (np.asarray(joints, float) + offset, gripper)
+        return out

@@ -47,6 +47,10 @@ class TrainConfig:
     use_state: bool | None = None  # the robot state as model input; None: the preset's
     cameras: list[str] | None = None  # the views the model takes, in order; None: the preset's (all three)
     only_successful: bool = True  # leave out the episodes marked failed (episodes' success flag)
+    # How many times an epoch draws each intervention frame (an operator's correction after a
+    # takeover; the dataset's intervention column) against once for every other frame: 1 is
+    # HG-DAgger's plain aggregate, more weights the corrections up, 0 leaves them out.
+    intervention_weight: int = 1
     latent_planner: bool = True  # stage III: False trains robot actions alone (no LAM, no plan)
     random_shift: int = 0  # augmentation: each view shifted by up to this many pixels (edge-padded)
     ema_decay: float = 0.0  # > 0: checkpoints hold an exponential moving average of the weights (Diffusion Policy's)
@@ -83,6 +87,10 @@ class TrainConfig:
             raise ValueError(f"scheduler must be constant or cosine, not {self.scheduler!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if isinstance(self.intervention_weight, bool) or not isinstance(self.intervention_weight, int):
+            raise ValueError(f"intervention_weight must be an integer >= 0, not {self.intervention_weight!r}")
+        if self.intervention_weight < 0:
+            raise ValueError(f"intervention_weight must be an integer >= 0, not {self.intervention_weight}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile must be true or false, not {self.compile!r}")
 

@@ -183,13 +183,17 @@ def _largest_remainders(shares: np.ndarray, total: int) -> np.ndarray:
     return counts
 
 
-def training_rows(dataset: LeRobotV3Dataset, only_successful: bool) -> np.ndarray:
+def training_rows(dataset: LeRobotV3Dataset, only_successful: bool, intervention_weight: int = 1) -> np.ndarray:
     """The dataset rows a run learns from: with ``only_successful``, those of the episodes not
-    marked failed (``success`` false in the episodes table; episodes without the flag count)."""
-    if not only_successful:
-        return np.arange(len(dataset))
-    failed = [e for e, row in dataset.episodes.items() if row.get("success") is False]
-    return np.flatnonzero(~np.isin(dataset.episode_index, failed))
+    marked failed (``success`` false in the episodes table; episodes without the flag count);
+    each intervention frame ``intervention_weight`` times (0: left out)."""
+    rows = np.arange(len(dataset))
+    if only_successful:
+        failed = [e for e, row in dataset.episodes.items() if row.get("success") is False]
+        rows = rows[~np.isin(dataset.episode_index, failed)]
+    if intervention_weight != 1:
+        rows = np.repeat(rows, np.where(dataset.intervention[rows], intervention_weight, 1))
+    return rows
 
 
 class LossModule(torch.nn.Module):
@@ -287,12 +291,19 @@ class Trainer:
             print(f"[{self.stage}] {len(self.dataset)} frames decoded into memory", flush=True)
         # Per source, the global indices a run learns from.
         self.rows = [
-            self.dataset.offsets[d] + training_rows(part, config.only_successful)
+            self.dataset.offsets[d] + training_rows(part, config.only_successful, config.intervention_weight)
             for d, part in enumerate(self.dataset.parts)
         ]
-        left_out = len(self.dataset) - sum(len(r) for r in self.rows)
+        left_out = len(self.dataset) - sum(len(np.unique(r)) for r in self.rows)
         if left_out:
-            print(f"[{self.stage}] {left_out} frames of failed episodes left out", flush=True)
+            print(f"[{self.stage}] {left_out} frames left out (failed episodes, interventions at weight 0)", flush=True)
+        interventions = sum(int(part.intervention.sum()) for part in self.dataset.parts)
+        if interventions:
+            print(
+                f"[{self.stage}] {interventions} intervention frames, each drawn "
+                f"{config.intervention_weight} times an epoch",
+                flush=True,
+            )
         self.normalizer = self.state_normalizer = None
         if self.stage != "stage1":
             self.normalizer, self.state_normalizer = self._normalizers(model_config)
@@ -409,7 +420,8 @@ class Trainer:
                 f"{checkpoint} does not fit this model: unusable {unusable[:5]}, missing {missing[:5]} "
                 "(a Stage III takes the Stage II model's settings: use_state, cameras, preset)"
             )
-        self.model.load_state_dict({k: v for k, v in incoming.items() if k not in planner_only})
+        # The planner's own tensors keep this model's (empty) values.
+        self.model.load_state_dict({**own, **{k: v for k, v in incoming.items() if k not in planner_only}})
 
     def _model_config(self, preset: RotVLAConfig) -> RotVLAConfig:
         """The preset, bound to the data by the contract: the step period is the datasets',
