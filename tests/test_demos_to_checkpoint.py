@@ -636,6 +636,8 @@ def test_the_fast_path_bf16_and_compiled_matches_the_reference_loss_and_resumes_
     resumed.run()
     for (name, a), b in zip(fast.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
+    # A checkpoint says what it was trained on (rotvla_eval refuses other tasks by it).
+    assert RotVLAPolicy.from_pretrained(tmp_path / "fast" / "last").instructions == ("put the block on the plate",)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from rotvla_ros.eval import cli
 from rotvla_ros.eval.report import EpisodeResult, Summary
 from rotvla_ros.eval.seeds import DEMONSTRATIONS, SPLITS, TEST, VALIDATION, split_seeds
 from rotvla_ros.nodes import sim_episodes
+from rotvla_ros.sim.tasks import TASKS
 
 TINY = str(REPO_ROOT / "models" / "tiny-random")
 
@@ -118,3 +119,29 @@ def test_an_evaluation_under_shift_runs_the_shifted_scenes_and_says_so(tmp_path,
     assert "shift lighting,distractors" in capsys.readouterr().out
     assert len(looks) == 1 and looks[0].bodies_xml and len(looks[0].lights) >= 1
     assert looks[0].background is None  # only the kinds asked for
+
+
+def test_a_checkpoint_is_evaluated_only_on_the_tasks_it_was_trained_on_unless_asked(tmp_path, capsys):
+    """Issue 30 item 7: a drawer checkpoint was evaluated on block_to_plate without a word. A
+    checkpoint records its training data's instructions; another task's is refused, by name,
+    unless --unseen-task; a checkpoint that records none (older ones) is taken as it is."""
+    import json
+    import shutil
+
+    checkpoint = tmp_path / "drawer"
+    shutil.copytree(TINY, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["instructions"] = [TASKS["block_into_drawer"].instruction]
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit) as stop:
+        cli.parse([str(checkpoint), "--task", "block_to_plate"])
+    assert stop.value.code == 2 and "--task block_to_plate" in capsys.readouterr().err
+    assert cli.parse([str(checkpoint), "--task", "block_to_plate", "--unseen-task"]).unseen_task
+    assert cli.parse([str(checkpoint), "--task", "block_into_drawer"]).task == "block_into_drawer"
+    config["instructions"] = "block"
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit):
+        cli.parse([str(checkpoint), "--task", "block_into_drawer"])
+    assert "instructions must be a list" in capsys.readouterr().err
+    for task in TASKS:  # a checkpoint that does not say: any task
+        assert cli.parse([TINY, "--task", task]).task == task

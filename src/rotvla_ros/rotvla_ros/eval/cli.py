@@ -27,6 +27,7 @@ import multiprocessing
 import sys
 from pathlib import Path
 
+from ..policy.checkpoint import CheckpointError, read_instructions
 from ..sim.tasks import TASKS
 from .report import EpisodeResult, Summary
 
@@ -153,6 +154,11 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--video-dir", type=Path, default=Path("videos"))
     parser.add_argument("--video-seeds", default="", help="comma-separated seeds to film (in-process)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"), help="compare two results")
+    parser.add_argument(
+        "--unseen-task",
+        action="store_true",
+        help="evaluate on a task whose instruction the checkpoint was not trained on (else refused)",
+    )
     args = parser.parse_args(argv)
     if args.compare:
         return args
@@ -162,6 +168,16 @@ def parse(argv=None) -> argparse.Namespace:
         parser.error(f"checkpoint: no directory {args.checkpoint}")
     if args.attach and not args.ros:
         parser.error("--attach uses a running stack: it needs --ros")
+    try:
+        trained_on = read_instructions(Path(args.checkpoint))
+    except CheckpointError as error:
+        parser.error(f"checkpoint: {error}")
+    instruction = TASKS[args.task].instruction
+    if trained_on and instruction not in trained_on and not args.unseen_task:
+        parser.error(
+            f"--task {args.task}: the checkpoint was trained on {list(trained_on)}, not on {instruction!r} "
+            "(--unseen-task to evaluate it anyway)"
+        )
     if args.output is not None and not args.output.parent.is_dir():
         parser.error(f"--output: no directory {args.output.parent}")
     try:

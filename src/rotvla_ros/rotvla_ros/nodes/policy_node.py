@@ -346,7 +346,13 @@ class PolicyNode(Node):
         self.instruction = request.instruction
         self.instruction_publisher.publish(String(data=request.instruction))
         response.success, response.message = True, f"instruction set to {request.instruction!r}"
-        self.get_logger().info(response.message)
+        policy = self._policy
+        if policy is not None and policy.instructions and request.instruction not in policy.instructions:
+            # Served all the same (language generalisation is the model's to show), but said.
+            response.message += f"; checkpoint {policy.checkpoint_id} was not trained on it"
+            self.get_logger().warning(response.message)
+        else:
+            self.get_logger().info(response.message)
         return response
 
     # -- inference ------------------------------------------------------------------------

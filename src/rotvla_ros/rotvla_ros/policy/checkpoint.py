@@ -1,7 +1,8 @@
 """Checkpoint directories: the one format every training stage writes and the policy loads.
 
     <checkpoint>/
-      config.json            {"format_version": 1, "model": RotVLAConfig as a dict}
+      config.json            {"format_version": 1, "model": RotVLAConfig as a dict,
+                              "instructions": the instructions of the data it was trained on}
       backbone_config.json   the transformers InternVLConfig the backbone was built from
       tokenizer/             the backbone's tokenizer files (absent: UTF-8 byte tokenizer)
       model.safetensors      every weight of the model
@@ -65,19 +66,34 @@ def checkpoint_id(path: Path) -> str:
 
 
 def save_checkpoint(
-    model: RotVLA, normalizer: ActionNormalizer, path: Path, state_normalizer: ActionNormalizer | None = None
+    model: RotVLA,
+    normalizer: ActionNormalizer,
+    path: Path,
+    state_normalizer: ActionNormalizer | None = None,
+    instructions: tuple[str, ...] = (),
 ) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = to_dict(model.config)
     config["vlm"]["pretrained_path"] = ""  # the weights are all here now
-    (path / CONFIG_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, "model": config}, indent=2))
+    document = {"format_version": FORMAT_VERSION, "model": config, "instructions": sorted(set(instructions))}
+    (path / CONFIG_FILE).write_text(json.dumps(document, indent=2))
     (path / BACKBONE_CONFIG_FILE).write_text(model.backbone.model.config.to_json_string())
     tokenizer = model.backbone.tokenizer
     if hasattr(tokenizer, "save_pretrained"):
         tokenizer.save_pretrained(path / TOKENIZER_DIR)
     save_statistics(path / NORMALIZATION_FILE, normalizer, state_normalizer)
     save_model(model, str(path / WEIGHTS_FILE))
+
+
+def read_instructions(path: Path) -> tuple[str, ...]:
+    """The instructions a checkpoint was trained on (empty: it does not say, as checkpoints
+    written before they were recorded)."""
+    data = read_json(Path(path) / CONFIG_FILE)
+    instructions = data.get("instructions", []) if isinstance(data, dict) else []
+    if not isinstance(instructions, list) or not all(isinstance(i, str) for i in instructions):
+        raise CheckpointError(f"{Path(path) / CONFIG_FILE}: instructions must be a list of strings")
+    return tuple(instructions)
 
 
 def read_config(path: Path) -> RotVLAConfig:

@@ -28,7 +28,7 @@ from ..model.fast_sampling import MODES as INFERENCE_MODES
 from ..model.fast_sampling import ChunkSampler
 from ..model.rotvla import RotVLA
 from ..model.so_n import matrix_to_rot6d, rot6d_to_matrix
-from .checkpoint import CheckpointError, checkpoint_id, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, checkpoint_id, load_checkpoint, read_instructions, save_checkpoint
 from .normalization import ActionNormalizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -149,6 +149,7 @@ class RotVLAPolicy:
         checkpoint: str = "",
         state_normalizer: ActionNormalizer | None = None,
         inference_mode: str | None = None,
+        instructions: tuple[str, ...] = (),
     ):
         """``inference_mode``: ``eager`` (the reference path, a timing per denoising step),
         ``graph`` (CUDA: the denoising loop replayed as one CUDA graph) or ``compile``
@@ -168,6 +169,9 @@ class RotVLAPolicy:
         self.normalizer = normalizer
         self.state_normalizer = state_normalizer if self.config.use_state else None
         self.checkpoint_id = checkpoint
+        # What it was trained on (empty: not recorded): an instruction outside it is a task
+        # the checkpoint has never seen.
+        self.instructions: tuple[str, ...] = tuple(instructions)
         self._rot6d = rot6d_slices(self.config.action_names)
         self.inference_mode = inference_mode or default_inference_mode(self.device)
         if self.inference_mode not in INFERENCE_MODES:
@@ -212,13 +216,14 @@ class RotVLAPolicy:
                 checkpoint=checkpoint_id(Path(path)),
                 state_normalizer=state_normalizer,
                 inference_mode=inference_mode,
+                instructions=read_instructions(Path(path)),
             )
         except (ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path}: {error}") from error
 
     def save_pretrained(self, path: str | Path) -> str:
         """Write the checkpoint directory (weights in the policy's current dtype); returns its id."""
-        save_checkpoint(self.model, self.normalizer, Path(path), self.state_normalizer)
+        save_checkpoint(self.model, self.normalizer, Path(path), self.state_normalizer, self.instructions)
         return checkpoint_id(Path(path))
 
     # -- inference ------------------------------------------------------------------------

@@ -224,6 +224,7 @@ class Trainer:
         self.labels: list[np.ndarray] | None = None  # per source: (N_d, q, n, n)
         self.sources = parse_sources(config.dataset)
         model_config = PRESETS[config.preset]()
+        initial_instructions: tuple[str, ...] = ()  # those of --init-checkpoint
         if self.stage == "stage1":
             lam_config = LAM_PRESETS[config.preset]()
             if config.dino_path:
@@ -243,7 +244,8 @@ class Trainer:
                 if config.vlm_path:
                     raise ValueError("vlm_path is for a run from scratch: --init-checkpoint brings its own backbone")
                 # Stage III continues the Stage II model: its architecture, backbone and tokenizer.
-                source = RotVLAPolicy.from_pretrained(config.init_checkpoint, device="cpu", dtype="float32").model
+                initial = RotVLAPolicy.from_pretrained(config.init_checkpoint, device="cpu", dtype="float32")
+                source, initial_instructions = initial.model, initial.instructions
                 model_config = source.config
             elif config.vlm_path:
                 model_config = dataclasses.replace(
@@ -289,6 +291,11 @@ class Trainer:
                 print(f"[{self.stage}] {line}", flush=True)
         if config.num_workers == 0 and self.dataset.preload():  # a small dataset: decoded once, in order
             print(f"[{self.stage}] {len(self.dataset)} frames decoded into memory", flush=True)
+        # What a checkpoint of this run says it was trained on: the data's instructions, and
+        # those of the checkpoint it started from.
+        self.instructions = tuple(
+            sorted({task for part in self.dataset.parts for task in part.tasks.values()} | set(initial_instructions))
+        )
         # Per source, the global indices a run learns from.
         self.rows = [
             self.dataset.offsets[d] + training_rows(part, config.only_successful, config.intervention_weight)
@@ -718,7 +725,12 @@ class Trainer:
         else:  # a CPU copy: the policy wrapper moves and casts the model it is given
             copy = copy_module(weights).cpu()
             RotVLAPolicy(
-                copy, self.normalizer, device="cpu", dtype="float32", state_normalizer=self.state_normalizer
+                copy,
+                self.normalizer,
+                device="cpu",
+                dtype="float32",
+                state_normalizer=self.state_normalizer,
+                instructions=self.instructions,
             ).save_pretrained(staging)
         torch.save(
             {
