@@ -11,6 +11,7 @@ from conftest import REPO_ROOT
 
 pytest.importorskip("rclpy")
 
+from rotvla_common.contract import CONTROL_SOURCES  # noqa: E402
 from rotvla_ros.nodes.dagger import TakeoverRules, run_loop  # noqa: E402
 
 
@@ -62,7 +63,10 @@ def test_one_round_takes_over_records_the_correction_retrains_and_swaps_it_in(tm
     assert round_.intervention_rate == 1.0
     data = pq.read_table(tmp_path / "dagger" / "corrections-0" / "data" / "chunk-000" / "file-000.parquet")
     intervention = np.array(data.column("intervention").to_pylist())
-    assert intervention.any() and not intervention.all()  # the policy's frames, then the operator's
+    source = np.array(data.column("action_source").to_pylist())
+    # The operator's frames are marked; the policy's, where it moved the arms at all before the
+    # takeover (a stalled policy's frames are the idle start the converter leaves out), are not.
+    assert intervention.any() and np.array_equal(intervention, source == CONTROL_SOURCES.index("teleop"))
     assert (tmp_path / "dagger" / "round-0" / "last" / "model.safetensors").is_file()
     assert round_.trained_id and not round_.trained_id.startswith("tiny-random")
     assert (tmp_path / "dagger" / "rounds.json").is_file()

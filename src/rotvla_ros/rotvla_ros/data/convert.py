@@ -20,8 +20,8 @@ Per episode (one bag, with the recorder's ``episode.json`` when there is one):
   executed motion carries noise the policy must not learn.
 - Who drove each frame, from ``/rotvla/executor_status`` (its ``control_source`` at the
   frame's time): ``action_source`` (an index into ``rotvla_common.contract.CONTROL_SOURCES``)
-  and ``intervention`` (the operator drove this frame, in an episode the policy also drove:
-  the corrections of a takeover). A bag without the executor's status, or with statuses from
+  and ``intervention`` (the operator drove this frame, in an episode the policy also drove at
+  some moment: the corrections of a takeover). A bag without the executor's status, or with statuses from
   before they said who drives, was teleoperated throughout: a demonstration.
 - Frames before the robot first moves (an operator getting ready) are left out, but the last
   one: a demonstration then starts with the motion it teaches, not with a pause whose end no
@@ -107,6 +107,9 @@ class Episode:
     meta: dict = field(default_factory=dict)
     source: np.ndarray | None = None  # (T,) int64, index into CONTROL_SOURCES; None: teleop throughout
     start_time: float = 0.0  # header-stamp time of frame 0, s (the recording's clock)
+    # The policy drove at some moment of the recording (also before the first frame kept: a
+    # policy that never moved the arms leaves only idle frames, which are left out).
+    policy_drove: bool = False
 
     @property
     def sources(self) -> np.ndarray:
@@ -117,9 +120,8 @@ class Episode:
 
     @property
     def intervention(self) -> np.ndarray:
-        """(T,) bool: the operator drove the frame, and the policy drove some frame of the episode."""
-        sources = self.sources
-        return (sources == CONTROL_SOURCES.index(TELEOP)) & (sources == CONTROL_SOURCES.index(POLICY)).any()
+        """(T,) bool: the operator drove the frame, in an episode the policy drove too."""
+        return (self.sources == CONTROL_SOURCES.index(TELEOP)) & self.policy_drove
 
 
 def _stamp(msg) -> float:
@@ -297,8 +299,18 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:
             frames[camera] = np.stack([image_to_rgb(images[camera][i]) for i in _nearest(arrays[topic], times)])
         except ImageFormatError as error:
             raise ConversionError(f"{name}: {topic}: {error}") from error
+    policy_drove = any(driver == POLICY for _, driver in drivers)
     return Episode(
-        name, task, (times - times[0]).astype(np.float32), state, action, frames, meta, source, float(times[0])
+        name,
+        task,
+        (times - times[0]).astype(np.float32),
+        state,
+        action,
+        frames,
+        meta,
+        source,
+        float(times[0]),
+        policy_drove,
     )
 
 
