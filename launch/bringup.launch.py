@@ -62,6 +62,7 @@ def _actions(context):
     from rotvla_common.topics import cell_ros_arguments
     from rotvla_ros.bringup import (
         RECORD_TOPICS,
+        enclave,
         node_set,
         parameter_files,
         realsense_arguments,
@@ -80,7 +81,8 @@ def _actions(context):
             output="screen",
             parameters=[*files, str(write_overrides(spec.name, spec.parameters))],
             emulate_tty=True,
-            ros_arguments=cell_ros_arguments(args.namespace),  # the cell's namespace and clock
+            # The cell's namespace and clock; the node's SROS2 enclave (used where security is on).
+            ros_arguments=[*cell_ros_arguments(args.namespace), "--enclave", enclave(spec.name)],
             sigterm_timeout=str(spec.stop_timeout),
         )
         actions.append(node)

@@ -191,7 +191,7 @@ def test_the_policy_drives_the_operator_takes_over_and_the_recording_marks_the_i
     episode = read_episode(Path(stopped.path), ConversionConfig())
     times = episode.start_time + episode.timestamps  # (T,) on the executor's (sim) clock
     teleop = episode.sources == CONTROL_SOURCES.index("teleop")
-    assert episode.intervention.any() and not episode.intervention.all()
+    assert episode.policy_drove and episode.intervention.any()
     assert np.array_equal(episode.intervention, teleop)  # the policy drove too: every operator frame corrects it
     certain = (times >= switched) | (times < before)  # frames between the two statuses may go either way
     assert np.array_equal(teleop[certain], times[certain] >= switched)
@@ -284,6 +284,14 @@ def test_launch_arguments_become_the_system_they_name():
     assert args.shift == "table,distractors" and system_args_from_launch(defaults).shift == "none"
     assert args.can_ports == {"left": "can7"} and args.namespace == "/cell1"
     assert args.checkpoint == str(REPO_ROOT / "models" / "tiny-random")
+    # operator:=true: the policy drives, the scripted expert stands by as the operator.
+    operated = system_args_from_launch({**defaults, "operator": "true"})
+    specs = {spec.name: spec for spec in node_set(operated)}
+    assert operated.operator and operated.policy and "policy" in specs
+    assert specs["sim"].parameters["expert"] is True and "control_source" not in specs["arx_r5_executor"].parameters
+    dry = {spec.name: spec for spec in node_set(system_args_from_launch({**defaults, "dry_run": "true"}))}
+    assert dry["arx_r5_executor"].parameters["dry_run"] is True
+    assert "dry_run" not in specs["arx_r5_executor"].parameters
     for name, value in (
         ("sim", "ture"),
         ("seed", "1.5"),
@@ -291,6 +299,8 @@ def test_launch_arguments_become_the_system_they_name():
         ("right_can", "a" * 16),
         ("taks", "x"),
         ("shift", "fog"),
+        ("operator", "maybe"),
+        ("dry_run", "yes please"),
     ):
         with pytest.raises(LaunchArgumentError, match=name):
             system_args_from_launch({**defaults, name: value})

@@ -268,6 +268,34 @@ def test_switching_source_while_chunks_arrive_is_bumpless_and_no_refused_chunk_i
     assert controller.control_source == "teleop"
 
 
+def test_homing_brings_both_arms_to_the_ready_pose_within_its_share_of_the_caps():
+    """Issue 31 item 3: from wherever the arms are, homing moves every joint at no more than
+    its share of the cap (here a quarter), arrives within 1e-3 rad of the ready pose when it
+    said it would, and holds there; the source is named; e-stop refuses it."""
+    from arx_r5_driver.controller import SwitchRefused
+    from arx_r5_driver.teleop import Homing
+
+    away = HOME + np.array([0.4, 0.3, -0.2, 0.5, -0.4, 0.6])
+    controller = make_controller(initial=(away, HOME - 0.2))
+    ready = {"left": HOME, "right": HOME}
+    homing = Homing(ready, JOINT_CAP, 0.25)
+    controller.take_over(homing, 0.0, "home")
+    assert controller.control_source == "home"
+    assert homing.duration == pytest.approx(1.5 * (0.6 / (0.25 * 3.0)))  # the slowest joint's travel
+    cycles, _ = run(controller, 0.0, homing.duration + 0.5)
+    joints = np.array([c.joints for c in cycles])  # (T, A, 6)
+    speeds = np.abs(np.diff(joints, axis=0)) / PERIOD
+    assert (speeds <= 0.25 * JOINT_CAP * (1 + 1e-6) + 1e-9).all(), (speeds / JOINT_CAP).max()
+    assert np.abs(joints[-1] - HOME).max() < 1e-3 and not any(c.limits_hit for c in cycles)
+    arrived = next(c.time for c in cycles if np.abs(c.joints - HOME).max() < 1e-3)
+    assert 0.9 * homing.duration <= arrived <= homing.duration + PERIOD  # when it said, not at once
+    controller.estop()
+    with pytest.raises(SwitchRefused):
+        controller.take_over(Homing(ready, JOINT_CAP, 0.25), cycles[-1].time, "home")
+    with pytest.raises(ValueError, match="homing_speed"):
+        Homing(ready, JOINT_CAP, 0.0)
+
+
 def test_a_late_cycle_keeps_the_arms_speed_and_a_stall_never_becomes_a_jump():
     """Speed caps apply over the time since the previous cycle, up to ``max_cycle_period``:
     on a loaded machine the arms keep their pace (a teleop demo is not slowed down), and

@@ -307,3 +307,56 @@ def test_the_control_source_switches_at_run_time_both_ways_and_never_during_an_e
     stream(0.5)
     assert wait_for(lambda: world.latest_status().chunks_accepted > accepted, 10)
     assert world.latest_status().control_source == "policy" and announced[-1] == "policy"
+
+
+@pytest.mark.parametrize("world", [["dry_run:=true"]], indirect=True)
+def test_a_dry_run_computes_and_publishes_every_command_and_sends_none(world):
+    """Issue 31 item 4: the chunk is scheduled, executed through IK and the safety filter and
+    its commands published on /rotvla/dry_run/joint_commands, moving 6 cm forward; the arms
+    (the sim backend's, which move only when commanded) stay exactly where they were; the
+    status says dry run."""
+    shown = []
+    world.node.create_subscription(JointState, "/rotvla/dry_run/joint_commands", shown.append, SENSOR_QOS)
+    assert wait_for(lambda: world.latest_status().dry_run, 10)
+    start = np.array(world.joint_states[-1].position)
+    horizon = 11
+    offsets = np.c_[np.linspace(0, 0.06, horizon), np.zeros((horizon, 2))]
+    world.chunk(world.sim_time, offsets, sequence=7, gripper=0.0)
+    assert wait_for(lambda: world.latest_status().mode == ExecutorStatus.MODE_EXECUTING, 10)
+    assert wait_for(lambda: world.latest_status().mode == ExecutorStatus.MODE_HOLDING, 20)
+    status = world.latest_status()
+    assert status.chunks_accepted == 1 and 8 <= status.executed_steps <= horizon and status.dry_run
+    time.sleep(0.3)
+    assert np.array_equal(np.array(world.joint_states[-1].position), start)  # nothing reached the arms
+    assert shown and shown[-1].name[:7] == [f"left_joint{i}" for i in range(1, 7)] + ["left_gripper"]
+    commanded = np.array(shown[-1].position[:6])
+    tip, _ = ArmKinematics().fk(commanded)
+    home, _ = ArmKinematics().fk(HOME)
+    assert np.linalg.norm(tip - home - [0.06, 0.0, 0.0]) < 0.003  # the path it would have taken
+
+
+def test_homing_over_dds_brings_the_arms_back_to_the_ready_pose_and_holds(world):
+    """Issue 31 item 3: a chunk moves the arms; ``home`` (the set_control_source service, as
+    ``rotvla_ctl home`` calls it) brings both back to the ready pose (config: ready_joints)
+    and holds them there; the status names the source."""
+    from rotvla_msgs.srv import SetControlSource
+
+    offsets = np.c_[np.linspace(0, 0.06, 11), np.zeros((11, 2))]
+    world.chunk(world.sim_time, offsets, sequence=1)
+    assert wait_for(lambda: world.latest_status().mode == ExecutorStatus.MODE_HOLDING, 20)
+    assert np.abs(np.array(world.joint_states[-1].position[:6]) - HOME).max() > 0.05  # moved away
+    switch = world.node.create_client(SetControlSource, "/rotvla/set_control_source")
+    assert switch.wait_for_service(timeout_sec=10)
+    future = switch.call_async(SetControlSource.Request(source="home"))
+    assert wait_for(future.done, 10)
+    reply = future.result()
+    assert reply.success and "ready pose in" in reply.message, reply.message
+    assert wait_for(lambda: world.latest_status().control_source == "home", 5)
+
+    def at_home():
+        positions = np.array(world.joint_states[-1].position)
+        return all(np.abs(positions[k : k + 6] - HOME).max() < 2e-3 for k in (0, 7))
+
+    assert wait_for(at_home, 20)
+    time.sleep(0.3)
+    assert at_home() and world.latest_status().mode == ExecutorStatus.MODE_TELEOP

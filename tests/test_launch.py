@@ -308,6 +308,14 @@ def _stand_in_environment(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.timeout(300)
+def _cmdline(path: Path) -> bytes:
+    """A process's command line (empty if it ended meanwhile)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
 def test_every_launch_argument_reaches_its_node(observer, tmp_path):
     """Each argument at a value that is not its default is what the node reports over DDS (or,
     for the cameras, what realsense2_camera's launch receives), on the robot's path and in
@@ -336,6 +344,11 @@ def test_every_launch_argument_reaches_its_node(observer, tmp_path):
         assert policy["instruction"] == "put the block into the drawer, gently"
         executor = observer.parameters("/cell2/arx_r5_executor")
         assert (executor["backend"], executor["left.can_port"], executor["right.can_port"]) == ("sdk", "can7", "can9")
+        # Each node in its SROS2 enclave (README: DDS security), whatever the cell's namespace.
+        commands = [c.split(b"\0") for c in map(_cmdline, Path("/proc").glob("[0-9]*/cmdline")) if c]
+        for name in ("policy", "arx_r5_executor", "camera_ingestion"):
+            (command,) = [c for c in commands if f"__node:={name}".encode() in c and b"__ns:=/cell2" in c]
+            assert command[command.index(b"--enclave") + 1] == f"/rotvla/{name}".encode(), command
         opened = [json.loads(line)["can_port"] for line in (tmp_path / "arms_opened.jsonl").read_text().splitlines()]
         assert sorted(opened) == ["can7", "can9"]
         for camera, serial in (

@@ -64,6 +64,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
         [R5_JOINT_LIMITS[j][1] for j in JOINT_NAMES],
         "Upper joint limits, rad (never wider than the manual's).",
     ),
+    "homing_speed": (0.25, "Homing moves each joint at most this fraction of its speed cap."),
     "link_radius": (0.045, "Radius of the capsules covering each link, m."),
     "tool_length": (0.12, "Flange to fingertips, m (the last capsule)."),
 }
@@ -74,6 +75,7 @@ ARM_PARAMETERS: dict[str, tuple[Any, str]] = {
     "workspace_min": ([0.05, -0.45, -0.12], "Workspace box corner, m, in the arm's base frame."),
     "workspace_max": ([0.60, 0.45, 0.45], "Workspace box corner, m, in the arm's base frame."),
     "initial_joints": (HOME_JOINTS, "Start pose of a simulated arm, rad."),
+    "ready_joints": (HOME_JOINTS, "The ready pose homing brings the arm to, rad."),
 }
 
 

@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from rotvla_common.contract import POLICY, TELEOP
+from rotvla_common.contract import CONTROL_SOURCES, POLICY, TELEOP
 
 from .backends import ArmBackend, BackendNotReady
 from .chunks import INVALID, OUT_OF_ORDER, STALE, Chunk, ChunkRejected, validate_chunk
@@ -149,6 +149,7 @@ class DualArmController:
         self.mode = Mode.IDLE
         self.estopped = False
         self.teleop: TeleopSource | None = None
+        self.control_source = POLICY  # who drives: a name of CONTROL_SOURCES
         self.last_rejection: tuple[str, float] | None = None  # reason with details, time
         self.active_chunk: Chunk | None = None
         self._stopping = False  # the watchdog's deceleration is in force
@@ -263,18 +264,18 @@ class DualArmController:
     def resume(self) -> None:
         self.estopped = False
 
-    def set_teleop(self, source: TeleopSource | None) -> None:
+    def set_teleop(self, source: TeleopSource | None, name: str = TELEOP) -> None:
         self.teleop = source
+        self.control_source = name if source is not None else POLICY
         self._drop_trajectory()
 
-    @property
-    def control_source(self) -> str:
-        return TELEOP if self.teleop is not None else POLICY
-
-    def take_over(self, source: TeleopSource, now: float) -> None:
-        """Teleop drives from the next cycle on, starting from the command in force (bumpless:
-        the source engages from it; the chunk in force is dropped, never resumed). Raises
-        ``SwitchRefused`` during an e-stop: the e-stop's hold is released by ``resume`` alone."""
+    def take_over(self, source: TeleopSource, now: float, name: str = TELEOP) -> None:
+        """``source`` (named ``name`` of ``CONTROL_SOURCES``: teleop, homing) drives from the
+        next cycle on, starting from the command in force (bumpless: the source engages from
+        it; the chunk in force is dropped, never resumed). Raises ``SwitchRefused`` during an
+        e-stop: the e-stop's hold is released by ``resume`` alone."""
+        if name not in CONTROL_SOURCES or name == POLICY:
+            raise ValueError(f"a source that takes over is one of {CONTROL_SOURCES[1:]}, not {name!r}")
         if self.estopped:
             raise SwitchRefused("e-stop is engaged: call resume first")
         if not self.synced:
@@ -282,7 +283,7 @@ class DualArmController:
         source.engage(
             now, {arm.name: (self.commands[a].copy(), float(self.grippers[a])) for a, arm in enumerate(self.arms)}
         )
-        self.set_teleop(source)
+        self.set_teleop(source, name)
 
     def hand_back(self) -> None:
         """The policy drives again: the arms hold their command until its next chunk, which is

@@ -17,8 +17,12 @@
   arms (sdk), the simulated operator (topic) or a scripted motion (sim); the same topics are
   published either way. ``/rotvla/set_control_source`` (rotvla_msgs/SetControlSource) switches
   it while the arms run, both ways, bumpless (``DualArmController.take_over``); refused during
-  an e-stop. Who drives is in the status, the diagnostics and on the latched
-  ``/rotvla/control_source`` (std_msgs/String), which recordings keep.
+  an e-stop. ``home`` brings both arms to each arm's ``ready_joints`` at ``homing_speed`` of
+  the joint caps and holds them there. Who drives is in the status, the diagnostics and on
+  the latched ``/rotvla/control_source`` (std_msgs/String), which recordings keep.
+- ``dry_run: true`` runs everything but the arms: each command is computed, checked and
+  published on ``/rotvla/dry_run/joint_commands``, none is sent (the backend's arms still
+  read); the status and the log say so.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
-from rotvla_common.contract import CONTROL_SOURCES, TELEOP
+from rotvla_common.contract import CONTROL_SOURCES, HOME, TELEOP
 from rotvla_common import topics
 from rotvla_common.text import bounded
 from rotvla_common.ros import (
@@ -64,11 +68,12 @@ from rotvla_common.ros import (
     to_time,
 )
 
-from .backends import BackendContext, BackendNotReady, available_backends, backend_class
+from .backends import BackendContext, BackendNotReady, DryRunArm, available_backends, backend_class
 from .chunks import INVALID, TOO_LARGE, UNKNOWN_SOURCE, ChunkRejected
 from .configuration import ARM_PARAMETERS, HOME_JOINTS, PARAMETERS, build_controller, controller_config  # noqa: F401
 from .controller import Cycle, DualArmController, Mode, SwitchRefused
 from .kinematics import joint_names
+from .teleop import Homing
 
 assert Mode.ESTOP == ExecutorStatus.MODE_ESTOP and Mode.TELEOP == ExecutorStatus.MODE_TELEOP
 
@@ -115,6 +120,13 @@ class ExecutorNode(Node):
             read_only=True,
         )
         self.frame_prefix = p("frame_prefix", "", "Prefix of the arm base frames (<prefix><arm>_base_link).")
+        self.dry_run = p(
+            "dry_run",
+            False,
+            "Compute, check and publish every command (rotvla/dry_run/joint_commands), send none to "
+            "the arms: how a new checkpoint is first watched on the robot.",
+            read_only=True,
+        )
         action_names = tuple(p("action_names", list(DUAL_ARM_EEF_ACTION_NAMES), "The action layout chunks must have."))
         self.chunk_source = p(
             "chunk_source",
@@ -132,12 +144,15 @@ class ExecutorNode(Node):
         for arm in self.arm_names:
             for name, (default, text) in {**ARM_PARAMETERS, **backend_type.ARM_PARAMETERS}.items():
                 values[f"{arm}.{name}"] = p(f"{arm}.{name}", default, text, read_only=True)
+        self.values = values
         config = controller_config(values)
         self.backend = backend_type(
             BackendContext(values=values, control_period=config.control_period, now=self._now, node=self)
         )
-        self.controller = build_controller(values, self.backend.arm, action_names)
+        arm = (lambda name: DryRunArm(self.backend.arm(name))) if self.dry_run else self.backend.arm
+        self.controller = build_controller(values, arm, action_names)
         self._teleop = None  # built the first time teleop drives (the leader arms connect then)
+        self._homing()  # a homing_speed out of range stops the node here, not at the first homing
         if control_source == TELEOP:
             self.controller.set_teleop(self._teleop_source())
         rate = values["control_rate"]
@@ -154,6 +169,8 @@ class ExecutorNode(Node):
         self._last_measured: tuple[float, np.ndarray] | None = None
 
         self.joint_state_publisher = self.create_publisher(JointState, topics.JOINT_STATES, SENSOR_QOS)
+        if self.dry_run:
+            self.dry_run_publisher = self.create_publisher(JointState, topics.DRY_RUN_COMMANDS, SENSOR_QOS)
         self.pose_publishers = {
             arm: self.create_publisher(PoseStamped, topics.eef_pose(arm), SENSOR_QOS) for arm in self.arm_names
         }
@@ -189,7 +206,8 @@ class ExecutorNode(Node):
         self._thread = threading.Thread(target=self._control_loop, name="arx-r5-control", daemon=True)
         self._thread.start()
         self.get_logger().info(
-            f"{backend_name} arms {list(self.arm_names)} at {rate:g} Hz, source {control_source}, "
+            ("DRY RUN (no command reaches the arms): " if self.dry_run else "")
+            + f"{backend_name} arms {list(self.arm_names)} at {rate:g} Hz, source {control_source}, "
             f"watchdog {config.watchdog_timeout} s, latency compensation {config.latency_compensation:+.3f} s"
         )
 
@@ -313,6 +331,10 @@ class ExecutorNode(Node):
         )
         return response
 
+    def _homing(self) -> Homing:
+        ready = {arm: np.asarray(self.values[f"{arm}.ready_joints"], float) for arm in self.arm_names}
+        return Homing(ready, np.asarray(self.values["max_joint_velocity"], float), self.values["homing_speed"])
+
     def _teleop_source(self):
         if self._teleop is None:
             self._teleop = self.backend.teleop_source(self.arm_names)
@@ -328,13 +350,13 @@ class ExecutorNode(Node):
             response.message = f"source must be one of {', '.join(CONTROL_SOURCES)}, not {bounded(wanted, 40)!r}"
             return response
         try:
-            source = self._teleop_source() if wanted == TELEOP else None
+            source = {TELEOP: self._teleop_source, HOME: self._homing}.get(wanted, lambda: None)()
             with self._lock:
-                if wanted == response.previous_source:
+                if wanted == response.previous_source and wanted != HOME:  # homing again starts again
                     response.success, response.message = True, f"{wanted} drives already"
                     return response
                 if source is not None:
-                    self.controller.take_over(source, self._now())
+                    self.controller.take_over(source, self._now(), wanted)
                 else:
                     self.controller.hand_back()
         except (SwitchRefused, BackendNotReady) as refused:
@@ -348,6 +370,8 @@ class ExecutorNode(Node):
             return response
         self.source_publisher.publish(String(data=wanted))
         response.success, response.message = True, f"{wanted} drives (was {response.previous_source})"
+        if wanted == HOME:
+            response.message += f": the ready pose in {source.duration:.1f} s"
         self.get_logger().info(response.message)
         return response
 
@@ -459,6 +483,8 @@ class ExecutorNode(Node):
         self._limits_since_status.update(cycle.limits_hit)
         if self._cycle_index % self.publish_divisor == 0:
             self._publish_state(cycle)
+            if self.dry_run:
+                self._publish_dry_run(cycle)
         if self._cycle_index % self.status_divisor == 0:
             self.status_publisher.publish(self._status(cycle.time))
             self._limits_since_status.clear()
@@ -495,11 +521,20 @@ class ExecutorNode(Node):
             )
             self.pose_publishers[arm.name].publish(pose)
 
+    def _publish_dry_run(self, cycle: Cycle) -> None:
+        msg = JointState(name=[name for arm in self.arm_names for name in joint_names(arm)])
+        msg.position = np.c_[cycle.joints, cycle.grippers].ravel().tolist()  # (A, 7) commanded
+        msg.header.stamp = to_time(cycle.time)
+        self.dry_run_publisher.publish(msg)
+
     def _status(self, now: float) -> ExecutorStatus:
         with self._lock:
             controller = self.controller
             msg = ExecutorStatus(
-                mode=int(controller.mode), control_source=controller.control_source, queue_depth=controller.queue_depth
+                mode=int(controller.mode),
+                control_source=controller.control_source,
+                dry_run=self.dry_run,
+                queue_depth=controller.queue_depth,
             )
             msg.header.stamp = to_time(now)
             if controller.active_chunk is not None:
@@ -525,6 +560,7 @@ class ExecutorNode(Node):
             values = {
                 "mode": Mode(self.controller.mode).name,
                 "control_source": self.controller.control_source,
+                "dry_run": self.dry_run,
                 "executed_steps": counters.executed_steps,
                 "chunks_accepted": counters.chunks_accepted,
                 "chunks_rejected": counters.chunks_rejected,

@@ -68,3 +68,30 @@ class ScriptedTeleop:
             gripper = GRIPPER_MAX_OPENING_M * (0.25 + 0.5 * 0.5 * (1 - np.cos(2 * phase)))
             out[arm] = (q0 + swing, float(gripper))
         return out
+
+
+class Homing:
+    """To the ready pose: each arm from the command in force along a smoothstep in joint space,
+    slow enough that no joint passes ``speed_fraction`` of its cap (the smoothstep's peak
+    speed is 1.5 x its mean), grippers held; then it holds there."""
+
+    def __init__(self, ready: dict[str, np.ndarray], caps: np.ndarray, speed_fraction: float):
+        if not 0.0 < speed_fraction <= 1.0:
+            raise ValueError(f"homing_speed must be in (0, 1], not {speed_fraction}")
+        self.ready = {arm: np.asarray(q, float).copy() for arm, q in ready.items()}
+        self.speed = np.asarray(caps, float) * speed_fraction  # (6,) rad/s
+        self.start_time, self.duration = 0.0, 0.0
+        self._from: dict[str, tuple[np.ndarray, float]] = {}
+
+    def engage(self, now: float, commands: dict[str, tuple[np.ndarray, float]]) -> None:
+        self._from = {arm: (np.asarray(q, float).copy(), g) for arm, (q, g) in commands.items() if arm in self.ready}
+        travel = max((np.abs(self.ready[arm] - q) / self.speed).max() for arm, (q, _) in self._from.items())
+        self.start_time, self.duration = now, 1.5 * travel
+
+    def arrived(self, now: float) -> bool:
+        return now >= self.start_time + self.duration
+
+    def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
+        s = 1.0 if self.duration <= 0 else float(np.clip((now - self.start_time) / self.duration, 0.0, 1.0))
+        s = s * s * (3 - 2 * s)
+        return {arm: ((1 - s) * q + s * self.ready[arm], g) for arm, (q, g) in self._from.items()}

@@ -26,8 +26,8 @@ State
     and the gripper opening, the same 10-number layout as one arm's action.
 
 Who drives
-    ``CONTROL_SOURCES``: the policy (action chunks) or teleop (an operator: leader arms, the
-    simulated expert). The executor reports it in its status; a dataset keeps it per frame
+    ``CONTROL_SOURCES``: the policy (action chunks), teleop (an operator: leader arms, the
+    simulated expert) or homing (to the ready pose). The executor reports it in its status; a dataset keeps it per frame
     (``action_source``, an index into ``CONTROL_SOURCES``) with ``intervention``: the frames an
     operator drove in an episode the policy also drove (a takeover's correction).
 
@@ -41,8 +41,8 @@ from functools import lru_cache
 
 import numpy as np
 
-POLICY, TELEOP = "policy", "teleop"
-CONTROL_SOURCES = (POLICY, TELEOP)
+POLICY, TELEOP, HOME = "policy", "teleop", "home"
+CONTROL_SOURCES = (POLICY, TELEOP, HOME)  # appended only: datasets index into it
 
 DEFAULT_FPS = 10  # conversion's default: the step period of the simulated and real demos is 0.1 s
 

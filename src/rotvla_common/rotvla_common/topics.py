@@ -29,6 +29,7 @@ TELEOP_JOINT_TARGETS = "rotvla/teleop/joint_targets"
 TELEOP_INTENDED = "rotvla/teleop/intended_joint_targets"
 ESTOP = "rotvla/estop"
 RESUME = "rotvla/resume"
+DRY_RUN_COMMANDS = "rotvla/dry_run/joint_commands"  # what a dry run would send, both arms
 SET_CONTROL_SOURCE = "rotvla/set_control_source"  # policy <-> teleop at run time (a pedal, a key)
 CONTROL_SOURCE = "rotvla/control_source"  # latched: who drives (recorded with each episode)
 

@@ -76,6 +76,7 @@ class SystemArgs:
     # sim: the scripted expert stands by as the operator; the policy drives until
     # /rotvla/set_control_source hands it the arms (interventions)
     operator: bool = False
+    dry_run: bool = False  # the executor computes and shows every command, sends none
     camera_serials: dict = field(default_factory=dict)  # camera -> serial number (hardware)
     can_ports: dict = field(default_factory=dict)  # arm -> CAN interface (hardware)
     status: bool = True  # the status monitor
@@ -100,6 +101,7 @@ LAUNCH_ARGUMENTS = {
         "false",
         "sim: the policy drives; the scripted expert is the operator who takes over on /rotvla/set_control_source",
     ),
+    "dry_run": ("false", "the executor computes, checks and publishes every command, and sends none to the arms"),
     "seed": ("0", "sim: seed of the task's randomisation (an integer >= 0)"),
     "shift": ("none", "sim: domain shift for evaluation: none, all or a list of table,background,lighting,distractors"),
     **{f"{c}_serial": ("", f"serial number of the {c.replace('_', ' ')} D405") for c in CAMERA_NAMES},
@@ -174,6 +176,7 @@ def system_args_from_launch(values: dict[str, str]) -> SystemArgs:
         shift=shift,
         expert=expert,
         operator=_launch_boolean(values, "operator"),
+        dry_run=_launch_boolean(values, "dry_run"),
         policy=not expert,
         record_episodes=_launch_boolean(values, "record"),
         camera_serials={
@@ -187,6 +190,12 @@ def system_args_from_launch(values: dict[str, str]) -> SystemArgs:
         },
         namespace=namespace,
     )
+
+
+def enclave(node_name: str) -> str:
+    """The SROS2 enclave a node of the bringup runs in (``--enclave``): its keys in the keystore
+    under this path (README, DDS security). Without ROS_SECURITY_ENABLE it is not used."""
+    return f"/rotvla/{node_name}"
 
 
 def default_config_dir() -> Path:
@@ -231,6 +240,8 @@ def node_set(args: SystemArgs) -> list[NodeSpec]:
     """The nodes of the system (cameras on hardware come from realsense2_camera's launch)."""
     executor = {"control_source": "teleop"} if args.expert else {}
     executor.update({f"{arm}.can_port": port for arm, port in args.can_ports.items()})
+    if args.dry_run:
+        executor["dry_run"] = True
     checkpoint = args.checkpoint or (default_checkpoint(args.task) if args.sim else "")
     policy = {"checkpoint": checkpoint} if checkpoint else {}
     policy["instruction"] = args.instruction or TASK_SPECS[args.task].instruction

@@ -53,6 +53,22 @@ class ArmBackend(Protocol):
         """Release the arm."""
 
 
+class DryRunArm:
+    """An arm in a dry run: everything passes through to the real arm but its commands, which
+    are dropped (counted). The controller runs as ever, so what it would command is what a dry
+    run shows; the arm holds where it is."""
+
+    def __init__(self, arm: ArmBackend):
+        self._arm = arm
+        self.withheld = 0  # commands not sent
+
+    def command(self, joints: np.ndarray, gripper: float) -> None:
+        self.withheld += 1
+
+    def __getattr__(self, name: str):  # read, measured_at (where the arm has it), close, ...
+        return getattr(self._arm, name)
+
+
 @dataclass
 class BackendContext:
     """What a backend is built from."""

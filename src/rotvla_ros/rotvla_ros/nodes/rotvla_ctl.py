@@ -4,6 +4,7 @@ rotvla_ctl load /path/to/checkpoint [--device cuda] [--dtype bfloat16]
 rotvla_ctl instruct "put the block into the drawer and close the drawer"
 rotvla_ctl estop | resume
 rotvla_ctl takeover | handback     (teleop takes the arms from the policy, and gives them back)
+rotvla_ctl home                    (both arms to the ready pose, under the caps; then held)
 A namespaced cell: append ``--ros-args -r __ns:=/cell_a``. A relative checkpoint path is the
 caller's: it is made absolute here, before the policy node (another working directory) sees it.
 """
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
         ("resume", "end an e-stop"),
         ("takeover", "teleop (the leader arms, the simulated operator) drives; the policy's chunks are refused"),
         ("handback", "the policy drives again, from where teleop left the arms"),
+        ("home", "both arms to the ready pose under the caps, then held until handback or takeover"),
     ):
         sub.add_parser(name, help=text).add_argument("--timeout", type=float, default=10.0)
     args, ros_args = parser.parse_known_args(argv)
@@ -78,8 +80,9 @@ def main(argv=None) -> int:
             request = SetInstruction.Request(instruction=args.instruction)
             result = call(node, SetInstruction, topics.SET_INSTRUCTION, request, args.timeout)
             print(f"{result.message} (was {result.previous_instruction!r})")
-        elif args.command in ("takeover", "handback"):
-            request = SetControlSource.Request(source="teleop" if args.command == "takeover" else "policy")
+        elif args.command in ("takeover", "handback", "home"):
+            source = {"takeover": "teleop", "handback": "policy", "home": "home"}[args.command]
+            request = SetControlSource.Request(source=source)
             result = call(node, SetControlSource, topics.SET_CONTROL_SOURCE, request, args.timeout)
             print(result.message)
         else:

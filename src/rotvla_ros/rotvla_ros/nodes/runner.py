@@ -178,6 +178,7 @@ def main(argv=None):
         help="sim: the policy drives, the scripted expert takes over on /rotvla/set_control_source",
     )
     parser.add_argument("--no-policy", action="store_true", help="no policy node (recording demonstrations)")
+    parser.add_argument("--dry-run", action="store_true", help="the executor shows every command and sends none")
     parser.add_argument("--record", action="store_true", help="the episode recorder node (/rotvla/recorder/*)")
     parser.add_argument("--seconds", type=float, default=0.0, help="stop after this many wall seconds (0: Ctrl-C)")
     parser.add_argument("--config-dir", type=Path, default=None)
@@ -201,6 +202,7 @@ def main(argv=None):
             shift=options.shift,
             expert=options.expert,
             operator=options.operator,
+            dry_run=options.dry_run,
             policy=not options.no_policy,
             record_episodes=options.record,
             status_overwrite=sys.stdout.isatty(),

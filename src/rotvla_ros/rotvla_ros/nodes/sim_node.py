@@ -36,7 +36,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES
-from rotvla_common.contract import POLICY, TELEOP
+from rotvla_common.contract import TELEOP
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from rotvla_msgs.srv import ResetSimulation
@@ -158,9 +158,9 @@ class SimNode(Node):
         return self._source == TELEOP
 
     def _on_control_source(self, msg: String) -> None:
-        # A switch from the policy, not a start in teleop (recording), where the expert keeps
-        # its own start delay.
-        if msg.data == TELEOP and self._source == POLICY:
+        # A switch from another source, not a start in teleop (recording), where the expert
+        # keeps its own start delay.
+        if msg.data == TELEOP and self._source not in (None, TELEOP):
             self._takeover.set()  # engaged in the simulation thread, between steps
         self._source = msg.data
 

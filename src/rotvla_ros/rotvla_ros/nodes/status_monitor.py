@@ -86,7 +86,8 @@ class StatusMonitor(Node):
             modes = {v: k[5:].lower() for k, v in vars(ExecutorStatus).items() if k.startswith("MODE_")}
             e = self.executor_status
             line += (
-                f"  | arms: {modes.get(e.mode, e.mode)} steps={e.executed_steps} "
+                f"  | arms{' (DRY RUN: nothing sent)' if e.dry_run else ''}: {modes.get(e.mode, e.mode)} "
+                f"({e.control_source} drives) steps={e.executed_steps} "
                 f"rejected={e.chunks_rejected} safety events={e.limit_events}"
             )
         if self.task_done_at is not None:
