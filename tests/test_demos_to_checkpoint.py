@@ -1098,8 +1098,10 @@ def test_perturbed_demonstrations_record_what_the_expert_meant_as_the_action(epi
     """Issue 28 item 3, through the stack: ``rotvla_record --noise`` perturbs what the arms
     execute, and ``--action-label intended`` labels each frame with the pose the expert meant
     at the next one. On a clean recording the two labels agree to within the arms' tracking
-    lag; on a perturbed one the measured label carries the noise (it departs from the intended
-    one several times as far), the intended label does not, and the expert still succeeds."""
+    lag; on a perturbed one the measured label carries the noise (it departs further from the
+    intended one, and jitters), the intended label does not, and the expert still succeeds. Both
+    labels of a bag come on the same frames (the intended stream, starting with the operator,
+    does not set the timeline)."""
     from rotvla_ros.data.convert import read_episode
     from rotvla_ros.nodes.sim_episodes import record_demonstrations
 
@@ -1119,7 +1121,7 @@ def test_perturbed_demonstrations_record_what_the_expert_meant_as_the_action(epi
     clean_gap, clean = label_gap(episodes[1][0])
     noisy_gap, noisy = label_gap(bag)
     assert clean_gap < 0.01, clean_gap
-    assert noisy_gap > 2 * clean_gap, (noisy_gap, clean_gap)
+    assert noisy_gap > 1.5 * clean_gap, (noisy_gap, clean_gap)  # measured: 13 mm against 5.6
     # The intended path is smooth; the executed one jitters with the noise.
     roughness = lambda xyz: float(np.abs(np.diff(xyz, n=2, axis=0)).mean())  # noqa: E731
     assert roughness(noisy.action[:, :3]) < roughness(noisy.state[:, :3])

@@ -265,8 +265,11 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:
     arrays = {t: np.asarray(s) for t, s in stamps.items()}
     for topic in wanted:
         _check_stream(name, topic, arrays[topic], config.max_gap)
-    start = max(a[0] for a in arrays.values())
-    end = min(a[-1] for a in arrays.values())
+    # The observed streams set the timeline; the label's (the intended targets, which start when
+    # the operator does) does not, so that both labels of a bag give the same frames.
+    observed = [a for topic, a in arrays.items() if topic != config.intended_topic]
+    start = max(a[0] for a in observed)
+    end = min(a[-1] for a in observed)
     if end <= start:
         raise ConversionError(f"{name}: the streams do not overlap in time")
     times = start + np.arange(int(np.floor((end - start) * config.fps)) + 1) / config.fps  # (T,)
