@@ -43,7 +43,8 @@ def test_each_takeover_rule_fires_on_what_it_names_and_not_before():
 def test_one_round_takes_over_records_the_correction_retrains_and_swaps_it_in(tmp_path, rclpy_context):
     """The tiny random policy drives block_to_plate; its budget (4 s) runs out, the simulated
     operator takes over and finishes; the episode converts with its intervention frames; Stage
-    III fine-tunes the served checkpoint on it; the policy node swaps the result in."""
+    III fine-tunes the served checkpoint on it, the simulation paused; the policy node swaps
+    the result in."""
     history = run_loop(
         "block_to_plate",
         REPO_ROOT / "models" / "tiny-random",
@@ -69,4 +70,5 @@ def test_one_round_takes_over_records_the_correction_retrains_and_swaps_it_in(tm
     assert intervention.any() and np.array_equal(intervention, source == CONTROL_SOURCES.index("teleop"))
     assert (tmp_path / "dagger" / "round-0" / "last" / "model.safetensors").is_file()
     assert round_.trained_id and not round_.trained_id.startswith("tiny-random")
+    assert round_.sim_seconds_training < 0.05  # the simulation stood still while it trained
     assert (tmp_path / "dagger" / "rounds.json").is_file()

@@ -46,6 +46,7 @@ SIM_JOINT_STATES = "sim/joint_states"
 SIM_JOINT_COMMANDS = "sim/joint_commands"
 SIM_TASK_SUCCESS = "sim/task_success"
 SIM_RESET = "sim/reset"
+SIM_PAUSE = "sim/pause"  # std_srvs/SetBool: sim time stops (and every node on it idles) while true
 
 
 # Absolute by convention (see the module docstring)

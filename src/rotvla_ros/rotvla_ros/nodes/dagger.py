@@ -15,7 +15,7 @@ standing by as the operator (``rotvla_run --operator --record``):
    takeover are marked ``intervention``).
 3. Stage III fine-tunes the served checkpoint on the demonstrations and the corrections
    (``rotvla_train ... --init-checkpoint <served>``, corrections drawn ``intervention_weight``
-   times an epoch), in a process of its own while the stack runs.
+   times an epoch), in a process of its own, the simulation paused (``/sim/pause``).
 4. The result is swapped into the running policy node (``/rotvla/load_checkpoint``): the next
    round is served by it.
 
@@ -39,6 +39,7 @@ from rotvla_common import topics
 from rotvla_common.contract import POLICY, TELEOP
 from rotvla_msgs.srv import LoadCheckpoint, SetControlSource, StartEpisode, StopEpisode
 from sensor_msgs.msg import JointState
+from std_srvs.srv import SetBool
 
 from .common import SENSOR_QOS
 from .sim_episodes import SimEpisodes, stack_session
@@ -104,6 +105,7 @@ class RoundRecord:
     episodes: list[EpisodeRecord] = field(default_factory=list)
     trained: str = ""  # the checkpoint trained at the end of the round
     trained_id: str = ""  # its id, as the policy node reported it when it swapped it in
+    sim_seconds_training: float = 0.0  # sim time that passed while it trained (paused: none)
 
     @property
     def intervention_rate(self) -> float:
@@ -127,6 +129,12 @@ class Operator(SimEpisodes):
         self.start = self.node.create_client(StartEpisode, topics.RECORDER_START)
         self.stop = self.node.create_client(StopEpisode, topics.RECORDER_STOP)
         self.load = self.node.create_client(LoadCheckpoint, topics.LOAD_CHECKPOINT)
+        self.pause_client = self.node.create_client(SetBool, topics.SIM_PAUSE)
+
+    def pause(self, paused: bool) -> None:
+        reply = self.call(self.pause_client, SetBool.Request(data=paused))
+        if not reply.success:
+            raise RuntimeError(f"the simulation did not {'pause' if paused else 'resume'}: {reply.message}")
 
     def _on_pose(self, arm: str, msg: PoseStamped) -> None:
         p = msg.pose.position
@@ -258,6 +266,10 @@ def run_loop(
             kept = sorted(p for p in recorded.iterdir() if p.is_dir() and not p.name.startswith("."))
             corrections = output / f"corrections-{k}"
             convert(kept, corrections, ConversionConfig(skip_invalid=True), overwrite=True, progress=False)
+            # The stack idles while it trains: on 2 cores a real-time simulation and policy beside
+            # it left the training a third of a core.
+            client.pause(True)
+            paused_at = client.sim_time
             trained = fine_tune(
                 served,
                 [*datasets, corrections],
@@ -269,6 +281,9 @@ def run_loop(
                 output / f"train-{k}.log",
                 lam_checkpoint,
             )
+            client.spin_until(lambda: False, 0.5)  # /clock messages still in flight
+            record.sim_seconds_training = client.sim_time - paused_at
+            client.pause(False)
             record.trained_id = client.swap(trained)
             record.trained = served = str(trained.resolve())
             history.append(record)

@@ -18,6 +18,8 @@ simulation.
   are, starting from the executor's last command).
 - Task success is reported on ``/sim/task_success`` with every camera frame, and on
   ``/diagnostics`` (``rotvla/sim``).
+- ``/sim/pause`` (std_srvs/SetBool) stops sim time until called with false: every node on
+  it idles (``rotvla_dagger`` trains in the meantime).
 - ``/sim/reset`` (rotvla_msgs/ResetSimulation) draws the task's scene again from a seed, the
   arms at home, and restarts sim time at 0: the clock jumps back, which every node on sim
   time takes as a new world (the executor resynchronises with the arms, the camera ingestion
@@ -41,6 +43,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from rotvla_msgs.srv import ResetSimulation
 from std_msgs.msg import Bool, String
+from std_srvs.srv import SetBool
 
 from arx_r5_driver.backends.topic import JointStateCache
 from arx_r5_driver.configuration import ARM_PARAMETERS, PARAMETERS
@@ -122,6 +125,8 @@ class SimNode(Node):
         self.commands = JointStateCache(now=lambda: self.world.time)
         self.create_subscription(JointState, topics.SIM_JOINT_COMMANDS, self.commands.update, RELIABLE_QOS)
         self.create_service(ResetSimulation, topics.SIM_RESET, self._on_reset)
+        self._paused = threading.Event()
+        self.create_service(SetBool, topics.SIM_PAUSE, self._on_pause)
         self.expert = self._new_expert()
         # Who drives, as the executor announces it (latched): the expert's targets go out only
         # while teleop drives, and a takeover engages it from the arms' command in force.
@@ -171,6 +176,20 @@ class SimNode(Node):
             received = self.commands.get(joint_names(arm))
             commands[arm] = (received[0][:6], float(received[0][6])) if received is not None else self.world.read(arm)
         self.expert.engage(self.world.time, commands)
+
+    def _on_pause(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        """Sim time stops while paused: no clock, no frames, so the stack idles (a 2-core machine
+        trains beside it at full speed); on resume it runs on from where it stopped."""
+        if request.data:
+            self._paused.set()
+        else:
+            self._paused.clear()
+        response.success, response.message = (
+            True,
+            f"paused at sim time {self.world.time:.3f}" if request.data else "running",
+        )
+        self.get_logger().info(response.message)
+        return response
 
     def _on_reset(self, request: ResetSimulation.Request, response: ResetSimulation.Response):
         done, outcome = threading.Event(), {}
@@ -224,6 +243,10 @@ class SimNode(Node):
             if self._apply_reset():
                 next_frame, ticks = 0.0, 0
                 wall_start, sim_start = time.monotonic(), self.world.time
+            if self._paused.is_set():
+                self._stop.wait(0.05)
+                wall_start, sim_start = time.monotonic(), self.world.time  # no catching up afterwards
+                continue
             for arm in self.world.arm_names:
                 received = self.commands.get(joint_names(arm))
                 if received is not None:
