@@ -21,7 +21,7 @@ from scipy.spatial.transform import Rotation
 
 from arx_r5_driver.kinematics import GRIPPER_MAX_OPENING_M, ArmKinematics
 
-from .tasks import BLOCK_HALF, CUPS, PLATE_RADIUS, STACK_ORDER, BlockIntoDrawer, body_speed
+from .tasks import BLOCK_HALF, CUPS, PLATE_RADIUS, STACK_ORDER, BlockIntoDrawer, body_position, body_speed
 from .world import SimWorld
 
 GRASP_OFFSET = 0.09
@@ -84,8 +84,8 @@ class PickAndPlace:
         ]
 
     def done(self, world: SimWorld) -> bool:
-        position = _body_position(world, self.body)
-        target = _body_position(world, self.over) if self.over else self.place
+        position = body_position(world.model, world.data, self.body)
+        target = body_position(world.model, world.data, self.over) if self.over else self.place
         return bool(
             np.linalg.norm(position[:2] - target[:2]) < self.tolerance
             and position[2] < target[2] + self.rest_above
@@ -107,10 +107,6 @@ class FixedPath:
 
 
 Move = PickAndPlace | FixedPath
-
-
-def _body_position(world: SimWorld, name: str) -> np.ndarray:
-    return world.data.xpos[world.model.body(name).id].copy()
 
 
 def plan(world: SimWorld) -> list[Move]:
@@ -227,7 +223,8 @@ class ScriptedExpert:
         if move >= len(self.moves):
             return []
         step = self.moves[move]
-        return step.waypoints(_body_position(self.world, step.body) if isinstance(step, PickAndPlace) else None)
+        pick = body_position(self.world.model, self.world.data, step.body) if isinstance(step, PickAndPlace) else None
+        return step.waypoints(pick)
 
     def _lost(self, waypoint: Waypoint) -> bool:
         """Whether the body this segment holds no longer moves with the grasp point."""
@@ -296,7 +293,7 @@ class ScriptedExpert:
         return self._target_tip
 
     def _body_position(self, name: str) -> np.ndarray:
-        return _body_position(self.world, name)
+        return body_position(self.world.model, self.world.data, name)
 
     def _arrival(self, waypoint: Waypoint) -> str:
         """ "moving"; "arrived"; or "off": the tip is there and the carried body settled, but
