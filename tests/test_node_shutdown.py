@@ -165,6 +165,12 @@ def test_a_node_that_cannot_start_says_why_in_one_line():
     process = Process(["-m", "rotvla_common.run", POLICY, "--ros-args", "-p", "inference_mode:=warp"])
     code, output = process.finish(timeout=60)
     assert code == 1 and "Traceback" not in output and "inference_mode 'warp'" in output, output
+    # Homing is a run-time switch (it starts from the arms' state): not a source to start with.
+    process = Process(
+        ["-m", "arx_r5_driver.executor_node", "--ros-args", "-p", "backend:=sim", "-p", "control_source:=home"]
+    )
+    code, output = process.finish(timeout=60)
+    assert code == 1 and "Traceback" not in output and "control_source must be policy or teleop" in output, output
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -51,7 +51,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
-from rotvla_common.contract import CONTROL_SOURCES, HOME, TELEOP
+from rotvla_common.contract import CONTROL_SOURCES, HOME, POLICY, TELEOP
 from rotvla_common import topics
 from rotvla_common.text import bounded
 from rotvla_common.ros import (
@@ -108,8 +108,8 @@ class ExecutorNode(Node):
             "operator / scripted); switched at run time by the set_control_source service.",
             read_only=True,
         )
-        if control_source not in CONTROL_SOURCES:
-            raise ValueError(f"control_source must be one of {CONTROL_SOURCES}, not {control_source!r}")
+        if control_source not in (POLICY, TELEOP):  # homing needs the arms' state: a run-time switch
+            raise ValueError(f"control_source must be {POLICY} or {TELEOP}, not {control_source!r}")
         self.publish_divisor = max(1, p("publish_divisor", 2, "Publish joint states and EEF poses every N cycles."))
         self.status_divisor = max(1, p("status_divisor", 10, "Publish ExecutorStatus every N cycles."))
         self.realtime_priority = p(
@@ -141,6 +141,7 @@ class ExecutorNode(Node):
             for name, (default, text) in {**PARAMETERS, **backend_type.PARAMETERS}.items()
         }
         self.arm_names = tuple(values["arms"])
+        self._joint_names = [name for arm in self.arm_names for name in joint_names(arm)]  # of a JointState
         for arm in self.arm_names:
             for name, (default, text) in {**ARM_PARAMETERS, **backend_type.ARM_PARAMETERS}.items():
                 values[f"{arm}.{name}"] = p(f"{arm}.{name}", default, text, read_only=True)
@@ -499,7 +500,7 @@ class ExecutorNode(Node):
         msg = JointState()
         msg.header.stamp = stamp
         positions = np.c_[cycle.measured_joints, cycle.measured_grippers]  # (A, 7)
-        msg.name = [name for arm in self.arm_names for name in joint_names(arm)]
+        msg.name = self._joint_names
         msg.position = positions.ravel().tolist()
         if self._last_measured is not None:
             velocity = (positions - self._last_measured[1]) / (cycle.measured_time - self._last_measured[0])
@@ -522,7 +523,7 @@ class ExecutorNode(Node):
             self.pose_publishers[arm.name].publish(pose)
 
     def _publish_dry_run(self, cycle: Cycle) -> None:
-        msg = JointState(name=[name for arm in self.arm_names for name in joint_names(arm)])
+        msg = JointState(name=self._joint_names)
         msg.position = np.c_[cycle.joints, cycle.grippers].ravel().tolist()  # (A, 7) commanded
         msg.header.stamp = to_time(cycle.time)
         self.dry_run_publisher.publish(msg)

@@ -55,15 +55,14 @@ class ArmBackend(Protocol):
 
 class DryRunArm:
     """An arm in a dry run: everything passes through to the real arm but its commands, which
-    are dropped (counted). The controller runs as ever, so what it would command is what a dry
-    run shows; the arm holds where it is."""
+    are dropped. The controller runs as ever, so what it would command is what a dry run
+    shows; the arm holds where it is."""
 
     def __init__(self, arm: ArmBackend):
         self._arm = arm
-        self.withheld = 0  # commands not sent
 
     def command(self, joints: np.ndarray, gripper: float) -> None:
-        self.withheld += 1
+        pass
 
     def __getattr__(self, name: str):  # read, measured_at (where the arm has it), close, ...
         return getattr(self._arm, name)
