@@ -24,7 +24,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import print_table  # noqa: E402
+from common import executor_command, print_table  # noqa: E402
 
 ROOT = HERE.parent
 
@@ -45,18 +45,8 @@ def main():
     from rotvla_common.ros import RELIABLE_QOS, to_duration, to_time
 
     executor_process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "arx_r5_driver.executor_node",
-            "--ros-args",
-            "--params-file",
-            str(ROOT / "config" / "robot.yaml"),
-            "-p",
-            "arx_r5_executor:backend:=sim",
-            "-p",
-            "arx_r5_executor:chunk_source:=bench_bad_input",  # its chunks are read: a policy gone wrong
-        ],
+        # Its chunks are read (chunk_source): a policy gone wrong.
+        executor_command(backend="sim", chunk_source="bench_bad_input"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -29,9 +29,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import print_table  # noqa: E402
+from common import executor_command, print_table  # noqa: E402
 
-ROOT = HERE.parent
 NODE = "bench_takeover"
 PERIOD = 0.005  # config/robot.yaml: control_rate 200 Hz
 JOINT_CAP = np.array([2.0, 2.0, 2.0, 3.0, 3.0, 3.0])  # config/robot.yaml: max_joint_velocity
@@ -57,15 +56,7 @@ def run(switches: int, every: float) -> tuple[dict, list[tuple[float, float]]]:
 
     assert np.allclose(HOME_JOINTS, HOME)
     executor = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "arx_r5_driver.executor_node",
-            "--ros-args",
-            "--params-file",
-            str(ROOT / "config" / "robot.yaml"),
-            *("-p", "arx_r5_executor:backend:=topic", "-p", f"arx_r5_executor:chunk_source:={NODE}"),
-        ],
+        executor_command(backend="topic", chunk_source=NODE),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -4,8 +4,28 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+from pathlib import Path
 
 import numpy as np
+
+
+ROBOT_PARAMETERS = Path(__file__).resolve().parents[1] / "config" / "robot.yaml"
+
+
+def executor_command(**parameters) -> list[str]:
+    """The executor node as deployed (config/robot.yaml), ``parameters`` overriding its values
+    (node-qualified: the file's node section outranks a plain -p)."""
+    overrides = [arg for name, value in parameters.items() for arg in ("-p", f"arx_r5_executor:{name}:={value}")]
+    return [
+        sys.executable,
+        "-m",
+        "arx_r5_driver.executor_node",
+        "--ros-args",
+        "--params-file",
+        str(ROBOT_PARAMETERS),
+        *overrides,
+    ]
 
 
 def machine() -> str:
