@@ -249,6 +249,17 @@ def test_a_mixture_draws_each_source_by_its_weight_the_same_on_any_number_of_pro
     assert single == expected.tolist()
     with pytest.raises(ValueError, match="one weight > 0 per source"):
         StepBatchSampler(0, 8, seed=0, start=0, stop=1, rows=[robot, video], weights=[1, 0])
+    # Pooled (an aggregate of demonstrations and corrections): every row drawn alike, whatever
+    # the sources' weights say.
+    from rotvla_ros.data.mixture import MixtureSource
+    from rotvla_ros.train.trainer import source_weights
+
+    sources = [MixtureSource("robot", 3.0), MixtureSource("video", 1.0)]
+    assert source_weights(sources, [robot, video], pooled=False) == [3.0, 1.0]
+    pooled = source_weights(sources, [robot, video], pooled=True)
+    drawn = np.concatenate(list(StepBatchSampler(0, 8, seed=3, start=0, stop=515, rows=[robot, video], weights=pooled)))
+    # 4 epochs of the pool: each source's share its rows' (to the sampler's cycle of 1,000 draws).
+    assert abs(np.mean(drawn < 30) - 30 / 1030) < 1e-3 and set(np.bincount(drawn)) <= {3, 4, 5}
 
 
 def test_failed_episodes_are_left_out_of_training(dataset):
@@ -1146,18 +1157,29 @@ def test_intervention_frames_are_read_and_drawn_by_their_weight(dataset, tmp_pat
     table = table.set_column(
         table.column_names.index("intervention"), "intervention", pa.array(corrected.tolist(), pa.bool_())
     )
+    # The policy drove episode 1 up to the takeover.
+    driven = (episode == 1) & (frame < 20)
+    table = table.set_column(
+        table.column_names.index("action_source"), "action_source", pa.array(np.where(driven, 0, 1), pa.int64())
+    )
     pq.write_table(table, path)
     reader = LeRobotV3Dataset(root)
     assert np.array_equal(reader.intervention, corrected)
+    assert np.array_equal(reader.policy_driven, driven)
     plain = training_rows(reader, True)
     assert np.array_equal(plain, np.arange(len(reader)))
     weighted = training_rows(reader, True, 3)
     counts = np.bincount(weighted, minlength=len(reader))
     assert (counts[corrected] == 3).all() and (counts[~corrected] == 1).all()
     assert not np.isin(training_rows(reader, True, 0), np.flatnonzero(corrected)).any()
+    # HG-DAgger's aggregate: none of the policy's own frames, the operator's twice.
+    aggregate = np.bincount(training_rows(reader, True, 2, policy_frames=False), minlength=len(reader))
+    assert (aggregate[driven] == 0).all() and (aggregate[corrected] == 2).all()
+    assert (aggregate[~driven & ~corrected] == 1).all()
     _append_lerobot06_episode(root)  # LeRobot's file holds no intervention column
     appended = LeRobotV3Dataset(root)
     assert len(appended) > len(reader) and not appended.intervention[len(reader) :].any()
+    assert not appended.policy_driven[len(reader) :].any()
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="intervention_weight"):
             TrainConfig(stage="stage3", intervention_weight=bad)

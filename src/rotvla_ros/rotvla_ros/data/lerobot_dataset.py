@@ -27,10 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rotvla_common.action_space import CAMERA_NAMES
-from rotvla_common.contract import prepare_image
+from rotvla_common.contract import CONTROL_SOURCES, POLICY, prepare_image
 from torch.utils.data import Dataset
 
-from .features import ACTION_KEY, INDEX_COLUMNS, INTERVENTION_KEY, STATE_KEY
+from .features import ACTION_KEY, INDEX_COLUMNS, INTERVENTION_KEY, SOURCE_KEY, STATE_KEY
 from .video import VideoFrames
 
 
@@ -140,11 +140,16 @@ class LeRobotV3Dataset(Dataset):
             if INTERVENTION_KEY in data.column_names
             else np.zeros(data.num_rows, dtype=bool)
         )  # (N,)
+        self.policy_driven = (
+            np.asarray(data.column(SOURCE_KEY).to_pylist()) == CONTROL_SOURCES.index(POLICY)
+            if SOURCE_KEY in data.column_names
+            else np.zeros(data.num_rows, dtype=bool)
+        )  # (N,)
         self.episode_index = np.asarray(data.column("episode_index").to_pylist())
         self.frame_index = np.asarray(data.column("frame_index").to_pylist())
         self.task_index = np.asarray(data.column("task_index").to_pylist())
         order = np.argsort(np.asarray(data.column("index").to_pylist()), kind="stable")
-        for name in ("state", "action", "intervention", "episode_index", "frame_index", "task_index"):
+        for name in ("state", "action", "intervention", "policy_driven", "episode_index", "frame_index", "task_index"):
             setattr(self, name, getattr(self, name)[order])
         tasks = pq.read_table(self.root / "meta" / "tasks.parquet")
         task_column = "task" if "task" in tasks.column_names else "__index_level_0__"

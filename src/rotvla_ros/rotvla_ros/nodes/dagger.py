@@ -13,9 +13,11 @@ standing by as the operator (``rotvla_run --operator --record``):
    next episode.
 2. Every round's episodes so far are converted (the frames the operator drove after a
    takeover are marked ``intervention``).
-3. Stage III fine-tunes the served checkpoint on the demonstrations and the corrections
-   (``rotvla_train ... --init-checkpoint <served>``, corrections drawn ``intervention_weight``
-   times an epoch), in a process of its own, the simulation paused (``/sim/pause``).
+3. Stage III fine-tunes the served checkpoint on the aggregate of the demonstrations and the
+   corrections (``rotvla_train ... --init-checkpoint <served> --set pooled=true --set
+   policy_frames=false``: the frames the policy drove are left out, the operator's drawn
+   ``intervention_weight`` times an epoch), in a process of its own, the simulation paused
+   (``/sim/pause``).
 4. The result is swapped into the running policy node (``/rotvla/load_checkpoint``): the next
    round is served by it.
 
@@ -219,6 +221,9 @@ def fine_tune(
         *("--config", str(config), "--init-checkpoint", served, "--output", str(output), "--steps", str(steps)),
         *(arg for dataset in datasets for arg in ("--dataset", str(dataset))),
         *("--set", "latent_planner=false", "--set", f"intervention_weight={weight}"),
+        # HG-DAgger's aggregate: every demonstration and correction frame drawn alike, none of
+        # the frames the policy drove (their labels are its own actions).
+        *("--set", "pooled=true", "--set", "policy_frames=false"),
         *(arg for setting in settings for arg in ("--set", setting)),
     ]
     with open(log, "w") as out:

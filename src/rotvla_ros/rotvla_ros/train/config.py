@@ -51,6 +51,13 @@ class TrainConfig:
     # takeover; the dataset's intervention column) against once for every other frame: 1 is
     # HG-DAgger's plain aggregate, more weights the corrections up, 0 leaves them out.
     intervention_weight: int = 1
+    # Learn from the frames the policy drove in a recorded deployment. Their labels are the
+    # policy's own actions, so False is HG-DAgger's aggregate: the demonstrations and the
+    # operator's corrections only.
+    policy_frames: bool = True
+    # The sources drawn as one dataset, each in proportion to the rows it gives (an aggregate
+    # of demonstrations and corrections), instead of by its mixture weight.
+    pooled: bool = False
     latent_planner: bool = True  # stage III: False trains robot actions alone (no LAM, no plan)
     random_shift: int = 0  # augmentation: each view shifted by up to this many pixels (edge-padded)
     ema_decay: float = 0.0  # > 0: checkpoints hold an exponential moving average of the weights (Diffusion Policy's)

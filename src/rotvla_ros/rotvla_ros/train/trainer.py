@@ -183,17 +183,28 @@ def _largest_remainders(shares: np.ndarray, total: int) -> np.ndarray:
     return counts
 
 
-def training_rows(dataset: LeRobotV3Dataset, only_successful: bool, intervention_weight: int = 1) -> np.ndarray:
+def training_rows(
+    dataset: LeRobotV3Dataset, only_successful: bool, intervention_weight: int = 1, policy_frames: bool = True
+) -> np.ndarray:
     """The dataset rows a run learns from: with ``only_successful``, those of the episodes not
     marked failed (``success`` false in the episodes table; episodes without the flag count);
-    each intervention frame ``intervention_weight`` times (0: left out)."""
+    without ``policy_frames``, not the frames the policy drove; each intervention frame
+    ``intervention_weight`` times (0: left out)."""
     rows = np.arange(len(dataset))
     if only_successful:
         failed = [e for e, row in dataset.episodes.items() if row.get("success") is False]
         rows = rows[~np.isin(dataset.episode_index, failed)]
+    if not policy_frames:
+        rows = rows[~dataset.policy_driven[rows]]
     if intervention_weight != 1:
         rows = np.repeat(rows, np.where(dataset.intervention[rows], intervention_weight, 1))
     return rows
+
+
+def source_weights(sources, rows: list[np.ndarray], pooled: bool) -> list[float]:
+    """Each source's share of the draws: its mixture weight, or, ``pooled``, the rows it gives
+    (the sources drawn as one aggregate dataset)."""
+    return [float(len(r)) for r in rows] if pooled else [s.weight for s in sources]
 
 
 class LossModule(torch.nn.Module):
@@ -298,12 +309,17 @@ class Trainer:
         )
         # Per source, the global indices a run learns from.
         self.rows = [
-            self.dataset.offsets[d] + training_rows(part, config.only_successful, config.intervention_weight)
+            self.dataset.offsets[d]
+            + training_rows(part, config.only_successful, config.intervention_weight, config.policy_frames)
             for d, part in enumerate(self.dataset.parts)
         ]
         left_out = len(self.dataset) - sum(len(np.unique(r)) for r in self.rows)
         if left_out:
-            print(f"[{self.stage}] {left_out} frames left out (failed episodes, interventions at weight 0)", flush=True)
+            print(
+                f"[{self.stage}] {left_out} frames left out (failed episodes, interventions at weight 0, "
+                "the policy's own without policy_frames)",
+                flush=True,
+            )
         interventions = sum(int(part.intervention.sum()) for part in self.dataset.parts)
         if interventions:
             print(
@@ -526,7 +542,7 @@ class Trainer:
             self.rank,
             self.world,
             self.rows,
-            [s.weight for s in self.sources],
+            source_weights(self.sources, self.rows, self.config.pooled),
         )
         # A generator of its own: the loader draws its workers' seeds from it, not from the global
         # RNG that the flow-matching noise comes from (a resumed run must draw the same noise).
