@@ -1176,6 +1176,10 @@ def test_intervention_frames_are_read_and_drawn_by_their_weight(dataset, tmp_pat
     aggregate = np.bincount(training_rows(reader, True, 2, policy_frames=False), minlength=len(reader))
     assert (aggregate[driven] == 0).all() and (aggregate[corrected] == 2).all()
     assert (aggregate[~driven & ~corrected] == 1).all()
+    # A DAgger round fine-tunes only when the operator drove some frames.
+    from rotvla_ros.nodes.dagger import correction_frames
+
+    assert correction_frames(root) == corrected.sum() > 0 and correction_frames(dataset[0]) == 0
     _append_lerobot06_episode(root)  # LeRobot's file holds no intervention column
     appended = LeRobotV3Dataset(root)
     assert len(appended) > len(reader) and not appended.intervention[len(reader) :].any()

@@ -233,6 +233,19 @@ def fine_tune(
     return output / "last"
 
 
+def correction_frames(dataset: Path) -> int:
+    """How many frames of a converted round the operator drove after a takeover."""
+    from ..data.lerobot_dataset import LeRobotV3Dataset
+
+    return int(LeRobotV3Dataset(dataset).intervention.sum())
+
+
+def write_rounds(output: Path, history: list[RoundRecord]) -> None:
+    (output / "rounds.json").write_text(
+        json.dumps([{**asdict(r), "intervention_rate": r.intervention_rate} for r in history], indent=2)
+    )
+
+
 def run_loop(
     task: str,
     checkpoint: Path,
@@ -271,6 +284,13 @@ def run_loop(
             kept = sorted(p for p in recorded.iterdir() if p.is_dir() and not p.name.startswith("."))
             corrections = output / f"corrections-{k}"
             convert(kept, corrections, ConversionConfig(skip_invalid=True), overwrite=True, progress=False)
+            if not correction_frames(corrections):
+                # Nothing the aggregate lacks: the served checkpoint stays.
+                record.trained = served
+                history.append(record)
+                write_rounds(output, history)
+                print(f"round {k}: no takeover, nothing to learn; still serving {served}", flush=True)
+                continue
             # The stack idles while it trains: on 2 cores a real-time simulation and policy beside
             # it left the training a third of a core.
             client.pause(True)
@@ -292,9 +312,7 @@ def run_loop(
             record.trained_id = client.swap(trained)
             record.trained = served = str(trained.resolve())
             history.append(record)
-            (output / "rounds.json").write_text(
-                json.dumps([{**asdict(r), "intervention_rate": r.intervention_rate} for r in history], indent=2)
-            )
+            write_rounds(output, history)
             print(f"round {k}: intervention rate {record.intervention_rate:.2f}; serving {served}", flush=True)
     return history
 
