@@ -292,6 +292,12 @@ def test_launch_arguments_become_the_system_they_name():
     dry = {spec.name: spec for spec in node_set(system_args_from_launch({**defaults, "dry_run": "true"}))}
     assert dry["arx_r5_executor"].parameters["dry_run"] is True
     assert "dry_run" not in specs["arx_r5_executor"].parameters
+    # executor_state: how far the executor's lifecycle goes by itself (active: its default, unsaid).
+    waiting = {
+        spec.name: spec for spec in node_set(system_args_from_launch({**defaults, "executor_state": "inactive"}))
+    }
+    assert waiting["arx_r5_executor"].parameters["initial_state"] == "inactive"
+    assert "initial_state" not in specs["arx_r5_executor"].parameters
     for name, value in (
         ("sim", "ture"),
         ("seed", "1.5"),
@@ -301,6 +307,7 @@ def test_launch_arguments_become_the_system_they_name():
         ("shift", "fog"),
         ("operator", "maybe"),
         ("dry_run", "yes please"),
+        ("executor_state", "asleep"),
     ):
         with pytest.raises(LaunchArgumentError, match=name):
             system_args_from_launch({**defaults, name: value})

@@ -24,6 +24,7 @@ if shutil.which("ros2") is None or subprocess.run(["ros2", "launch", "--help"], 
         allow_module_level=True,
     )
 
+from lifecycle_msgs.srv import GetState  # noqa: E402
 from rcl_interfaces.srv import GetParameters, ListParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -334,6 +335,7 @@ def test_every_launch_argument_reaches_its_node(observer, tmp_path):
         "head_serial:=111122223333",
         "left_wrist_serial:=222233334444",
         "right_wrist_serial:=333344445555",
+        "executor_state:=inactive",
         cwd=tmp_path,
         env=_stand_in_environment(tmp_path),
     )
@@ -344,6 +346,19 @@ def test_every_launch_argument_reaches_its_node(observer, tmp_path):
         assert policy["instruction"] == "put the block into the drawer, gently"
         executor = observer.parameters("/cell2/arx_r5_executor")
         assert (executor["backend"], executor["left.can_port"], executor["right.can_port"]) == ("sdk", "can7", "can9")
+        # Configured (the arms opened below), not activated: a lifecycle transition away from moving.
+        assert executor["initial_state"] == "inactive"
+        reply = observer._call(GetState, "/cell2/arx_r5_executor/get_state", GetState.Request())
+        assert reply.current_state.label == "inactive"
+        # The real `ros2 lifecycle` takes it the rest of the way.
+        for command, said in (("set", "Transitioning successful"), ("get", "active [3]")):
+            done = subprocess.run(
+                ["ros2", "lifecycle", command, "/cell2/arx_r5_executor", *(["activate"] if command == "set" else [])],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert said in done.stdout, done.stdout + done.stderr
         # Each node in its SROS2 enclave (README: DDS security), whatever the cell's namespace.
         commands = [c.split(b"\0") for c in map(_cmdline, Path("/proc").glob("[0-9]*/cmdline")) if c]
         for name in ("policy", "arx_r5_executor", "camera_ingestion"):

@@ -37,6 +37,7 @@ UNKNOWN_SOURCE = "unknown_source"
 OUT_OF_ORDER = "out_of_order"
 OUT_OF_RANGE = "out_of_range"
 INVALID = "invalid"
+INACTIVE = "inactive"  # the executor is not in its active lifecycle state
 # No action value of this layout (metres, Rotate6D entries, gripper metres) comes near this:
 # larger values are garbage, and squaring them would overflow the rotation checks.
 MAX_ACTION_MAGNITUDE = 100.0

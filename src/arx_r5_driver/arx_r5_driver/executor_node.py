@@ -23,6 +23,13 @@
 - ``dry_run: true`` runs everything but the arms: each command is computed, checked and
   published on ``/rotvla/dry_run/joint_commands``, none is sent (the backend's arms still
   read); the status and the log say so.
+- A lifecycle node (ros2_control's hardware interfaces are managed the same way):
+  ``configure`` connects the backend and starts the control loop, which reads and publishes
+  the arms' state but sends nothing; ``activate`` lets commands through (the first starts from
+  the measured pose); ``deactivate`` closes them off again and the arms hold their last
+  command; ``cleanup`` releases the arms. Chunks are refused unread unless the node is active.
+  ``initial_state`` (default ``active``) is how far the node goes by itself at start:
+  ``ros2 lifecycle set /arx_r5_executor <transition>`` does the rest.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -51,7 +58,8 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
-from rotvla_common.contract import CONTROL_SOURCES, HOME, POLICY, TELEOP
+from rotvla_common.contract import ACTIVE, CONTROL_SOURCES, EXECUTOR_STATES, HOME, POLICY, TELEOP, UNCONFIGURED
+from rotvla_common.contract import INACTIVE as INACTIVE_LIFECYCLE
 from rotvla_common import topics
 from rotvla_common.text import bounded
 from rotvla_common.ros import (
@@ -68,8 +76,8 @@ from rotvla_common.ros import (
     to_time,
 )
 
-from .backends import BackendContext, BackendNotReady, DryRunArm, available_backends, backend_class
-from .chunks import INVALID, TOO_LARGE, UNKNOWN_SOURCE, ChunkRejected
+from .backends import BackendContext, BackendNotReady, GatedArm, available_backends, backend_class
+from .chunks import INACTIVE, INVALID, TOO_LARGE, UNKNOWN_SOURCE, ChunkRejected
 from .configuration import ARM_PARAMETERS, HOME_JOINTS, PARAMETERS, build_controller, controller_config  # noqa: F401
 from .controller import Cycle, DualArmController, Mode, SwitchRefused
 from .kinematics import joint_names
@@ -84,12 +92,14 @@ UNKNOWN_NODE = "_NODE_NAME_UNKNOWN_"  # what the graph says of a publisher whose
 CHUNK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
 
 
-class ExecutorNode(Node):
+class ExecutorNode(LifecycleNode):
     def __init__(self, **kwargs):
         self._stop = threading.Event()  # before anything can fail: destroy_node reads it
         self._thread: threading.Thread | None = None
         self.controller: DualArmController | None = None
         self.backend = None
+        self._gates: list[GatedArm] = []
+        self.lifecycle_state = UNCONFIGURED
         super().__init__("arx_r5_executor", **kwargs)
         p = functools.partial(declare, self)
         backend_name = p(
@@ -110,6 +120,16 @@ class ExecutorNode(Node):
         )
         if control_source not in (POLICY, TELEOP):  # homing needs the arms' state: a run-time switch
             raise ValueError(f"control_source must be {POLICY} or {TELEOP}, not {control_source!r}")
+        initial_state = p(
+            "initial_state",
+            ACTIVE,
+            "How far the node goes by itself at start: active (configured and activated), "
+            "inactive (configured: the arms read, nothing sent) or unconfigured; `ros2 lifecycle "
+            "set` does the rest.",
+            read_only=True,
+        )
+        if initial_state not in EXECUTOR_STATES:
+            raise ValueError(f"initial_state must be one of {', '.join(EXECUTOR_STATES)}, not {initial_state!r}")
         self.publish_divisor = max(1, p("publish_divisor", 2, "Publish joint states and EEF poses every N cycles."))
         self.status_divisor = max(1, p("status_divisor", 10, "Publish ExecutorStatus every N cycles."))
         self.realtime_priority = p(
@@ -147,15 +167,10 @@ class ExecutorNode(Node):
                 values[f"{arm}.{name}"] = p(f"{arm}.{name}", default, text, read_only=True)
         self.values = values
         config = controller_config(values)
-        self.backend = backend_type(
-            BackendContext(values=values, control_period=config.control_period, now=self._now, node=self)
-        )
-        arm = (lambda name: DryRunArm(self.backend.arm(name))) if self.dry_run else self.backend.arm
-        self.controller = build_controller(values, arm, action_names)
+        self._backend_type, self._backend_name = backend_type, backend_name
+        self._action_names, self._initial_source = action_names, control_source
         self._teleop = None  # built the first time teleop drives (the leader arms connect then)
         self._homing()  # a homing_speed out of range stops the node here, not at the first homing
-        if control_source == TELEOP:
-            self.controller.set_teleop(self._teleop_source())
         rate = values["control_rate"]
         self.period = config.control_period
 
@@ -204,13 +219,113 @@ class ExecutorNode(Node):
             JumpThreshold(min_forward=Duration(nanoseconds=1), min_backward=None, on_clock_change=True),
             post_callback=lambda jump: self._clock_moved.set(),
         )
-        self._thread = threading.Thread(target=self._control_loop, name="arx-r5-control", daemon=True)
-        self._thread.start()
-        self.get_logger().info(
+        self._description = (
             ("DRY RUN (no command reaches the arms): " if self.dry_run else "")
             + f"{backend_name} arms {list(self.arm_names)} at {rate:g} Hz, source {control_source}, "
             f"watchdog {config.watchdog_timeout} s, latency compensation {config.latency_compensation:+.3f} s"
         )
+        # A start that cannot reach its state is a failed start (launch stops the system: half a
+        # system never runs on); a transition asked for later fails into the state it came from.
+        if initial_state != UNCONFIGURED and self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError(self._configure_failure)
+        if initial_state == ACTIVE and self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError("activation failed")
+
+    # -- the lifecycle ----------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Connect the arms and start the control loop (reading and publishing their state;
+        nothing is sent until the node is active). A backend that cannot connect leaves the
+        node unconfigured, with the reason in the log."""
+        try:
+            self.backend = self._backend_type(
+                BackendContext(values=self.values, control_period=self.period, now=self._now, node=self)
+            )
+            gates: list[GatedArm] = []
+
+            def gated(name: str) -> GatedArm:
+                gates.append(GatedArm(self.backend.arm(name)))
+                return gates[-1]
+
+            controller = build_controller(self.values, gated, self._action_names)
+            if self._initial_source == TELEOP:
+                controller.set_teleop(self._teleop_source())
+        except Exception as error:  # the CAN bus, the SDK, the leader arms: the operator fixes it and retries
+            self._configure_failure = f"the arms are not connected: {type(error).__name__}: {bounded(str(error), 600)}"
+            self.get_logger().error(f"configure failed, {self._configure_failure}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        with self._lock:
+            self.controller, self._gates = controller, gates
+        self._rejected_at_report = 0
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._control_loop, name="arx-r5-control", daemon=True)
+        self._thread.start()
+        self.lifecycle_state = INACTIVE_LIFECYCLE
+        self.get_logger().info(f"configured: {self._description}; inactive (the arms read, nothing sent)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            # From the measured pose, not from what was computed while nothing was sent.
+            self.controller.desync()
+            if self.controller.teleop is not None:
+                try:
+                    self.controller.take_over(self.controller.teleop, self._now(), self.controller.control_source)
+                except (SwitchRefused, BackendNotReady):
+                    pass  # engaged from the first state read, as at a start with teleop
+            for gate in self._gates:
+                gate.open = not self.dry_run
+            self.lifecycle_state = ACTIVE
+        self.get_logger().info("active: " + ("a dry run, nothing sent" if self.dry_run else "commands reach the arms"))
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            for gate in self._gates:
+                gate.open = False
+            self.lifecycle_state = INACTIVE_LIFECYCLE
+            self.controller.desync()  # the chunk in force is dropped, never resumed
+            if self.controller.control_source == HOME:  # homing is asked for again once active
+                self.controller.set_teleop(None)
+        self.get_logger().info("inactive: the arms hold their last command; chunks are refused")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("unconfigured: the arms are released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error while {state.label}: the arms are released")
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Stop the control loop and release the arms (to unconfigured); safe to repeat."""
+        for gate in self._gates:
+            gate.open = False
+        self._stop.set()
+        if self._thread is not None:
+            self._clock_moved.set()
+            self._thread.join(timeout=1.0)
+            self._thread = None
+        with self._lock:
+            controller, self.controller, self._gates = self.controller, None, []
+        if controller is not None:
+            for arm in controller.arms:
+                arm.backend.close()
+        if self._teleop is not None:
+            self._teleop = None
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+        self._last_measured = None
+        self.lifecycle_state = UNCONFIGURED
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -255,6 +370,10 @@ class ExecutorNode(Node):
         self._trusted = {gid for gid, name in self._senders.items() if name == source}
 
     def _on_serialized_chunk(self, data: bytes, info: dict) -> None:
+        if self.lifecycle_state != ACTIVE:
+            reason = f"the executor is {self.lifecycle_state} (ros2 lifecycle): no motion, refused unread"
+            self._refuse(ChunkRejected(INACTIVE, reason), sequence=None, source="?")
+            return
         gid = bytes((info.get("publisher_gid") or {}).get("data") or b"")
         if not self._trusts(gid):
             if len(self._untrusted) < 64 or gid in self._untrusted:
@@ -276,7 +395,8 @@ class ExecutorNode(Node):
 
     def _refuse(self, rejection: ChunkRejected, sequence, source: str) -> None:
         with self._lock:
-            self.controller.count_rejection(rejection, self._now())
+            if self.controller is not None:  # (unconfigured: nothing to count on)
+                self.controller.count_rejection(rejection, self._now())
         self._log_rejection(sequence, source, str(rejection))
 
     def _on_chunk(self, msg: ActionChunk) -> None:
@@ -316,6 +436,9 @@ class ExecutorNode(Node):
 
     def _on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
+            if self.controller is None:
+                response.success, response.message = True, "unconfigured: no arm is driven"
+                return response
             self.controller.estop()
         self.get_logger().error("E-STOP: holding; chunks are refused until /rotvla/resume")
         response.success, response.message = True, "e-stop engaged: holding"
@@ -323,6 +446,9 @@ class ExecutorNode(Node):
 
     def _on_resume(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
+            if self.controller is None:
+                response.success, response.message = False, "unconfigured: nothing to resume"
+                return response
             was_engaged = self.controller.estopped
             self.controller.resume()
         self.get_logger().info("resume: chunks accepted again" if was_engaged else "resume: e-stop was not engaged")
@@ -345,6 +471,10 @@ class ExecutorNode(Node):
         self, request: SetControlSource.Request, response: SetControlSource.Response
     ) -> SetControlSource.Response:
         wanted = request.source
+        if self.lifecycle_state != ACTIVE:
+            response.success = False
+            response.message = f"{bounded(wanted, 40)} refused: the executor is {self.lifecycle_state} (ros2 lifecycle)"
+            return response
         response.previous_source = self.controller.control_source
         if wanted not in CONTROL_SOURCES:
             response.success = False
@@ -554,20 +684,21 @@ class ExecutorNode(Node):
 
     # -- diagnostics ----------------------------------------------------------------------
 
-    def _diagnostics(self, level: bytes, message: str) -> DiagnosticArray:
+    def _diagnostics(self, controller: DualArmController, level: bytes, message: str) -> DiagnosticArray:
         lateness = np.array(self._lateness) if self._lateness else np.zeros(1)
         with self._lock:
-            counters = self.controller.counters
+            counters = controller.counters
             values = {
-                "mode": Mode(self.controller.mode).name,
-                "control_source": self.controller.control_source,
+                "lifecycle": self.lifecycle_state,
+                "mode": Mode(controller.mode).name,
+                "control_source": controller.control_source,
                 "dry_run": self.dry_run,
                 "executed_steps": counters.executed_steps,
                 "chunks_accepted": counters.chunks_accepted,
                 "chunks_rejected": counters.chunks_rejected,
                 "limit_events": counters.limit_events,
                 "watchdog_stops": counters.watchdog_stops,
-                "last_rejection": self.controller.last_rejection[0] if self.controller.last_rejection else "",
+                "last_rejection": controller.last_rejection[0] if controller.last_rejection else "",
                 **{f"rejected.{reason}": n for reason, n in sorted(counters.rejections.items())},
                 "untrusted_senders": len(self._untrusted),
             }
@@ -585,31 +716,37 @@ class ExecutorNode(Node):
         return diagnostic_array(self, "rotvla/executor", level, message, values)
 
     def _publish_diagnostics(self) -> None:
-        rejected = self.controller.counters.chunks_rejected
+        controller = self.controller  # (a cleanup may detach it meanwhile: this one is read)
+        if controller is None:
+            message = "unconfigured: the arms are not connected (ros2 lifecycle set <node> configure)"
+            self.diagnostics.publish(
+                diagnostic_array(self, "rotvla/executor", WARN, message, {"lifecycle": self.lifecycle_state})
+            )
+            return
+        rejected = controller.counters.chunks_rejected
         new_rejections, self._rejected_at_report = rejected - self._rejected_at_report, rejected
-        if self.controller.estopped:
+        if controller.estopped:
             level, message = ERROR, "e-stop engaged"
-        elif self.controller.mode == Mode.HOLDING and self.controller.counters.watchdog_stops:
+        elif self.lifecycle_state != ACTIVE:
+            state = self.lifecycle_state
+            level, message = WARN, f"{state}: the arms read, nothing sent (ros2 lifecycle set <node> activate)"
+        elif controller.mode == Mode.HOLDING and controller.counters.watchdog_stops:
             level, message = WARN, "holding"
         elif new_rejections:
-            last = self.controller.last_rejection[0] if self.controller.last_rejection else ""
+            last = controller.last_rejection[0] if controller.last_rejection else ""
             level, message = (
                 WARN,
                 f"{new_rejections} chunks rejected since the last report, the last: {bounded(last, 200)}",
             )
         else:
-            level, message = OK, Mode(self.controller.mode).name.lower()
-        self.diagnostics.publish(self._diagnostics(level, message))
+            level, message = OK, Mode(controller.mode).name.lower()
+        self.diagnostics.publish(self._diagnostics(controller, level, message))
 
     def destroy_node(self):
         self._stop.set()
-        if self._thread is not None:
-            self._clock_moved.set()
-            self._thread.join(timeout=1.0)
-        if self.controller is not None:
-            for arm in self.controller.arms:
-                arm.backend.close()
-        if self.backend is not None:
+        if hasattr(self, "_clock_moved"):  # (built to the end)
+            self._release()
+        elif self.backend is not None:
             self.backend.close()
         super().destroy_node()
 

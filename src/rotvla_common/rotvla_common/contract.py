@@ -26,6 +26,7 @@ State
     and the gripper opening, the same 10-number layout as one arm's action.
 
 Who drives
+    ``EXECUTOR_STATES``: whether the executor may move the arms at all (its lifecycle state).
     ``CONTROL_SOURCES``: the policy (action chunks), teleop (an operator: leader arms, the
     simulated expert) or homing (to the ready pose). The executor reports it in its status; a dataset keeps it per frame
     (``action_source``, an index into ``CONTROL_SOURCES``) with ``intervention``: the frames an
@@ -43,6 +44,10 @@ import numpy as np
 
 POLICY, TELEOP, HOME = "policy", "teleop", "home"
 CONTROL_SOURCES = (POLICY, TELEOP, HOME)  # appended only: datasets index into it
+# The executor's lifecycle states that a start can end in (launch's executor_state, the node's
+# initial_state): unconfigured, inactive (the arms read, nothing sent), active.
+UNCONFIGURED, INACTIVE, ACTIVE = "unconfigured", "inactive", "active"
+EXECUTOR_STATES = (UNCONFIGURED, INACTIVE, ACTIVE)
 
 DEFAULT_FPS = 10  # conversion's default: the step period of the simulated and real demos is 0.1 s
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES
+from rotvla_common.contract import ACTIVE, EXECUTOR_STATES
 from rotvla_common.tasks import TASK_NAMES, TASK_SPECS
 
 from .sim.shift import describe, parse_shift
@@ -77,6 +78,7 @@ class SystemArgs:
     # /rotvla/set_control_source hands it the arms (interventions)
     operator: bool = False
     dry_run: bool = False  # the executor computes and shows every command, sends none
+    executor_state: str = "active"  # how far the executor's lifecycle goes at start (EXECUTOR_STATES)
     camera_serials: dict = field(default_factory=dict)  # camera -> serial number (hardware)
     can_ports: dict = field(default_factory=dict)  # arm -> CAN interface (hardware)
     status: bool = True  # the status monitor
@@ -102,6 +104,11 @@ LAUNCH_ARGUMENTS = {
         "sim: the policy drives; the scripted expert is the operator who takes over on /rotvla/set_control_source",
     ),
     "dry_run": ("false", "the executor computes, checks and publishes every command, and sends none to the arms"),
+    "executor_state": (
+        "active",
+        "how far the executor goes by itself: active, inactive (the arms read, nothing sent until "
+        "`ros2 lifecycle set /arx_r5_executor activate`) or unconfigured",
+    ),
     "seed": ("0", "sim: seed of the task's randomisation (an integer >= 0)"),
     "shift": ("none", "sim: domain shift for evaluation: none, all or a list of table,background,lighting,distractors"),
     **{f"{c}_serial": ("", f"serial number of the {c.replace('_', ' ')} D405") for c in CAMERA_NAMES},
@@ -128,6 +135,13 @@ def _launch_boolean(values: dict[str, str], name: str) -> bool:
     if value.strip().lower() not in _BOOLEANS:
         raise LaunchArgumentError(f"launch argument {name}:={value!r} is neither true nor false")
     return _BOOLEANS[value.strip().lower()]
+
+
+def _launch_choice(values: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = _launch_value(values, name)
+    if value not in choices:
+        raise LaunchArgumentError(f"launch argument {name}:={value!r} is not one of {', '.join(choices)}")
+    return value
 
 
 def _launch_pattern(values: dict[str, str], name: str, pattern: re.Pattern, what: str) -> str:
@@ -177,6 +191,7 @@ def system_args_from_launch(values: dict[str, str]) -> SystemArgs:
         expert=expert,
         operator=_launch_boolean(values, "operator"),
         dry_run=_launch_boolean(values, "dry_run"),
+        executor_state=_launch_choice(values, "executor_state", EXECUTOR_STATES),
         policy=not expert,
         record_episodes=_launch_boolean(values, "record"),
         camera_serials={
@@ -242,6 +257,8 @@ def node_set(args: SystemArgs) -> list[NodeSpec]:
     executor.update({f"{arm}.can_port": port for arm, port in args.can_ports.items()})
     if args.dry_run:
         executor["dry_run"] = True
+    if args.executor_state != ACTIVE:
+        executor["initial_state"] = args.executor_state
     checkpoint = args.checkpoint or (default_checkpoint(args.task) if args.sim else "")
     policy = {"checkpoint": checkpoint} if checkpoint else {}
     policy["instruction"] = args.instruction or TASK_SPECS[args.task].instruction

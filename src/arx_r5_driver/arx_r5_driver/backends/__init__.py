@@ -53,16 +53,20 @@ class ArmBackend(Protocol):
         """Release the arm."""
 
 
-class DryRunArm:
-    """An arm in a dry run: everything passes through to the real arm but its commands, which
-    are dropped. The controller runs as ever, so what it would command is what a dry run
-    shows; the arm holds where it is."""
+class GatedArm:
+    """An arm whose commands pass only while its gate is open: the executor opens the gates
+    when it is activated (lifecycle) and closes them when it is deactivated; in a dry run they
+    never open. Everything else passes through (the arm is read, its state published), and the
+    controller runs as ever, so what it would command is what a dry run shows; behind a closed
+    gate the arm holds its last command."""
 
     def __init__(self, arm: ArmBackend):
         self._arm = arm
+        self.open = False
 
     def command(self, joints: np.ndarray, gripper: float) -> None:
-        pass
+        if self.open:
+            self._arm.command(joints, gripper)
 
     def __getattr__(self, name: str):  # read, measured_at (where the arm has it), close, ...
         return getattr(self._arm, name)

@@ -134,7 +134,9 @@ class TopicBackend:
         node, values = context.node, context.values
         self.states = JointStateCache(now=context.now)
         self.caches = [self.states]
-        node.create_subscription(JointState, values["joint_state_topic"], self.states.update, SENSOR_QOS)
+        self.subscriptions = [
+            node.create_subscription(JointState, values["joint_state_topic"], self.states.update, SENSOR_QOS)
+        ]
         self.publisher = node.create_publisher(JointState, values["joint_command_topic"], RELIABLE_QOS)
 
     def arm(self, name: str) -> TopicArm:
@@ -143,8 +145,10 @@ class TopicBackend:
     def teleop_source(self, arms: tuple[str, ...]) -> TopicTeleop:
         targets = JointStateCache(now=self.context.now)
         self.caches.append(targets)
-        self.context.node.create_subscription(
-            JointState, self.context.values["teleop_topic"], targets.update, RELIABLE_QOS
+        self.subscriptions.append(
+            self.context.node.create_subscription(
+                JointState, self.context.values["teleop_topic"], targets.update, RELIABLE_QOS
+            )
         )
         return TopicTeleop(arms, targets)
 
@@ -156,4 +160,9 @@ class TopicBackend:
             cache.clear()
 
     def close(self) -> None:
-        pass
+        """Off the graph (a lifecycle cleanup: a configure after it subscribes afresh)."""
+        node = self.context.node
+        for subscription in self.subscriptions:
+            node.destroy_subscription(subscription)
+        node.destroy_publisher(self.publisher)
+        self.subscriptions = []

@@ -32,6 +32,7 @@ from rotvla_common.parameters import read_parameter_files, write_overrides
 from rotvla_common.ros import build_node
 from rotvla_common.topics import cell_ros_arguments
 from rclpy.signals import SignalHandlerOptions
+from rotvla_common.contract import ACTIVE, EXECUTOR_STATES
 from rotvla_common.tasks import TASK_NAMES
 
 from ..sim.shift import shift_argument
@@ -179,6 +180,12 @@ def main(argv=None):
     )
     parser.add_argument("--no-policy", action="store_true", help="no policy node (recording demonstrations)")
     parser.add_argument("--dry-run", action="store_true", help="the executor shows every command and sends none")
+    parser.add_argument(
+        "--executor-state",
+        choices=EXECUTOR_STATES,
+        default=ACTIVE,
+        help="how far the executor's lifecycle goes at start (inactive: the arms read, nothing sent)",
+    )
     parser.add_argument("--record", action="store_true", help="the episode recorder node (/rotvla/recorder/*)")
     parser.add_argument("--seconds", type=float, default=0.0, help="stop after this many wall seconds (0: Ctrl-C)")
     parser.add_argument("--config-dir", type=Path, default=None)
@@ -203,6 +210,7 @@ def main(argv=None):
             expert=options.expert,
             operator=options.operator,
             dry_run=options.dry_run,
+            executor_state=options.executor_state,
             policy=not options.no_policy,
             record_episodes=options.record,
             status_overwrite=sys.stdout.isatty(),
