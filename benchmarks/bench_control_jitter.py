@@ -22,7 +22,7 @@ from common import print_table  # noqa: E402
 
 ROOT = HERE.parent
 STACK = [
-    ["-m", "rotvla_ros.nodes.test_pattern_cameras", "--ros-args", "-p", "width:=424", "-p", "height:=240"],
+    ["-m", "rotvla_ros.nodes.pattern_cameras", "--ros-args", "-p", "width:=424", "-p", "height:=240"],
     ["-m", "rotvla_ros.nodes.camera_ingestion", "--ros-args", "-p", "require_state:=false"],
     ["-m", "rotvla_ros.nodes.policy_node", "--ros-args", "-p", f"checkpoint:={ROOT / 'models' / 'tiny-random'}"],
 ]

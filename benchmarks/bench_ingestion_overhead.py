@@ -67,7 +67,7 @@ def main():
         stderr=subprocess.DEVNULL,
     )
     cameras = subprocess.Popen(
-        [sys.executable, "-m", "rotvla_ros.nodes.test_pattern_cameras", "--ros-args", "-p", "encoding:=bgr8"],
+        [sys.executable, "-m", "rotvla_ros.nodes.pattern_cameras", "--ros-args", "-p", "encoding:=bgr8"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

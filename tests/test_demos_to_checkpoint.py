@@ -243,7 +243,7 @@ def test_a_mixture_draws_each_source_by_its_weight_the_same_on_any_number_of_pro
     assert len(set(drawn[drawn >= 30])) == 1000  # the large one: no row twice within its epoch
     # Resumed half way: the same batches.
     assert list(StepBatchSampler(0, 8, seed=3, start=250, stop=500, rows=[robot, video], weights=[3, 1])) == one[250:]
-    # One source: the epoch permutations of (seed, epoch), as before mixtures.
+    # One source: the epoch permutations of (seed, epoch), as the one-dataset sampler's.
     single = sum(list(StepBatchSampler(50, 10, seed=3, start=0, stop=10)), [])
     expected = np.concatenate([np.random.default_rng([3, e]).permutation(50) for e in range(2)])
     assert single == expected.tolist()

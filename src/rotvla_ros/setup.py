@@ -43,7 +43,7 @@ setup(
             "rotvla_run = rotvla_ros.nodes.runner:main",
             "sim_node = rotvla_ros.nodes.sim_node:main",
             "status_monitor = rotvla_ros.nodes.status_monitor:main",
-            "test_pattern_cameras = rotvla_ros.nodes.test_pattern_cameras:main",
+            "pattern_cameras = rotvla_ros.nodes.pattern_cameras:main",
         ]
     },
 )

@@ -29,11 +29,8 @@ from pathlib import Path
 
 from ..policy.checkpoint import CheckpointError, read_instructions
 from ..sim.tasks import TASKS
+from .episodes import INFERENCE_LATENCY
 from .report import EpisodeResult, Summary
-
-# s from an observation to its chunk reaching the controller in process: the live stack's
-# inference time on a CPU (this module stays light: episodes, torch, load in the workers)
-INFERENCE_LATENCY = 0.1
 
 
 def _worker(args: tuple) -> list[EpisodeResult]:

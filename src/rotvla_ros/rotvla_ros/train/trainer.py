@@ -142,8 +142,8 @@ class StepBatchSampler(torch.utils.data.Sampler):
         rows = self.rows[source]
         epoch, offset = divmod(position, len(rows))
         if self._epochs.get(source, (None,))[0] != epoch:
-            # Source 0 keeps the seeding of the one-dataset sampler: a run of one dataset draws
-            # the batches it drew before mixtures existed.
+            # Source 0 is seeded as a lone dataset is: a run of one dataset draws the same
+            # batches whether or not it is declared as a mixture.
             key = [self.seed, epoch] if source == 0 else [self.seed, epoch, source]
             self._epochs[source] = (epoch, np.random.default_rng(key).permutation(len(rows)))
         return int(rows[self._epochs[source][1][offset]])

@@ -15,9 +15,9 @@ from ..ingest.images import fill_image
 from .common import declare, run_node
 
 
-class TestPatternCameras(Node):
+class PatternCameras(Node):
     def __init__(self, **kwargs):
-        super().__init__("test_pattern_cameras", **kwargs)
+        super().__init__("pattern_cameras", **kwargs)
         self.cameras = list(declare(self, "camera_names", list(CAMERA_NAMES), "Cameras to publish."))
         namespace = declare(self, "camera_namespace", topics.CAMERAS, "Namespace of the camera topics.")
         color_topic = declare(self, "color_topic", "color/image_raw", "Colour topic under each camera.")
@@ -52,7 +52,7 @@ class TestPatternCameras(Node):
 
 
 def main(args=None):
-    run_node(TestPatternCameras, args, num_threads=2)
+    run_node(PatternCameras, args, num_threads=2)
 
 
 if __name__ == "__main__":
