@@ -494,3 +494,56 @@ def test_a_flood_from_another_peer_neither_steers_the_arms_nor_starves_the_polic
     # Refused as not the policy's (what the executor did not take off its queue before newer ones
     # pushed it out was never read either).
     assert status.chunks_rejected > 1000 and status.last_rejection_reason.startswith("unknown_source")
+
+
+def test_a_sender_whose_name_is_not_known_yet_never_holds_up_the_executor(rclpy_context):
+    """Issue 30: the executor waited in its one spin thread, up to 0.3 s per new sender, for a
+    publisher's node name (discovered after the publisher), and an e-stop call waited behind
+    it: a peer making publishers could keep the e-stop waiting. Now the new sender's chunk is
+    held and the thread goes on; the chunk is read once its sender turns out to be the policy,
+    and refused when it stays nameless or is another node."""
+    from arx_r5_driver.executor_node import NAME_WAIT, UNKNOWN_NODE, ExecutorNode
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    node = ExecutorNode(
+        cli_args=["--ros-args", "--params-file", str(REPO_ROOT / "config" / "robot.yaml")],
+        parameter_overrides=[Parameter("backend", value="sim"), Parameter("chunk_source", value="policy")],
+    )
+    spinner = SingleThreadedExecutor()
+    spinner.add_node(node)
+    names: dict[bytes, str] = {}
+
+    def ask_graph():  # the graph as discovery has it so far
+        node._senders = dict(names)
+        node._trusted = {gid for gid, name in names.items() if name == "/policy"}
+
+    node._ask_graph = ask_graph
+    policy, stranger = b"\x01" * 16, b"\x02" * 16
+    try:
+        msg = ActionChunk(horizon=8, action_names=list(NAMES), checkpoint_id="test", sequence=1)
+        from arx_r5_driver.configuration import HOME_JOINTS
+        from arx_r5_driver.kinematics import ArmKinematics
+
+        position, rotation = ArmKinematics().fk(np.array(HOME_JOINTS))
+        row = np.r_[position, rotation[:, 0], rotation[:, 1], 0.04]
+        msg.dt = to_duration(0.05)
+        msg.actions = np.tile(np.r_[row, row], 8).astype(np.float32).tolist()
+        for gid in (policy, stranger):
+            names[gid] = f"/_NODE_NAMESPACE_UNKNOWN_/{UNKNOWN_NODE}"
+            msg.header.stamp = node.get_clock().now().to_msg()
+            started = time.perf_counter()
+            node._on_serialized_chunk(serialize_message(msg), {"publisher_gid": {"data": gid}})
+            assert time.perf_counter() - started < 0.05  # it was 0.3 s, in the thread that answers the e-stop
+            time.sleep(0.06)  # the graph is asked at most every 50 ms
+        assert set(node._held) == {policy, stranger} and node.controller.counters.chunks_accepted == 0
+        names[policy] = "/policy"  # discovery catches up with the policy's name, not the stranger's
+        deadline = time.monotonic() + 2 * NAME_WAIT
+        while time.monotonic() < deadline and node._held:
+            spinner.spin_once(timeout_sec=0.02)
+        counters = node.controller.counters
+        assert not node._held and counters.chunks_accepted == 1, counters
+        assert counters.rejections.get("unknown_source") == 1, counters.rejections
+    finally:
+        spinner.shutdown()
+        node.destroy_node()

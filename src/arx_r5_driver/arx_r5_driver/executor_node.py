@@ -46,7 +46,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.clock import JumpThreshold
+from rclpy.clock import Clock, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
@@ -86,6 +86,8 @@ from .teleop import Homing
 assert Mode.ESTOP == ExecutorStatus.MODE_ESTOP and Mode.TELEOP == ExecutorStatus.MODE_TELEOP
 
 UNKNOWN_NODE = "_NODE_NAME_UNKNOWN_"  # what the graph says of a publisher whose node's name is not known yet
+NAME_WAIT = 0.3  # s a new sender's first chunk is held while its node's name is discovered
+MAX_HELD_SENDERS = 8
 
 # Chunks: reliable, and a queue deep enough that a flood of refused chunks from another peer
 # (5,000 a second) does not push the policy's out before they are taken.
@@ -199,6 +201,11 @@ class ExecutorNode(LifecycleNode):
         self._asked: dict[bytes, float] = {}  # sender -> when the graph was last asked about it
         self._senders: dict[bytes, str] = {}  # publisher GID -> its node's full name, as last asked
         self._untrusted: dict[bytes, int] = {}  # refused chunks per other publisher (bounded)
+        self._held: dict[bytes, tuple[float, bytes]] = {}  # sender -> (until when, its newest chunk)
+        self._held_timer = self.create_timer(
+            0.02, self._release_held, callback_group=inputs, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
+        self._held_timer.cancel()  # started by the first chunk held
         # Serialized, with the sender: who sent a chunk and its size are checked before any of
         # it is decoded (raw=True). A deep queue: under a flood from another peer the policy's
         # chunks must not be pushed out before they are taken.
@@ -338,12 +345,12 @@ class ExecutorNode(LifecycleNode):
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def _trusts(self, gid: bytes) -> bool:
-        """Whether ``gid`` is a publisher of ``chunk_source`` on the chunk topic. The graph is
-        asked again for a sender not asked about in the last 0.5 s (a node's name is discovered
-        a moment after its publisher: the policy's first chunk must not be refused for that),
-        at most 20 times a second in all (a flood of senders must not become a flood of graph
-        queries)."""
+    def _trusts(self, gid: bytes) -> bool | None:
+        """Whether ``gid`` is a publisher of ``chunk_source`` on the chunk topic; None for a
+        new sender whose node's name is not discovered yet (ROS 2 sends names after the
+        publishers: the policy's first chunk must not be refused for that; ``_hold``). The
+        graph is asked again for a sender not asked about in the last 0.5 s, at most 20 times
+        a second in all (a flood of senders must not become a flood of graph queries)."""
         if not self.chunk_source or gid in self._trusted:
             return True
         now = time.monotonic()
@@ -354,14 +361,38 @@ class ExecutorNode(LifecycleNode):
                 self._asked.clear()
             self._asked[gid] = self._trusted_at = now
             self._ask_graph()
-            # A publisher is discovered before its node's name (ROS 2 sends names separately):
-            # for a new sender's first chunk, wait a moment for the name rather than refuse a
-            # policy's first chunk; at most once per sender.
-            deadline = now + 0.3
-            while first_time and self._senders.get(gid, "").endswith(UNKNOWN_NODE) and time.monotonic() < deadline:
-                time.sleep(0.02)
-                self._ask_graph()
+            if first_time and self._senders.get(gid, "").endswith(UNKNOWN_NODE):
+                return None
         return gid in self._trusted
+
+    def _hold(self, gid: bytes, data: bytes) -> bool:
+        """Keep the newest chunk of a sender whose name is being discovered, for at most
+        ``NAME_WAIT`` s (a few senders at a time); the spin thread never waits for a name: an
+        e-stop behind it would wait too. False when there is no room."""
+        if gid not in self._held and len(self._held) >= MAX_HELD_SENDERS:
+            return False
+        deadline = self._held.get(gid, (time.monotonic() + NAME_WAIT, b""))[0]
+        self._held[gid] = (deadline, data)
+        if self._held_timer.is_canceled():
+            self._held_timer.reset()
+        return True
+
+    def _release_held(self) -> None:
+        """Every 20 ms while chunks are held: each sender named ``chunk_source`` by now has its
+        chunk read; one still unnamed at its deadline, or named otherwise, is refused."""
+        if not self._held or self.lifecycle_state != ACTIVE:  # (deactivated meanwhile: dropped)
+            self._held.clear()
+            self._held_timer.cancel()
+            return
+        self._ask_graph()
+        now = time.monotonic()
+        for gid, (deadline, data) in list(self._held.items()):
+            if gid in self._trusted:
+                del self._held[gid]
+                self._read_chunk(data)
+            elif now >= deadline or not self._senders.get(gid, UNKNOWN_NODE).endswith(UNKNOWN_NODE):
+                del self._held[gid]
+                self._refuse_sender(gid)
 
     def _ask_graph(self) -> None:
         publishers = self.get_publishers_info_by_topic(self._chunk_topic)
@@ -375,13 +406,23 @@ class ExecutorNode(LifecycleNode):
             self._refuse(ChunkRejected(INACTIVE, reason), sequence=None, source="?")
             return
         gid = bytes((info.get("publisher_gid") or {}).get("data") or b"")
-        if not self._trusts(gid):
-            if len(self._untrusted) < 64 or gid in self._untrusted:
-                self._untrusted[gid] = self._untrusted.get(gid, 0) + 1
-            sender = self._senders.get(gid, f"an unknown node ({gid.hex()[:16]})")
-            reason = f"from {bounded(sender, 100)}, not {self.chunk_source!r} (chunk_source): refused unread"
-            self._refuse(ChunkRejected(UNKNOWN_SOURCE, reason), sequence=None, source="another peer")
+        trusted = self._trusts(gid)
+        if trusted is None and self._hold(gid, data):
             return
+        if not trusted:
+            self._refuse_sender(gid)
+            return
+        self._read_chunk(data)
+
+    def _refuse_sender(self, gid: bytes) -> None:
+        if len(self._untrusted) < 64 or gid in self._untrusted:
+            self._untrusted[gid] = self._untrusted.get(gid, 0) + 1
+        sender = self._senders.get(gid, f"an unknown node ({gid.hex()[:16]})")
+        reason = f"from {bounded(sender, 100)}, not {self.chunk_source!r} (chunk_source): refused unread"
+        self._refuse(ChunkRejected(UNKNOWN_SOURCE, reason), sequence=None, source="another peer")
+
+    def _read_chunk(self, data: bytes) -> None:
+        """A chunk of the trusted sender, still serialized: its size, then its contents."""
         if len(data) > self.max_chunk_bytes:
             reason = f"{len(data)} bytes serialized (max_chunk_bytes {self.max_chunk_bytes}): not decoded"
             self._refuse(ChunkRejected(TOO_LARGE, reason), sequence=None, source="?")
