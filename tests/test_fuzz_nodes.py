@@ -14,10 +14,17 @@ pytest.importorskip("rclpy")
 
 from rclpy.serialization import serialize_message  # noqa: E402
 from rotvla_msgs.msg import ActionChunk, ExecutorStatus, Observation  # noqa: E402
-from rotvla_msgs.srv import LoadCheckpoint, ResetSimulation, SetInstruction, StartEpisode, StopEpisode  # noqa: E402
+from rotvla_msgs.srv import (  # noqa: E402
+    LoadCheckpoint,
+    ResetSimulation,
+    SetControlSource,
+    SetInstruction,
+    StartEpisode,
+    StopEpisode,
+)
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
 from arx_r5_driver.configuration import HOME_JOINTS  # noqa: E402
 from arx_r5_driver.kinematics import R5_JOINT_LIMITS, ArmKinematics  # noqa: E402
@@ -160,14 +167,26 @@ def test_fuzz_executor_never_breaks_a_limit(client, peer_factory):
     states = client.listen(JointState, "/joint_states", SENSOR_QOS)
     chunks = client.node.create_publisher(ActionChunk, "/rotvla/action_chunk", RELIABLE_QOS)
     assert client.spin_until(lambda: statuses, 60), "".join(node.lines[-20:])
+    # Who drives, switched at random among the chunks (issue 28's run-time takeover): valid
+    # sources, garbage, a 10,000-character name.
+    switch = client.node.create_client(SetControlSource, "/rotvla/set_control_source")
+    assert switch.wait_for_service(timeout_sec=30)
+    replies = []
     rng = np.random.default_rng(1)
     sent = 1500
     for k in range(sent):
         chunks.publish(random_chunk(rng, client))
+        if k % 30 == 0:
+            source = str(rng.choice(["policy", "teleop", "home", "", "Teleop", "\x00", "x" * 10_000]))
+            replies.append(switch.call_async(SetControlSource.Request(source=source)))
         if k % 10 == 0:
             client.spin_for(0.01)  # ~10 chunks every 10 ms: the control loop must hold
     client.spin_for(2.0)
     assert alive(node), "".join(node.lines[-30:])
+    assert client.spin_until(lambda: all(r.done() for r in replies), 30)
+    answers = [r.result() for r in replies]
+    assert any(a.success for a in answers) and any(not a.success for a in answers)
+    assert max(len(a.message) for a in answers) < 300  # a name is echoed bounded
     last = statuses[-1]
     assert last.chunks_rejected > 500 and last.chunks_rejected + last.chunks_accepted <= sent
     lower = np.array([R5_JOINT_LIMITS[j][0] for j in sorted(R5_JOINT_LIMITS)])
@@ -271,9 +290,13 @@ def test_fuzz_sim_node_and_its_reset(client, peer_factory):
                 ResetSimulation, "/sim/reset", ResetSimulation.Request(seed=int(rng.integers(-(2**63), 2**63)))
             )
             assert reply.success or "reset failed" in reply.message
+        if k % 150 == 75:  # paused and resumed at random, resets in between (rotvla_dagger's pause)
+            reply = client.call(SetBool, "/sim/pause", SetBool.Request(data=bool(rng.random() < 0.5)))
+            assert reply.success, reply.message
         if k % 20 == 0:
             client.spin_for(0.01)
     assert alive(node), "".join(node.lines[-30:])
+    assert client.call(SetBool, "/sim/pause", SetBool.Request(data=False)).success
     states.clear()
     assert client.spin_until(lambda: len(states) > 10, 10)
     assert all(np.isfinite(s.position).all() for s in states)
