@@ -139,3 +139,28 @@ def test_a_backend_that_cannot_connect_leaves_the_executor_unconfigured_with_the
     (line,) = [line for line in node.lines if "configure failed" in line]
     assert "the arms are not connected" in line and "arx_r5_sdk" in line.lower().replace("-", "_"), line
     assert node.stop() == 0, "".join(node.lines[-30:])
+
+
+@pytest.mark.timeout(180)
+def test_rotvla_ctl_reset_homes_the_robot_between_episodes_and_returns_once_there(client, peer_factory):
+    """Issue 31 item 3: between recorded episodes on the robot (no /sim/reset in the cell),
+    ``rotvla_ctl reset`` homes both arms under the caps and returns when the joint states say
+    they are at the ready pose; the arms are held there."""
+    import subprocess
+
+    from arx_r5_driver.configuration import HOME_JOINTS
+
+    start_executor(peer_factory, "backend:=sim", "left.initial_joints:=[0.4, -1.5, -0.7, -0.2, 0.3, 0.2]")
+    states = client.listen(JointState, "/joint_states", SENSOR_QOS)
+    assert client.spin_until(lambda: states, 30)
+    assert np.abs(np.asarray(states[-1].position[:6]) - HOME_JOINTS).max() > 0.3  # away from the ready pose
+    done = subprocess.run(
+        [sys.executable, "-m", "rotvla_ros.nodes.rotvla_ctl", "reset", "--timeout", "60"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "there after" in done.stdout, done.stdout + done.stderr
+    client.spin_for(0.5)
+    positions = np.asarray(states[-1].position)
+    assert all(np.abs(positions[k : k + 6] - HOME_JOINTS).max() < 0.02 for k in (0, 7)), positions

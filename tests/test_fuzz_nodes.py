@@ -3,6 +3,7 @@ malformed, truncated, oversized and adversarial messages and service requests. A
 the node is still up, has counted what it refused, and does its job on good input; the
 executor's arms never left their limits."""
 
+import subprocess
 import sys
 import time
 
@@ -325,6 +326,14 @@ def test_the_sim_node_moves_an_arm_to_its_joint_command(client, peer_factory):
 
     assert client.spin_until(reached, 20), f"{names[0]} at {dict(zip(states[-1].name, states[-1].position))[names[0]]}"
     assert alive(node), "".join(node.lines[-30:])
+    # Between episodes, `rotvla_ctl reset` resets a simulated cell to a seed (the robot's arms it homes).
+    done = subprocess.run(
+        [sys.executable, "-m", "rotvla_ros.nodes.rotvla_ctl", "reset", "--seed", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "seed 5" in done.stdout, done.stdout + done.stderr
 
 
 def test_fuzz_episode_recorder(client, peer_factory, tmp_path):

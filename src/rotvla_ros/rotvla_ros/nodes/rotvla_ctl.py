@@ -5,6 +5,8 @@ rotvla_ctl instruct "put the block into the drawer and close the drawer"
 rotvla_ctl estop | resume
 rotvla_ctl takeover | handback     (teleop takes the arms from the policy, and gives them back)
 rotvla_ctl home                    (both arms to the ready pose, under the caps; then held)
+rotvla_ctl reset [--seed N]        (between episodes: the simulated cell resets to a seed; on the
+                                    robot both arms home, and it returns once they are there)
 A namespaced cell: append ``--ros-args -r __ns:=/cell_a``. A relative checkpoint path is the
 caller's: it is made absolute here, before the policy node (another working directory) sees it.
 """
@@ -15,11 +17,20 @@ import argparse
 import os
 import sys
 
+import time
+
+import numpy as np
 import rclpy
+from rcl_interfaces.srv import GetParameters
 from rclpy.node import Node
+from rclpy.parameter import parameter_value_to_python
 from rotvla_common import topics
-from rotvla_msgs.srv import LoadCheckpoint, SetControlSource, SetInstruction
+from rotvla_common.ros import SENSOR_QOS
+from rotvla_msgs.srv import LoadCheckpoint, ResetSimulation, SetControlSource, SetInstruction
+from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
+
+HOMED_TOLERANCE = 0.02  # rad: every joint this close to its ready position
 
 
 def call(node: Node, srv_type, name: str, request, timeout: float):
@@ -33,6 +44,44 @@ def call(node: Node, srv_type, name: str, request, timeout: float):
     if not future.done():
         raise TimeoutError(f"{name} did not answer within {timeout} s")
     return future.result()
+
+
+def reset(node: Node, seed: int, timeout: float) -> tuple[bool, str]:
+    """The cell back to the start of an episode: the simulation to ``seed`` (its /sim/reset),
+    or, on the robot, both arms to their ready pose (homing, under the caps), waited for in the
+    joint states; objects are a person's to put back."""
+    simulation = node.create_client(ResetSimulation, topics.SIM_RESET)
+    if simulation.wait_for_service(timeout_sec=1.0):
+        result = call(node, ResetSimulation, topics.SIM_RESET, ResetSimulation.Request(seed=seed), timeout)
+        return result.success, result.message
+    executor = "arx_r5_executor"
+    arms = call(node, GetParameters, f"{executor}/get_parameters", GetParameters.Request(names=["arms"]), 10.0)
+    arm_names = parameter_value_to_python(arms.values[0])
+    names = [f"{arm}.ready_joints" for arm in arm_names]
+    got = call(node, GetParameters, f"{executor}/get_parameters", GetParameters.Request(names=names), 10.0)
+    ready = {
+        f"{arm}_joint{i + 1}": q
+        for arm, value in zip(arm_names, got.values)
+        for i, q in enumerate(parameter_value_to_python(value))
+    }
+    latest: dict[str, float] = {}
+    node.create_subscription(
+        JointState, topics.JOINT_STATES, lambda m: latest.update(zip(m.name, m.position)), SENSOR_QOS
+    )
+    result = call(node, SetControlSource, topics.SET_CONTROL_SOURCE, SetControlSource.Request(source="home"), 10.0)
+    if not result.success:
+        return False, result.message
+    started = time.monotonic()
+
+    def error() -> float:
+        return max((abs(latest[n] - q) if n in latest else np.inf) for n, q in ready.items())
+
+    while time.monotonic() - started < timeout and error() > HOMED_TOLERANCE:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    took = time.monotonic() - started
+    if error() > HOMED_TOLERANCE:
+        return False, f"{result.message}; not there after {took:.1f} s (largest joint error {error():.3f} rad)"
+    return True, f"{result.message}; there after {took:.1f} s (largest joint error {error():.3f} rad), held"
 
 
 def instruction_text(value: str) -> str:
@@ -61,6 +110,9 @@ def main(argv=None) -> int:
         ("home", "both arms to the ready pose under the caps, then held until handback or takeover"),
     ):
         sub.add_parser(name, help=text).add_argument("--timeout", type=float, default=10.0)
+    between = sub.add_parser("reset", help="between episodes: the sim to a seed; the robot's arms home (waited for)")
+    between.add_argument("--seed", type=int, default=0, help="simulation: the scene's seed")
+    between.add_argument("--timeout", type=float, default=60.0)
     args, ros_args = parser.parse_known_args(argv)
 
     rclpy.init(args=[sys.argv[0], *ros_args])
@@ -80,6 +132,10 @@ def main(argv=None) -> int:
             request = SetInstruction.Request(instruction=args.instruction)
             result = call(node, SetInstruction, topics.SET_INSTRUCTION, request, args.timeout)
             print(f"{result.message} (was {result.previous_instruction!r})")
+        elif args.command == "reset":
+            ok, message = reset(node, args.seed, args.timeout)
+            print(message)
+            return 0 if ok else 1
         elif args.command in ("takeover", "handback", "home"):
             source = {"takeover": "teleop", "handback": "policy", "home": "home"}[args.command]
             request = SetControlSource.Request(source=source)
