@@ -75,7 +75,7 @@ def main():
     rclpy.init()
     ingestion = CameraIngestionNode(
         parameter_overrides=[
-            Parameter("rate", value=args.rate),
+            Parameter("step_period", value=1.0 / args.rate),
             Parameter("require_state", value=False),
             Parameter("image_size", value=tiny_config().image_size),
         ]

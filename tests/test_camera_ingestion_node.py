@@ -81,7 +81,7 @@ def setup(ros):
         CameraIngestionNode(
             parameter_overrides=[
                 Parameter("use_sim_time", value=True),
-                Parameter("rate", value=20.0),
+                Parameter("step_period", value=0.05),
                 Parameter("slop", value=0.02),
                 Parameter("max_age", value=0.2),
                 Parameter("state_max_offset", value=0.1),

@@ -49,7 +49,7 @@ def healthy() -> Observed:
                 **{f"{a}.workspace_min": [0.05, -0.45, -0.12] for a in ("left", "right")},
                 **{f"{a}.workspace_max": [0.6, 0.45, 0.45] for a in ("left", "right")},
             },
-            "camera_ingestion": {"camera_names": list(cameras), "rate": 10.0, "max_age": 0.3, "slop": 0.025},
+            "camera_ingestion": {"camera_names": list(cameras), "step_period": 0.1, "max_age": 0.3, "slop": 0.025},
             "policy": {
                 "step_period": 0.1,
                 "image_size": 84,

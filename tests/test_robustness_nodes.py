@@ -124,7 +124,7 @@ def test_ingestion_survives_truncated_images_future_frames_and_huge_instructions
     """Findings 1, 9 and 6 (instruction): one truncated CDR Image ended the node; one frame
     stamped 100 s ahead wedged it while diagnostics said OK; a 10 MB instruction was copied
     into every observation."""
-    node = node_process(peer_factory, "rotvla_ros.nodes.camera_ingestion", "image_size:=32", "rate:=10.0")
+    node = node_process(peer_factory, "rotvla_ros.nodes.camera_ingestion", "image_size:=32", "step_period:=0.1")
     images = {c: client.node.create_publisher(Image, f"/cameras/{c}/color/image_raw", SENSOR_QOS) for c in CAMERA_NAMES}
     robot_state = RobotStatePublisher(client.node)
     instruction = client.node.create_publisher(String, "/rotvla/instruction", LATCHED_QOS)

@@ -49,7 +49,11 @@ CONTROL_SOURCES = (POLICY, TELEOP, HOME)  # appended only: datasets index into i
 UNCONFIGURED, INACTIVE, ACTIVE = "unconfigured", "inactive", "active"
 EXECUTOR_STATES = (UNCONFIGURED, INACTIVE, ACTIVE)
 
-DEFAULT_FPS = 10  # conversion's default: the step period of the simulated and real demos is 0.1 s
+# The robot's step period, s: one chunk step, one observation (the camera ingestion's rate, the
+# simulated cameras' frame period), one frame of a converted demonstration. The nodes' default;
+# config/robot.yaml's step_period sets it for every node at once.
+STEP_PERIOD = 0.1
+DEFAULT_FPS = round(1 / STEP_PERIOD)  # conversion's default
 
 
 def step_due_times(stamp: float, dt: float, horizon: int, latency_compensation: float = 0.0) -> np.ndarray:

@@ -90,14 +90,15 @@ def evaluate_in_process(
 def stack_policy_period(config_dir: Path | None = None) -> float:
     """How often the simulated stack serves an observation: the policy's replan_period, at
     least one camera ingestion period (config/robot.yaml, config/sim.yaml)."""
+    from rotvla_common.contract import STEP_PERIOD
     from rotvla_common.parameters import read_parameter_files
 
     from ..bringup import default_config_dir
 
     config_dir = Path(config_dir or default_config_dir())
     files = [config_dir / "robot.yaml", config_dir / "sim.yaml"]
-    rate = float(read_parameter_files(files, "camera_ingestion").get("rate", 10.0))
-    return max(float(read_parameter_files(files, "policy").get("replan_period", 0.0)), 1.0 / rate)
+    step_period = float(read_parameter_files(files, "camera_ingestion").get("step_period", STEP_PERIOD))
+    return max(float(read_parameter_files(files, "policy").get("replan_period", 0.0)), step_period)
 
 
 def parse(argv=None) -> argparse.Namespace:

@@ -4,11 +4,11 @@ Subscribes to ``<camera_namespace>/<camera>/color/image_raw`` (realsense2_camera
 ``color_topic`` is configurable since D405 colour was ``color/image_rect_raw`` in wrappers up
 to 4.57.3) with a best-effort QoS that accepts reliable and best-effort publishers, to the
 joint states and to each arm's EEF pose. As soon as every camera has delivered a frame
-newer than the last observation (and, as a fallback, at ``rate``), it asks the synchroniser
+newer than the last observation (and, as a fallback, every ``step_period``), it asks the synchroniser
 (``rotvla_ros.ingest.sync``) for the newest in-sync, fresh set with the robot state nearest
 its capture stamp, crops and resizes it to the model's input size and publishes it on
-``/rotvla/observation``, at most ``rate`` times per second of capture time. Polling on a
-timer alone would hold every set until the next tick (up to a period: 0.1 s at 10 Hz) and
+``/rotvla/observation``, at most one per ``step_period`` of capture time. Polling on a
+timer alone would hold every set until the next tick (up to a step period) and
 pair it with the state of that later instant. Refused sets are counted by reason and
 reported on ``/diagnostics`` with per-camera rate and age and the sync skew.
 
@@ -35,7 +35,7 @@ from std_msgs.msg import Header, String
 
 from ..data.rosbag_types import make_typestore
 from rotvla_common.action_space import CAMERA_NAMES
-from rotvla_common.contract import prepare_image
+from rotvla_common.contract import STEP_PERIOD, prepare_image
 from rotvla_common.text import bounded
 from rotvla_common import topics
 
@@ -75,7 +75,9 @@ class CameraIngestionNode(Node):
             "color/image_raw",
             "Colour topic under each camera (color/image_rect_raw for wrappers <= 4.57.3).",
         )
-        rate = p("rate", 10.0, "Most observations per second of capture time, Hz (the policy rate).")
+        rate = 1.0 / p(
+            "step_period", STEP_PERIOD, "The robot's step period, s: at most one observation per step of capture time."
+        )
         self.image_size = p("image_size", 224, "Side of the square model input, px.")
         slop = p("slop", 0.025, "Largest spread of capture stamps within one observation, s.")
         max_age = p("max_age", 0.15, "Largest age of an observation's oldest image when published, s.")

@@ -43,7 +43,7 @@ from std_srvs.srv import Trigger
 
 from rotvla_common import topics
 from rotvla_common.action_space import ARMS
-from rotvla_common.contract import Contract, contract_mismatches
+from rotvla_common.contract import STEP_PERIOD, Contract, contract_mismatches
 from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
@@ -141,7 +141,8 @@ def camera_items(observed: Observed, serials: dict[str, str]) -> list[Item]:
     if not ingestion:
         return [Item("cameras", FAIL, "no camera_ingestion node")]
     cameras = list(ingestion.get("camera_names", []))
-    rate, max_age, slop = ingestion.get("rate", 10.0), ingestion.get("max_age", 0.15), ingestion.get("slop", 0.025)
+    rate = 1.0 / ingestion.get("step_period", STEP_PERIOD)
+    max_age, slop = ingestion.get("max_age", 0.15), ingestion.get("slop", 0.025)
     reports = observed.diagnostics.get(INGESTION, [])
     latest = reports[-1] if reports else {}
     items = []
@@ -223,7 +224,7 @@ def checkpoint_items(observed: Observed, checkpoint: Contract | None, checkpoint
         )
     inferences = [_number(v, "last_total_s") for v in observed.diagnostics.get(POLICY_NODE, [])]
     inferences = [t for t in inferences if np.isfinite(t)]
-    period = float(policy.get("replan_period", 0.0)) or float(policy.get("step_period", 0.1))
+    period = float(policy.get("replan_period", 0.0)) or float(policy.get("step_period", STEP_PERIOD))
     if not inferences:
         items.append(Item("policy latency", FAIL, f"no inference reported in {observed.seconds:.0f} s"))
     else:

@@ -7,7 +7,7 @@ simulation.
 - The arms take joint position commands on ``/sim/joint_commands`` and report their state
   on ``/sim/joint_states`` (the executor's ``topic`` backend): the simulation is where the
   joints live.
-- Three cameras render at ``camera_rate`` (sim time) and publish what realsense2_camera
+- Three cameras render one frame per ``step_period`` (sim time) and publish what realsense2_camera
   would for three D405s: ``<namespace>/<camera>/<color_topic>`` (rgb8) and
   ``<namespace>/<camera>/color/camera_info``, frame ``<camera>_color_optical_frame``.
 - ``expert: true`` runs the task's scripted expert and publishes its joint targets on
@@ -38,7 +38,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES
-from rotvla_common.contract import TELEOP
+from rotvla_common.contract import STEP_PERIOD, TELEOP
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from rotvla_msgs.srv import ResetSimulation
@@ -77,7 +77,9 @@ class SimNode(Node):
         self.real_time_factor = p(
             "real_time_factor", 1.0, "Pace: sim seconds per wall second (0: as fast as possible)."
         )
-        self.camera_rate = p("camera_rate", 10.0, "Camera frames per second of sim time.")
+        self.camera_rate = 1.0 / p(
+            "step_period", STEP_PERIOD, "The robot's step period, s: the cameras render one frame a step of sim time."
+        )
         self.width = p("width", 320, "Rendered image width.", read_only=True)
         self.height = p("height", 240, "Rendered image height.", read_only=True)
         namespace = p("camera_namespace", topics.CAMERAS, "Cameras publish under <namespace>/<camera>.", read_only=True)
