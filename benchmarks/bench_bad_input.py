@@ -39,10 +39,10 @@ def main():
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
-    from rotvla_msgs.msg import ActionChunk, ExecutorStatus
 
     from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES as NAMES
     from rotvla_common.ros import RELIABLE_QOS, to_duration, to_time
+    from rotvla_msgs.msg import ActionChunk, ExecutorStatus
 
     executor_process = subprocess.Popen(
         # Its chunks are read (chunk_source): a policy gone wrong.

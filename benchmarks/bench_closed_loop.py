@@ -68,7 +68,7 @@ def main():
                 ]
             )
     print_table(
-        "Closed-loop success in simulation (seeds from %d)" % args.first_seed,
+        f"Closed-loop success in simulation (seeds from {args.first_seed})",
         ["task", "checkpoint", "mode", "successes", "rate", "95% CI (Wilson)", "mean s to success"],
         rows,
         [

@@ -27,8 +27,9 @@ from common import print_table  # noqa: E402
 def record(output: Path) -> Path:
     import rclpy
     from rclpy.node import Node
-    from rotvla_msgs.srv import StartEpisode, StopEpisode
     from std_msgs.msg import Bool
+
+    from rotvla_msgs.srv import StartEpisode, StopEpisode
 
     runner = subprocess.Popen(
         [

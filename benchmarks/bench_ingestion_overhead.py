@@ -42,8 +42,8 @@ def main():
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
-    from rotvla_msgs.msg import ActionChunk
 
+    from rotvla_msgs.msg import ActionChunk
     from rotvla_ros.model.config import tiny_config
     from rotvla_ros.nodes.camera_ingestion import CameraIngestionNode
     from rotvla_ros.nodes.common import to_seconds

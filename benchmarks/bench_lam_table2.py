@@ -27,7 +27,6 @@ from rotvla_ros.model.config import tiny_lam_config  # noqa: E402
 from rotvla_ros.model.lam import LatentActionModel  # noqa: E402
 from rotvla_ros.model.so_n import compose  # noqa: E402
 
-
 # Sub-patch motion (1-5 px per frame) and motion in whole DINOv2 patches (14 px, the square
 # one patch wide), where a latent that copies the target's appearance is easiest to see.
 MOTIONS = {"sub-patch": {}, "whole-patch": {"square": 14, "quantum": 14, "max_speed": 1}}

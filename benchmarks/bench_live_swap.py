@@ -38,8 +38,8 @@ def main():
     import rclpy
     import torch
     from rclpy.node import Node
-    from rotvla_msgs.srv import LoadCheckpoint
 
+    from rotvla_msgs.srv import LoadCheckpoint
     from rotvla_ros.model.config import tiny_config
     from rotvla_ros.policy import RotVLAPolicy
 

@@ -31,8 +31,8 @@ from rotvla_ros.model.config import PRESETS, RotVLAConfig  # noqa: E402
 from rotvla_ros.model.rotvla import RotVLA, open_zero_gates  # noqa: E402
 from rotvla_ros.model.vlm import internvl_config_from_dims  # noqa: E402
 from rotvla_ros.policy import RotVLAPolicy  # noqa: E402
-from rotvla_ros.policy.policy import DTYPES, StageTimer  # noqa: E402
 from rotvla_ros.policy.normalization import ActionNormalizer  # noqa: E402
+from rotvla_ros.policy.policy import DTYPES, StageTimer  # noqa: E402
 
 INSTRUCTION = "put the yellow cup into the red cup, then the green cup into the yellow cup"
 HEADER = ["model", "device", "dtype", "path", "runs", "prefix", "one denoise step", "chunk", "vs peer", "GPU GiB"]

@@ -41,10 +41,8 @@ HOME = np.array([0.0, -1.9, -1.0, -0.5, 0.0, 0.0])  # the executor's home (HOME_
 def run(switches: int, every: float) -> tuple[dict, list[tuple[float, float]]]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.node import Node
-    from rotvla_msgs.msg import ActionChunk
-    from rotvla_msgs.srv import SetControlSource
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState
 
     from arx_r5_driver.executor_node import HOME_JOINTS
@@ -53,6 +51,8 @@ def run(switches: int, every: float) -> tuple[dict, list[tuple[float, float]]]:
     from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
     from rotvla_common.contract import eef_state
     from rotvla_common.ros import RELIABLE_QOS, to_duration, to_time
+    from rotvla_msgs.msg import ActionChunk
+    from rotvla_msgs.srv import SetControlSource
 
     assert np.allclose(HOME_JOINTS, HOME)
     executor = subprocess.Popen(

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 ROBOT_PARAMETERS = Path(__file__).resolve().parents[1] / "config" / "robot.yaml"
 
 

@@ -16,7 +16,6 @@ after the config files, so they win over the YAML in any namespace
 (``rotvla_common.parameters``).
 """
 
-from launch import LaunchDescription
 from launch.actions import (
     DeclareLaunchArgument,
     EmitEvent,
@@ -29,6 +28,8 @@ from launch.actions import (
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+from launch import LaunchDescription
 from rotvla_ros.bringup import LAUNCH_ARGUMENTS
 
 

@@ -3,6 +3,7 @@ on a DDS domain of their own so that parallel runs and other graphs do not cross
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
@@ -114,10 +115,8 @@ class RosHarness:
     def _spin(self):
         from rclpy.executors import ExternalShutdownException
 
-        try:
+        with contextlib.suppress(ExternalShutdownException, RuntimeError):
             self.executor.spin()
-        except (ExternalShutdownException, RuntimeError):
-            pass
 
     def add(self, node):
         self.nodes.append(node)

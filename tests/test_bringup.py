@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import REPO_ROOT
 from conftest import spin_until as spin_until_on
 
@@ -20,12 +21,12 @@ pytest.importorskip("rclpy")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
-from rotvla_msgs.msg import ActionChunk, ExecutorStatus  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
 
 from arx_r5_driver.kinematics import R5_JOINT_LIMITS  # noqa: E402
 from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS  # noqa: E402
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus  # noqa: E402
 from rotvla_ros.bringup import LAUNCH_ARGUMENTS, SystemArgs, node_set, parameter_files  # noqa: E402
 
 LAUNCH_FILE = REPO_ROOT / "launch" / "bringup.launch.py"
@@ -95,7 +96,7 @@ def test_the_simulated_stack_runs_the_expert_to_success_and_shuts_down_cleanly(r
         for arm in ("left", "right"):
             joints = positions[:, [names.index(f"{arm}_joint{i}") for i in range(1, 7)]]
             assert np.abs(joints - joints[0]).max() > 0.3, arm
-        for k, joint in enumerate(f"joint{i}" for i in range(1, 7)):
+        for _k, joint in enumerate(f"joint{i}" for i in range(1, 7)):
             lower, upper = R5_JOINT_LIMITS[joint]
             for arm in ("left", "right"):
                 column = positions[:, names.index(f"{arm}_{joint}")]
@@ -118,9 +119,8 @@ def test_the_policy_drives_the_operator_takes_over_and_the_recording_marks_the_i
     random policy left the arms and the block, and finishes it, the policy's chunks refused
     meanwhile. Converted, the episode's ``intervention`` column marks exactly the frames after
     the switch the executor reported (within one status period of it)."""
-    from rotvla_msgs.srv import StartEpisode, StopEpisode
-
     from rotvla_common.contract import CONTROL_SOURCES
+    from rotvla_msgs.srv import StartEpisode, StopEpisode
     from rotvla_ros.data.convert import ConversionConfig, read_episode
 
     runner = peer_factory(
@@ -434,6 +434,7 @@ def test_two_simulated_cells_under_two_namespaces_do_not_see_each_other(rclpy_co
     under its own namespace: each runs on its own clock, makes its own observations, and a chunk
     sent to one reaches that cell's executor only; nothing is left in the root namespace."""
     from diagnostic_msgs.msg import DiagnosticArray
+
     from rotvla_msgs.msg import Observation
 
     cells = ("cell_a", "cell_b")
@@ -493,6 +494,6 @@ def test_two_simulated_cells_under_two_namespaces_do_not_see_each_other(rclpy_co
     finally:
         executor.shutdown()
         node.destroy_node()
-    for cell, runner in runners.items():
+    for runner in runners.values():
         runner.proc.send_signal(signal.SIGINT)
         assert runner.proc.wait(timeout=60) == 0, logs()

@@ -6,19 +6,20 @@ import time
 
 import numpy as np
 import pytest
+
 from conftest import wait_for
 
 pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
-from rotvla_msgs.msg import Observation  # noqa: E402
-from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 
+from rotvla_msgs.msg import Observation  # noqa: E402
 from rotvla_ros.ingest.images import fill_image  # noqa: E402
 from rotvla_ros.nodes.camera_ingestion import CameraIngestionNode  # noqa: E402
 from rotvla_ros.nodes.common import OBSERVATION_QOS, to_seconds, to_time  # noqa: E402

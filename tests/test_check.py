@@ -14,14 +14,15 @@ import time
 import numpy as np
 import pytest
 import yaml
+
 from conftest import REPO_ROOT
 
 pytest.importorskip("rclpy")
 
 from rclpy.node import Node  # noqa: E402
 
-from rotvla_ros.nodes.check import FAIL, PASS, Observed, evaluate  # noqa: E402
 from rotvla_common.contract import Contract  # noqa: E402
+from rotvla_ros.nodes.check import FAIL, PASS, Observed, evaluate  # noqa: E402
 
 HOME = [0.0, -1.9, -1.0, -0.5, 0.0, 0.0]
 

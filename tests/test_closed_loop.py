@@ -9,9 +9,9 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
 
 import rotvla_ros.sim.env  # noqa: F401  (registers the environment ids)
+from conftest import REPO_ROOT
 from rotvla_ros.eval.cli import stack_policy_period
 from rotvla_ros.eval.episodes import run_episode
 from rotvla_ros.policy import RotVLAPolicy

@@ -7,6 +7,7 @@ from collections import deque
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from conftest import REPO_ROOT
 
 pytest.importorskip("rclpy")

@@ -17,18 +17,19 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+
 from conftest import REPO_ROOT, wait_for
 
 pytest.importorskip("rclpy")
 
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rotvla_msgs.srv import LoadCheckpoint, StartEpisode  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES  # noqa: E402
+from rotvla_msgs.srv import LoadCheckpoint, StartEpisode  # noqa: E402
 from rotvla_ros.data.convert import ConversionConfig, ConversionError, convert  # noqa: E402
 from rotvla_ros.data.lerobot_dataset import LeRobotV3Dataset  # noqa: E402
-from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES  # noqa: E402
 from rotvla_ros.nodes.common import RELIABLE_QOS  # noqa: E402
 from rotvla_ros.policy import RotVLAPolicy  # noqa: E402
 from rotvla_ros.sim.tasks import BLOCK_HALF  # noqa: E402
@@ -877,9 +878,9 @@ def test_the_same_frame_is_the_same_model_input_in_training_and_live(dataset, tm
 def test_a_dataset_at_another_fps_makes_chunks_of_its_period_and_is_refused_where_that_differs(episodes, tmp_path, ros):
     """The step period travels from the dataset (converted at 5 fps) to the checkpoint to every
     chunk the policy node publishes; a node configured for 10 fps refuses the checkpoint."""
-    from rotvla_msgs.msg import ActionChunk, Observation
     from sensor_msgs.msg import Image
 
+    from rotvla_msgs.msg import ActionChunk, Observation
     from rotvla_ros.ingest.images import fill_image
     from rotvla_ros.nodes.common import OBSERVATION_QOS, to_seconds
     from rotvla_ros.nodes.policy_node import PolicyNode
@@ -929,7 +930,7 @@ def test_a_dataset_at_another_fps_makes_chunks_of_its_period_and_is_refused_wher
     publisher = client.create_publisher(Observation, "/rotvla/observation", OBSERVATION_QOS)
     assert wait_for(lambda: publisher.get_subscription_count() > 0, 10)
     observation = Observation(camera_names=list(CAMERAS))
-    for camera in CAMERAS:
+    for _camera in CAMERAS:
         observation.images.append(fill_image(Image(), np.full((84, 84, 3), 80, np.uint8), "rgb8"))
     poses = []
     from geometry_msgs.msg import PoseStamped

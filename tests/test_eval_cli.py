@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import REPO_ROOT
 
+from conftest import REPO_ROOT
 from rotvla_ros.eval import cli
 from rotvla_ros.eval.report import EpisodeResult, Summary
 from rotvla_ros.eval.seeds import DEMONSTRATIONS, SPLITS, TEST, VALIDATION, split_seeds

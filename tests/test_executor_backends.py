@@ -7,6 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
+
 from conftest import REPO_ROOT, spin_until, wait_for
 
 pytest.importorskip("rclpy")
@@ -140,8 +141,8 @@ def test_arms_over_a_topic_are_published_with_the_stamp_of_their_measurement(rcl
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import JointState
 
-    from arx_r5_driver.kinematics import joint_names
     from arx_r5_driver.configuration import HOME_JOINTS
+    from arx_r5_driver.kinematics import joint_names
     from rotvla_common import topics
     from rotvla_common.ros import SENSOR_QOS
 

@@ -7,17 +7,18 @@ import sys
 
 import numpy as np
 import pytest
+
 from conftest import REPO_ROOT
 
 pytest.importorskip("rclpy")
 
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from rotvla_msgs.msg import ActionChunk, ExecutorStatus  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from test_robustness_nodes import Client, alive, chunk_message  # noqa: E402
 
 from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS  # noqa: E402
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus  # noqa: E402
 
 NODE = "/arx_r5_executor"
 

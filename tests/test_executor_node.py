@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+
 from conftest import REPO_ROOT, wait_for
 
 pytest.importorskip("rclpy")
@@ -18,7 +19,6 @@ from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
-from rotvla_msgs.msg import ActionChunk, ExecutorStatus  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -27,6 +27,7 @@ from arx_r5_driver.executor_node import HOME_JOINTS  # noqa: E402
 from arx_r5_driver.kinematics import ArmKinematics  # noqa: E402
 from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES as NAMES  # noqa: E402
 from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS, to_duration, to_time  # noqa: E402
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus  # noqa: E402
 
 HOME = np.array(HOME_JOINTS)
 T0 = 1000.0  # sim time at the start
@@ -250,10 +251,10 @@ def test_the_control_source_switches_at_run_time_both_ways_and_never_during_an_e
     hands the arms to teleop (the chunks are refused, the status, the diagnostics and the
     latched /rotvla/control_source name the source) and back (chunks drive again); a
     switch is refused during an e-stop, and a source that does not exist is refused."""
-    from rotvla_msgs.srv import SetControlSource
     from std_msgs.msg import String
 
     from rotvla_common.ros import LATCHED_QOS
+    from rotvla_msgs.srv import SetControlSource
 
     switch = world.node.create_client(SetControlSource, "/rotvla/set_control_source")
     announced = []

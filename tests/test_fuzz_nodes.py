@@ -9,11 +9,22 @@ import time
 
 import numpy as np
 import pytest
+
 from conftest import REPO_ROOT
 
 pytest.importorskip("rclpy")
 
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.serialization import serialize_message  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
+from test_robustness_nodes import Client, RobotStatePublisher, alive, frame  # noqa: E402
+
+from arx_r5_driver.configuration import HOME_JOINTS  # noqa: E402
+from arx_r5_driver.kinematics import R5_JOINT_LIMITS, ArmKinematics  # noqa: E402
+from rotvla_common.action_space import CAMERA_NAMES  # noqa: E402
+from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES as NAMES
+from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS, to_duration, to_seconds, to_time  # noqa: E402
 from rotvla_msgs.msg import ActionChunk, ExecutorStatus, Observation  # noqa: E402
 from rotvla_msgs.srv import (  # noqa: E402
     LoadCheckpoint,
@@ -23,17 +34,8 @@ from rotvla_msgs.srv import (  # noqa: E402
     StartEpisode,
     StopEpisode,
 )
-from geometry_msgs.msg import PoseStamped  # noqa: E402
-from sensor_msgs.msg import Image, JointState  # noqa: E402
-from std_srvs.srv import SetBool, Trigger  # noqa: E402
-
-from arx_r5_driver.configuration import HOME_JOINTS  # noqa: E402
-from arx_r5_driver.kinematics import R5_JOINT_LIMITS, ArmKinematics  # noqa: E402
-from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES as NAMES  # noqa: E402
-from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS, to_duration, to_seconds, to_time  # noqa: E402
 from rotvla_ros.ingest.images import fill_image  # noqa: E402
 from rotvla_ros.nodes.common import OBSERVATION_QOS  # noqa: E402
-from test_robustness_nodes import Client, RobotStatePublisher, alive, frame  # noqa: E402
 
 ROBOT = str(REPO_ROOT / "config" / "robot.yaml")
 SIM = str(REPO_ROOT / "config" / "sim.yaml")
@@ -258,7 +260,7 @@ def test_fuzz_policy_node(client, peer_factory, tmp_path):
     assert alive(node), "".join(node.lines[-30:])
     chunks.clear()
     good = Observation(camera_names=list(CAMERA_NAMES))
-    for camera in CAMERA_NAMES:
+    for _camera in CAMERA_NAMES:
         good.images.append(fill_image(Image(), np.full((84, 84, 3), 90, np.uint8), "rgb8"))
     deadline = time.monotonic() + 30
     while not chunks and time.monotonic() < deadline:
@@ -340,7 +342,7 @@ def test_fuzz_episode_recorder(client, peer_factory, tmp_path):
     node = start(peer_factory, "rotvla_ros.nodes.episode_recorder", "--ros-args", "-p", f"output_dir:={tmp_path}")
     rng = np.random.default_rng(4)
     images = client.node.create_publisher(Image, "/cameras/head/color/image_raw", SENSOR_QOS)
-    for k in range(300):
+    for _k in range(300):
         choice = rng.integers(0, 4)
         if choice == 0:
             client.call(

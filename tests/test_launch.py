@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO_ROOT, spin_until
 
 pytest.importorskip("rclpy")
@@ -24,17 +25,19 @@ if shutil.which("ros2") is None or subprocess.run(["ros2", "launch", "--help"], 
         allow_module_level=True,
     )
 
+import contextlib
+
 from lifecycle_msgs.srv import GetState  # noqa: E402
 from rcl_interfaces.srv import GetParameters, ListParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import parameter_value_to_python  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
-from rotvla_msgs.msg import ActionChunk, ExecutorStatus  # noqa: E402
-from rotvla_msgs.srv import ResetSimulation  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
 
 from rotvla_common.ros import RELIABLE_QOS  # noqa: E402
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus  # noqa: E402
+from rotvla_msgs.srv import ResetSimulation  # noqa: E402
 
 TASK_DONE = re.compile(r"TASK DONE at t=([0-9.]+) s")
 # Scenes the shipped block_to_plate checkpoint did in process and through the stack (validation
@@ -85,10 +88,8 @@ class Launch:
             self.kill()
 
     def kill(self):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def launch_failure(*arguments: str, tmp_path: Path) -> subprocess.CompletedProcess:

@@ -1,8 +1,9 @@
 """Every rotvla_msgs message and service type crosses a process boundary over real DDS."""
 
 import pytest
-from conftest import TESTS_DIR, spin_until
 from ros_samples import fill, rotvla_message_types, rotvla_service_types
+
+from conftest import TESTS_DIR, spin_until
 
 SEED = 7
 

@@ -47,7 +47,7 @@ def test_every_message_type_round_trips_through_an_mcap_bag(tmp_path):
     read = {}
     with Reader(bag) as reader:
         assert reader.message_count == len(types)
-        for connection, timestamp, raw in reader.messages():
+        for connection, _timestamp, raw in reader.messages():
             name = connection.msgtype.rsplit("/", 1)[-1]
             read[name] = (typestore.deserialize_cdr(raw, connection.msgtype), raw)
 

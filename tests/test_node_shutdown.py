@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+
 from conftest import REPO_ROOT
 
 ROBOT = str(REPO_ROOT / "config" / "robot.yaml")

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+
 from conftest import wait_for
 
 pytest.importorskip("rclpy")
@@ -14,11 +15,11 @@ pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rotvla_msgs.msg import ActionChunk, Observation  # noqa: E402
-from rotvla_msgs.srv import LoadCheckpoint, SetInstruction  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
+from rotvla_msgs.msg import ActionChunk, Observation  # noqa: E402
+from rotvla_msgs.srv import LoadCheckpoint, SetInstruction  # noqa: E402
 from rotvla_ros.ingest.images import fill_image  # noqa: E402
 from rotvla_ros.model.config import tiny_config  # noqa: E402
 from rotvla_ros.nodes.common import OBSERVATION_QOS  # noqa: E402
@@ -64,7 +65,7 @@ class Driver:
         obs.sequence = self.sequence
         self.sequence += 1
         rng = np.random.default_rng(obs.sequence)
-        for camera in CAMERAS:
+        for _camera in CAMERAS:
             image = fill_image(Image(), rng.integers(0, 256, (56, 56, 3), dtype=np.uint8))
             image.header.stamp = obs.header.stamp
             obs.images.append(image)

@@ -6,12 +6,11 @@ chunks are refused."""
 
 import numpy as np
 import pytest
+from test_controller import CARTESIAN_CAP, HOME, JOINT_CAP, KINEMATICS, PERIOD, chunk_actions, make_controller, run
 
 from arx_r5_driver.chunks import ChunkRejected
 from arx_r5_driver.controller import ControllerConfig, Mode
 from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES as NAMES
-
-from test_controller import CARTESIAN_CAP, HOME, JOINT_CAP, KINEMATICS, PERIOD, chunk_actions, make_controller, run
 
 
 def test_a_chunk_that_schedules_nothing_is_refused_and_does_not_feed_the_watchdog():

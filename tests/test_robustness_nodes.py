@@ -11,23 +11,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import REPO_ROOT
 
 pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.serialization import serialize_message  # noqa: E402
-from rotvla_msgs.msg import ActionChunk, ExecutorStatus, Observation  # noqa: E402
-from rotvla_msgs.srv import LoadCheckpoint, SetInstruction  # noqa: E402
-from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from rotvla_common.action_space import ARMS, CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES as NAMES  # noqa: E402
+from rotvla_common.action_space import ARMS, CAMERA_NAMES  # noqa: E402
+from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES as NAMES
 from rotvla_common.ros import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, to_duration, to_seconds, to_time  # noqa: E402
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus, Observation  # noqa: E402
+from rotvla_msgs.srv import LoadCheckpoint, SetInstruction  # noqa: E402
 from rotvla_ros.ingest.images import fill_image  # noqa: E402
 from rotvla_ros.nodes.common import OBSERVATION_QOS  # noqa: E402
 
@@ -219,7 +221,7 @@ def policy(client, peer_factory):
     def observe(stamp_offset: float = 0.0, encoding: str = "rgb8") -> Observation:
         now = client.node.get_clock().now().nanoseconds * 1e-9
         msg = Observation(camera_names=list(CAMERA_NAMES))
-        for camera in CAMERA_NAMES:
+        for _camera in CAMERA_NAMES:
             image = fill_image(Image(), np.full((84, 84, 3), 90, np.uint8), encoding)
             image.header.stamp = to_time(now + stamp_offset)
             msg.images.append(image)
@@ -347,7 +349,8 @@ def test_no_peer_can_change_the_executors_parameters_at_run_time(client, executo
     """Issue 30, finding 1: SetParameters use_sim_time=true from a peer was accepted by the
     robot's (wall-clock) executor: its control loop froze, then ran on the peer's /clock. Every
     parameter is now fixed while the node runs; the refusal says why and nothing changes."""
-    from rcl_interfaces.msg import Parameter as ParameterMsg, ParameterType, ParameterValue
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import ParameterType, ParameterValue
     from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
 
     node, statuses, _ = executor
@@ -416,7 +419,6 @@ def test_a_full_disk_ends_the_episode_not_the_recorder_and_what_was_written_conv
     import subprocess
 
     from rotvla_msgs.srv import StartEpisode, StopEpisode
-
     from rotvla_ros.data.convert import ConversionConfig, convert
 
     disk = tmp_path / "disk"
@@ -502,9 +504,10 @@ def test_a_sender_whose_name_is_not_known_yet_never_holds_up_the_executor(rclpy_
     it: a peer making publishers could keep the e-stop waiting. Now the new sender's chunk is
     held and the thread goes on; the chunk is read once its sender turns out to be the policy,
     and refused when it stays nameless or is another node."""
-    from arx_r5_driver.executor_node import NAME_WAIT, UNKNOWN_NODE, ExecutorNode
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
+
+    from arx_r5_driver.executor_node import NAME_WAIT, UNKNOWN_NODE, ExecutorNode
 
     node = ExecutorNode(
         cli_args=["--ros-args", "--params-file", str(REPO_ROOT / "config" / "robot.yaml")],

@@ -108,7 +108,7 @@ def test_sampling_with_static_buffers_equals_the_reference_path(dtype, tolerance
             plan, actions = model.sample(cache, noise)
             assert cache.sampling is None  # the caller's cache is left as it was
 
-            def velocity(xs, t):
+            def velocity(xs, t, cache=cache):
                 plan_v, action_v = model.expert(xs[0], xs[1], t, cache)
                 return [plan_v, action_v]
 

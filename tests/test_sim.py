@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from arx_r5_driver.kinematics import ArmKinematics
-from rotvla_ros.sim.experts import ScriptedExpert
 from rotvla_common.action_space import CAMERA_NAMES as CAMERAS
+from rotvla_ros.sim.experts import ScriptedExpert
 from rotvla_ros.sim.world import SimWorld
 
 CONTROL_PERIOD = 0.005
@@ -135,7 +135,6 @@ def test_the_cell_stands_its_arms_where_the_robot_file_puts_them():
     """The arm base poses are written once, in config/robot.yaml: the executor's kinematics and
     the simulated world both take them from there (no default copy in the scene)."""
     from conftest import REPO_ROOT
-
     from rotvla_common.parameters import read_parameter_files
 
     robot = read_parameter_files([REPO_ROOT / "config" / "robot.yaml"], "arx_r5_executor")

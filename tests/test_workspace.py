@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO_ROOT
 
 ROS_FREE = ["model", "policy", "data", "train"]
@@ -120,9 +121,12 @@ def test_topic_and_service_names_are_written_only_in_rotvla_common_topics():
         if path.name == "topics.py" or "build" in path.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if node.value in names or any(node.value.startswith(n + "/") for n in names):
-                    copies.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {node.value!r}")
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and (node.value in names or any(node.value.startswith(n + "/") for n in names))
+            ):
+                copies.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {node.value!r}")
     assert not copies, "\n".join(copies)
 
 

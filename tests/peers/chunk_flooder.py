@@ -12,12 +12,12 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.serialization import serialize_message
-from rotvla_msgs.msg import ActionChunk
 
 from arx_r5_driver.configuration import HOME_JOINTS
 from arx_r5_driver.kinematics import ArmKinematics
 from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
 from rotvla_common.ros import RELIABLE_QOS, to_duration
+from rotvla_msgs.msg import ActionChunk
 
 
 def main():

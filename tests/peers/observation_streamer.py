@@ -15,8 +15,9 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rotvla_msgs.msg import ActionChunk, Observation
 from sensor_msgs.msg import Image
+
+from rotvla_msgs.msg import ActionChunk, Observation
 
 CAMERAS = ["head", "left_wrist", "right_wrist"]
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from rotvla_common.action_space import ROT6D_FIELDS
 from rotvla_common.contract import step_due_times
 from rotvla_common.text import bounded
-from rotvla_common.action_space import ROT6D_FIELDS
 
 # Reasons, as they appear in ExecutorStatus.last_rejection_reason (followed by details).
 UNKNOWN_LAYOUT = "unknown_layout"

@@ -9,7 +9,8 @@ dict of them is what ``build_controller`` takes.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .clearance import ArmCapsules, ArmClearance
 from .controller import Arm, ControllerConfig, DualArmController

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Callable
 
 import numpy as np
 from scipy.spatial.transform import Rotation

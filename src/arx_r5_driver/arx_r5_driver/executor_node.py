@@ -34,6 +34,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -45,23 +46,20 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.clock import Clock, ClockType, JumpThreshold
 from rclpy.duration import Duration
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
-from rotvla_msgs.msg import ActionChunk, ExecutorStatus
-from rotvla_msgs.srv import SetControlSource
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from rotvla_common import topics
 from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
 from rotvla_common.contract import ACTIVE, CONTROL_SOURCES, EXECUTOR_STATES, HOME, POLICY, TELEOP, UNCONFIGURED
 from rotvla_common.contract import INACTIVE as INACTIVE_LIFECYCLE
-from rotvla_common import topics
-from rotvla_common.text import bounded
 from rotvla_common.ros import (
     ERROR,
     LATCHED_QOS,
@@ -75,6 +73,9 @@ from rotvla_common.ros import (
     to_seconds,
     to_time,
 )
+from rotvla_common.text import bounded
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus
+from rotvla_msgs.srv import SetControlSource
 
 from .backends import BackendContext, BackendNotReady, GatedArm, available_backends, backend_class
 from .chunks import INACTIVE, INVALID, TOO_LARGE, UNKNOWN_SOURCE, ChunkRejected
@@ -277,10 +278,9 @@ class ExecutorNode(LifecycleNode):
             # From the measured pose, not from what was computed while nothing was sent.
             self.controller.desync()
             if self.controller.teleop is not None:
-                try:
+                # Without the arms' state yet, it engages from the first state read, as at a start.
+                with contextlib.suppress(SwitchRefused, BackendNotReady):
                     self.controller.take_over(self.controller.teleop, self._now(), self.controller.control_source)
-                except (SwitchRefused, BackendNotReady):
-                    pass  # engaged from the first state read, as at a start with teleop
             for gate in self._gates:
                 gate.open = not self.dry_run
             self.lifecycle_state = ACTIVE

@@ -21,8 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from rotvla_common.action_space import GRIPPER_FIELD, POSITION_FIELDS, ROT6D_FIELDS
 from scipy.spatial.transform import Rotation, Slerp
+
+from rotvla_common.action_space import GRIPPER_FIELD, POSITION_FIELDS, ROT6D_FIELDS
 
 from .chunks import Chunk
 
@@ -60,7 +61,7 @@ class ActionLayout:
     gripper: tuple[int, ...]
 
     @classmethod
-    def from_names(cls, names: tuple[str, ...]) -> "ActionLayout":
+    def from_names(cls, names: tuple[str, ...]) -> ActionLayout:
         arms = tuple(dict.fromkeys(n.split("/")[0] for n in names))
         index = {n: i for i, n in enumerate(names)}
         try:

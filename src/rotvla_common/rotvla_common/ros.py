@@ -12,16 +12,16 @@ import time
 import traceback
 from typing import Any
 
+import rclpy
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-import rclpy
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.exceptions import ParameterUninitializedException
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.logging import get_logger
 from rclpy.signals import SignalHandlerOptions
 
 # Camera streams: best effort accepts both reliable and best-effort publishers (REP-2003:

@@ -6,7 +6,7 @@ reports joint states on another. Both are sensor_msgs/JointState with names
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from sensor_msgs.msg import JointState

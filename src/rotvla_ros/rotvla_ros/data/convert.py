@@ -46,6 +46,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from rotvla_common import topics
+from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES
 from rotvla_common.contract import (
     CONTROL_SOURCES,
     DEFAULT_FPS,
@@ -57,8 +60,6 @@ from rotvla_common.contract import (
 )
 
 from ..ingest.images import ImageFormatError, image_to_rgb
-from rotvla_common import topics
-from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES
 from .features import ACTION_KEY, INTERVENTION_KEY, SOURCE_KEY, STATE_KEY
 from .rosbag_types import make_typestore
 
@@ -199,7 +200,7 @@ def _damaged_bag_messages(bag_dir: Path, topics: list[str]):
                 yield channel.topic, typestore.deserialize_cdr(message.data, schema.name)
 
 
-def read_episode(bag: Path, config: ConversionConfig) -> Episode:
+def read_episode(bag: Path, config: ConversionConfig) -> Episode:  # noqa: C901 - to split (issue 32)
     """One bag -> one resampled episode; raises ConversionError."""
     name = bag.name
     meta_file = bag / "episode.json" if (bag / "episode.json").exists() else bag.parent / "episode.json"

@@ -19,16 +19,16 @@ each open their own files.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from torch.utils.data import Dataset
+
 from rotvla_common.action_space import CAMERA_NAMES
 from rotvla_common.contract import CONTROL_SOURCES, POLICY, prepare_image
-from torch.utils.data import Dataset
 
 from .features import ACTION_KEY, INDEX_COLUMNS, INTERVENTION_KEY, SOURCE_KEY, STATE_KEY
 from .video import VideoFrames

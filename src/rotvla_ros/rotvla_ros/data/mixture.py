@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rotvla_common.action_space import CAMERA_NAMES
 from torch.utils.data import Dataset
+
+from rotvla_common.action_space import CAMERA_NAMES
 
 from .lerobot_dataset import DatasetFormatError, LeRobotV3Dataset, camera_names, read_info
 
@@ -38,7 +39,7 @@ class MixtureSource:
             raise ValueError(f"{self.path}: weight must be a number in [1e-6, 1e6], not {self.weight}")
 
     @classmethod
-    def parse(cls, value: "str | dict | MixtureSource") -> "MixtureSource":
+    def parse(cls, value: str | dict | MixtureSource) -> MixtureSource:
         """A path, or a mapping of this class's fields (the training YAML's form)."""
         if isinstance(value, MixtureSource):
             return value

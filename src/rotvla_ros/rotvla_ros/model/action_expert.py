@@ -47,7 +47,7 @@ class PrefixCache:
     keys: list[torch.Tensor]  # each (B, heads, N, head_dim)
     values: list[torch.Tensor]
     mask: torch.Tensor  # (B, N) True where the prefix token is valid
-    sampling: "SamplingBuffers | None" = None
+    sampling: SamplingBuffers | None = None
 
 
 @dataclass

@@ -19,7 +19,7 @@ Tensors in, tensors out: it imports no policy code. ``prepare`` does the capture
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

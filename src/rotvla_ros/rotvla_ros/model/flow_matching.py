@@ -7,8 +7,8 @@ dx/dt = v from t = 1 to t = 0 with ``num_steps`` Euler steps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -36,7 +36,7 @@ class FlowNoise:
     plan: torch.Tensor
     actions: torch.Tensor | None = None
 
-    def to(self, device) -> "FlowNoise":
+    def to(self, device) -> FlowNoise:
         return FlowNoise(*(x.to(device) if x is not None else None for x in (self.t, self.plan, self.actions)))
 
 

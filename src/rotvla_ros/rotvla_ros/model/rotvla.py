@@ -12,7 +12,7 @@ a sample is projected back onto SO(n) at the end, so every published plan is a r
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -22,23 +22,23 @@ from __future__ import annotations
 import functools
 import threading
 
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.node import Node
-from rotvla_msgs.msg import Observation
-from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 
-from ..data.rosbag_types import make_typestore
+from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES
 from rotvla_common.contract import STEP_PERIOD, prepare_image
 from rotvla_common.text import bounded
-from rotvla_common import topics
+from rotvla_msgs.msg import Observation
 
+from ..data.rosbag_types import make_typestore
 from ..ingest.images import check_image, fill_image, image_to_rgb
 from ..ingest.sync import JOINT_STATE, FrameSynchronizer, SyncedSet
 from .common import (
@@ -50,9 +50,9 @@ from .common import (
     SENSOR_QOS,
     WARN,
     declare,
-    run_node,
     diagnostic_array,
     now_seconds,
+    run_node,
     to_seconds,
 )
 

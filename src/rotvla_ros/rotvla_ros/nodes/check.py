@@ -37,7 +37,6 @@ from rcl_interfaces.srv import GetParameters, ListParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
-from rotvla_msgs.msg import ExecutorStatus
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
@@ -45,6 +44,7 @@ from rotvla_common import topics
 from rotvla_common.action_space import ARMS
 from rotvla_common.contract import STEP_PERIOD, Contract, contract_mismatches
 from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS
+from rotvla_msgs.msg import ExecutorStatus
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 EXECUTOR, INGESTION, POLICY_NODE = "arx_r5_executor", "camera_ingestion", "policy"
@@ -139,7 +139,7 @@ def arm_items(observed: Observed) -> list[Item]:
 def camera_items(observed: Observed, serials: dict[str, str]) -> list[Item]:
     ingestion = observed.parameters.get(INGESTION, {})
     if not ingestion:
-        return [Item("cameras", FAIL, "no camera_ingestion node")]
+        return [Item("camera ingestion", FAIL, "no camera_ingestion node")]
     cameras = list(ingestion.get("camera_names", []))
     rate = 1.0 / ingestion.get("step_period", STEP_PERIOD)
     max_age, slop = ingestion.get("max_age", 0.15), ingestion.get("slop", 0.025)

@@ -5,6 +5,7 @@ the ARX R5 executor; they are re-exported here for this package's nodes."""
 from __future__ import annotations
 
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
 from rotvla_common.ros import (  # noqa: F401
     ERROR,
     LATCHED_QOS,

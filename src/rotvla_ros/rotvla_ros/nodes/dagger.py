@@ -37,11 +37,12 @@ from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import JointState
+from std_srvs.srv import SetBool
+
 from rotvla_common import topics
 from rotvla_common.contract import POLICY, TELEOP
 from rotvla_msgs.srv import LoadCheckpoint, SetControlSource, StartEpisode, StopEpisode
-from sensor_msgs.msg import JointState
-from std_srvs.srv import SetBool
 
 from .common import SENSOR_QOS
 from .sim_episodes import SimEpisodes, stack_session

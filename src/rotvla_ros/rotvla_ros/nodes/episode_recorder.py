@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -31,11 +32,11 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rotvla_msgs.srv import StartEpisode, StopEpisode
 from std_srvs.srv import Trigger
 
-from rotvla_common.text import bounded
 from rotvla_common import topics
+from rotvla_common.text import bounded
+from rotvla_msgs.srv import StartEpisode, StopEpisode
 
 from ..bringup import RECORD_TOPICS
 from ..data.rosbag_types import make_typestore
@@ -243,10 +244,10 @@ class EpisodeRecorder(Node):
 
     def _end_on_write_error(self, episode: _Episode, error: OSError) -> None:
         """Keep what the bag holds under the episode's name, flagged incomplete; say so."""
-        try:
-            episode.writer.close()  # its summary may not fit either: the converter reads up to the damage
-        except Exception:  # noqa: BLE001 - whatever the writer raises on a full disk, the node goes on
-            pass
+        # Its summary may not fit either (the converter reads up to the damage); whatever the
+        # writer raises on a full disk, the node goes on.
+        with contextlib.suppress(Exception):
+            episode.writer.close()
         episode.meta.update(success=False, complete=False, message_count=episode.count, error=bounded(str(error)))
         path = episode.partial
         try:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
 from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES
-from sensor_msgs.msg import Image
 
 from ..ingest.images import fill_image
 from .common import declare, run_node

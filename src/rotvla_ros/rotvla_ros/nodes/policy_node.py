@@ -23,12 +23,12 @@ for as long as a load takes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import sys
 import threading
 import time
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,15 +37,15 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from rotvla_msgs.msg import ActionChunk, Observation, StageTiming
-from rotvla_msgs.srv import LoadCheckpoint, SetInstruction
 from std_msgs.msg import ColorRGBA, String
 from visualization_msgs.msg import Marker, MarkerArray
 
+from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES
 from rotvla_common.contract import Contract, contract_mismatches, eef_state, quaternion_to_matrix
 from rotvla_common.text import bounded
-from rotvla_common import topics
+from rotvla_msgs.msg import ActionChunk, Observation, StageTiming
+from rotvla_msgs.srv import LoadCheckpoint, SetInstruction
 
 from ..ingest.images import ImageFormatError, image_to_rgb
 from ..policy import CheckpointError, NonFiniteOutputError, ObservationError, RotVLAPolicy
@@ -388,7 +388,7 @@ class PolicyNode(Node):
                         self._policy = pending.policy
                 pending.finish(pending.error)
 
-    def _warm_up_step(self, pending: "_PendingSwap") -> bool:
+    def _warm_up_step(self, pending: _PendingSwap) -> bool:
         """One warm-up pass of ``pending``; True when it is warm or has failed."""
         started = time.perf_counter()
         try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-
 import time
 
 import numpy as np
@@ -24,11 +23,12 @@ import rclpy
 from rcl_interfaces.srv import GetParameters
 from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
+from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
+
 from rotvla_common import topics
 from rotvla_common.ros import SENSOR_QOS
 from rotvla_msgs.srv import LoadCheckpoint, ResetSimulation, SetControlSource, SetInstruction
-from sensor_msgs.msg import JointState
-from std_srvs.srv import Trigger
 
 HOMED_TOLERANCE = 0.02  # rad: every joint this close to its ready position
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rotvla_common import topics
 from rosgraph_msgs.msg import Clock
-from rotvla_msgs.msg import ActionChunk, ExecutorStatus
-from rotvla_msgs.srv import ResetSimulation, StartEpisode, StopEpisode
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
+
+from rotvla_common import topics
+from rotvla_msgs.msg import ActionChunk, ExecutorStatus
+from rotvla_msgs.srv import ResetSimulation, StartEpisode, StopEpisode
 
 from ..eval.report import EpisodeResult
 from .common import RELIABLE_QOS, to_seconds
@@ -135,7 +136,7 @@ def start_stack(arguments: list[str], log: Path) -> subprocess.Popen:
     """The simulated stack (``rotvla_run`` with ``arguments``) as a child process, its output
     in ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    output = open(log, "w")
+    output = open(log, "w")  # noqa: SIM115 - the child writes to it for as long as it runs
     return subprocess.Popen(
         [sys.executable, "-m", "rotvla_ros.nodes.runner", *arguments],
         stdout=output,

@@ -36,18 +36,18 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from rotvla_common import topics
-from rotvla_common.action_space import CAMERA_NAMES
-from rotvla_common.contract import STEP_PERIOD, TELEOP
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from rotvla_msgs.srv import ResetSimulation
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool
 
 from arx_r5_driver.backends.topic import JointStateCache
 from arx_r5_driver.configuration import ARM_PARAMETERS, PARAMETERS
 from arx_r5_driver.kinematics import ArmKinematics, joint_names
+from rotvla_common import topics
+from rotvla_common.action_space import CAMERA_NAMES
+from rotvla_common.contract import STEP_PERIOD, TELEOP
+from rotvla_msgs.srv import ResetSimulation
 
 from ..ingest.images import fill_image
 from ..sim.experts import ExecutionNoise, ScriptedExpert

@@ -14,9 +14,10 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from std_msgs.msg import Bool
+
 from rotvla_common import topics
 from rotvla_msgs.msg import ActionChunk, ExecutorStatus
-from std_msgs.msg import Bool
 
 from .common import RELIABLE_QOS, declare, now_seconds, run_node, to_seconds
 

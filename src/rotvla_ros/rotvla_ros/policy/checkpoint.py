@@ -210,7 +210,7 @@ def backbone_problems(hf_config) -> list[str]:
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as weights:
-            return {key: weights.get_tensor(key) for key in weights.keys()}
+            return {key: weights.get_tensor(key) for key in weights}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path} is corrupt or unreadable: {error}") from error
 

@@ -48,12 +48,12 @@ class ActionNormalizer:
         self.names = tuple(self.names)
 
     @classmethod
-    def identity(cls, names) -> "ActionNormalizer":
+    def identity(cls, names) -> ActionNormalizer:
         d = len(names)
         return cls(tuple(names), np.zeros(d), np.ones(d), np.full(d, -1.0), np.full(d, 1.0))
 
     @classmethod
-    def from_data(cls, names, actions: np.ndarray) -> "ActionNormalizer":
+    def from_data(cls, names, actions: np.ndarray) -> ActionNormalizer:
         """actions (N, D) -> statistics."""
         actions = np.asarray(actions, dtype=np.float64).reshape(-1, len(names))
         return cls(tuple(names), actions.mean(0), np.maximum(actions.std(0), MIN_STD), actions.min(0), actions.max(0))
@@ -74,7 +74,7 @@ class ActionNormalizer:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ActionNormalizer":
+    def from_dict(cls, data: dict) -> ActionNormalizer:
         return cls(tuple(data["names"]), data["mean"], data["std"], data["min"], data["max"])
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rotvla_common.contract import Contract, prepare_image
 from rotvla_common.action_space import ROT6D_FIELDS
+from rotvla_common.contract import Contract, prepare_image
 
 from ..model.config import RotVLAConfig
 from ..model.fast_sampling import MODES as INFERENCE_MODES
@@ -184,7 +184,7 @@ class RotVLAPolicy:
     # -- construction and I/O -------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: RotVLAConfig, normalizer: ActionNormalizer | None = None, **kwargs) -> "RotVLAPolicy":
+    def from_config(cls, config: RotVLAConfig, normalizer: ActionNormalizer | None = None, **kwargs) -> RotVLAPolicy:
         """A randomly initialised policy (tests, benchmarks, the start of training)."""
         identity = ActionNormalizer.identity(config.action_names)
         kwargs.setdefault("state_normalizer", identity if config.use_state else None)
@@ -204,7 +204,7 @@ class RotVLAPolicy:
         dtype: str | None = None,
         expected_action_names: tuple[str, ...] | None = None,
         inference_mode: str | None = None,
-    ) -> "RotVLAPolicy":
+    ) -> RotVLAPolicy:
         """Load a checkpoint directory; raises ``CheckpointError`` with the reason."""
         model, normalizer, state_normalizer = load_checkpoint(Path(path), expected_action_names)
         try:

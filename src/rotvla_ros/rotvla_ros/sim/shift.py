@@ -167,11 +167,11 @@ def shifted_look(kinds: Iterable[str], seed: int, objects: Mapping[str, np.ndarr
         if kind not in kinds:
             continue
         rng = np.random.default_rng([int(seed), SHIFT_STREAM, number])  # each kind its own stream
-        changes = {
-            "table": lambda: _table(rng),
-            "background": lambda: _background(rng),
-            "lighting": lambda: _lighting(rng),
-            "distractors": lambda: _distractors(rng, objects),
-        }[kind]()
-        look = replace(look, **changes)
+        draw = {
+            "table": _table,
+            "background": _background,
+            "lighting": _lighting,
+            "distractors": lambda stream: _distractors(stream, objects),
+        }[kind]
+        look = replace(look, **draw(rng))
     return look

@@ -20,6 +20,7 @@ from itertools import pairwise
 
 import mujoco
 import numpy as np
+
 from rotvla_common.tasks import TASK_SPECS
 
 BLOCK_HALF = 0.02  # a 4 cm block: 3 px wide at 84 px from the head camera

@@ -19,9 +19,9 @@ import sys
 
 import yaml
 
-from .config import STAGES, TrainConfig, load_config
 from ..data.lerobot_dataset import DatasetFormatError
 from ..policy.checkpoint import CheckpointError
+from .config import STAGES, TrainConfig, load_config
 from .trainer import Trainer
 
 

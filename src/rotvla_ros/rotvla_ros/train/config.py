@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
 from rotvla_common.action_space import CAMERA_NAMES
 
 STAGES = ("stage1", "stage2", "stage3")

@@ -19,11 +19,11 @@ import contextlib
 import dataclasses
 import gc
 import json
-from copy import deepcopy as copy_module
 import math
 import os
 import shutil
 import time
+from copy import deepcopy as copy_module
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +34,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..data.lerobot_dataset import LeRobotV3Dataset
 from ..data.mixture import DatasetMixture, parse_sources
 from ..model.config import LAM_PRESETS, PRESETS, RotVLAConfig
-from ..model.lam import pretrained_dino_config, LatentActionModel
 from ..model.flow_matching import FlowNoise, sample_time
+from ..model.lam import LatentActionModel, pretrained_dino_config
 from ..model.rotvla import RotVLA
 from ..policy.checkpoint import checkpoint_id, load_lam, save_lam
 from ..policy.normalization import ActionNormalizer
@@ -220,7 +220,7 @@ class LossModule(torch.nn.Module):
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, resume: bool = False):
+    def __init__(self, config: TrainConfig, resume: bool = False):  # noqa: C901 - split by stage: issue 32 item 3
         self.config = config
         self.rank, self.world, local_rank = _distributed()
         if config.device == "auto":

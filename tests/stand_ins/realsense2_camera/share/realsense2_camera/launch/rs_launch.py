@@ -1,9 +1,10 @@
 """Stand-in for realsense2_camera's rs_launch.py (see tests/stand_ins/README.md): the arguments
 the bringup passes, logged as one line; no camera starts."""
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo
 from launch.substitutions import LaunchConfiguration
+
+from launch import LaunchDescription
 
 ARGUMENTS = (
     "camera_name",
