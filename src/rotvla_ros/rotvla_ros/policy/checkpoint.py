@@ -76,7 +76,12 @@ def save_checkpoint(
     path.mkdir(parents=True, exist_ok=True)
     config = to_dict(model.config)
     config["vlm"]["pretrained_path"] = ""  # the weights are all here now
-    document = {"format_version": FORMAT_VERSION, "model": config, "instructions": sorted(set(instructions))}
+    document = {
+        "type": "rotvla",  # the policy class that loads it (policy.registry)
+        "format_version": FORMAT_VERSION,
+        "model": config,
+        "instructions": sorted(set(instructions)),
+    }
     (path / CONFIG_FILE).write_text(json.dumps(document, indent=2))
     (path / BACKBONE_CONFIG_FILE).write_text(model.backbone.model.config.to_json_string())
     tokenizer = model.backbone.tokenizer
@@ -210,7 +215,7 @@ def backbone_problems(hf_config) -> list[str]:
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as weights:
-            return {key: weights.get_tensor(key) for key in weights}
+            return {key: weights.get_tensor(key) for key in weights.keys()}  # noqa: SIM118 - safe_open is no mapping
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path} is corrupt or unreadable: {error}") from error
 
