@@ -18,7 +18,7 @@ import numpy as np
 
 from arx_r5_driver.chunks import ChunkRejected
 
-from ..policy import NonFiniteOutputError, RotVLAPolicy
+from ..policy import NonFiniteOutputError, Policy, load_policy
 from ..sim.env import CellEnv
 from ..sim.tasks import TASKS
 from .report import EpisodeResult, VideoRecorder
@@ -30,7 +30,7 @@ INFERENCE_LATENCY = 0.1
 
 def run_episode(
     env: CellEnv,
-    policy: RotVLAPolicy,
+    policy: Policy,
     seed: int,
     *,
     policy_period: float,
@@ -100,7 +100,7 @@ def run_episodes(
     import torch
 
     torch.set_num_threads(1)
-    policy = RotVLAPolicy.from_pretrained(checkpoint, device="cpu")
+    policy = load_policy(checkpoint, device="cpu")
     env = CellEnv(task, time_limit=time_limit, shift=shift)
     results = []
     try:

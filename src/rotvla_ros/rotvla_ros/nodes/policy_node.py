@@ -48,7 +48,7 @@ from rotvla_msgs.msg import ActionChunk, Observation, StageTiming
 from rotvla_msgs.srv import LoadCheckpoint, SetInstruction
 
 from ..ingest.images import ImageFormatError, image_to_rgb
-from ..policy import CheckpointError, NonFiniteOutputError, ObservationError, RotVLAPolicy
+from ..policy import CheckpointError, NonFiniteOutputError, ObservationError, Policy, load_policy
 from ..policy.policy import INFERENCE_MODES, default_device
 from .common import (
     ERROR,
@@ -115,7 +115,7 @@ class LoadResult:
 class _PendingSwap:
     """A loaded, validated checkpoint waiting for the inference thread to warm it up."""
 
-    policy: RotVLAPolicy
+    policy: Policy
     passes: int
     passes_done: int = 0
     seconds: float = 0.0
@@ -212,7 +212,7 @@ class PolicyNode(Node):
         self.frame_prefix = p("frame_prefix", "", "Prefix of the arm base frames (<prefix><arm>_base_link).")
 
         self._lock = threading.Condition()  # guards _policy, _latest, _stopping
-        self._policy: RotVLAPolicy | None = None
+        self._policy: Policy | None = None
         self._latest: Observation | None = None
         self._stopping = False
         self._loading = threading.Lock()
@@ -275,7 +275,7 @@ class PolicyNode(Node):
             )
         try:
             started = time.perf_counter()
-            candidate = RotVLAPolicy.from_pretrained(
+            candidate = load_policy(
                 path,
                 device=device,
                 dtype=dtype,
@@ -283,7 +283,7 @@ class PolicyNode(Node):
                 inference_mode=self.inference_mode,
             )
             deployment = Contract(
-                self.step_period, self.image_size or candidate.config.image_size, self.camera_names, self.action_names
+                self.step_period, self.image_size or candidate.contract.image_size, self.camera_names, self.action_names
             )
             mismatches = contract_mismatches(candidate.contract, deployment)
             if mismatches:
@@ -301,9 +301,8 @@ class PolicyNode(Node):
             self.counters.swaps += 1
             self._last_swap = time.monotonic()
             message = f"serving {candidate.checkpoint_id} on {device} (was {previous or 'none'})"
-            if candidate.sampler is not None:
-                verb = "compiled" if candidate.inference_mode == "compile" else "captured"
-                message += f"; its {candidate.inference_mode} path {verb} in {prepared:.2f} s"
+            if candidate.fast_path():
+                message += f"; {candidate.fast_path()} in {prepared:.2f} s"
             return LoadResult(True, message, previous, loaded - started, pending.seconds)
         except Exception as error:  # whatever a file from outside makes fail: refused, never the node's end
             self.counters.failed_swaps += 1
@@ -401,7 +400,7 @@ class PolicyNode(Node):
         pending.passes_done += 1
         return pending.passes_done >= pending.passes
 
-    def _serve(self, obs: Observation, policy: RotVLAPolicy) -> None:
+    def _serve(self, obs: Observation, policy: Policy) -> None:
         age = now_seconds(self) - to_seconds(obs.header.stamp)
         if age > self.max_observation_age:
             self.counters.stale_observations += 1
@@ -424,7 +423,7 @@ class PolicyNode(Node):
         try:
             images = {name: image_to_rgb(image) for name, image in zip(obs.camera_names, obs.images)}
             observation = {"images": images, "instruction": self.instruction}
-            if policy.config.use_state:
+            if policy.uses_state:
                 observation["state"] = observation_state(obs, self.arms)
             output = policy.predict(observation, seed=None if self.seed < 0 else self.seed)
         except (ImageFormatError, ObservationError) as error:

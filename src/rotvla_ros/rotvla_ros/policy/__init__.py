@@ -3,12 +3,17 @@
 from .checkpoint import CheckpointError
 from .normalization import ActionNormalizer
 from .policy import NonFiniteOutputError, ObservationError, PolicyOutput, RotVLAPolicy
+from .registry import Policy, load_policy, policy_types, register_policy
 
 __all__ = [
     "ActionNormalizer",
     "CheckpointError",
     "NonFiniteOutputError",
     "ObservationError",
+    "Policy",
     "PolicyOutput",
     "RotVLAPolicy",
+    "load_policy",
+    "policy_types",
+    "register_policy",
 ]

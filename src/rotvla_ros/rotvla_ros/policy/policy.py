@@ -30,6 +30,7 @@ from ..model.rotvla import RotVLA
 from ..model.so_n import matrix_to_rot6d, rot6d_to_matrix
 from .checkpoint import CheckpointError, checkpoint_id, load_checkpoint, read_instructions, save_checkpoint
 from .normalization import ActionNormalizer
+from .registry import DEFAULT_TYPE, register_policy
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -139,6 +140,7 @@ class StageTimer:
         return timings
 
 
+@register_policy(DEFAULT_TYPE)
 class RotVLAPolicy:
     def __init__(
         self,
@@ -320,6 +322,16 @@ class RotVLAPolicy:
         start = time.perf_counter()
         self.sampler.prepare()
         return time.perf_counter() - start
+
+    @property
+    def uses_state(self) -> bool:
+        return bool(self.config.use_state)
+
+    def fast_path(self) -> str:
+        """What ``prepare`` built, for a log line ("" for nothing)."""
+        if self.sampler is None:
+            return ""
+        return f"its {self.inference_mode} path {'compiled' if self.inference_mode == 'compile' else 'captured'}"
 
     def warmup(self, passes: int = 2) -> float:
         """``prepare``, then run ``passes`` predictions on a synthetic observation (kernels, allocator, caches);
