@@ -253,7 +253,7 @@ def test_the_policy_node_refuses_bad_checkpoints_and_keeps_serving(client, polic
     requests.append(LoadCheckpoint.Request(path=str(TINY), device="cuda"))  # no CUDA in this torch
     serving = None
     reasons = {
-        "huge_config": "more than a checkpoint's JSON holds",
+        "huge_config": "more than such a file holds",
         "flow_steps": "flow: steps",
         "horizon": "action_horizon",
     }

@@ -58,6 +58,7 @@ from rotvla_common.contract import (
     next_state_actions,
     quaternion_to_matrix,
 )
+from rotvla_common.text import read_json
 
 from ..ingest.images import ImageFormatError, image_to_rgb
 from .features import ACTION_KEY, INTERVENTION_KEY, SOURCE_KEY, STATE_KEY
@@ -157,12 +158,10 @@ def _nearest(stamps: np.ndarray, times: np.ndarray) -> np.ndarray:
 def _episode_meta(path: Path) -> dict:
     """The recorder's episode.json; ConversionError (the episode is left out with
     --skip-invalid) when it is not a JSON object of reasonable size."""
-    if path.stat().st_size > 1 << 20:
-        raise ConversionError(f"{path}: {path.stat().st_size} bytes, not the recorder's episode.json")
     try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConversionError(f"{path}: not valid JSON ({error})") from None
+        meta = read_json(path)
+    except ValueError as error:
+        raise ConversionError(str(error)) from None
     if not isinstance(meta, dict):
         raise ConversionError(f"{path}: not a JSON object")
     for key in ("instruction", "task", "operator"):

@@ -18,7 +18,6 @@ each open their own files.
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from torch.utils.data import Dataset
 
 from rotvla_common.action_space import CAMERA_NAMES
 from rotvla_common.contract import CONTROL_SOURCES, POLICY, prepare_image
+from rotvla_common.text import read_json
 
 from .features import ACTION_KEY, INDEX_COLUMNS, INTERVENTION_KEY, SOURCE_KEY, STATE_KEY
 from .video import VideoFrames
@@ -58,9 +58,9 @@ def read_info(root: Path) -> dict:
     if not info_path.exists():
         raise DatasetFormatError(f"{root} is no LeRobot dataset (no meta/info.json)")
     try:
-        info = json.loads(info_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DatasetFormatError(f"{info_path}: not valid JSON ({error})") from None
+        info = read_json(info_path)
+    except ValueError as error:
+        raise DatasetFormatError(str(error)) from None
     if not isinstance(info, dict):
         raise DatasetFormatError(f"{info_path}: not a JSON object")
     for key, kinds in (("codebase_version", str), ("fps", (int, float)), ("features", dict)):
@@ -187,7 +187,15 @@ class LeRobotV3Dataset(Dataset):
 
     def stats(self) -> dict:
         path = self.root / "meta" / "stats.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:
+            stats = read_json(path)
+        except ValueError as error:
+            raise DatasetFormatError(str(error)) from None
+        if not isinstance(stats, dict):
+            raise DatasetFormatError(f"{path}: not a JSON object")
+        return stats
 
     def _video(self, camera: str, episode: dict, size: int) -> VideoFrames:
         key = f"observation.images.{camera}"

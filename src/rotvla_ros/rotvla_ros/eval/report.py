@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rotvla_common.text import read_json
+
 
 @dataclass
 class EpisodeResult:
@@ -70,7 +72,7 @@ class Summary:
 
     @classmethod
     def read(cls, path: Path) -> Summary:
-        data = json.loads(Path(path).read_text())
+        data = read_json(path)
         data["results"] = [EpisodeResult(**r) for r in data["results"]]
         data["ci95"] = tuple(data["ci95"])
         return cls(**data)

@@ -22,6 +22,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_model
 
+from rotvla_common.text import read_json as read_bounded_json
+
 from ..model.config import PRESETS, RotVLAConfig, from_dict, to_dict
 from ..model.rotvla import RotVLA
 from .normalization import ActionNormalizer, load_statistics, save_statistics
@@ -35,25 +37,16 @@ TOKENIZER_DIR = "tokenizer"
 REQUIRED_FILES = (CONFIG_FILE, BACKBONE_CONFIG_FILE, WEIGHTS_FILE, NORMALIZATION_FILE)
 
 
-# A real config.json or normalization.json is a few kB; a backbone_config.json tens. Anything
-# far larger is not a checkpoint, and parsing it (a 150 MB config.json took 2-11 s and 773 MB)
-# holds the interpreter while the serving model should be inferring.
-MAX_JSON_BYTES = 1 << 20
-
-
 class CheckpointError(Exception):
     """A checkpoint that cannot be used, with the reason."""
 
 
 def read_json(path: Path):
-    """A checkpoint's JSON file, refused before parsing when it is larger than MAX_JSON_BYTES."""
-    size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise CheckpointError(f"{path}: {size} bytes, more than a checkpoint's JSON holds ({MAX_JSON_BYTES})")
+    """A checkpoint's JSON file (``rotvla_common.text.read_json``: bounded before parsing)."""
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+        return read_bounded_json(path)
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
 
 
 def checkpoint_id(path: Path) -> str:
@@ -246,9 +239,11 @@ def load_lam(path: Path):
 
     path = Path(path)
     try:
-        data = json.loads((path / CONFIG_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        data = read_json(path / CONFIG_FILE)
+    except OSError as error:
         raise CheckpointError(f"{path}: no readable LAM config ({error})") from error
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path / CONFIG_FILE}: not a LAM config")
     if data.get("format_version") != LAM_FORMAT:
         raise CheckpointError(
             f"{path}: not a LAM checkpoint of format {LAM_FORMAT!r} (found {data.get('format_version')!r});"

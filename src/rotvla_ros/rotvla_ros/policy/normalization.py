@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rotvla_common.text import read_json
+
 # The smallest scale a dimension is normalised by (1 cm, 0.01 of a Rotate6D entry, 0.01 rad):
 # a dimension that (nearly) never varied in the data (the idle arm of a single-arm task, a
 # rotation entry the demonstrations kept at 0) must not turn the sub-millimetre differences
@@ -87,6 +89,6 @@ def save_statistics(path: Path, action: ActionNormalizer, state: ActionNormalize
 
 def load_statistics(path: Path) -> tuple[ActionNormalizer, ActionNormalizer | None]:
     """(action statistics, state statistics or None); raises ValueError, KeyError, TypeError."""
-    data = json.loads(Path(path).read_text())
+    data = read_json(path)
     state = ActionNormalizer.from_dict(data["state"]) if "state" in data else None
     return ActionNormalizer.from_dict(data["action"]), state
