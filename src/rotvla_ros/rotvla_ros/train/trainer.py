@@ -320,6 +320,13 @@ class Trainer:
                 "the policy's own without policy_frames)",
                 flush=True,
             )
+        if config.pooled and self.rank == 0:  # the mixture weights printed above do not apply
+            shares = source_weights(self.sources, self.rows, pooled=True)
+            print(
+                f"[{self.stage}] pooled: each source drawn by the rows it gives, "
+                + ", ".join(f"{n:.0f} ({n / sum(shares):.0%})" for n in shares),
+                flush=True,
+            )
         interventions = sum(int(part.intervention.sum()) for part in self.dataset.parts)
         if interventions:
             print(
