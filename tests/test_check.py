@@ -105,7 +105,8 @@ def line(output: str, name: str) -> str:
 @pytest.mark.timeout(900)
 def test_rotvla_check_passes_on_the_simulated_cell_and_fails_each_injected_fault(tmp_path, peer_factory, ros):
     stack = peer_factory(sys.executable, "-m", "rotvla_ros.nodes.runner", "--seconds", "600")
-    deadline, (code, output) = time.monotonic() + 240, (None, "")
+    stack.wait_ready("serving ", timeout=240)  # the policy node's first checkpoint is warm
+    deadline, (code, output) = time.monotonic() + 120, (None, "")
     while code != 0 and time.monotonic() < deadline:  # the stack starts, the policy warms up
         code, output = run_check()
     assert code == 0, output + "".join(stack.lines[-20:])
