@@ -42,14 +42,39 @@ def start_executor(peer_factory, *params: str):
     )
 
 
+_CLIENTS: dict = {}
+
+
+def _service(client, srv_type, name: str):
+    """One service client per test node and service, kept: each new one must be matched anew."""
+    key = (id(client), name)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = client.node.create_client(srv_type, name)
+        assert _CLIENTS[key].wait_for_service(timeout_sec=60), f"no {name}"
+    return _CLIENTS[key]
+
+
+def _ask(client, srv_type, name: str, request, tries: int = 24):
+    """A request sent as soon as the service is discovered can be lost (the server has not
+    matched this client's reply reader yet): sent again until a reply comes."""
+    service = _service(client, srv_type, name)
+    for _ in range(tries):
+        future = service.call_async(request)
+        if client.spin_until(future.done, 5):
+            return future.result()
+    raise AssertionError(f"{name}: no reply in {5 * tries} s")
+
+
 def state(client) -> str:
-    return client.call(GetState, f"{NODE}/get_state", GetState.Request()).current_state.label
+    return _ask(client, GetState, f"{NODE}/get_state", GetState.Request()).current_state.label
 
 
 def transition(client, transition_id: int) -> bool:
-    return client.call(
-        ChangeState, f"{NODE}/change_state", ChangeState.Request(transition=Transition(id=transition_id))
-    ).success
+    name = f"{NODE}/change_state"
+    if (id(client), name) not in _CLIENTS:  # matched first by a transition that does not exist (refused)
+        _ask(client, ChangeState, name, ChangeState.Request(transition=Transition(id=255)))
+    request = ChangeState.Request(transition=Transition(id=transition_id))
+    return _ask(client, ChangeState, name, request, tries=1).success
 
 
 class Arms:

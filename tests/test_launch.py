@@ -351,10 +351,12 @@ def test_every_launch_argument_reaches_its_node(observer, tmp_path):
         assert executor["initial_state"] == "inactive"
         reply = observer._call(GetState, "/cell2/arx_r5_executor/get_state", GetState.Request())
         assert reply.current_state.label == "inactive"
-        # The real `ros2 lifecycle` takes it the rest of the way.
+        # The real `ros2 lifecycle` takes it the rest of the way (its own discovery, no daemon:
+        # a daemon started by another test may not have seen the node yet).
         for command, said in (("set", "Transitioning successful"), ("get", "active [3]")):
             done = subprocess.run(
-                ["ros2", "lifecycle", command, "/cell2/arx_r5_executor", *(["activate"] if command == "set" else [])],
+                ["ros2", "lifecycle", command, "--no-daemon", "--spin-time", "10", "/cell2/arx_r5_executor"]
+                + (["activate"] if command == "set" else []),
                 capture_output=True,
                 text=True,
                 timeout=120,

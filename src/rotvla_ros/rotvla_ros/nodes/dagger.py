@@ -263,7 +263,7 @@ def run_loop(
     settings: list[str] = (),
     lam_checkpoint: Path | None = None,
 ) -> list[RoundRecord]:
-    from ..data.convert import ConversionConfig, convert
+    from ..data.convert import ConversionConfig, ConversionError, convert
     from ..sim.tasks import TASKS
 
     rules = rules or TakeoverRules()
@@ -284,8 +284,11 @@ def run_loop(
                 print(f"round {k} seed {seed}: {asdict(record.episodes[-1])}", flush=True)
             kept = sorted(p for p in recorded.iterdir() if p.is_dir() and not p.name.startswith("."))
             corrections = output / f"corrections-{k}"
-            convert(kept, corrections, ConversionConfig(skip_invalid=True), overwrite=True, progress=False)
-            if not correction_frames(corrections):
+            try:
+                convert(kept, corrections, ConversionConfig(skip_invalid=True), overwrite=True, progress=False)
+            except ConversionError as error:  # every recording unusable (stream gaps on a loaded machine)
+                print(f"round {k}: no recording converted ({error})", flush=True)
+            if not corrections.is_dir() or not correction_frames(corrections):
                 # Nothing the aggregate lacks: the served checkpoint stays.
                 record.trained = served
                 history.append(record)

@@ -50,8 +50,13 @@ def reset(node: Node, seed: int, timeout: float) -> tuple[bool, str]:
     """The cell back to the start of an episode: the simulation to ``seed`` (its /sim/reset),
     or, on the robot, both arms to their ready pose (homing, under the caps), waited for in the
     joint states; objects are a person's to put back."""
+    # Whichever of the cell's two resets appears: the simulation's, or the executor's homing.
     simulation = node.create_client(ResetSimulation, topics.SIM_RESET)
-    if simulation.wait_for_service(timeout_sec=1.0):
+    homing = node.create_client(SetControlSource, topics.SET_CONTROL_SOURCE)
+    deadline = time.monotonic() + min(timeout, 10.0)
+    while not (simulation.service_is_ready() or homing.service_is_ready()) and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    if simulation.service_is_ready():
         result = call(node, ResetSimulation, topics.SIM_RESET, ResetSimulation.Request(seed=seed), timeout)
         return result.success, result.message
     executor = "arx_r5_executor"
