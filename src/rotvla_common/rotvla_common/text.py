@@ -28,3 +28,15 @@ def read_json(path, max_bytes: int = MAX_JSON_BYTES):
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON: {bounded(str(error))}") from None
+
+
+def read_json_object(path, error: type[Exception] = ValueError) -> dict:
+    """``read_json`` of a file that must hold a JSON object (a metadata file), every refusal
+    raised as ``error``, the caller's own class."""
+    try:
+        data = read_json(path)
+    except ValueError as refused:
+        raise error(str(refused)) from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: not a JSON object")
+    return data

@@ -58,7 +58,7 @@ from rotvla_common.contract import (
     next_state_actions,
     quaternion_to_matrix,
 )
-from rotvla_common.text import read_json
+from rotvla_common.text import read_json_object
 
 from ..ingest.images import ImageFormatError, image_to_rgb
 from .features import ACTION_KEY, INTERVENTION_KEY, SOURCE_KEY, STATE_KEY
@@ -158,12 +158,7 @@ def _nearest(stamps: np.ndarray, times: np.ndarray) -> np.ndarray:
 def _episode_meta(path: Path) -> dict:
     """The recorder's episode.json; ConversionError (the episode is left out with
     --skip-invalid) when it is not a JSON object of reasonable size."""
-    try:
-        meta = read_json(path)
-    except ValueError as error:
-        raise ConversionError(str(error)) from None
-    if not isinstance(meta, dict):
-        raise ConversionError(f"{path}: not a JSON object")
+    meta = read_json_object(path, ConversionError)
     for key in ("instruction", "task", "operator"):
         if key in meta and not isinstance(meta[key], str):
             raise ConversionError(f"{path}: {key} is not a string")

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from rotvla_common.action_space import CAMERA_NAMES
 from rotvla_common.contract import CONTROL_SOURCES, POLICY, prepare_image
-from rotvla_common.text import read_json
+from rotvla_common.text import read_json_object
 
 from .features import ACTION_KEY, INDEX_COLUMNS, INTERVENTION_KEY, SOURCE_KEY, STATE_KEY
 from .video import VideoFrames
@@ -57,12 +57,7 @@ def read_info(root: Path) -> dict:
     info_path = Path(root) / "meta" / "info.json"
     if not info_path.exists():
         raise DatasetFormatError(f"{root} is no LeRobot dataset (no meta/info.json)")
-    try:
-        info = read_json(info_path)
-    except ValueError as error:
-        raise DatasetFormatError(str(error)) from None
-    if not isinstance(info, dict):
-        raise DatasetFormatError(f"{info_path}: not a JSON object")
+    info = read_json_object(info_path, DatasetFormatError)
     for key, kinds in (("codebase_version", str), ("fps", (int, float)), ("features", dict)):
         if not isinstance(info.get(key), kinds) or isinstance(info.get(key), bool):
             raise DatasetFormatError(f"{info_path}: {key} is missing or not a {getattr(kinds, '__name__', 'number')}")
@@ -187,15 +182,7 @@ class LeRobotV3Dataset(Dataset):
 
     def stats(self) -> dict:
         path = self.root / "meta" / "stats.json"
-        if not path.exists():
-            return {}
-        try:
-            stats = read_json(path)
-        except ValueError as error:
-            raise DatasetFormatError(str(error)) from None
-        if not isinstance(stats, dict):
-            raise DatasetFormatError(f"{path}: not a JSON object")
-        return stats
+        return read_json_object(path, DatasetFormatError) if path.exists() else {}
 
     def _video(self, camera: str, episode: dict, size: int) -> VideoFrames:
         key = f"observation.images.{camera}"
