@@ -326,8 +326,7 @@ class ExecutorNode(LifecycleNode):
         if controller is not None:
             for arm in controller.arms:
                 arm.backend.close()
-        if self._teleop is not None:
-            self._teleop = None
+        self._teleop = None  # built again from the next backend
         if self.backend is not None:
             self.backend.close()
             self.backend = None

@@ -40,6 +40,7 @@ from rclpy.parameter import parameter_value_to_python
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
+from arx_r5_driver.kinematics import GRIPPER_MAX_OPENING_M
 from rotvla_common import topics
 from rotvla_common.action_space import ARMS
 from rotvla_common.contract import STEP_PERIOD, Contract, contract_mismatches
@@ -48,7 +49,6 @@ from rotvla_msgs.msg import ExecutorStatus
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 EXECUTOR, INGESTION, POLICY_NODE = "arx_r5_executor", "camera_ingestion", "policy"
-GRIPPER_MAX_OPENING = 0.08  # m (arx_r5_driver.kinematics.GRIPPER_MAX_OPENING_M)
 JOINT_MARGIN = 1e-3  # rad: a joint this close to a limit is at it, not past it
 
 
@@ -118,8 +118,9 @@ def arm_items(observed: Observed) -> list[Item]:
         if gripper is None:
             items.append(Item(f"gripper {arm}", FAIL, "no reading"))
         else:
-            inside = -JOINT_MARGIN <= gripper <= GRIPPER_MAX_OPENING + JOINT_MARGIN
-            items.append(Item(f"gripper {arm}", PASS if inside else FAIL, f"{gripper * 1000:.1f} mm open (0-80 mm)"))
+            inside = -JOINT_MARGIN <= gripper <= GRIPPER_MAX_OPENING_M + JOINT_MARGIN
+            span = f"0-{GRIPPER_MAX_OPENING_M * 1000:.0f} mm"
+            items.append(Item(f"gripper {arm}", PASS if inside else FAIL, f"{gripper * 1000:.1f} mm open ({span})"))
         low, high = executor.get(f"{arm}.workspace_min"), executor.get(f"{arm}.workspace_max")
         if arm not in observed.eef or low is None or high is None:
             items.append(Item(f"workspace {arm}", FAIL if arm not in observed.eef else SKIP, "no EEF pose"))
