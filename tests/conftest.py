@@ -98,6 +98,20 @@ def peer_factory():
         peer.stop()
 
 
+def executor_process(peer_factory, *params: str) -> Peer:
+    """The executor node in a process of its own, as launch runs it: config/robot.yaml, then
+    each ``name:=value`` node-qualified (robot.yaml's node-specific values outrank a plain -p)."""
+    return peer_factory(
+        sys.executable,
+        "-m",
+        "arx_r5_driver.executor_node",
+        "--ros-args",
+        "--params-file",
+        str(REPO_ROOT / "config" / "robot.yaml"),
+        *[arg for param in params for arg in ("-p", f"arx_r5_executor:{param}")],
+    )
+
+
 class RosHarness:
     """Nodes under test spinning in a MultiThreadedExecutor on a background thread, as they
     run in production; the test thread publishes, calls and polls."""

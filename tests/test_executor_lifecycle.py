@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import executor_process
 
 pytest.importorskip("rclpy")
 
@@ -31,27 +31,16 @@ def client(rclpy_context):
 
 
 def start_executor(peer_factory, *params: str):
-    return peer_factory(
-        sys.executable,
-        "-m",
-        "arx_r5_driver.executor_node",
-        "--ros-args",
-        "--params-file",
-        str(REPO_ROOT / "config" / "robot.yaml"),
-        *[a for p in ("chunk_source:=lifecycle_client", *params) for a in ("-p", f"arx_r5_executor:{p}")],
-    )
-
-
-_CLIENTS: dict = {}
+    return executor_process(peer_factory, "chunk_source:=lifecycle_client", *params)
 
 
 def _service(client, srv_type, name: str):
-    """One service client per test node and service, kept: each new one must be matched anew."""
-    key = (id(client), name)
-    if key not in _CLIENTS:
-        _CLIENTS[key] = client.node.create_client(srv_type, name)
-        assert _CLIENTS[key].wait_for_service(timeout_sec=60), f"no {name}"
-    return _CLIENTS[key]
+    """One service client per test node and service, kept on it: each new one must be matched anew."""
+    services = client.__dict__.setdefault("lifecycle_services", {})
+    if name not in services:
+        services[name] = client.node.create_client(srv_type, name)
+        assert services[name].wait_for_service(timeout_sec=60), f"no {name}"
+    return services[name]
 
 
 def _ask(client, srv_type, name: str, request, tries: int = 24):
@@ -71,7 +60,7 @@ def state(client) -> str:
 
 def transition(client, transition_id: int) -> bool:
     name = f"{NODE}/change_state"
-    if (id(client), name) not in _CLIENTS:  # matched first by a transition that does not exist (refused)
+    if name not in client.__dict__.get("lifecycle_services", {}):  # matched by a refused transition first
         _ask(client, ChangeState, name, ChangeState.Request(transition=Transition(id=255)))
     request = ChangeState.Request(transition=Transition(id=transition_id))
     return _ask(client, ChangeState, name, request, tries=1).success

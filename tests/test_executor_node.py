@@ -3,14 +3,13 @@ published by the test): chunks move the arms and are traced in ExecutorStatus, j
 are published, rejections carry their reason to the status and /diagnostics, e-stop and
 resume are services, the watchdog holds."""
 
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, wait_for
+from conftest import executor_process, wait_for
 
 pytest.importorskip("rclpy")
 
@@ -118,16 +117,7 @@ def world(request, rclpy_context, peer_factory):
         "chunk_source:=executor_test_world",  # this test's node plays the policy
         *getattr(request, "param", []),
     ]
-    executor = peer_factory(
-        sys.executable,
-        "-m",
-        "arx_r5_driver.executor_node",
-        "--ros-args",
-        "--params-file",
-        str(REPO_ROOT / "config" / "robot.yaml"),
-        # node-qualified: robot.yaml's node-specific values outrank a plain -p
-        *[arg for param in params for arg in ("-p", f"arx_r5_executor:{param}")],
-    )
+    executor = executor_process(peer_factory, *params)
     try:
         assert wait_for(lambda: world.latest_status() is not None, 30), f"no ExecutorStatus: {''.join(executor.lines)}"
         yield world

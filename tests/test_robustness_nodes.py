@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, executor_process
 
 pytest.importorskip("rclpy")
 
@@ -291,18 +291,8 @@ def test_the_policy_node_refuses_future_observations_huge_instructions_and_serve
 
 @pytest.fixture
 def executor(client, peer_factory):
-    node = peer_factory(
-        sys.executable,
-        "-m",
-        "arx_r5_driver.executor_node",
-        "--ros-args",
-        "--params-file",
-        str(REPO_ROOT / "config" / "robot.yaml"),
-        "-p",
-        "arx_r5_executor:backend:=sim",
-        "-p",
-        "arx_r5_executor:chunk_source:=robustness_client",  # the test plays the policy
-    )
+    # The test plays the policy.
+    node = executor_process(peer_factory, "backend:=sim", "chunk_source:=robustness_client")
     statuses = client.listen(ExecutorStatus, "/rotvla/executor_status")
     chunks = client.node.create_publisher(ActionChunk, "/rotvla/action_chunk", RELIABLE_QOS)
     assert client.spin_until(lambda: statuses, 60), "".join(node.lines[-20:])
