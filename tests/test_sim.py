@@ -4,7 +4,7 @@ tasks, and each task's scripted expert against its success detector."""
 import numpy as np
 import pytest
 
-from arx_r5_driver.kinematics import ArmKinematics
+from arx_r5_driver.kinematics import GRIPPER_MAX_OPENING_M, ArmKinematics
 from rotvla_common.action_space import CAMERA_NAMES as CAMERAS
 from rotvla_ros.sim.experts import ScriptedExpert
 from rotvla_ros.sim.world import SimWorld
@@ -45,7 +45,7 @@ def run_expert(
 def test_the_simulated_arm_has_the_executors_kinematics():
     world = SimWorld("block_to_plate", 0)
     rng = np.random.default_rng(0)
-    import mujoco
+    import mujoco  # after rotvla_ros.sim, which picks the offscreen renderer
 
     for arm in world.arm_names:
         mount = next(m for m in world.config.arms if m.name == arm)
@@ -306,3 +306,24 @@ def test_the_expert_finishes_its_task_when_what_it_commands_is_perturbed(task, s
 
     world, expert = run_expert(task, 1, perturbed)
     assert world.success()
+
+
+@pytest.mark.parametrize("outward", [True, False])
+def test_a_finger_pushed_past_its_travel_stays_at_its_stop(outward):
+    """The gripper reads inside the R5's 0-80 mm, as its encoder does, even when contact
+    pushes a finger hard against its stop (MuJoCo's soft joint limit let it read 123 mm at
+    100 N, and rotvla_check failed the simulated cell on an 84 mm reading)."""
+    import mujoco  # after rotvla_ros.sim, which picks the offscreen renderer
+
+    world = SimWorld("block_to_plate", 0)
+    model, data = world.model, world.data
+    for side in "ab":
+        finger = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, f"left_finger_{side}")
+        if not outward:
+            world.command("left", world.read("left")[0], 0.0)
+        mujoco.mj_forward(model, data)
+        body = model.jnt_bodyid[finger]
+        data.xfrc_applied[body, :3] = (100.0 if outward else -100.0) * data.xaxis[finger]  # N along its slide
+    world.step_to(1.0)
+    opening = world.read("left")[1]
+    assert -1e-3 <= opening <= GRIPPER_MAX_OPENING_M + 1e-3, f"{opening * 1000:.1f} mm"

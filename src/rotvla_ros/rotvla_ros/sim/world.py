@@ -70,8 +70,12 @@ class SimWorld:
         self.data.ctrl[self._finger_ctrl[arm]] = np.clip(gripper, 0.0, GRIPPER_MAX_OPENING_M) / 2
 
     def read(self, arm: str) -> tuple[np.ndarray, float]:
-        """Joint positions (6,) and gripper opening (m) of one arm."""
-        return self.data.qpos[self._qpos[arm]].copy(), float(self.data.qpos[self._fingers[arm]].sum())
+        """Joint positions (6,) and gripper opening (m) of one arm. The opening is read as the
+        R5's gripper encoder reads it, inside its 0-80 mm: MuJoCo's joint limits are soft, and
+        a finger pressed by contact goes centimetres past its stop (stiffening the stops
+        changed how the experts' grasps end, so the physics is left as the demonstrations had it)."""
+        opening = float(self.data.qpos[self._fingers[arm]].sum())
+        return self.data.qpos[self._qpos[arm]].copy(), min(max(opening, 0.0), GRIPPER_MAX_OPENING_M)
 
     def step_to(self, time: float) -> int:
         """Advance the physics to ``time`` (s of sim time); returns the steps taken."""
