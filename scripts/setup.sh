@@ -98,6 +98,9 @@ if ! stamp_ok build "$build_inputs" || [ ! -f install/setup.bash ]; then
     AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV \
       "$PY" -m colcon build --symlink-install --cmake-args "-DPython3_EXECUTABLE=$PY"
   fi
+  # colcon leaves the links of files since removed from the sources (a config file, a module)
+  # dangling in the install space, where ament and launch would still find their names.
+  find install build -xtype l -delete
   stamp_set build "$build_inputs"
 fi
 # 4b. The real launch system and `ros2` command line (launch, launch_ros, ros2cli: what a robot

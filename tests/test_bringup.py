@@ -360,16 +360,17 @@ def other_backends_parameters(values: dict) -> set[str]:
 
 
 def test_the_policy_is_given_the_instruction_the_simulated_task_was_recorded_with():
-    """One owner (rotvla_common.tasks): the instruction the bringup gives the policy node for a
-    task is the one the simulated scene (and so every recorded demonstration) carries; a
-    launch argument overrides it; no config file holds a copy of it."""
+    """One owner (the task's module, sim.tasks): the instruction the bringup gives the policy
+    node for a task is the one the simulated scene (and so every recorded demonstration)
+    carries, and the sim node is given the task; a launch argument overrides the instruction;
+    no config file holds a copy of either."""
     from rotvla_common.parameters import read_parameter_files
-    from rotvla_common.tasks import TASK_NAMES
     from rotvla_ros.sim.tasks import TASKS
 
-    assert set(TASK_NAMES) == set(TASKS)
-    for task in TASK_NAMES:
-        policy = next(spec for spec in node_set(SystemArgs(sim=True, task=task)) if spec.name == "policy")
+    for task in TASKS:
+        nodes = {spec.name: spec for spec in node_set(SystemArgs(sim=True, task=task))}
+        policy = nodes["policy"]
+        assert nodes["sim"].parameters["task"] == task
         assert policy.parameters["instruction"] == TASKS[task].instruction
         on_robot = next(spec for spec in node_set(SystemArgs(sim=False, task=task)) if spec.name == "policy")
         assert on_robot.parameters["instruction"] == TASKS[task].instruction

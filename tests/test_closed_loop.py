@@ -10,12 +10,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import rotvla_ros.sim.env  # noqa: F401  (registers the environment ids)
 from conftest import REPO_ROOT
 from rotvla_ros.eval.cli import stack_policy_period
 from rotvla_ros.eval.episodes import run_episode
 from rotvla_ros.policy import RotVLAPolicy
-from rotvla_ros.sim.env import ENV_IDS, CellEnv
+from rotvla_ros.sim.env import CellEnv
+from rotvla_ros.sim.tasks import TASKS
 
 SHIPPED = REPO_ROOT / "models" / "sim-block_to_plate"
 SEED = 7  # an evaluation seed (demonstrations were recorded from seed 1000 on)
@@ -36,7 +36,7 @@ def one_torch_thread():
 
 
 def test_the_environment_follows_gymnasium_and_lerobots_conventions():
-    env = gym.make(ENV_IDS["block_to_plate"])
+    env = gym.make(TASKS["block_to_plate"].env_id)
     observation, info = env.reset(seed=3)
     assert env.observation_space.contains(observation) and info["is_success"] is False
     assert set(observation["pixels"]) == {"head", "left_wrist", "right_wrist"}

@@ -219,7 +219,7 @@ def test_the_expert_recovers_from_a_missed_grasp_and_a_dropped_object(task, mish
     fingers close on nothing); ``dropped``: halfway through the carry the object leaves the
     grasp and lies where it started. Each time the expert notices the object no longer moves
     with the grasp, lets go, picks it up again from where it lies and finishes the task."""
-    from rotvla_ros.sim.experts import PickAndPlace
+    from rotvla_ros.sim.moves import PickAndPlace
 
     done, carry_started = [], []
 

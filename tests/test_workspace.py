@@ -64,7 +64,7 @@ def test_launch_and_config_files_are_installed_into_the_package_share():
         )
         assert installed == expected, folder
     assert (share / "launch" / "bringup.launch.py").exists() and (
-        share / "config" / "tasks" / "cup_stacking.yaml"
+        share / "config" / "train" / "sim" / "stage3.yaml"
     ).exists()
 
 

@@ -16,7 +16,6 @@ setup(
         # where `ros2 launch rotvla_ros bringup.launch.py` looks for them.
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py") + glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
-        (f"share/{PACKAGE}/config/tasks", glob("config/tasks/*.yaml")),
         (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
         (f"share/{PACKAGE}/config/train/sim", glob("config/train/sim/*.yaml")),
         # The shipped simulation checkpoints (models/sim-<task>): the simulated bringup's default.

@@ -3,9 +3,9 @@ parameter files and overrides. ``launch/bringup.launch.py`` turns it into launch
 actions; ``rotvla_run`` (nodes/runner.py) instantiates the same nodes in one process. No
 rclpy here: the launch file imports it too.
 
-Parameter files: ``config/robot.yaml``, ``config/sim.yaml`` in simulation,
-``config/tasks/<task>.yaml``, then each node's overrides from the arguments, written under the
-node's own section (``rotvla_common.parameters``: how rcl ranks sections and files). The
+Parameter files: ``config/robot.yaml``, ``config/sim.yaml`` in simulation, then each node's
+overrides from the arguments (the task's name and instruction among them: ``sim.tasks``),
+written under the node's own section (``rotvla_common.parameters``: how rcl ranks sections and files). The
 launch arguments are checked here too (``system_args_from_launch``), so a typo fails before
 anything starts.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES
 from rotvla_common.contract import ACTIVE, EXECUTOR_STATES
-from rotvla_common.tasks import TASK_NAMES, TASK_SPECS
 
 from .sim.shift import describe, parse_shift
+from .sim.tasks import TASK_NAMES, TASKS
 
 # What `record:=true` records (the episode recorder reads the same).
 RECORD_TOPICS = (
@@ -247,7 +247,6 @@ def parameter_files(config_dir: Path, args: SystemArgs) -> list[Path]:
     files = [config_dir / "robot.yaml"]
     if args.sim:
         files.append(config_dir / "sim.yaml")
-    files.append(config_dir / "tasks" / f"{args.task}.yaml")
     return files
 
 
@@ -261,7 +260,7 @@ def node_set(args: SystemArgs) -> list[NodeSpec]:
         executor["initial_state"] = args.executor_state
     checkpoint = args.checkpoint or (default_checkpoint(args.task) if args.sim else "")
     policy = {"checkpoint": checkpoint} if checkpoint else {}
-    policy["instruction"] = args.instruction or TASK_SPECS[args.task].instruction
+    policy["instruction"] = args.instruction or TASKS[args.task].instruction
     if args.device:
         policy["device"] = args.device
     nodes = []
@@ -272,7 +271,7 @@ def node_set(args: SystemArgs) -> list[NodeSpec]:
                 "rotvla_ros",
                 "sim_node",
                 "rotvla_ros.nodes.sim_node:SimNode",
-                {"seed": args.seed, "expert": args.expert or args.operator, "shift": args.shift},
+                {"task": args.task, "seed": args.seed, "expert": args.expert or args.operator, "shift": args.shift},
                 required=True,
             )
         )

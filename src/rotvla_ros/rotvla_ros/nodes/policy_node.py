@@ -154,9 +154,7 @@ class PolicyNode(Node):
             p("dtype", "", "Compute dtype (bfloat16, float16, float32); empty: bfloat16 on GPU, float32 on CPU.")
             or None
         )
-        self.instruction = p(
-            "instruction", "", "Instruction at start (the bringup gives the task's, rotvla_common.tasks)."
-        )
+        self.instruction = p("instruction", "", "Instruction at start (the bringup gives the task's, sim.tasks).")
         self.max_instruction_chars = p("max_instruction_chars", 1000, "Longest instruction accepted, characters.")
         self.max_observation_age = p("max_observation_age", 0.3, "Observations older than this (s) are refused.")
         self.replan_period = p(

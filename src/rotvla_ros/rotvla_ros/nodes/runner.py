@@ -33,11 +33,11 @@ from rclpy.signals import SignalHandlerOptions
 from rotvla_common.contract import ACTIVE, EXECUTOR_STATES
 from rotvla_common.parameters import read_parameter_files, write_overrides
 from rotvla_common.ros import build_node
-from rotvla_common.tasks import TASK_NAMES
 from rotvla_common.topics import cell_ros_arguments
 
 from ..bringup import NodeSpec, SystemArgs, default_config_dir, node_set, parameter_files
 from ..sim.shift import shift_argument
+from ..sim.tasks import TASK_NAMES
 
 
 def node_parameters(spec: NodeSpec, files: list[Path], namespace: str = "") -> list[Parameter]:

@@ -53,6 +53,7 @@ from ..ingest.images import fill_image
 from ..sim.experts import ExecutionNoise, ScriptedExpert
 from ..sim.scene import scene_of
 from ..sim.shift import SHIFT_KINDS, describe, parse_shift
+from ..sim.tasks import TASK_NAMES
 from ..sim.world import SimWorld
 from .common import LATCHED_QOS, OK, RELIABLE_QOS, SENSOR_QOS, WARN, declare, diagnostic_array, run_node, to_time
 
@@ -61,7 +62,9 @@ class SimNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim", **kwargs)
         p = functools.partial(declare, self)
-        task = p("task", "block_to_plate", "block_to_plate, block_into_drawer or cup_stacking.", read_only=True)
+        task = p("task", "block_to_plate", f"The task (sim.tasks): {', '.join(TASK_NAMES)}.", read_only=True)
+        if task not in TASK_NAMES:
+            raise ValueError(f"parameter task: {task!r} is not one of {', '.join(TASK_NAMES)}")
         seed = p("seed", 0, "Seed of the task's randomisation (object poses, colours).", read_only=True)
         shift = p(
             "shift",

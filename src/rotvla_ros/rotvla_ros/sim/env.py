@@ -47,12 +47,6 @@ from .shift import parse_shift
 from .tasks import TASKS
 from .world import SimWorld
 
-ENV_IDS = {
-    "block_to_plate": "rotvla/BlockToPlate-v0",
-    "block_into_drawer": "rotvla/BlockIntoDrawer-v0",
-    "cup_stacking": "rotvla/CupStacking-v0",
-}
-
 
 class WorldArm:
     """One arm of a SimWorld behind the executor's backend interface (``ArmBackend``)."""
@@ -248,7 +242,3 @@ class CellEnv(gym.Env):
             raise RuntimeError("call reset() first")
         return self.cell
 
-
-for _task, _id in ENV_IDS.items():
-    if _id not in gym.registry:
-        gym.register(id=_id, entry_point="rotvla_ros.sim.env:CellEnv", kwargs={"task": _task})

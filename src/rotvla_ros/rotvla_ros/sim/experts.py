@@ -13,35 +13,17 @@ out), so an expert can start mid-task and start a move again when its object is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import mujoco
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from arx_r5_driver.kinematics import GRIPPER_MAX_OPENING_M, ArmKinematics
+from arx_r5_driver.kinematics import ArmKinematics
 
-from .tasks import BLOCK_HALF, CUPS, PLATE_RADIUS, STACK_ORDER, BlockIntoDrawer, body_position, body_speed
+from .bodies import body_position
+from .moves import OPEN, FixedPath, Move, PickAndPlace, Waypoint
 from .world import SimWorld
 
 GRASP_OFFSET = 0.09
-OPEN, CLOSED = GRIPPER_MAX_OPENING_M, 0.0
-
-
-@dataclass
-class Waypoint:
-    arm: str
-    tip: np.ndarray  # (3,) world, m
-    gripper: float  # opening, m
-    duration: float  # s to get there from the previous waypoint of the same arm
-    # A body being carried: the tip target is shifted by where that body sits in the grasp
-    # (measured when the segment starts), so that the body, not the tip, lands on target.
-    carrying: str = ""
-    # A body to place onto: the tip's x, y follow where that body is when the segment starts
-    # (a cup nested a few millimetres off centre moves the next cup's target with it).
-    over: str = ""
-    # A body that must stay in the grasp through this segment (it moves with the grasp point).
-    holding: str = ""
 
 
 def pitch_for(tip_height: float) -> float:
@@ -50,117 +32,10 @@ def pitch_for(tip_height: float) -> float:
     return float(np.clip(0.25 - 3.0 * tip_height, -0.1, 0.5))
 
 
-@dataclass
-class PickAndPlace:
-    """One arm carries ``body`` from wherever it lies to ``place`` (world). Heights are the
-    grasp point's, world z: grasping, letting go, and while moving. The move is done once the
-    body rests within ``tolerance`` m (horizontally) of where it was to go, and less than
-    ``rest_above`` m above it (not perched on a rim)."""
-
-    arm: str
-    body: str
-    place: np.ndarray
-    grasp_height: float
-    release_height: float
-    tolerance: float
-    rest_above: float
-    carry_height: float = 0.13
-    over: str = ""  # a body to place onto (its position at each segment's start is the target)
-
-    def waypoints(self, pick: np.ndarray) -> list[Waypoint]:
-        arm, body, over = self.arm, self.body, self.over
-        pick_at, pick_above = np.r_[pick[:2], self.grasp_height], np.r_[pick[:2], self.carry_height]
-        place_at, place_above = np.r_[self.place[:2], self.release_height], np.r_[self.place[:2], self.carry_height]
-        return [
-            Waypoint(arm, pick_above, OPEN, 2.0),
-            Waypoint(arm, pick_at, OPEN, 1.5),
-            Waypoint(arm, pick_at, CLOSED, 0.8),
-            Waypoint(arm, pick_above, CLOSED, 1.2, holding=body),
-            Waypoint(arm, place_above, CLOSED, 1.8, carrying=body, over=over, holding=body),
-            Waypoint(arm, place_at, CLOSED, 1.0, carrying=body, over=over, holding=body),
-            Waypoint(arm, place_at, OPEN, 0.6, over=over),
-            Waypoint(arm, place_above, OPEN, 1.0, over=over),
-            Waypoint(arm, pick_above, OPEN, 1.5),  # out of the other arm's way
-        ]
-
-    def done(self, world: SimWorld) -> bool:
-        position = body_position(world.model, world.data, self.body)
-        target = body_position(world.model, world.data, self.over) if self.over else self.place
-        return bool(
-            np.linalg.norm(position[:2] - target[:2]) < self.tolerance
-            and position[2] < target[2] + self.rest_above
-            and body_speed(world.model, world.data, self.body) < 0.02
-        )
-
-
-@dataclass
-class FixedPath:
-    """Waypoints that need no object where it was planned (closing the drawer)."""
-
-    path: list[Waypoint]
-
-    def waypoints(self, pick: np.ndarray | None = None) -> list[Waypoint]:
-        return list(self.path)
-
-    def done(self, world: SimWorld) -> bool:
-        return True
-
-
-Move = PickAndPlace | FixedPath
-
-
 def plan(world: SimWorld) -> list[Move]:
-    """The task's moves, in order (arms take turns), those already done left out: the expert
-    starts from wherever the objects are."""
-    p = world.scene.positions
-    if world.task.name == "block_to_plate":
-        moves = [PickAndPlace("left", "block", p["plate"], BLOCK_HALF + 0.003, 0.045, PLATE_RADIUS - 0.015, 0.03)]
-    elif world.task.name == "block_into_drawer":
-        opening = BlockIntoDrawer.drawer_opening(world.model, world.data)
-        drawer = p["cabinet"] - np.array([opening, 0.0, 0.0])
-        front = drawer[0] - BlockIntoDrawer.INTERIOR[0] - 0.012  # the front panel's outer face
-        push_from = np.array([front - 0.05, drawer[1], 0.035])
-        tolerance = float(BlockIntoDrawer.INTERIOR.min() - BLOCK_HALF)
-        moves = [
-            PickAndPlace("left", "block", drawer, BLOCK_HALF + 0.003, 0.06, tolerance, 0.045),
-            FixedPath(
-                [
-                    Waypoint("left", push_from + [0, 0, 0.08], CLOSED, 1.2),
-                    Waypoint("left", push_from, CLOSED, 1.0),
-                    Waypoint("left", push_from + [opening + 0.03, 0, 0], CLOSED, 2.0),
-                    # Back off at the same height first: rising at once drags the fingers along
-                    # the cabinet's top edge and pulls the drawer open again.
-                    Waypoint("left", push_from + [opening - 0.03, 0, 0], CLOSED, 1.0),
-                    Waypoint("left", push_from + [opening - 0.03, 0, 0.08], CLOSED, 1.0),
-                ]
-            ),
-        ]
-        if opening < 0.015:  # closed already: whatever is inside stays there
-            moves = []
-    elif world.task.name == "cup_stacking":
-        # Each cup is pinched by its upper wall (the palm stays above the rim), carried with its
-        # bottom 1.5 cm above the bottom cup's rim, lowered until its bottom is 1 cm inside the
-        # rim of the cups below (so that it cannot catch on that rim), and let go.
-        bottom, middle, top = STACK_ORDER
-        grasp = {name: CUPS[name][1] - 0.015 for name in (middle, top)}
-        carry, release = CUPS[bottom][1] + 0.015, CUPS[bottom][1] - 0.01
-        moves = [
-            PickAndPlace(
-                arm,
-                f"{cup}_cup",
-                p[bottom],
-                grasp[cup],
-                release + grasp[cup],
-                CUPS[below][0] - CUPS[cup][0] + 0.004,
-                0.03,  # nested: its bottom within 3 cm of the bottom of the cup below (the task's test)
-                carry + grasp[cup],
-                over=f"{below}_cup",
-            )
-            for arm, cup, below in (("left", middle, bottom), ("right", top, middle))
-        ]
-    else:
-        raise ValueError(f"no expert for {world.task.name}")
-    return [move for move in moves if isinstance(move, FixedPath) or not move.done(world)]
+    """The task's moves (``Task.moves``), those already done left out: the expert starts from
+    wherever the objects are."""
+    return [move for move in world.task.moves(world) if isinstance(move, FixedPath) or not move.done(world)]
 
 
 class ScriptedExpert:

@@ -30,13 +30,14 @@ FINGER_TRAVEL = 0.04  # each finger, m: 80 mm opening in all
 AXES = {"JointModelRX": "1 0 0", "JointModelRY": "0 1 0", "JointModelRZ": "0 0 1"}
 
 
-def _vec(values) -> str:
+def vec(values) -> str:
+    """Numbers as an MJCF attribute value."""
     return " ".join(f"{v:.6g}" for v in np.ravel(values))
 
 
 def _quat(rotation: np.ndarray) -> str:
     x, y, z, w = Rotation.from_matrix(rotation).as_quat()
-    return _vec([w, x, y, z])
+    return vec([w, x, y, z])
 
 
 def look_at(position, target, up=(0.0, 0.0, 1.0)) -> str:
@@ -46,7 +47,7 @@ def look_at(position, target, up=(0.0, 0.0, 1.0)) -> str:
     x = np.cross(forward, up)
     x /= np.linalg.norm(x)
     y = np.cross(x, forward)
-    return _vec(np.r_[x, y])
+    return vec(np.r_[x, y])
 
 
 @dataclass
@@ -90,7 +91,7 @@ def _arm_xml(mount: ArmMount, kinematics: ArmKinematics) -> str:
     prefix = mount.name
     base_rotation = Rotation.from_euler("xyz", mount.base_rpy).as_matrix()
     lines = [
-        f'<body name="{prefix}_base_link" pos="{_vec(mount.base_xyz)}" quat="{_quat(base_rotation)}">',
+        f'<body name="{prefix}_base_link" pos="{vec(mount.base_xyz)}" quat="{_quat(base_rotation)}">',
         f'<geom type="cylinder" size="0.06 {mount.base_xyz[2] / 2 + 1e-3:.4f}" pos="0 0 {-mount.base_xyz[2] / 2:.4f}" '
         f'rgba="0.15 0.15 0.15 1" contype="0" conaffinity="0"/>',
     ]
@@ -100,12 +101,12 @@ def _arm_xml(mount: ArmMount, kinematics: ArmKinematics) -> str:
         name = model.names[i]
         lo, hi = R5_JOINT_LIMITS[name]
         lines.append(
-            f'<body name="{prefix}_link{i}" pos="{_vec(placement.translation)}" quat="{_quat(placement.rotation)}" gravcomp="1">'
+            f'<body name="{prefix}_link{i}" pos="{vec(placement.translation)}" quat="{_quat(placement.rotation)}" gravcomp="1">'
         )
         full = inertia.inertia
         lines.append(
-            f'<inertial pos="{_vec(inertia.lever)}" mass="{max(inertia.mass, 0.01):.5g}" '
-            f'fullinertia="{_vec([full[0, 0], full[1, 1], full[2, 2], full[0, 1], full[0, 2], full[1, 2]])}"/>'
+            f'<inertial pos="{vec(inertia.lever)}" mass="{max(inertia.mass, 0.01):.5g}" '
+            f'fullinertia="{vec([full[0, 0], full[1, 1], full[2, 2], full[0, 1], full[0, 2], full[1, 2]])}"/>'
         )
         lines.append(
             f'<joint name="{prefix}_{name}" axis="{AXES[model.joints[i].shortname()]}" range="{lo} {hi}" '
@@ -115,7 +116,7 @@ def _arm_xml(mount: ArmMount, kinematics: ArmKinematics) -> str:
             end = model.jointPlacements[i + 1].translation
             if np.linalg.norm(end) > 1e-3:
                 lines.append(
-                    f'<geom type="capsule" fromto="0 0 0 {_vec(end)}" size="{LINK_RADIUS}" rgba="{mount.rgba}" '
+                    f'<geom type="capsule" fromto="0 0 0 {vec(end)}" size="{LINK_RADIUS}" rgba="{mount.rgba}" '
                     f'contype="0" conaffinity="0"/>'
                 )
     # The flange (joint6's frame): palm, fingers and the wrist camera; the tool points along x.
@@ -159,7 +160,7 @@ def build_mjcf(config: SceneConfig, task_xml: str, look: Look = STANDARD_LOOK) -
     head_position, head_target = config.head_camera
     arms = "\n".join(_arm_xml(mount, kinematics) for mount in config.arms)
     lights = "\n".join(
-        f'<light pos="{_vec(light.position)}" dir="{_vec(light.direction)}" diffuse="{_vec(light.diffuse)}"/>'
+        f'<light pos="{vec(light.position)}" dir="{vec(light.direction)}" diffuse="{vec(light.diffuse)}"/>'
         for light in look.lights
     )
     rgb1, rgb2 = look.table_rgb
@@ -167,7 +168,7 @@ def build_mjcf(config: SceneConfig, task_xml: str, look: Look = STANDARD_LOOK) -
     if look.background is not None:
         skybox = (
             f'<texture type="skybox" builtin="gradient" width="128" height="128" '
-            f'rgb1="{_vec(look.background[0])}" rgb2="{_vec(look.background[1])}"/>'
+            f'rgb1="{vec(look.background[0])}" rgb2="{vec(look.background[1])}"/>'
         )
     return f"""<mujoco model="arx_r5_dual">
 <compiler angle="radian" autolimits="true"/>
@@ -175,14 +176,14 @@ def build_mjcf(config: SceneConfig, task_xml: str, look: Look = STANDARD_LOOK) -
 <visual><global offwidth="640" offheight="480"/><quality shadowsize="0"/></visual>
 <default><geom friction="1 0.01 0.001" solref="0.01 1"/></default>
 <asset>
-  <texture name="grid" type="2d" builtin="{look.table_texture}" width="256" height="256" rgb1="{_vec(rgb1)}" rgb2="{_vec(rgb2)}"/>
+  <texture name="grid" type="2d" builtin="{look.table_texture}" width="256" height="256" rgb1="{vec(rgb1)}" rgb2="{vec(rgb2)}"/>
   <material name="table" texture="grid" texrepeat="{look.table_repeat} {look.table_repeat}"/>
   {skybox}
 </asset>
 <worldbody>
 {lights}
 <geom name="table" type="box" pos="0.3 0 -0.02" size="0.45 0.7 0.02" material="table"/>
-<camera name="head" pos="{_vec(head_position)}" xyaxes="{look_at(head_position, head_target)}" fovy="{config.camera_fovy}"/>
+<camera name="head" pos="{vec(head_position)}" xyaxes="{look_at(head_position, head_target)}" fovy="{config.camera_fovy}"/>
 {arms}
 {task_xml}
 {look.bodies_xml}
