@@ -21,14 +21,15 @@ import yaml
 
 from ..data.lerobot_dataset import DatasetFormatError
 from ..policy.checkpoint import CheckpointError
-from .config import STAGES, TrainConfig, load_config
+from .config import TrainConfig, load_config
+from .stages import STAGES
 from .trainer import Trainer
 
 
 def parse(argv=None) -> tuple[TrainConfig, bool]:
     """The run's config (and whether to resume) from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("stage", choices=sorted(STAGES))
     parser.add_argument("--config", help="YAML file (config/train/<stage>.yaml)")
     parser.add_argument(
         "--dataset",

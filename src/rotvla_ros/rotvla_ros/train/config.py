@@ -1,18 +1,5 @@
-"""Training configurations: a plain dataclass, loaded from YAML, with the paper's
-hyperparameters (appendix C, Table 5) as each stage's defaults.
-
-| | Stage I (LAM) | Stage II (latent pretraining) | Stage III (finetuning) |
-|---|---|---|---|
-| optimiser | AdamW, lr 1e-4 | AdamW, lr 1e-4 | AdamW, lr 1e-4 |
-| schedule | constant | cosine | cosine |
-| weight decay | 0.01 | 0.001 | 0.001 |
-| gradient clip | - | 1.0 | 1.0 |
-| warm-up (action expert only, VLM frozen; X-VLA) | 0 | 5k | 5k |
-| steps | 200k | 200k | 40k (real world) |
-| batch | 256 | 256 | 128 |
-| augmentation | - | colour jitter | colour jitter |
-
-The VLM's reduced learning rate (X-VLA) is not given in the paper; X-VLA's 0.1 is used.
+"""Training configurations: a plain dataclass, loaded from YAML, with each stage's paper
+hyperparameters (``stages``, appendix C, Table 5) as its defaults.
 """
 
 from __future__ import annotations
@@ -25,7 +12,8 @@ import yaml
 
 from rotvla_common.action_space import CAMERA_NAMES
 
-STAGES = ("stage1", "stage2", "stage3")
+from .stages import STAGES
+
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
@@ -90,7 +78,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.stage not in STAGES:
-            raise ValueError(f"stage must be one of {STAGES}, not {self.stage!r}")
+            raise ValueError(f"stage must be one of {tuple(STAGES)}, not {self.stage!r}")
         if self.scheduler not in ("constant", "cosine"):
             raise ValueError(f"scheduler must be constant or cosine, not {self.scheduler!r}")
         if self.precision not in PRECISIONS:
@@ -103,40 +91,6 @@ class TrainConfig:
             raise ValueError(f"compile must be true or false, not {self.compile!r}")
 
 
-PAPER_DEFAULTS = {
-    "stage1": dict(
-        lr=1e-4,
-        scheduler="constant",
-        weight_decay=0.01,
-        grad_clip=0.0,
-        warmup_steps=0,
-        steps=200_000,
-        batch_size=256,
-        color_jitter=False,
-    ),
-    "stage2": dict(
-        lr=1e-4,
-        scheduler="cosine",
-        weight_decay=0.001,
-        grad_clip=1.0,
-        warmup_steps=5_000,
-        steps=200_000,
-        batch_size=256,
-        color_jitter=True,
-    ),
-    "stage3": dict(
-        lr=1e-4,
-        scheduler="cosine",
-        weight_decay=0.001,
-        grad_clip=1.0,
-        warmup_steps=5_000,
-        steps=40_000,
-        batch_size=128,
-        color_jitter=True,
-    ),
-}
-
-
 def load_config(stage: str, path: str | Path | None = None, **overrides) -> TrainConfig:
     """The stage's paper defaults, then the YAML file's values, then ``overrides`` (not None)."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -146,7 +100,9 @@ def load_config(stage: str, path: str | Path | None = None, **overrides) -> Trai
         if unknown:
             raise ValueError(f"{where}unknown settings {unknown}")
 
-    values = {"stage": stage, **PAPER_DEFAULTS[stage]}
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {tuple(STAGES)}, not {stage!r}")
+    values = {"stage": stage, **STAGES[stage].defaults}
     if path:
         data = yaml.safe_load(Path(path).read_text()) or {}
         refuse_unknown(data, f"{path}: ")
