@@ -427,6 +427,21 @@ def test_each_node_built_from_the_config_files_has_their_values(task, rclpy_cont
             key = f"{arm}.{name}"
             if key in robot and default is not None:
                 assert default == robot[key], f"default {key}={default} but config/robot.yaml has {robot[key]}"
+    # And the policy's and the camera ingestion's (their parameter tables), but the policy's
+    # contract checks, whose default 0 means "not checked" (a bare node serves any checkpoint).
+    from rotvla_ros.nodes import camera_ingestion, policy_node
+
+    not_checked = {("policy", "image_size"), ("policy", "step_period")}
+    for node_name, table in (("camera_ingestion", camera_ingestion.PARAMETERS), ("policy", policy_node.PARAMETERS)):
+        robot = read_parameter_files([REPO_ROOT / "config" / "robot.yaml"], node_name)
+        compared = [name for name in table if name in robot and (node_name, name) not in not_checked]
+        assert compared, node_name
+        for name in compared:
+            default = table[name].default
+            assert default == robot[name], (
+                f"{node_name} default {name}={default} but config/robot.yaml has {robot[name]}"
+            )
+        assert table["image_size"].default in (0, robot["image_size"])
 
 
 @pytest.mark.timeout(300)

@@ -196,3 +196,23 @@ def test_malformed_images_are_dropped_before_synchronisation(setup):
     driver.images["head"].publish(bad)
     assert wait_for(lambda: node.malformed["head"] == 1, 5)
     assert node.sync.stats["head"].received == 0
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("step_period", 0.0), ("image_size", 0), ("max_age", -0.1), ("slop", -1.0), ("max_instruction_chars", 0)],
+)
+def test_a_parameter_outside_its_range_stops_the_node_naming_it(name, value, rclpy_context):
+    """The parameter table's ranges (issue 32 item 4): a step period of 0 divided by zero in the
+    constructor, a negative age or slop dropped every set; now the node does not start, and
+    says which parameter and why. A value inside the range is accepted, and a later set
+    outside it is refused by rclpy (the descriptor's range)."""
+    with pytest.raises(ValueError, match=f"parameter {name}:"):
+        CameraIngestionNode(parameter_overrides=[Parameter(name, value=value)])
+    node = CameraIngestionNode(parameter_overrides=[Parameter("max_age", value=0.2)])
+    try:
+        (result,) = node.set_parameters([Parameter("max_age", value=-1.0)])
+        assert not result.successful and node.get_parameter("max_age").value == 0.2
+        assert node.describe_parameter("step_period").floating_point_range[0].from_value == pytest.approx(1e-3)
+    finally:
+        node.destroy_node()

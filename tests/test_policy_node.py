@@ -242,7 +242,7 @@ def test_an_inference_mode_the_node_cannot_use_is_a_counted_refusal(ros, checkpo
     does not exist is a configuration error: the node does not start (issue 30, item 7: it
     stayed up serving nothing, every later load failing the same way)."""
     root, _ = checkpoints
-    with pytest.raises(ValueError, match="inference_mode 'bogus' is not one of"):
+    with pytest.raises(ValueError, match="parameter inference_mode: 'bogus' is not one of"):
         make_node(ros, root / "tiny-a", inference_mode="bogus")
     node = make_node(ros, root / "tiny-a", inference_mode="graph")
     assert node._policy is None and node.counters.failed_swaps == 1  # alive, serving nothing

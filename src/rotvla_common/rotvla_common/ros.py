@@ -10,13 +10,14 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 import rclpy
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import ParameterUninitializedException
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterValueException, ParameterUninitializedException
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
@@ -45,7 +46,11 @@ class MissingParameterError(ValueError):
 def declare(node: Node, name: str, default: Any, description: str, read_only: bool = False) -> Any:
     """Declare a parameter with its descriptor and return its value. A ``default`` of None
     makes it required (a list of floats): it must come from a parameter file or override."""
-    descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    return _declare(node, name, default, ParameterDescriptor(description=description, read_only=read_only))
+
+
+def _declare(node: Node, name: str, default: Any, descriptor: ParameterDescriptor) -> Any:
+    description = descriptor.description
     if default is None:
         node.declare_parameter(name, Parameter.Type.DOUBLE_ARRAY, descriptor)
         try:
@@ -57,6 +62,52 @@ def declare(node: Node, name: str, default: Any, description: str, read_only: bo
             ) from None
     node.declare_parameter(name, default, descriptor)
     return node.get_parameter(name).value
+
+
+@dataclass(frozen=True)
+class Param:
+    """One row of a node's parameter table: its default (None: required), what it is, and
+    what values it takes. ``low``/``high`` become the descriptor's range, which rclpy enforces
+    when the parameter is declared and set, and ``ros2 param describe`` shows; ``choices`` are
+    checked at start and named in the descriptor's constraints."""
+
+    default: Any
+    description: str
+    read_only: bool = False
+    low: float | None = None
+    high: float | None = None
+    choices: tuple = ()
+
+
+def declare_table(node: Node, table: dict[str, Param]) -> dict[str, Any]:
+    """Declare every parameter of ``table``; their values, checked. A value outside its range
+    or choices raises ValueError naming the parameter: the node does not start on it."""
+    values = {}
+    for name, spec in table.items():
+        descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+        if spec.low is not None or spec.high is not None:
+            low, high = spec.low, spec.high
+            if isinstance(spec.default, int) and not isinstance(spec.default, bool):
+                bounds = IntegerRange(
+                    from_value=int(low if low is not None else -(2**31)),
+                    to_value=int(high if high is not None else 2**31 - 1),
+                )
+                descriptor.integer_range = [bounds]
+            else:
+                bounds = FloatingPointRange(
+                    from_value=float(low if low is not None else -1e300),
+                    to_value=float(high if high is not None else 1e300),
+                )
+                descriptor.floating_point_range = [bounds]
+        if spec.choices:
+            descriptor.additional_constraints = "one of: " + ", ".join(repr(c) for c in spec.choices)
+        try:
+            values[name] = _declare(node, name, spec.default, descriptor)
+        except InvalidParameterValueException as error:
+            raise ValueError(f"parameter {name}: {error} ({spec.description})") from None
+        if spec.choices and values[name] not in spec.choices:
+            raise ValueError(f"parameter {name}: {values[name]!r} is not one of {', '.join(map(repr, spec.choices))}")
+    return values
 
 
 def to_seconds(stamp: Time | Duration) -> float:

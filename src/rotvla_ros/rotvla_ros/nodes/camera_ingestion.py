@@ -19,7 +19,6 @@ uses, and rclpy's own deserialisation copied each 640x480 frame (6x slower, meas
 
 from __future__ import annotations
 
-import functools
 import threading
 
 from builtin_interfaces.msg import Time
@@ -49,12 +48,37 @@ from .common import (
     RELIABLE_QOS,
     SENSOR_QOS,
     WARN,
-    declare,
+    Param,
+    declare_table,
     diagnostic_array,
     now_seconds,
     run_node,
     to_seconds,
 )
+
+# The camera ingestion's parameters (config/robot.yaml and sim.yaml set the deployment's values).
+PARAMETERS: dict[str, Param] = {
+    "camera_names": Param(list(CAMERA_NAMES), "Cameras, in observation order."),
+    "camera_namespace": Param(topics.CAMERAS, "Namespace of the cameras (realsense2_camera's camera_namespace)."),
+    "color_topic": Param(
+        "color/image_raw", "Colour topic under each camera (color/image_rect_raw for wrappers <= 4.57.3)."
+    ),
+    "step_period": Param(
+        STEP_PERIOD, "The robot's step period, s: at most one observation per step of capture time.", low=1e-3
+    ),
+    "image_size": Param(224, "Side of the square model input, px.", low=8),
+    "slop": Param(0.025, "Largest spread of capture stamps within one observation, s.", low=0.0),
+    "max_age": Param(0.15, "Largest age of an observation's oldest image when published, s.", low=0.0),
+    "state_max_offset": Param(
+        0.1, "Largest time between the images' capture and the robot state paired with them, s.", low=0.0
+    ),
+    "require_state": Param(True, "Refuse observations without the robot state (joint states, EEF poses) at capture."),
+    "joint_state_topic": Param(topics.JOINT_STATES, "Joint states of both arms."),
+    "future_tolerance": Param(0.1, "Frames and states stamped further ahead of the clock (s) are refused.", low=0.0),
+    "max_instruction_chars": Param(1000, "Longest instruction copied into observations.", low=1),
+    "arms": Param(["left", "right"], "Arms whose EEF poses are included, in order."),
+    "eef_pose_topic": Param(topics.EEF_POSE, "EEF poses arrive on <eef_pose_topic>/<arm>."),
+}
 
 
 def eef_source(arm: str) -> str:
@@ -65,48 +89,25 @@ def eef_source(arm: str) -> str:
 class CameraIngestionNode(Node):
     def __init__(self, **kwargs):
         super().__init__("camera_ingestion", **kwargs)
-        p = functools.partial(declare, self)
-        self.cameras = list(p("camera_names", list(CAMERA_NAMES), "Cameras, in observation order."))
-        namespace = p(
-            "camera_namespace", topics.CAMERAS, "Namespace of the cameras (realsense2_camera's camera_namespace)."
-        )
-        color_topic = p(
-            "color_topic",
-            "color/image_raw",
-            "Colour topic under each camera (color/image_rect_raw for wrappers <= 4.57.3).",
-        )
-        rate = 1.0 / p(
-            "step_period", STEP_PERIOD, "The robot's step period, s: at most one observation per step of capture time."
-        )
-        self.image_size = p("image_size", 224, "Side of the square model input, px.")
-        slop = p("slop", 0.025, "Largest spread of capture stamps within one observation, s.")
-        max_age = p("max_age", 0.15, "Largest age of an observation's oldest image when published, s.")
-        state_max_offset = p(
-            "state_max_offset", 0.1, "Largest time between the images' capture and the robot state paired with them, s."
-        )
-        require_state = p(
-            "require_state", True, "Refuse observations without the robot state (joint states, EEF poses) at capture."
-        )
-        joint_state_topic = p("joint_state_topic", topics.JOINT_STATES, "Joint states of both arms.")
-        future_tolerance = p(
-            "future_tolerance", 0.1, "Frames and states stamped further ahead of the clock (s) are refused."
-        )
-        self.max_instruction_chars = p("max_instruction_chars", 1000, "Longest instruction copied into observations.")
-        self.arms = list(p("arms", ["left", "right"], "Arms whose EEF poses are included, in order."))
-        eef_topic = p("eef_pose_topic", topics.EEF_POSE, "EEF poses arrive on <eef_pose_topic>/<arm>.")
+        values = declare_table(self, PARAMETERS)
+        self.cameras = list(values["camera_names"])
+        self.image_size = values["image_size"]
+        self.max_instruction_chars = values["max_instruction_chars"]
+        self.arms = list(values["arms"])
+        rate = 1.0 / values["step_period"]
         self.instruction = ""
         self.sync = FrameSynchronizer(
             self.cameras,
-            slop,
-            max_age,
-            state_max_offset,
-            require_state,
-            future_tolerance=future_tolerance,
+            values["slop"],
+            values["max_age"],
+            values["state_max_offset"],
+            values["require_state"],
+            future_tolerance=values["future_tolerance"],
             state_sources=(JOINT_STATE, *(eef_source(arm) for arm in self.arms)),
             # 90% of a period: camera jitter must not make every other set too soon.
             min_interval=0.9 / rate,
         )
-        self.max_age = max_age
+        self.max_age = values["max_age"]
         self.malformed = dict.fromkeys(self.cameras, 0)
         self.refused_instructions = 0
         self._future_at_last_report = 0
@@ -117,16 +118,24 @@ class CameraIngestionNode(Node):
         self._wake, self._stopping = threading.Event(), threading.Event()
         self._publisher_thread = threading.Thread(target=self._publish_when_woken, name="observations", daemon=True)
 
+        self._create_interfaces(values, rate)
+        # The clock going back (a simulation reset) makes every buffered frame one from the future.
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
+            post_callback=self._on_time_jump,
+        )
+
+    def _create_interfaces(self, values: dict, rate: float) -> None:
         self._typestore = make_typestore()
         inputs = MutuallyExclusiveCallbackGroup()
         for camera in self.cameras:
-            topic = f"{namespace.rstrip('/')}/{camera}/{color_topic}"
+            topic = f"{values['camera_namespace'].rstrip('/')}/{camera}/{values['color_topic']}"
             self.create_subscription(
                 Image, topic, lambda raw, c=camera: self._on_image(c, raw), SENSOR_QOS, callback_group=inputs, raw=True
             )
         self.create_subscription(
             JointState,
-            joint_state_topic,
+            values["joint_state_topic"],
             lambda msg: self._on_state(JOINT_STATE, msg),
             SENSOR_QOS,
             callback_group=inputs,
@@ -134,7 +143,7 @@ class CameraIngestionNode(Node):
         for arm in self.arms:
             self.create_subscription(
                 PoseStamped,
-                f"{eef_topic}/{arm}",
+                f"{values['eef_pose_topic']}/{arm}",
                 lambda msg, a=arm: self._on_state(eef_source(a), msg),
                 SENSOR_QOS,
                 callback_group=inputs,
@@ -146,11 +155,6 @@ class CameraIngestionNode(Node):
         self.create_timer(1.0 / rate, self._publish_observation, callback_group=output)
         self._publisher_thread.start()
         self.create_timer(1.0, self._publish_diagnostics, callback_group=output)
-        # The clock going back (a simulation reset) makes every buffered frame one from the future.
-        self._jump_handle = self.get_clock().create_jump_callback(
-            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
-            post_callback=self._on_time_jump,
-        )
 
     def _on_time_jump(self, jump) -> None:
         with self._lock:

@@ -24,7 +24,6 @@ for as long as a load takes.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gc
 import sys
 import threading
@@ -57,12 +56,71 @@ from .common import (
     OK,
     RELIABLE_QOS,
     WARN,
-    declare,
+    Param,
+    declare_table,
     diagnostic_array,
     now_seconds,
     to_duration,
     to_seconds,
 )
+
+# The policy node's parameters (config/robot.yaml and sim.yaml set the deployment's values).
+PARAMETERS: dict[str, Param] = {
+    "checkpoint": Param("", "Checkpoint directory to serve at start (empty: none until load_checkpoint)."),
+    "device": Param("auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:N."),
+    "cpu_threads": Param(
+        0,
+        "Torch intra-op threads on the CPU (0: torch's default, one per core). On a machine whose cores the "
+        "other nodes keep busy, 1: a multi-threaded op waits for its slowest thread, and a busy core makes "
+        "every op wait.",
+        read_only=True,
+        low=0,
+    ),
+    "dtype": Param(
+        "",
+        "Compute dtype; empty: bfloat16 on GPU, float32 on CPU.",
+        choices=("", "bfloat16", "float16", "float32"),
+    ),
+    "instruction": Param("", "Instruction at start (the bringup gives the task's, sim.tasks)."),
+    "max_instruction_chars": Param(1000, "Longest instruction accepted, characters.", low=1),
+    "max_observation_age": Param(0.3, "Observations older than this (s) are refused.", low=0.0),
+    "replan_period": Param(
+        0.0,
+        "Serve an observation only this long (s) after the last one served: the executor runs that much "
+        "of each chunk before the next replaces it (Diffusion Policy's n_action_steps; 0: every observation).",
+        low=0.0,
+    ),
+    "seed": Param(-1, "Seed of the sampled noise per chunk (-1: random).", low=-1),
+    "warmup_passes": Param(2, "Warm-up predictions before a checkpoint serves.", low=0),
+    "inference_mode": Param(
+        "",
+        "eager, graph (CUDA: the denoising loop as one CUDA graph) or compile (torch.compile of the whole "
+        "chunk); empty: graph on CUDA, eager on CPU. Captured/compiled at load.",
+        choices=("", *INFERENCE_MODES),
+    ),
+    "min_swap_interval": Param(
+        1.0,
+        "A load requested sooner than this (s) after the last swap is refused: back-to-back swaps would "
+        "keep the stream at half rate.",
+        low=0.0,
+    ),
+    "action_names": Param(list(DUAL_ARM_EEF_ACTION_NAMES), "The robot's action layout; a checkpoint must match it."),
+    "camera_names": Param(list(CAMERA_NAMES), "Cameras the robot has."),
+    "image_size": Param(
+        0,
+        "Side of the images the camera ingestion makes, px: a checkpoint trained on another size is "
+        "refused (0: not checked).",
+        low=0,
+    ),
+    "step_period": Param(
+        0.0,
+        "The robot's chunk step period, s (1 / the fps its demonstrations are converted at): a checkpoint "
+        "trained at another is refused; 0: any.",
+        low=0.0,
+    ),
+    "future_tolerance": Param(0.05, "Observations stamped further ahead of the clock (s) are refused.", low=0.0),
+    "frame_prefix": Param("", "Prefix of the arm base frames (<prefix><arm>_base_link)."),
+}
 
 
 def observation_state(obs: Observation, arms: tuple[str, ...]) -> np.ndarray:
@@ -136,78 +194,29 @@ class PolicyNode(Node):
         # frozen and are collected as usual.
         gc.collect()
         gc.freeze()
-        p = functools.partial(declare, self)
-        checkpoint = p("checkpoint", "", "Checkpoint directory to serve at start (empty: none until load_checkpoint).")
-        device = p("device", "auto", "Torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:N.")
-        self.device = default_device() if device == "auto" else device
-        cpu_threads = p(
-            "cpu_threads",
-            0,
-            "Torch intra-op threads on the CPU (0: torch's default, one per core). "
-            "On a machine whose cores the other nodes keep busy, 1: a multi-threaded op waits for "
-            "its slowest thread, and a busy core makes every op wait.",
-            read_only=True,
-        )
-        if cpu_threads > 0:
-            torch.set_num_threads(cpu_threads)
-        self.dtype = (
-            p("dtype", "", "Compute dtype (bfloat16, float16, float32); empty: bfloat16 on GPU, float32 on CPU.")
-            or None
-        )
-        self.instruction = p("instruction", "", "Instruction at start (the bringup gives the task's, sim.tasks).")
-        self.max_instruction_chars = p("max_instruction_chars", 1000, "Longest instruction accepted, characters.")
-        self.max_observation_age = p("max_observation_age", 0.3, "Observations older than this (s) are refused.")
-        self.replan_period = p(
-            "replan_period",
-            0.0,
-            "Serve an observation only this long (s) after the last one "
-            "served: the executor runs that much of each chunk before the next replaces it "
-            "(Diffusion Policy's n_action_steps; 0: every observation).",
-        )
-        self.seed = p("seed", -1, "Seed of the sampled noise per chunk (-1: random).")
-        self.warmup_passes = p("warmup_passes", 2, "Warm-up predictions before a checkpoint serves.")
-        self.inference_mode = (
-            p(
-                "inference_mode",
-                "",
-                "eager, graph (CUDA: the denoising loop as one CUDA graph) or compile "
-                "(torch.compile of the whole chunk); empty: graph on CUDA, eager on CPU. "
-                "Captured/compiled at load.",
-            )
-            or None
-        )
-        if self.inference_mode not in (None, *INFERENCE_MODES):  # every later load would fail the same way
-            raise ValueError(f"inference_mode {self.inference_mode!r} is not one of {', '.join(INFERENCE_MODES)}")
-        self.min_swap_interval = p(
-            "min_swap_interval",
-            1.0,
-            "A load requested sooner than this (s) after the last "
-            "swap is refused: back-to-back swaps would keep the stream at half rate.",
-        )
+        values = declare_table(self, PARAMETERS)
+        self.device = default_device() if values["device"] == "auto" else values["device"]
+        if values["cpu_threads"] > 0:
+            torch.set_num_threads(values["cpu_threads"])
+        self.dtype = values["dtype"] or None
+        self.inference_mode = values["inference_mode"] or None
+        self.instruction = values["instruction"]
+        self.max_instruction_chars = values["max_instruction_chars"]
+        self.max_observation_age = values["max_observation_age"]
+        self.replan_period = values["replan_period"]
+        self.seed = values["seed"]
+        self.warmup_passes = values["warmup_passes"]
+        self.min_swap_interval = values["min_swap_interval"]
+        self.action_names = tuple(values["action_names"])
+        self.arms = tuple(dict.fromkeys(name.split("/")[0] for name in self.action_names))
+        self.camera_names = tuple(values["camera_names"])
+        self.image_size = values["image_size"]
+        self.step_period = values["step_period"]
+        self.future_tolerance = values["future_tolerance"]
+        self.frame_prefix = values["frame_prefix"]
         # A thread loading a checkpoint holds the GIL in long stretches of Python: hand it back to
         # the inference thread every millisecond (the default 5 ms stalls each inference op).
         sys.setswitchinterval(0.001)
-        self.action_names = tuple(
-            p("action_names", list(DUAL_ARM_EEF_ACTION_NAMES), "The robot's action layout; a checkpoint must match it.")
-        )
-        self.arms = tuple(dict.fromkeys(name.split("/")[0] for name in self.action_names))
-        self.camera_names = tuple(p("camera_names", list(CAMERA_NAMES), "Cameras the robot has."))
-        self.image_size = p(
-            "image_size",
-            0,
-            "Side of the images the camera ingestion makes, px: a checkpoint "
-            "trained on another size is refused (0: not checked).",
-        )
-        self.step_period = p(
-            "step_period",
-            0.0,
-            "The robot's chunk step period, s (1 / the fps its demonstrations "
-            "are converted at): a checkpoint trained at another is refused; 0: any.",
-        )
-        self.future_tolerance = p(
-            "future_tolerance", 0.05, "Observations stamped further ahead of the clock (s) are refused."
-        )
-        self.frame_prefix = p("frame_prefix", "", "Prefix of the arm base frames (<prefix><arm>_base_link).")
 
         self._lock = threading.Condition()  # guards _policy, _latest, _stopping
         self._policy: Policy | None = None
@@ -221,6 +230,17 @@ class PolicyNode(Node):
         self.sequence = 0
         self._last_served_stamp = -float("inf")
 
+        self._create_interfaces()
+        self._worker = threading.Thread(target=self._inference_loop, name="rotvla-inference", daemon=True)
+        self._worker.start()  # before the first load: it does the warm-up
+        if values["checkpoint"]:
+            result = self.load(values["checkpoint"], self.device, self.dtype)
+            self._last_swap = -float("inf")  # the interval is between requested swaps, not after start-up
+            self._log_outcome(result.success, result.message)
+        else:
+            self.get_logger().warning("no checkpoint: nothing is published until /rotvla/load_checkpoint")
+
+    def _create_interfaces(self) -> None:
         self.chunk_publisher = self.create_publisher(ActionChunk, topics.ACTION_CHUNK, RELIABLE_QOS)
         self.path_publisher = self.create_publisher(MarkerArray, topics.PLANNED_PATH, RELIABLE_QOS)
         self.instruction_publisher = self.create_publisher(String, topics.INSTRUCTION, LATCHED_QOS)
@@ -237,15 +257,6 @@ class PolicyNode(Node):
         self.create_service(SetInstruction, topics.SET_INSTRUCTION, self._on_set_instruction, callback_group=services)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         self.instruction_publisher.publish(String(data=self.instruction))
-
-        self._worker = threading.Thread(target=self._inference_loop, name="rotvla-inference", daemon=True)
-        self._worker.start()  # before the first load: it does the warm-up
-        if checkpoint:
-            result = self.load(checkpoint, self.device, self.dtype)
-            self._last_swap = -float("inf")  # the interval is between requested swaps, not after start-up
-            self._log_outcome(result.success, result.message)
-        else:
-            self.get_logger().warning("no checkpoint: nothing is published until /rotvla/load_checkpoint")
 
     # -- checkpoints ----------------------------------------------------------------------
 
