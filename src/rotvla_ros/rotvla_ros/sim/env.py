@@ -241,4 +241,3 @@ class CellEnv(gym.Env):
         if self.cell is None:
             raise RuntimeError("call reset() first")
         return self.cell
-
