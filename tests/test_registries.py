@@ -14,7 +14,15 @@ import pytest
 from conftest import REPO_ROOT
 from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
 from rotvla_common.contract import Contract
-from rotvla_ros.policy import CheckpointError, Policy, PolicyOutput, RotVLAPolicy, load_policy, register_policy
+from rotvla_ros.policy import (
+    CheckpointError,
+    Policy,
+    PolicyOutput,
+    RotVLAPolicy,
+    load_policy,
+    read_contract,
+    register_policy,
+)
 from rotvla_ros.sim.bodies import body_position, body_speed
 from rotvla_ros.sim.moves import PickAndPlace
 from rotvla_ros.sim.scene import vec
@@ -64,6 +72,10 @@ class HoldStill:
 
     @property
     def contract(self) -> Contract:
+        return self.read_contract("")
+
+    @classmethod
+    def read_contract(cls, path) -> Contract:
         return Contract(0.1, 84, ("head",), DUAL_ARM_EEF_ACTION_NAMES)
 
     @classmethod
@@ -93,6 +105,8 @@ def test_the_checkpoint_type_selects_the_class_and_the_evaluation_runs_it(tmp_pa
     (toy / "config.json").write_text(json.dumps({"type": "hold_still", "version": 3}))
     policy = load_policy(toy, device="cpu")
     assert isinstance(policy, HoldStill) and isinstance(policy, Policy) and policy.checkpoint_id == "hold-still-3"
+    assert read_contract(toy) == policy.contract  # from the config alone (rotvla_check's way)
+    assert read_contract(REPO_ROOT / "models" / "tiny-random").image_size == 84
     # RotVLA is the first entry; a checkpoint without a type (before the field) is one.
     assert isinstance(load_policy(REPO_ROOT / "models" / "tiny-random", device="cpu"), RotVLAPolicy)
     (result,) = run_episodes(str(toy), "block_to_plate", [0], policy_period=0.5, time_limit=3.0)

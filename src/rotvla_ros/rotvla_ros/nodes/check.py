@@ -356,17 +356,14 @@ class CheckClient:
 
 
 def checkpoint_contract(path: str) -> tuple[Contract | None, str]:
-    from ..policy.checkpoint import CheckpointError, read_config
+    from ..policy import CheckpointError, read_contract
 
     if not path:
         return None, ""
     try:
-        config = read_config(Path(path))
+        return read_contract(path), Path(path).name
     except (CheckpointError, OSError) as error:
         return None, f"{path}: {error}"
-    return Contract(config.dt, config.image_size, tuple(config.camera_names), tuple(config.action_names)), Path(
-        path
-    ).name
 
 
 def main(argv=None) -> int:

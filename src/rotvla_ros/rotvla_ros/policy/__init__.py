@@ -3,7 +3,7 @@
 from .checkpoint import CheckpointError
 from .normalization import ActionNormalizer
 from .policy import NonFiniteOutputError, ObservationError, PolicyOutput, RotVLAPolicy
-from .registry import Policy, load_policy, policy_types, register_policy
+from .registry import Policy, load_policy, policy_types, read_contract, register_policy
 
 __all__ = [
     "ActionNormalizer",
@@ -15,5 +15,6 @@ __all__ = [
     "RotVLAPolicy",
     "load_policy",
     "policy_types",
+    "read_contract",
     "register_policy",
 ]

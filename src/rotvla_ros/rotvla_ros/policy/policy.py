@@ -28,7 +28,14 @@ from ..model.fast_sampling import MODES as INFERENCE_MODES
 from ..model.fast_sampling import ChunkSampler
 from ..model.rotvla import RotVLA
 from ..model.so_n import matrix_to_rot6d, rot6d_to_matrix
-from .checkpoint import CheckpointError, checkpoint_id, load_checkpoint, read_instructions, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_id,
+    load_checkpoint,
+    read_config,
+    read_instructions,
+    save_checkpoint,
+)
 from .normalization import ActionNormalizer
 from .registry import DEFAULT_TYPE, register_policy
 
@@ -196,6 +203,11 @@ class RotVLAPolicy:
     def contract(self) -> Contract:
         """What this checkpoint was trained for (rotvla_common.contract)."""
         c = self.config
+        return Contract(c.dt, c.image_size, tuple(c.camera_names), tuple(c.action_names))
+
+    @classmethod
+    def read_contract(cls, path: str | Path) -> Contract:
+        c = read_config(Path(path))
         return Contract(c.dt, c.image_size, tuple(c.camera_names), tuple(c.action_names))
 
     @classmethod

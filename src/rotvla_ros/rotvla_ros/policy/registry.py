@@ -35,6 +35,11 @@ class Policy(Protocol):
         """What the checkpoint was trained for: step period, image size, cameras, action layout."""
 
     @classmethod
+    def read_contract(cls, path: str | Path) -> Contract:
+        """The contract of the checkpoint at ``path`` from its configuration alone (no weights
+        loaded: what rotvla_check compares with the deployment); ``CheckpointError``."""
+
+    @classmethod
     def from_pretrained(
         cls,
         path: str | Path,
@@ -103,6 +108,11 @@ def policy_class(path: str | Path) -> type:
             f"{path}: a {kind!r} checkpoint, and no policy of that type is installed: {sorted(known)}"
         )
     return known[kind]
+
+
+def read_contract(path: str | Path) -> Contract:
+    """The contract of the checkpoint at ``path``, read by the class its config names."""
+    return policy_class(path).read_contract(path)
 
 
 def load_policy(path: str | Path, **kwargs) -> Policy:
