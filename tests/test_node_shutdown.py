@@ -165,7 +165,7 @@ def test_a_node_that_cannot_start_says_why_in_one_line():
     # A bad inference_mode left the policy node up with no policy, every later load failing.
     process = Process(["-m", "rotvla_common.run", POLICY, "--ros-args", "-p", "inference_mode:=warp"])
     code, output = process.finish(timeout=60)
-    assert code == 1 and "Traceback" not in output and "inference_mode 'warp'" in output, output
+    assert code == 1 and "Traceback" not in output and "parameter inference_mode: 'warp'" in output, output
     # Homing is a run-time switch (it starts from the arms' state): not a source to start with.
     process = Process(
         ["-m", "arx_r5_driver.executor_node", "--ros-args", "-p", "backend:=sim", "-p", "control_source:=home"]
