@@ -1127,6 +1127,11 @@ def test_perturbed_demonstrations_record_what_the_expert_meant_as_the_action(epi
         measured = read_episode(path, ConversionConfig())
         intended = read_episode(path, ConversionConfig(action_label="intended"))
         assert np.array_equal(measured.state, intended.state)
+        # One gripper semantics for both labels: the opening measured (the noise leaves the
+        # grippers alone; the intended 0 mm against the measured block's width, mixed, made a
+        # policy squeeze the block out of its grasp).
+        grippers = [9, 19]
+        assert np.array_equal(measured.action[:, grippers], intended.action[:, grippers])
         gap = np.linalg.norm(measured.action[:, :3] - intended.action[:, :3], axis=1)  # (T,) left arm, m
         return float(np.median(gap)), intended
 

@@ -16,8 +16,8 @@ Per episode (one bag, with the recorder's ``episode.json`` when there is one):
   alignment, under which the executor schedules a chunk's step ``i`` at ``stamp + (i + 1) dt``.
   ``action_label``: ``measured`` (that state as the arms reached it, the default) or
   ``intended``: the pose the operator meant at the next frame (the forward kinematics of
-  ``/rotvla/teleop/intended_joint_targets``): the label of perturbed demonstrations, whose
-  executed motion carries noise the policy must not learn.
+  ``/rotvla/teleop/intended_joint_targets``), the gripper as measured: the label of perturbed
+  demonstrations, whose executed motion carries noise the policy must not learn.
 - Who drove each frame, from ``/rotvla/executor_status`` (its ``control_source`` at the
   frame's time): ``action_source`` (an index into ``rotvla_common.contract.CONTROL_SOURCES``)
   and ``intervention`` (the operator drove this frame, in an episode the policy also drove at
@@ -281,7 +281,14 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:  # noqa: C901 
     times, state = times[first:], state[first:]
     action = next_state_actions(state)
     if config.action_label == "intended":
+        # The arms' poses as meant; the grippers as measured, as in every other demonstration:
+        # the noise leaves them alone, and labels must agree on what closed is (the intended
+        # 0 mm against the measured block's width, pooled, taught a policy to squeeze the block
+        # out of its grasp: benchmarks/README.md, the DAgger measurement).
+        grippers = [10 * k + 9 for k in range(len(config.arms))]  # per arm: xyz, Rotate6D, gripper
+        measured_grippers = action[:, grippers]
         action = _intended_actions(arrays[config.intended_topic], np.array(intended), times)
+        action[:, grippers] = measured_grippers
     source = None
     if drivers:
         driver_stamps = np.array([stamp for stamp, _ in drivers])
