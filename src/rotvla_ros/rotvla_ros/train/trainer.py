@@ -321,7 +321,7 @@ class Trainer:
         return warm * 0.5 * (1 + math.cos(math.pi * progress))
 
     def _apply_group_scales(self) -> None:
-        """X-VLA: after the action expert's warm-up (the VLM frozen: ``_freeze_vlm``), the VLM
+        """X-VLA: after the action expert's warm-up (the VLM frozen: ``_freeze_for_warm_up``), the VLM
         learns at ``vlm_lr_scale`` of the rate; the scheduler's factor applies to both."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr * group.get("lr_scale", 1.0) * self._lr_factor(self.step)
