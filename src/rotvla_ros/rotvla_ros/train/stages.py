@@ -413,16 +413,7 @@ class ActionTraining(RotVLAStage):
     have actions in the model's layout, at one frame rate, with every view."""
 
     name = "stage3"
-    defaults = dict(
-        lr=1e-4,
-        scheduler="cosine",
-        weight_decay=0.001,
-        grad_clip=1.0,
-        warmup_steps=5_000,
-        steps=40_000,
-        batch_size=128,
-        color_jitter=True,
-    )
+    defaults = {**LatentPretraining.defaults, "steps": 40_000, "batch_size": 128}  # the table: II's, shorter
     trains_actions = True
 
     def unused_parameters(self, trainer):
