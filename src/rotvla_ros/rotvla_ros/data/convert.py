@@ -48,7 +48,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rotvla_common import topics
-from rotvla_common.action_space import CAMERA_NAMES, DUAL_ARM_EEF_ACTION_NAMES
+from rotvla_common.action_space import (
+    ARM_ACTION_FIELDS,
+    CAMERA_NAMES,
+    DUAL_ARM_EEF_ACTION_NAMES,
+    GRIPPER_FIELD,
+    POSITION_FIELDS,
+)
 from rotvla_common.contract import (
     CONTROL_SOURCES,
     DEFAULT_FPS,
@@ -72,6 +78,11 @@ ACTION_LABELS = ("measured", "intended")
 
 class ConversionError(RuntimeError):
     """A bag that cannot become a clean episode; the message names the episode and topic."""
+
+
+# One arm's slice of the state and action vectors (rotvla_common.action_space).
+ARM_WIDTH = len(ARM_ACTION_FIELDS)
+GRIPPER = ARM_ACTION_FIELDS.index(GRIPPER_FIELD)
 
 
 @dataclass
@@ -285,7 +296,7 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:  # noqa: C901 
         # the noise leaves them alone, and labels must agree on what closed is (the intended
         # 0 mm against the measured block's width, pooled, taught a policy to squeeze the block
         # out of its grasp: benchmarks/README.md, the DAgger measurement).
-        grippers = [10 * k + 9 for k in range(len(config.arms))]  # per arm: xyz, Rotate6D, gripper
+        grippers = [k * ARM_WIDTH + GRIPPER for k in range(len(config.arms))]
         measured_grippers = action[:, grippers]
         action = _intended_actions(arrays[config.intended_topic], np.array(intended), times)
         action[:, grippers] = measured_grippers
@@ -339,10 +350,11 @@ def _first_motion(state: np.ndarray, threshold: float, arms: int) -> int:
     ``threshold`` from the start (0 when ``threshold`` is 0 or nothing moves)."""
     if threshold <= 0:
         return 0
-    per_arm = state.reshape(len(state), arms, -1)  # (T, A, 10): xyz, Rotate6D, gripper
+    per_arm = state.reshape(len(state), arms, ARM_WIDTH)  # (T, A, 10): xyz, Rotate6D, gripper
+    xyz = slice(0, len(POSITION_FIELDS))
     moved = np.maximum(
-        np.linalg.norm(per_arm[:, :, :3] - per_arm[0, :, :3], axis=-1).max(1),
-        np.abs(per_arm[:, :, 9] - per_arm[0, :, 9]).max(1),
+        np.linalg.norm(per_arm[:, :, xyz] - per_arm[0, :, xyz], axis=-1).max(1),
+        np.abs(per_arm[:, :, GRIPPER] - per_arm[0, :, GRIPPER]).max(1),
     )
     moving = np.flatnonzero(moved > threshold)
     return max(int(moving[0]) - 1, 0) if moving.size else 0
