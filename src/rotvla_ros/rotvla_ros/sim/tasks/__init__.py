@@ -1,14 +1,13 @@
 """The tasks of the simulated cell, one module each, found by name in ``TASKS`` (``base``: what
 a task is and how a new one registers)."""
 
+from ..bodies import body_position, body_speed
 from . import block_into_drawer, block_to_plate, cup_stacking  # noqa: F401 (each registers its task)
 from .base import (
     BLOCK_HALF,
     TASKS,
     Task,
     TaskScene,
-    body_position,
-    body_speed,
     register_installed_tasks,
     register_task,
 )

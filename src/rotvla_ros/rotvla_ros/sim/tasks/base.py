@@ -21,7 +21,6 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from ..bodies import body_position, body_speed  # noqa: F401 (the tasks' modules use them from here)
 from ..scene import vec
 
 if TYPE_CHECKING:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
+from ..bodies import body_position
 from ..moves import CLOSED, FixedPath, PickAndPlace, Waypoint
 from ..scene import vec
-from .base import BLOCK_HALF, Task, TaskScene, block_xml, body_position, jitter_colour, register_task
+from .base import BLOCK_HALF, Task, TaskScene, block_xml, jitter_colour, register_task
 
 DRAWER_TRAVEL = 0.12  # m, fully open
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..bodies import body_position, body_speed
 from ..moves import PickAndPlace
 from ..scene import vec
-from .base import BLOCK_HALF, Task, TaskScene, block_xml, body_position, body_speed, jitter_colour, register_task
+from .base import BLOCK_HALF, Task, TaskScene, block_xml, jitter_colour, register_task
 
 PLATE_RADIUS, PLATE_HALF_HEIGHT = 0.06, 0.004
 

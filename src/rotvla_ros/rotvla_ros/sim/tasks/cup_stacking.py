@@ -8,9 +8,10 @@ from itertools import pairwise
 
 import numpy as np
 
+from ..bodies import body_position
 from ..moves import PickAndPlace
 from ..scene import vec
-from .base import Task, TaskScene, body_position, jitter_colour, register_task
+from .base import Task, TaskScene, jitter_colour, register_task
 
 # Cups: outer radius, height; wall and bottom 4 mm; 12 wall segments.
 CUPS = {"red": (0.045, 0.070), "yellow": (0.033, 0.058), "green": (0.022, 0.046)}  # largest first
