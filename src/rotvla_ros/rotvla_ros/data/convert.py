@@ -205,7 +205,116 @@ def _damaged_bag_messages(bag_dir: Path, topics: list[str]):
                 yield channel.topic, typestore.deserialize_cdr(message.data, schema.name)
 
 
-def read_episode(bag: Path, config: ConversionConfig) -> Episode:  # noqa: C901 - to split (issue 32)
+@dataclass
+class _Streams:
+    """One bag's messages, per stream, in the order read: what ``read_episode`` resamples."""
+
+    stamps: dict[str, list[float]]  # topic -> header stamps
+    images: dict[str, list]  # camera -> Image messages
+    poses: dict[str, list]  # arm -> (xyz, 3x3 rotation)
+    grippers: dict[str, list]  # arm -> opening (nan where a joint state lacks it)
+    intended: list[np.ndarray]  # (A, 7) per message: each arm's joints and gripper as meant
+    drivers: list[tuple[float, str]]  # (stamp, control source) from the executor's status
+
+
+def _wanted_topics(config: ConversionConfig) -> list[str]:
+    """The streams every episode must have, each checked for gaps."""
+    wanted = [config.camera_topic.format(camera=c) for c in config.cameras]
+    wanted += [config.eef_topic.format(arm=a) for a in config.arms]
+    wanted.append(config.joint_state_topic)
+    if config.action_label == "intended":
+        wanted.append(config.intended_topic)
+    return wanted
+
+
+def _read_streams(name: str, bag_dir: Path, config: ConversionConfig, incomplete: bool) -> _Streams:
+    """The bag's messages of ``_wanted_topics`` and of the executor's status; ``incomplete``:
+    read a bag that may end mid-record up to its last complete message."""
+    cameras = {config.camera_topic.format(camera=c): c for c in config.cameras}
+    eefs = {config.eef_topic.format(arm=a): a for a in config.arms}
+    wanted = _wanted_topics(config)
+    if config.action_label == "intended":
+        from arx_r5_driver.kinematics import joint_names
+
+        intended_names = [joint_names(arm) for arm in config.arms]
+    streams = _Streams(
+        stamps={t: [] for t in wanted},
+        images={c: [] for c in config.cameras},
+        poses={a: [] for a in config.arms},
+        grippers={a: [] for a in config.arms},
+        intended=[],
+        drivers=[],
+    )
+    read = [*wanted, config.status_topic]
+    messages = _damaged_bag_messages(bag_dir, read) if incomplete else _bag_messages(bag_dir, read)
+    for topic, msg in messages:
+        if topic == config.status_topic:
+            source = getattr(msg, "control_source", "")
+            if source:  # statuses from before they said who drives: nothing to learn
+                if source not in CONTROL_SOURCES:
+                    raise ConversionError(f"{name}: {topic} names an unknown control source {source[:40]!r}")
+                streams.drivers.append((_stamp(msg), source))
+            continue
+        streams.stamps[topic].append(_stamp(msg))
+        if topic in cameras:
+            streams.images[cameras[topic]].append(msg)
+        elif topic in eefs:
+            p, q = msg.pose.position, msg.pose.orientation
+            streams.poses[eefs[topic]].append(((p.x, p.y, p.z), quaternion_to_matrix((q.x, q.y, q.z, q.w))))
+        elif topic == config.intended_topic:
+            index = {n: i for i, n in enumerate(msg.name)}
+            if not all(n in index for arm in intended_names for n in arm):
+                raise ConversionError(f"{name}: {topic} does not name every joint of {list(config.arms)}")
+            streams.intended.append(np.array([[msg.position[index[n]] for n in arm] for arm in intended_names]))
+        else:
+            index = {n: i for i, n in enumerate(msg.name)}
+            for arm in config.arms:
+                gripper = f"{arm}_gripper"
+                streams.grippers[arm].append(msg.position[index[gripper]] if gripper in index else np.nan)
+    return streams
+
+
+def _timeline(name: str, stamps: dict[str, np.ndarray], config: ConversionConfig) -> np.ndarray:
+    """(T,) frame times at ``fps`` over the span every observed stream covers. The label's
+    stream (the intended targets, which start when the operator does) does not set it, so that
+    both labels of a bag give the same frames."""
+    observed = [a for topic, a in stamps.items() if topic != config.intended_topic]
+    start = max(a[0] for a in observed)
+    end = min(a[-1] for a in observed)
+    if end <= start:
+        raise ConversionError(f"{name}: the streams do not overlap in time")
+    return start + np.arange(int(np.floor((end - start) * config.fps)) + 1) / config.fps  # (T,)
+
+
+def _resampled_state(
+    name: str, streams: _Streams, stamps: dict[str, np.ndarray], times: np.ndarray, config: ConversionConfig
+) -> np.ndarray:
+    """(T, 20) both arms' EEF state at each frame time (nearest message per stream)."""
+    state = []
+    joint_index = _nearest(stamps[config.joint_state_topic], times)
+    for arm in config.arms:
+        pose_index = _nearest(stamps[config.eef_topic.format(arm=arm)], times)
+        gripper = np.asarray(streams.grippers[arm])[joint_index]
+        if not np.isfinite(gripper).all():
+            raise ConversionError(f"{name}: {config.joint_state_topic} has no {arm}_gripper")
+        poses = streams.poses[arm]
+        state.append(np.stack([eef_state(*poses[i], g) for i, g in zip(pose_index, gripper)]))  # (T, 10)
+    return np.concatenate(state, axis=1).astype(np.float32)  # (T, 20)
+
+
+def _drivers_at(drivers: list[tuple[float, str]], times: np.ndarray) -> np.ndarray | None:
+    """(T,) int64 index into CONTROL_SOURCES of the status in force at each frame (the last one
+    stamped at or before it); None without statuses (teleoperated throughout)."""
+    if not drivers:
+        return None
+    driver_stamps = np.array([stamp for stamp, _ in drivers])
+    order = np.argsort(driver_stamps, kind="stable")
+    named = np.array([CONTROL_SOURCES.index(drivers[i][1]) for i in order], dtype=np.int64)
+    at = np.clip(np.searchsorted(driver_stamps[order], times, side="right") - 1, 0, len(order) - 1)
+    return named[at]  # (T,)
+
+
+def read_episode(bag: Path, config: ConversionConfig) -> Episode:
     """One bag -> one resampled episode; raises ConversionError."""
     name = bag.name
     meta_file = bag / "episode.json" if (bag / "episode.json").exists() else bag.parent / "episode.json"
@@ -214,80 +323,24 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:  # noqa: C901 
     if not task:
         raise ConversionError(f"{name}: no task (no episode.json with an instruction, and no --task)")
     bag_dir = bag / "bag" if (bag / "bag").is_dir() else bag
-    cameras = {config.camera_topic.format(camera=c): c for c in config.cameras}
-    eefs = {config.eef_topic.format(arm=a): a for a in config.arms}
-    wanted = [*cameras, *eefs, config.joint_state_topic]
-    intended: list[np.ndarray] = []  # (A, 7): per arm the joints and gripper meant
-    if config.action_label == "intended":
-        from arx_r5_driver.kinematics import joint_names
-
-        wanted.append(config.intended_topic)
-        intended_names = [joint_names(arm) for arm in config.arms]
-    drivers: list[tuple[float, str]] = []  # (stamp, control source) from the executor's status
-    images: dict[str, list] = {c: [] for c in config.cameras}
-    poses: dict[str, list] = {a: [] for a in config.arms}
-    grippers: dict[str, list] = {a: [] for a in config.arms}
-    stamps: dict[str, list[float]] = {t: [] for t in wanted}
     # The recorder's own flag: the episode never stopped normally (a write error, a full disk, a
     # crash), and its bag may end mid-record: read up to the last complete message. A damaged bag
     # of an episode that says it is complete (or says nothing) is an error.
     incomplete = meta.get("complete") is False
     try:
-        read = [*wanted, config.status_topic]
-        messages = _damaged_bag_messages(bag_dir, read) if incomplete else _bag_messages(bag_dir, read)
-        for topic, msg in messages:
-            if topic == config.status_topic:
-                source = getattr(msg, "control_source", "")
-                if source:  # statuses from before they said who drives: nothing to learn
-                    if source not in CONTROL_SOURCES:
-                        raise ConversionError(f"{name}: {topic} names an unknown control source {source[:40]!r}")
-                    drivers.append((_stamp(msg), source))
-                continue
-            stamps[topic].append(_stamp(msg))
-            if topic in cameras:
-                images[cameras[topic]].append(msg)
-            elif topic in eefs:
-                p, q = msg.pose.position, msg.pose.orientation
-                poses[eefs[topic]].append(((p.x, p.y, p.z), quaternion_to_matrix((q.x, q.y, q.z, q.w))))
-            elif topic == config.intended_topic:
-                index = {n: i for i, n in enumerate(msg.name)}
-                if not all(n in index for arm in intended_names for n in arm):
-                    raise ConversionError(f"{name}: {topic} does not name every joint of {list(config.arms)}")
-                intended.append(np.array([[msg.position[index[n]] for n in arm] for arm in intended_names]))
-            else:
-                index = {n: i for i, n in enumerate(msg.name)}
-                grippers_now = [
-                    msg.position[index[f"{a}_gripper"]] if f"{a}_gripper" in index else np.nan for a in config.arms
-                ]
-                for arm, value in zip(config.arms, grippers_now):
-                    grippers[arm].append(value)
-        if incomplete:
-            why = meta.get("error", "the recording did not finish")
-            print(f"rotvla_convert: {name}: incomplete ({why}): read up to its last complete message", flush=True)
+        streams = _read_streams(name, bag_dir, config, incomplete)
     except ConversionError:
         raise
     except Exception as error:  # a truncated or corrupt file: rosbags' own errors vary
         raise ConversionError(f"{name}: cannot read the bag ({type(error).__name__}: {error})") from error
-    arrays = {t: np.asarray(s) for t, s in stamps.items()}
-    for topic in wanted:
-        _check_stream(name, topic, arrays[topic], config.max_gap)
-    # The observed streams set the timeline; the label's (the intended targets, which start when
-    # the operator does) does not, so that both labels of a bag give the same frames.
-    observed = [a for topic, a in arrays.items() if topic != config.intended_topic]
-    start = max(a[0] for a in observed)
-    end = min(a[-1] for a in observed)
-    if end <= start:
-        raise ConversionError(f"{name}: the streams do not overlap in time")
-    times = start + np.arange(int(np.floor((end - start) * config.fps)) + 1) / config.fps  # (T,)
-    state = []
-    joint_index = _nearest(arrays[config.joint_state_topic], times)
-    for arm in config.arms:
-        pose_index = _nearest(arrays[config.eef_topic.format(arm=arm)], times)
-        gripper = np.asarray(grippers[arm])[joint_index]
-        if not np.isfinite(gripper).all():
-            raise ConversionError(f"{name}: {config.joint_state_topic} has no {arm}_gripper")
-        state.append(np.stack([eef_state(*poses[arm][i], g) for i, g in zip(pose_index, gripper)]))  # (T, 10)
-    state = np.concatenate(state, axis=1).astype(np.float32)  # (T, 20)
+    if incomplete:
+        why = meta.get("error", "the recording did not finish")
+        print(f"rotvla_convert: {name}: incomplete ({why}): read up to its last complete message", flush=True)
+    stamps = {t: np.asarray(s) for t, s in streams.stamps.items()}
+    for topic, topic_stamps in stamps.items():
+        _check_stream(name, topic, topic_stamps, config.max_gap)
+    times = _timeline(name, stamps, config)
+    state = _resampled_state(name, streams, stamps, times, config)
     first = _first_motion(state, config.idle_motion, len(config.arms))
     times, state = times[first:], state[first:]
     action = next_state_actions(state)
@@ -298,24 +351,16 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:  # noqa: C901 
         # out of its grasp: benchmarks/README.md, the DAgger measurement).
         grippers = [k * ARM_WIDTH + GRIPPER for k in range(len(config.arms))]
         measured_grippers = action[:, grippers]
-        action = _intended_actions(arrays[config.intended_topic], np.array(intended), times)
+        action = _intended_actions(stamps[config.intended_topic], np.array(streams.intended), times)
         action[:, grippers] = measured_grippers
-    source = None
-    if drivers:
-        driver_stamps = np.array([stamp for stamp, _ in drivers])
-        order = np.argsort(driver_stamps, kind="stable")
-        named = np.array([CONTROL_SOURCES.index(drivers[i][1]) for i in order], dtype=np.int64)
-        # The status in force at each frame: the last one stamped at or before it.
-        at = np.clip(np.searchsorted(driver_stamps[order], times, side="right") - 1, 0, len(order) - 1)
-        source = named[at]  # (T,)
     frames = {}
     for camera in config.cameras:
         topic = config.camera_topic.format(camera=camera)
+        messages = streams.images[camera]
         try:
-            frames[camera] = np.stack([image_to_rgb(images[camera][i]) for i in _nearest(arrays[topic], times)])
+            frames[camera] = np.stack([image_to_rgb(messages[i]) for i in _nearest(stamps[topic], times)])
         except ImageFormatError as error:
             raise ConversionError(f"{name}: {topic}: {error}") from error
-    policy_drove = any(driver == POLICY for _, driver in drivers)
     return Episode(
         name,
         task,
@@ -324,9 +369,9 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:  # noqa: C901 
         action,
         frames,
         meta,
-        source,
+        _drivers_at(streams.drivers, times),
         float(times[0]),
-        policy_drove,
+        policy_drove=any(driver == POLICY for _, driver in streams.drivers),
     )
 
 
@@ -401,7 +446,7 @@ def aggregate_stats(episodes: list[dict[str, dict]]) -> dict[str, dict]:
     """The dataset's statistics from its episodes', LeRobot's aggregate: min of the minima, max
     of the maxima, count-weighted mean, pooled variance, count-weighted quantiles."""
     aggregated = {}
-    for feature in {f for stats in episodes for f in stats}:
+    for feature in dict.fromkeys(f for stats in episodes for f in stats):  # first-seen order: the same file every run
         parts = [stats[feature] for stats in episodes if feature in stats]
         counts = np.array([p["count"][0] for p in parts], dtype=np.float64)  # (E,)
         total = counts.sum()
@@ -528,7 +573,7 @@ def convert(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        info = _write_dataset(bags, staging, config, tqdm(bags, desc="episodes", unit="ep", disable=not progress))
+        info = _write_dataset(staging, config, tqdm(bags, desc="episodes", unit="ep", disable=not progress))
         if output.exists():
             shutil.rmtree(output)
         staging.rename(output)
@@ -538,61 +583,34 @@ def convert(
         raise
 
 
-def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) -> dict:
-    tasks: dict[str, int] = {}
-    videos: dict[str, _VideoWriter] = {}
-    rows, episode_rows, all_episode_stats = [], [], []
-    index = 0
-    shapes = {}
-    episode_index = 0
-    for bag in episodes_iter:
-        try:
-            episode = read_episode(Path(bag), config)
-        except ConversionError as error:
-            if not config.skip_invalid:
-                raise
-            print(f"rotvla_convert: left out: {error}", file=sys.stderr, flush=True)
-            continue
-        task_index = tasks.setdefault(episode.task, len(tasks))
+class _DatasetWriter:
+    """Episodes appended one by one into one LeRobot v3 dataset at ``root``: a video per camera,
+    one data table, the episodes table with per-episode statistics; ``finish`` writes the
+    tables and the metadata and returns info.json."""
+
+    def __init__(self, root: Path, config: ConversionConfig):
+        self.root, self.config = root, config
+        self.tasks: dict[str, int] = {}
+        self.videos: dict[str, _VideoWriter] = {}
+        self.shapes: dict[str, tuple[int, int]] = {}  # camera -> (H, W)
+        self.rows: list[dict] = []
+        self.episode_rows: list[dict] = []
+        self.episode_stats: list[dict] = []
+        self.frames = 0  # frames written so far: the next episode's first global index
+
+    def add(self, episode: Episode) -> None:
+        episode_index = len(self.episode_rows)
+        task_index = self.tasks.setdefault(episode.task, len(self.tasks))
         length = len(episode.timestamps)
-        video_row = {}
-        for camera, frames in episode.frames.items():
-            key = f"observation.images.{camera}"
-            height, width = frames.shape[1:3]
-            if camera not in videos:
-                shapes[camera] = (height, width)
-                videos[camera] = _VideoWriter(
-                    root / "videos" / key / "chunk-000" / "file-000.mp4",
-                    config.fps,
-                    width,
-                    height,
-                    config.codec,
-                    config.gop,
-                )
-            elif shapes[camera] != (height, width):
-                raise ConversionError(
-                    f"{episode.name}: camera {camera} is {width}x{height}, earlier episodes "
-                    f"{shapes[camera][1]}x{shapes[camera][0]}"
-                )
-            start = videos[camera].frames / config.fps
-            for frame in frames:
-                videos[camera].write(frame)
-            video_row.update(
-                {
-                    f"videos/{key}/chunk_index": 0,
-                    f"videos/{key}/file_index": 0,
-                    f"videos/{key}/from_timestamp": start,
-                    f"videos/{key}/to_timestamp": start + length / config.fps,
-                }
-            )
+        video_row = self._write_videos(episode)
         bookkeeping = {
             "timestamp": episode.timestamps,
             "frame_index": np.arange(length),
             "episode_index": np.full(length, episode_index),
-            "index": index + np.arange(length),
+            "index": self.frames + np.arange(length),
             "task_index": np.full(length, task_index),
         }
-        episode_stats = {
+        stats = {
             STATE_KEY: _feature_stats(episode.state),
             ACTION_KEY: _feature_stats(episode.action),
             SOURCE_KEY: _feature_stats(episode.sources),
@@ -602,52 +620,144 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
         }
         sources, intervention = episode.sources, episode.intervention
         for k in range(length):
-            rows.append(
+            self.rows.append(
                 {
                     STATE_KEY: episode.state[k].tolist(),
                     ACTION_KEY: episode.action[k].tolist(),
                     "timestamp": float(episode.timestamps[k]),
                     "frame_index": k,
                     "episode_index": episode_index,
-                    "index": index + k,
+                    "index": self.frames + k,
                     "task_index": task_index,
                     # Ours, after LeRobot's columns
                     SOURCE_KEY: int(sources[k]),
                     INTERVENTION_KEY: bool(intervention[k]),
                 }
             )
-        episode_rows.append(
+        self.episode_rows.append(
             {
                 "episode_index": episode_index,
                 "tasks": [episode.task],
                 "length": length,
                 "data/chunk_index": 0,
                 "data/file_index": 0,
-                "dataset_from_index": index,
-                "dataset_to_index": index + length,
+                "dataset_from_index": self.frames,
+                "dataset_to_index": self.frames + length,
                 **video_row,
                 "meta/episodes/chunk_index": 0,
                 "meta/episodes/file_index": 0,
-                **_episode_stats_columns(episode_stats),
+                **_episode_stats_columns(stats),
                 # Ours, after LeRobot's columns (its writers leave them out: readers must not need them)
                 "source": episode.name,
                 "success": bool(episode.meta.get("success", True)),
                 "operator": str(episode.meta.get("operator", "")),
             }
         )
-        all_episode_stats.append(episode_stats)
-        index += length
-        episode_index += 1
-    if not episode_rows:
-        raise ConversionError("no episode could be converted")
-    for writer in videos.values():
-        writer.close()
+        self.episode_stats.append(stats)
+        self.frames += length
 
-    vector = lambda: pa.list_(pa.float32(), len(DUAL_ARM_EEF_ACTION_NAMES))  # noqa: E731
-    data_schema = pa.schema(
+    def _write_videos(self, episode: Episode) -> dict:
+        """Append the episode's frames to each camera's video; its columns of the episodes table."""
+        config, length = self.config, len(episode.timestamps)
+        row = {}
+        for camera, frames in episode.frames.items():
+            key = f"observation.images.{camera}"
+            height, width = frames.shape[1:3]
+            if camera not in self.videos:
+                self.shapes[camera] = (height, width)
+                path = self.root / "videos" / key / "chunk-000" / "file-000.mp4"
+                self.videos[camera] = _VideoWriter(path, config.fps, width, height, config.codec, config.gop)
+            elif self.shapes[camera] != (height, width):
+                raise ConversionError(
+                    f"{episode.name}: camera {camera} is {width}x{height}, earlier episodes "
+                    f"{self.shapes[camera][1]}x{self.shapes[camera][0]}"
+                )
+            start = self.videos[camera].frames / config.fps
+            for frame in frames:
+                self.videos[camera].write(frame)
+            row.update(
+                {
+                    f"videos/{key}/chunk_index": 0,
+                    f"videos/{key}/file_index": 0,
+                    f"videos/{key}/from_timestamp": start,
+                    f"videos/{key}/to_timestamp": start + length / config.fps,
+                }
+            )
+        return row
+
+    def finish(self) -> dict:
+        if not self.episode_rows:
+            raise ConversionError("no episode could be converted")
+        for writer in self.videos.values():
+            writer.close()
+        root = self.root
+        (root / "data" / "chunk-000").mkdir(parents=True)
+        data = pa.Table.from_pylist(self.rows, schema=_data_schema())
+        pq.write_table(data, root / "data" / "chunk-000" / "file-000.parquet")
+        (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
+        episodes = pa.Table.from_pylist(self.episode_rows)
+        pq.write_table(episodes, root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+        pq.write_table(_tasks_table(self.tasks), root / "meta" / "tasks.parquet")
+        (root / "meta" / "stats.json").write_text(json.dumps(aggregate_stats(self.episode_stats), indent=2))
+        info = {
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": self.config.robot_type,
+            "total_episodes": len(self.episode_rows),
+            "total_frames": self.frames,
+            "total_tasks": len(self.tasks),
+            "chunks_size": 1000,
+            "data_files_size_in_mb": 100,
+            "video_files_size_in_mb": 200,
+            "fps": self.config.fps,
+            "splits": {"train": f"0:{len(self.episode_rows)}"},
+            "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+            "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
+            "features": self._features(),
+        }
+        (root / "meta" / "info.json").write_text(json.dumps(info, indent=2))
+        return info
+
+    def _features(self) -> dict:
+        names = list(DUAL_ARM_EEF_ACTION_NAMES)
+        video = "videos/observation.images.{}/chunk-000/file-000.mp4"
+        codecs = {c: _stream_codec(self.root / video.format(c)) for c in self.shapes}
+        return {
+            STATE_KEY: {"dtype": "float32", "shape": [len(names)], "names": names},
+            ACTION_KEY: {"dtype": "float32", "shape": [len(names)], "names": names},
+            **{
+                f"observation.images.{c}": {
+                    "dtype": "video",
+                    "shape": [h, w, 3],
+                    "names": ["height", "width", "channels"],
+                    "info": {
+                        "video.height": h,
+                        "video.width": w,
+                        "video.codec": codecs[c],
+                        "video.pix_fmt": "yuv420p",
+                        "is_depth_map": False,  # LeRobot 0.6's key (0.4 wrote video.is_depth_map)
+                        "video.fps": self.config.fps,
+                        "video.channels": 3,
+                        "has_audio": False,
+                    },
+                }
+                for c, (h, w) in self.shapes.items()
+            },
+            "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+            **{
+                k: {"dtype": "int64", "shape": [1], "names": None}
+                for k in ("frame_index", "episode_index", "index", "task_index")
+            },
+            SOURCE_KEY: {"dtype": "int64", "shape": [1], "names": None},  # index into CONTROL_SOURCES
+            INTERVENTION_KEY: {"dtype": "bool", "shape": [1], "names": None},
+        }
+
+
+def _data_schema() -> pa.Schema:
+    vector = pa.list_(pa.float32(), len(DUAL_ARM_EEF_ACTION_NAMES))
+    return pa.schema(
         [
-            (STATE_KEY, vector()),
-            (ACTION_KEY, vector()),
+            (STATE_KEY, vector),
+            (ACTION_KEY, vector),
             ("timestamp", pa.float32()),
             ("frame_index", pa.int64()),
             ("episode_index", pa.int64()),
@@ -657,64 +767,21 @@ def _write_dataset(bags, root: Path, config: ConversionConfig, episodes_iter) ->
             (INTERVENTION_KEY, pa.bool_()),
         ]
     )
-    (root / "data" / "chunk-000").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=data_schema), root / "data" / "chunk-000" / "file-000.parquet")
-    (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(episode_rows), root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
-    pq.write_table(_tasks_table(tasks), root / "meta" / "tasks.parquet")
 
-    stats = aggregate_stats(all_episode_stats)
-    (root / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
-    names = list(DUAL_ARM_EEF_ACTION_NAMES)
-    codecs = {
-        c: _stream_codec(root / "videos" / f"observation.images.{c}" / "chunk-000" / "file-000.mp4") for c in shapes
-    }
-    features = {
-        STATE_KEY: {"dtype": "float32", "shape": [len(names)], "names": names},
-        ACTION_KEY: {"dtype": "float32", "shape": [len(names)], "names": names},
-        **{
-            f"observation.images.{c}": {
-                "dtype": "video",
-                "shape": [h, w, 3],
-                "names": ["height", "width", "channels"],
-                "info": {
-                    "video.height": h,
-                    "video.width": w,
-                    "video.codec": codecs[c],
-                    "video.pix_fmt": "yuv420p",
-                    "is_depth_map": False,  # LeRobot 0.6's key (0.4 wrote video.is_depth_map)
-                    "video.fps": config.fps,
-                    "video.channels": 3,
-                    "has_audio": False,
-                },
-            }
-            for c, (h, w) in shapes.items()
-        },
-        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-        **{
-            k: {"dtype": "int64", "shape": [1], "names": None}
-            for k in ("frame_index", "episode_index", "index", "task_index")
-        },
-        SOURCE_KEY: {"dtype": "int64", "shape": [1], "names": None},  # index into CONTROL_SOURCES
-        INTERVENTION_KEY: {"dtype": "bool", "shape": [1], "names": None},
-    }
-    info = {
-        "codebase_version": CODEBASE_VERSION,
-        "robot_type": config.robot_type,
-        "total_episodes": len(episode_rows),
-        "total_frames": index,
-        "total_tasks": len(tasks),
-        "chunks_size": 1000,
-        "data_files_size_in_mb": 100,
-        "video_files_size_in_mb": 200,
-        "fps": config.fps,
-        "splits": {"train": f"0:{len(episode_rows)}"},
-        "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
-        "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
-        "features": features,
-    }
-    (root / "meta" / "info.json").write_text(json.dumps(info, indent=2))
-    return info
+
+def _write_dataset(root: Path, config: ConversionConfig, episodes_iter) -> dict:
+    """Every bag of ``episodes_iter`` that converts into the dataset at ``root``; info.json."""
+    writer = _DatasetWriter(root, config)
+    for bag in episodes_iter:
+        try:
+            episode = read_episode(Path(bag), config)
+        except ConversionError as error:
+            if not config.skip_invalid:
+                raise
+            print(f"rotvla_convert: left out: {error}", file=sys.stderr, flush=True)
+            continue
+        writer.add(episode)
+    return writer.finish()
 
 
 def main(argv=None) -> int:
