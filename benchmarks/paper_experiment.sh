@@ -20,6 +20,8 @@ shift
 PHASES=${*:-record convert train eval}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO" && source scripts/env.sh
+# Recording runs a simulated stack: a DDS domain of its own keeps other graphs out of it.
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-104}
 mkdir -p "$WORK"/{demos,ds,runs,eval,cache}
 
 TASKS="block_to_plate block_into_drawer cup_stacking"
