@@ -2,6 +2,7 @@
     [instruction:="..."] [record:=false] [device:=cuda] [expert:=false]
     [head_serial:=...] [left_wrist_serial:=...] [right_wrist_serial:=...]
     [left_can:=can1] [right_can:=can3] [namespace:=cell_a] [dry_run:=false] [executor_state:=active]
+    [policy:=true] [params_file:=calibrated.yaml]
 
 The node set, its parameter files and overrides come from ``rotvla_ros.bringup``, the same
 description the composed runner ``rotvla_run`` uses. On hardware, realsense2_camera's

@@ -298,6 +298,15 @@ def test_launch_arguments_become_the_system_they_name():
     }
     assert waiting["arx_r5_executor"].parameters["initial_state"] == "inactive"
     assert "initial_state" not in specs["arx_r5_executor"].parameters
+    # policy:=false: nothing sends chunks (the latency calibration sends them in its place).
+    quiet = system_args_from_launch({**defaults, "policy": "false"})
+    assert not quiet.policy and "policy" not in {spec.name for spec in node_set(quiet)}
+    # params_file: applied after the config's files (a calibration's overlay wins over robot.yaml).
+    overlay = REPO_ROOT / "config" / "robot.yaml"
+    calibrated = system_args_from_launch({**defaults, "sim": "false", "params_file": str(overlay)})
+    assert parameter_files(REPO_ROOT / "config", calibrated)[-1] == overlay
+    with pytest.raises(LaunchArgumentError, match="params_file"):
+        system_args_from_launch({**defaults, "params_file": "no/such/file.yaml"})
     for name, value in (
         ("sim", "ture"),
         ("seed", "1.5"),

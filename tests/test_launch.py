@@ -118,6 +118,8 @@ def launch_failure(*arguments: str, tmp_path: Path) -> subprocess.CompletedProce
         ("namespace:=1cell", "namespace"),
         ("checkpoint:=no/such/dir", "checkpoint"),
         ("shift:=fog", "shift"),
+        ("params_file:=no/such.yaml", "params_file"),
+        ("policy:=maybe", "policy"),
     ],
 )
 def test_a_bad_or_unknown_launch_argument_stops_the_launch_naming_it(argument, named, tmp_path):
@@ -324,8 +326,11 @@ def test_every_launch_argument_reaches_its_node(observer, tmp_path):
     simulation, in a namespace: the overrides win over the YAML's node sections."""
     import json
 
+    calibrated = tmp_path / "latency.yaml"  # rotvla_calibrate_latency's overlay, as it writes one
+    calibrated.write_text("/**/arx_r5_executor:\n  ros__parameters:\n    latency:\n      camera: 0.0125\n")
     robot = Launch(
         "sim:=false",
+        f"params_file:={calibrated}",
         "namespace:=cell2",
         "task:=block_into_drawer",
         f"checkpoint:={os.path.relpath(REPO_ROOT / 'models' / 'tiny-random', tmp_path)}",
@@ -349,6 +354,7 @@ def test_every_launch_argument_reaches_its_node(observer, tmp_path):
         assert (executor["backend"], executor["left.can_port"], executor["right.can_port"]) == ("sdk", "can7", "can9")
         # Configured (the arms opened below), not activated: a lifecycle transition away from moving.
         assert executor["initial_state"] == "inactive"
+        assert executor["latency.camera"] == 0.0125  # the overlay, over robot.yaml's 0.0
         reply = observer._call(GetState, "/cell2/arx_r5_executor/get_state", GetState.Request())
         assert reply.current_state.label == "inactive"
         # The real `ros2 lifecycle` takes it the rest of the way (its own discovery, no daemon:

@@ -38,6 +38,7 @@ setup(
             "rotvla_record = rotvla_ros.nodes.sim_episodes:main",
             "rotvla_ctl = rotvla_ros.nodes.rotvla_ctl:main",
             "rotvla_check = rotvla_ros.nodes.check:main",
+            "rotvla_calibrate_latency = rotvla_ros.nodes.calibrate_latency:main",
             "rotvla_dagger = rotvla_ros.nodes.dagger:main",
             "rotvla_run = rotvla_ros.nodes.runner:main",
             "sim_node = rotvla_ros.nodes.sim_node:main",

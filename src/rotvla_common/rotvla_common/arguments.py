@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 
 def integer(low: int | None = None, high: int | None = None):
@@ -38,3 +39,11 @@ def number(low: float, high: float, *, low_inclusive: bool = False):
         return value
 
     return parse
+
+
+def existing_file(text: str) -> str:
+    """The absolute path of a file that exists."""
+    path = os.path.abspath(os.path.expanduser(text))
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"{text!r} is no file")
+    return path

@@ -182,10 +182,15 @@ def fix_parameters(node: Node) -> None:
     change of ``use_sim_time`` hands the node's clock to whoever publishes /clock (a peer did
     that to the robot's executor: its control loop froze, then ran on the peer's clock, raced
     to 11x, past the speed caps). Registered last, it runs before rclpy's own callbacks (the
-    time source's, which would switch the clock before a refusal)."""
+    time source's, which would switch the clock before a refusal). A node class names what
+    it does read while running in ``RUNTIME_PARAMETERS`` (the simulation's injected delays):
+    those alone may change."""
     name = node.get_fully_qualified_name()
+    runtime = set(getattr(node, "RUNTIME_PARAMETERS", ())) - {"use_sim_time"}
 
     def refuse(parameters: list[Parameter]) -> SetParametersResult:
+        if all(p.name in runtime for p in parameters):
+            return SetParametersResult(successful=True)
         names = ", ".join(p.name for p in parameters)
         reason = f"{name}: parameters are fixed while the node runs (asked to change {names}); restart it"
         node.get_logger().warning(reason, throttle_duration_sec=1.0)

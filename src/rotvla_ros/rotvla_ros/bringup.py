@@ -88,6 +88,8 @@ class SystemArgs:
     # The cell's ROS namespace (empty: the root): every node, its topics, services, cameras and
     # sim clock under it (rotvla_common.topics.cell_ros_arguments), so cells can run side by side.
     namespace: str = ""
+    # A parameter file applied after the config's (rotvla_calibrate_latency's measured latencies).
+    params_file: str = ""
 
 
 # ``ros2 launch rotvla_ros bringup.launch.py NAME:=VALUE``: name -> (default, description).
@@ -99,6 +101,7 @@ LAUNCH_ARGUMENTS = {
     "record": ("false", "record the documented topics with ros2 bag (mcap), and run the episode recorder"),
     "device": ("", "torch device of the policy: cpu, cuda, cuda:N or auto (empty: the config's)"),
     "expert": ("false", "sim: the scripted expert drives the arms (demonstrations); no policy node"),
+    "policy": ("true", "the policy node (false: nothing sends chunks, e.g. for rotvla_calibrate_latency)"),
     "operator": (
         "false",
         "sim: the policy drives; the scripted expert is the operator who takes over on /rotvla/set_control_source",
@@ -115,6 +118,7 @@ LAUNCH_ARGUMENTS = {
     "left_can": ("", "CAN interface of the left arm (empty: the config's)"),
     "right_can": ("", "CAN interface of the right arm (empty: the config's)"),
     "namespace": ("", "the cell's ROS namespace: every node, topic, service, camera and the sim clock under it"),
+    "params_file": ("", "a parameter file applied after the config's (e.g. rotvla_calibrate_latency --output)"),
 }
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}  # launch's own condition words
 _DEVICE = re.compile(r"(auto|cpu|cuda(:\d+)?)")
@@ -175,6 +179,11 @@ def system_args_from_launch(values: dict[str, str]) -> SystemArgs:
     except ValueError as error:
         raise LaunchArgumentError(f"launch argument namespace: {error}") from None
     expert = _launch_boolean(values, "expert")
+    params_file = _launch_value(values, "params_file")
+    if params_file:
+        params_file = os.path.abspath(os.path.expanduser(params_file))
+        if not Path(params_file).is_file():
+            raise LaunchArgumentError(f"launch argument params_file:={params_file!r} is no file")
     shift = _launch_value(values, "shift")
     try:
         shift = describe(parse_shift(shift))
@@ -192,7 +201,7 @@ def system_args_from_launch(values: dict[str, str]) -> SystemArgs:
         operator=_launch_boolean(values, "operator"),
         dry_run=_launch_boolean(values, "dry_run"),
         executor_state=_launch_choice(values, "executor_state", EXECUTOR_STATES),
-        policy=not expert,
+        policy=_launch_boolean(values, "policy") and not expert,
         record_episodes=_launch_boolean(values, "record"),
         camera_serials={
             c: _launch_pattern(values, f"{c}_serial", _SERIAL, "a serial number (letters and digits)")
@@ -204,6 +213,7 @@ def system_args_from_launch(values: dict[str, str]) -> SystemArgs:
             if (port := _launch_pattern(values, f"{arm}_can", _CAN_INTERFACE, "a network interface name"))
         },
         namespace=namespace,
+        params_file=params_file,
     )
 
 
@@ -247,6 +257,8 @@ def parameter_files(config_dir: Path, args: SystemArgs) -> list[Path]:
     files = [config_dir / "robot.yaml"]
     if args.sim:
         files.append(config_dir / "sim.yaml")
+    if args.params_file:
+        files.append(Path(args.params_file))
     return files
 
 

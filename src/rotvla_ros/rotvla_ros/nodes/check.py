@@ -33,10 +33,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.srv import GetState
-from rcl_interfaces.srv import GetParameters, ListParameters
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
-from rclpy.parameter import parameter_value_to_python
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
@@ -46,6 +42,8 @@ from rotvla_common.action_space import ARMS
 from rotvla_common.contract import STEP_PERIOD, Contract, contract_mismatches
 from rotvla_common.ros import RELIABLE_QOS, SENSOR_QOS
 from rotvla_msgs.msg import ExecutorStatus
+
+from .common import GraphClient
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 EXECUTOR, INGESTION, POLICY_NODE = "arx_r5_executor", "camera_ingestion", "policy"
@@ -252,42 +250,15 @@ def evaluate(
     ]
 
 
-class CheckClient:
-    """The check's side of the graph, spun in its own thread of control (this one)."""
+class CheckClient(GraphClient):
+    """The check's side of the graph."""
 
     def __init__(self):
-        self.node = Node("rotvla_check")
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.namespace = self.node.get_namespace().rstrip("/")
+        super().__init__("rotvla_check")
         self.statuses: list[tuple[float, int]] = []  # (wall time received, mode)
         self.node.create_subscription(
             ExecutorStatus, topics.EXECUTOR_STATUS, lambda m: self.statuses.append((time.monotonic(), m.mode)), 10
         )
-
-    def spin_for(self, seconds: float, until=lambda: False) -> bool:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not until():
-            self.executor.spin_once(timeout_sec=0.02)
-        return until()
-
-    def call(self, srv_type, name: str, request, timeout: float = 5.0):
-        client = self.node.create_client(srv_type, name)
-        try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                return None
-            future = client.call_async(request)
-            return future.result() if self.spin_for(timeout, future.done) else None
-        finally:
-            self.node.destroy_client(client)
-
-    def parameters(self, node: str) -> dict:
-        listed = self.call(ListParameters, f"{node}/list_parameters", ListParameters.Request())
-        if listed is None:
-            return {}
-        names = list(listed.result.names)
-        got = self.call(GetParameters, f"{node}/get_parameters", GetParameters.Request(names=names))
-        return {} if got is None else {n: parameter_value_to_python(v) for n, v in zip(names, got.values)}
 
     def observe(self, seconds: float, cameras_with_serials: dict[str, str]) -> Observed:
         observed = Observed(seconds=seconds)
@@ -349,10 +320,6 @@ class CheckClient:
         if not let_go:
             return Item("e-stop", FAIL, f"held after {latency * 1000:.0f} ms but not released by /rotvla/resume")
         return Item("e-stop", PASS, f"held {latency * 1000:.0f} ms after the call, released by /rotvla/resume")
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
 
 
 def checkpoint_contract(path: str) -> tuple[Contract | None, str]:

@@ -4,6 +4,12 @@ the ARX R5 executor; they are re-exported here for this package's nodes."""
 
 from __future__ import annotations
 
+import time
+
+from rcl_interfaces.srv import GetParameters, ListParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import parameter_value_to_python
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from rotvla_common.ros import (  # noqa: F401
@@ -32,3 +38,45 @@ from rotvla_common.ros import (  # noqa: F401
 OBSERVATION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 # The instruction in force, latched (the camera ingestion node copies it into observations).
+
+
+class GraphClient:
+    """A command-line tool's side of the graph (``rotvla_check``, ``rotvla_calibrate_latency``):
+    one node, spun in the caller's thread of control, with blocking service calls."""
+
+    def __init__(self, name: str):
+        self.node = Node(name)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.namespace = self.node.get_namespace().rstrip("/")
+
+    def spin_for(self, seconds: float, until=lambda: False) -> bool:
+        """Spin for ``seconds`` (wall time) or until ``until()``; its last value."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not until():
+            self.executor.spin_once(timeout_sec=0.02)
+        return until()
+
+    def call(self, srv_type, name: str, request, timeout: float = 5.0):
+        """The service's response, or None when it does not answer within ``timeout``."""
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                return None
+            future = client.call_async(request)
+            return future.result() if self.spin_for(timeout, future.done) else None
+        finally:
+            self.node.destroy_client(client)
+
+    def parameters(self, node: str) -> dict:
+        """Every parameter of ``node`` (relative names resolve in this namespace); {} when it does not answer."""
+        listed = self.call(ListParameters, f"{node}/list_parameters", ListParameters.Request())
+        if listed is None:
+            return {}
+        names = list(listed.result.names)
+        got = self.call(GetParameters, f"{node}/get_parameters", GetParameters.Request(names=names))
+        return {} if got is None else {n: parameter_value_to_python(v) for n, v in zip(names, got.values)}
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()

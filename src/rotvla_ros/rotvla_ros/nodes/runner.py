@@ -30,6 +30,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
+from rotvla_common.arguments import existing_file
 from rotvla_common.contract import ACTIVE, EXECUTOR_STATES
 from rotvla_common.parameters import read_parameter_files, write_overrides
 from rotvla_common.ros import build_node
@@ -191,6 +192,9 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=0.0, help="stop after this many wall seconds (0: Ctrl-C)")
     parser.add_argument("--config-dir", type=Path, default=None)
     parser.add_argument("--namespace", default="", help="the cell's ROS namespace (cells side by side)")
+    parser.add_argument(
+        "--params-file", type=existing_file, default=None, help="parameters applied after the config's (calibrations)"
+    )
     options, ros_args = parser.parse_known_args(argv)
     cell_arguments = cell_ros_arguments(options.namespace)
     if cell_arguments:
@@ -216,6 +220,7 @@ def main(argv=None):
             record_episodes=options.record,
             status_overwrite=sys.stdout.isatty(),
             namespace=options.namespace,
+            params_file=options.params_file or "",
         ),
         options.config_dir,
         ros_args,

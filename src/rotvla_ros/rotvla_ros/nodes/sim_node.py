@@ -20,6 +20,10 @@ simulation.
   ``/diagnostics`` (``rotvla/sim``).
 - ``/sim/pause`` (std_srvs/SetBool) stops sim time until called with false: every node on
   it idles (``rotvla_dagger`` trains in the meantime).
+- ``camera_delay`` and ``command_delay`` inject latency on purpose, in sim time: a frame is
+  published (and stamped) that long after it was rendered, as a camera's exposure-to-stamp
+  latency would; a joint command takes effect that long after it arrived. What
+  ``rotvla_calibrate_latency`` must recover; settable while the cell runs.
 - ``/sim/reset`` (rotvla_msgs/ResetSimulation) draws the task's scene again from a seed, the
   arms at home, and restarts sim time at 0: the clock jumps back, which every node on sim
   time takes as a new world (the executor resynchronises with the arms, the camera ingestion
@@ -32,9 +36,11 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections import deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -55,10 +61,32 @@ from ..sim.scene import scene_of
 from ..sim.shift import SHIFT_KINDS, describe, parse_shift
 from ..sim.tasks import TASK_NAMES
 from ..sim.world import SimWorld
-from .common import LATCHED_QOS, OK, RELIABLE_QOS, SENSOR_QOS, WARN, declare, diagnostic_array, run_node, to_time
+from .common import (
+    LATCHED_QOS,
+    OK,
+    RELIABLE_QOS,
+    SENSOR_QOS,
+    WARN,
+    Param,
+    declare,
+    declare_table,
+    diagnostic_array,
+    run_node,
+    to_time,
+)
+
+# Latency injected on purpose (the calibration's test), s of sim time; settable at run time.
+DELAYS = {
+    "camera_delay": Param(
+        0.0, "Frames are published, and stamped, this long after they are rendered, s.", low=0.0, high=0.5
+    ),
+    "command_delay": Param(0.0, "Joint commands take effect this long after they arrive, s.", low=0.0, high=0.5),
+}
 
 
 class SimNode(Node):
+    RUNTIME_PARAMETERS = tuple(DELAYS)  # read at every step: a test sets them while the cell runs
+
     def __init__(self, **kwargs):
         super().__init__("sim", **kwargs)
         p = functools.partial(declare, self)
@@ -113,6 +141,10 @@ class SimNode(Node):
                 mounts[f"{arm}.{key}"] = p(f"{arm}.{key}", *ARM_PARAMETERS[key], read_only=True)
         self.task, self.seed, self.scene_config = task, seed, scene_of(mounts)
         self.expert_enabled, self.expert_delay, self.expert_noise = expert, expert_delay, expert_noise
+        self.delays = declare_table(self, DELAYS)
+        self.add_on_set_parameters_callback(self._on_parameters)
+        self._frames: deque[tuple[float, dict[str, np.ndarray]]] = deque()  # (due, camera -> rgb), rendered
+        self._command_history: deque[tuple[float, dict[str, np.ndarray]]] = deque()  # (arrived, arm -> command)
         self.world = SimWorld(task, seed, self.scene_config, shift=self.shift)
         self.instruction = self.world.scene.instruction
         self._reset_lock = threading.Lock()
@@ -155,6 +187,13 @@ class SimNode(Node):
             f"cameras {self.width}x{self.height} "
             f"at {self.camera_rate:g} Hz of sim time; real-time factor {self.real_time_factor:g}"
         )
+
+    def _on_parameters(self, parameters) -> SetParametersResult:
+        # Ranges are the descriptors' (checked before this); only the delays are read back here.
+        for parameter in parameters:
+            if parameter.name in DELAYS:
+                self.delays[parameter.name] = float(parameter.value)
+        return SetParametersResult(successful=True)
 
     def _new_expert(self) -> ScriptedExpert | None:
         if not self.expert_enabled:
@@ -225,6 +264,8 @@ class SimNode(Node):
         self.world.close()
         self.world, self.seed, self.instruction = world, seed, world.scene.instruction
         self.commands.clear()
+        self._command_history.clear()
+        self._frames.clear()
         self.expert = self._new_expert()
         self._publish_state()  # the new state before the new time, for whoever resynchronises on it
         self._publish_clock()
@@ -252,11 +293,8 @@ class SimNode(Node):
                 self._stop.wait(0.05)
                 wall_start, sim_start = time.monotonic(), self.world.time  # no catching up afterwards
                 continue
-            for arm in self.world.arm_names:
-                received = self.commands.get(joint_names(arm))
-                if received is not None:
-                    command, _ = received
-                    self.world.command(arm, command[:6], command[6])
+            for arm, command in self._commands_in_force().items():
+                self.world.command(arm, command[:6], command[6])
             ticks += 1
             self.world.step_to(ticks * self.clock_period)  # on a fixed grid: rounding to physics steps never drifts
             self.steps += 1
@@ -267,14 +305,32 @@ class SimNode(Node):
                 self._engage_expert()
             if self.expert is not None and self._operator_drives:
                 self._publish_expert()
-            if self.world.time + 1e-9 >= next_frame:
-                self._publish_cameras()
-                self.success_publisher.publish(Bool(data=self.world.success()))
+            frame_due = self.world.time + 1e-9 >= next_frame
+            if frame_due:
+                self._frames.append((self.world.time + self.delays["camera_delay"], self._render()))
                 next_frame += 1.0 / self.camera_rate
+            while self._frames and self._frames[0][0] <= self.world.time + 1e-9:
+                self._publish_cameras(*self._frames.popleft())
+            if frame_due:
+                self.success_publisher.publish(Bool(data=self.world.success()))
             if self.real_time_factor > 0:  # pace: sim time runs at most real_time_factor x wall time
                 ahead = (self.world.time - sim_start) / self.real_time_factor - (time.monotonic() - wall_start)
                 if ahead > 0:
                     self._stop.wait(ahead)
+
+    def _commands_in_force(self) -> dict[str, np.ndarray]:
+        """Per arm, the newest command that arrived at least ``command_delay`` ago."""
+        arrived = {}
+        for arm in self.world.arm_names:
+            received = self.commands.get(joint_names(arm))
+            if received is not None:
+                arrived[arm] = received[0]
+        history = self._command_history
+        history.append((self.world.time, arrived))
+        due = self.world.time - self.delays["command_delay"] + 1e-9
+        while len(history) > 1 and history[1][0] <= due:
+            history.popleft()
+        return history[0][1] if history[0][0] <= due else {}
 
     def _joint_state(self, positions: dict[str, tuple[np.ndarray, float]]) -> JointState:
         msg = JointState(
@@ -292,12 +348,17 @@ class SimNode(Node):
         self.intended_publisher.publish(self._joint_state(intended))
         self.expert_publisher.publish(self._joint_state(self.noise(intended, self.world.time)))
 
-    def _publish_cameras(self) -> None:
-        stamp = to_time(self.world.time)
+    def _render(self) -> dict[str, np.ndarray]:
+        frames = {}
         for camera in CAMERA_NAMES:
             started = time.perf_counter()
-            rgb = self.world.render(camera, self.width, self.height)
+            frames[camera] = self.world.render(camera, self.width, self.height)
             self.render_seconds.append(time.perf_counter() - started)
+        return frames
+
+    def _publish_cameras(self, at: float, frames: dict[str, np.ndarray]) -> None:
+        stamp = to_time(at)
+        for camera, rgb in frames.items():
             image = fill_image(Image(), rgb, encoding="rgb8")
             image.header.stamp = stamp
             image.header.frame_id = f"{camera}_color_optical_frame"
