@@ -39,23 +39,36 @@ last_seed() {  # the highest seed recorded in an episode directory (episode.json
   cat "$1"/*/episode.json 2>/dev/null | sed -n 's/.*"notes": "seed \([0-9]*\)".*/\1/p' | sort -n | tail -1
 }
 
-record() {  # record DIR FIRST COUNT [rotvla_record options]
-  local out=$1 first=$2 count=$3 last next left
+record() {  # record DIR FIRST COUNT [rotvla_record options]: until COUNT episodes of DIR convert
+  # An episode recorded while the machine was too busy has gaps in a stream and does not
+  # convert (rotvla_convert --check says why, into DIR/.checked): more seeds are recorded, from
+  # the one after the last, until COUNT do. Three rounds at most.
+  local out=$1 first=$2 count=$3 last next valid bag round
   shift 3
-  mkdir -p "$out"
-  last=$(last_seed "$out")
-  next=$((${last:-$((first - 1))} + 1))
-  left=$((first + count - next))
-  if [ "$left" -gt 0 ]; then
-    rotvla_record --first-seed "$next" --episodes "$left" --output "$out" "$@"
-  fi
+  mkdir -p "$out" && touch "$out/.checked"
+  for round in 1 2 3 4; do
+    local unchecked=()
+    for bag in "$out"/*/; do
+      grep -qF " ${bag%/}" "$out/.checked" || unchecked+=("${bag%/}")
+    done
+    if [ ${#unchecked[@]} -gt 0 ]; then
+      rotvla_convert --check "${unchecked[@]}" >> "$out/.checked" || true
+    fi
+    valid=$(grep -c '^ok ' "$out/.checked" || true)
+    [ "$valid" -ge "$count" ] && return
+    [ "$round" -eq 4 ] && { echo "$out: $valid of $count episodes convert after 3 rounds" >&2; return 1; }
+    last=$(last_seed "$out")
+    next=$((${last:-$((first - 1))} + 1))
+    rotvla_record --first-seed "$next" --episodes $((count - valid)) --output "$out" "$@"
+  done
 }
 
-convert() {  # convert NAME [rotvla_convert options]: WORK/demos/NAME -> WORK/ds/NAME
+convert() {  # convert NAME [rotvla_convert options]: WORK/demos/NAME's episodes that convert -> WORK/ds/NAME
   local name=$1
   shift
   [ -e "$WORK/ds/$name/meta/info.json" ] && return
-  rotvla_convert "$WORK/demos/$name"/*/ --output "$WORK/ds/$name" --skip-invalid "$@"
+  # shellcheck disable=SC2046  # one path a line, none with spaces
+  rotvla_convert $(sed -n 's/^ok //p' "$WORK/demos/$name/.checked") --output "$WORK/ds/$name" "$@"
 }
 
 train() {  # train ARM STAGE [rotvla_train options]; a finished run leaves ARM/done
@@ -78,9 +91,11 @@ demonstrations() {  # Stage III's datasets: one per task, equal weights (the cup
 
 for phase in $PHASES; do
   case $phase in
-    record)
+    record)  # the demonstrations first: the run of robot actions alone needs nothing else
       for task in $TASKS; do
         record "$WORK/demos/$task" "${FIRST_SEED[$task]}" "$DEMOS" --task "$task"
+      done
+      for task in $TASKS; do
         record "$WORK/demos/perturbed_$task" "${PERTURBED_SEED[$task]}" "$PERTURBED" --task "$task" \
           --noise "$NOISE" --keep-failures
       done

@@ -1,6 +1,7 @@
 """rosbag2 episodes (MCAP or sqlite3) -> a LeRobotDataset v3.0 directory. ROS-free (rosbags).
 
     rotvla_convert demos/2026* --output datasets/block_to_plate [--fps 10] [--overwrite]
+    rotvla_convert demos/2026* --check       (which episodes would convert, and why not)
 
 Per episode (one bag, with the recorder's ``episode.json`` when there is one):
 
@@ -784,12 +785,31 @@ def _write_dataset(root: Path, config: ConversionConfig, episodes_iter) -> dict:
     return writer.finish()
 
 
+def check(bags: list[Path], config: ConversionConfig) -> int:
+    """Which episodes would convert, one line each, writing nothing; 1 if any would not."""
+    invalid = 0
+    for bag in bags:
+        try:
+            read_episode(Path(bag), config)
+        except ConversionError as error:
+            invalid += 1
+            print(f"invalid {bag}: {error}", flush=True)
+        else:
+            print(f"ok {bag}", flush=True)
+    return 1 if invalid else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "bags", nargs="+", type=Path, help="episode directories (the recorder's) or rosbag2 directories"
     )
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--output", type=Path, help="the dataset directory (required unless --check)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing: print 'ok BAG' or 'invalid BAG: reason' per episode (exit 1 if any is invalid)",
+    )
     parser.add_argument("--fps", type=int, default=DEFAULT_FPS)
     parser.add_argument("--max-gap", type=float, default=0.25)
     parser.add_argument("--task", default="", help="instruction for bags without episode.json")
@@ -820,6 +840,10 @@ def main(argv=None) -> int:
         skip_invalid=args.skip_invalid,
         action_label=args.action_label,
     )
+    if args.check:
+        return check(sorted(args.bags), config)
+    if args.output is None:
+        parser.error("--output is required (or --check)")
     try:
         info = convert(sorted(args.bags), args.output, config, overwrite=args.overwrite)
     except ConversionError as error:
