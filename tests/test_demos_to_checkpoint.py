@@ -10,6 +10,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
@@ -806,6 +807,17 @@ def test_bad_bags_fail_with_their_reason_and_write_nothing(episodes, tmp_path):
         [good, *(bag for bag, _ in cases)], tmp_path / "skipped", ConversionConfig(skip_invalid=True), progress=False
     )
     assert info["total_episodes"] == 1
+    # --check says the same per episode, writing nothing.
+    from rotvla_ros.data.convert import main as convert_main
+
+    lines, before = [], sorted(tmp_path.iterdir())
+    with mock.patch("builtins.print", lambda *a, **k: lines.append(" ".join(map(str, a)))):
+        code = convert_main(["--check", str(good), *(str(bag) for bag, _ in cases)])
+    verdicts = {line.split(" ", 2)[1].rstrip(":"): line for line in lines}
+    assert code == 1 and len(lines) == 1 + len(cases) and verdicts[str(good)] == f"ok {good}"
+    for bag, reason in cases:
+        assert verdicts[str(bag)].startswith(f"invalid {bag}: ") and reason in verdicts[str(bag)]
+    assert sorted(tmp_path.iterdir()) == before and convert_main(["--check", str(good)]) == 0
 
 
 # -- the train/deploy contract (rotvla_common.contract) ------------------------------------------
