@@ -30,7 +30,7 @@ declare -A PERTURBED_SEED=([block_to_plate]=1100 [block_into_drawer]=3100 [cup_s
 DEMOS=100      # per task, the paper's count
 PERTURBED=25   # perturbed episodes per task, video only
 NOISE=0.02     # rad: the expert still succeeds on most scenes (benchmarks/README.md, DAgger)
-STAGE3_STEPS=12000
+STAGE3_STEPS=16000  # three tasks at equal weight: ~5,300 steps' worth each (one task's shipped runs: 6,000-8,000)
 STAGE2_STEPS=4000
 STAGE1_STEPS=1000
 EPISODES=100   # test seeds per task and condition
