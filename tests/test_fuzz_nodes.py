@@ -289,10 +289,13 @@ def test_fuzz_sim_node_and_its_reset(client, peer_factory):
     for k in range(1500):
         commands.publish(random_joint_state(rng))
         if k % 300 == 0:
+            task = str(rng.choice(["", "cup_stacking", "block_to_plate", "stack cups", "x" * 5000, "\u00e9\n"]))
             reply = client.call(
-                ResetSimulation, "/sim/reset", ResetSimulation.Request(seed=int(rng.integers(-(2**63), 2**63)))
+                ResetSimulation,
+                "/sim/reset",
+                ResetSimulation.Request(seed=int(rng.integers(-(2**63), 2**63)), task=task),
             )
-            assert reply.success or "reset failed" in reply.message
+            assert reply.success or "reset failed" in reply.message or "reset refused" in reply.message
         if k % 150 == 75:  # paused and resumed at random, resets in between (rotvla_dagger's pause)
             reply = client.call(SetBool, "/sim/pause", SetBool.Request(data=bool(rng.random() < 0.5)))
             assert reply.success, reply.message
@@ -303,6 +306,38 @@ def test_fuzz_sim_node_and_its_reset(client, peer_factory):
     states.clear()
     assert client.spin_until(lambda: len(states) > 10, 10)
     assert all(np.isfinite(s.position).all() for s in states)
+
+
+def test_a_reset_to_another_task_switches_the_scene_and_the_policys_instruction(client, peer_factory):
+    """A multi-task checkpoint switched live in simulation: ``rotvla_ctl reset --task`` draws the
+    other task's scene and gives the policy its instruction; an unknown task is refused and
+    leaves the scene as it was."""
+    from std_msgs.msg import String
+
+    from rotvla_common.ros import LATCHED_QOS
+    from rotvla_ros.sim.tasks import TASKS
+
+    start(peer_factory, "rotvla_ros.nodes.sim_node", "--ros-args", "--params-file", ROBOT, "--params-file", SIM)
+    start(peer_factory, "rotvla_ros.nodes.policy_node", "--ros-args", "-p", f"checkpoint:={TINY}", "-p", "device:=cpu")
+    instructions = client.listen(String, "/rotvla/instruction", LATCHED_QOS)
+    assert client.spin_until(lambda: instructions, 120)
+
+    def ctl(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "rotvla_ros.nodes.rotvla_ctl", "reset", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    cups = TASKS["cup_stacking"].instruction
+    done = ctl("--task", "cup_stacking", "--seed", "3")
+    assert done.returncode == 0 and "cup_stacking seed 3" in done.stdout, done.stdout + done.stderr
+    assert client.spin_until(lambda: instructions[-1].data == cups, 10), instructions[-1].data
+    refused = ctl("--task", "stack_cups")
+    assert refused.returncode == 1 and "is not one of" in refused.stdout, refused.stdout + refused.stderr
+    reply = client.call(ResetSimulation, "/sim/reset", ResetSimulation.Request(seed=4))
+    assert reply.success and (reply.task, reply.instruction) == ("cup_stacking", cups)
 
 
 def test_the_sim_node_moves_an_arm_to_its_joint_command(client, peer_factory):

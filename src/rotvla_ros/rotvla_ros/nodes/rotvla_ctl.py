@@ -7,6 +7,9 @@ rotvla_ctl takeover | handback     (teleop takes the arms from the policy, and g
 rotvla_ctl home                    (both arms to the ready pose, under the caps; then held)
 rotvla_ctl reset [--seed N]        (between episodes: the simulated cell resets to a seed; on the
                                     robot both arms home, and it returns once they are there)
+rotvla_ctl reset --task cup_stacking [--seed N]
+                                   (simulation: another task's scene, and the policy told its
+                                    instruction: a multi-task checkpoint switches task live)
 A namespaced cell: append ``--ros-args -r __ns:=/cell_a``. A relative checkpoint path is the
 caller's: it is made absolute here, before the policy node (another working directory) sees it.
 """
@@ -46,10 +49,11 @@ def call(node: Node, srv_type, name: str, request, timeout: float):
     return future.result()
 
 
-def reset(node: Node, seed: int, timeout: float) -> tuple[bool, str]:
-    """The cell back to the start of an episode: the simulation to ``seed`` (its /sim/reset),
-    or, on the robot, both arms to their ready pose (homing, under the caps), waited for in the
-    joint states; objects are a person's to put back."""
+def reset(node: Node, seed: int, timeout: float, task: str = "") -> tuple[bool, str]:
+    """The cell back to the start of an episode: the simulation to ``seed`` (its /sim/reset;
+    with ``task``, that task's scene, and the policy given its instruction), or, on the robot,
+    both arms to their ready pose (homing, under the caps), waited for in the joint states;
+    objects are a person's to put back."""
     # Whichever of the cell's two resets appears: the simulation's, or the executor's homing.
     simulation = node.create_client(ResetSimulation, topics.SIM_RESET)
     homing = node.create_client(SetControlSource, topics.SET_CONTROL_SOURCE)
@@ -57,8 +61,15 @@ def reset(node: Node, seed: int, timeout: float) -> tuple[bool, str]:
     while not (simulation.service_is_ready() or homing.service_is_ready()) and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.1)
     if simulation.service_is_ready():
-        result = call(node, ResetSimulation, topics.SIM_RESET, ResetSimulation.Request(seed=seed), timeout)
-        return result.success, result.message
+        result = call(node, ResetSimulation, topics.SIM_RESET, ResetSimulation.Request(seed=seed, task=task), timeout)
+        if not (task and result.success):
+            return result.success, result.message
+        told = call(
+            node, SetInstruction, topics.SET_INSTRUCTION, SetInstruction.Request(instruction=result.instruction), 10.0
+        )
+        return told.success, f"{result.message}; policy: {told.message}"
+    if task:
+        return False, "--task switches a simulated cell's scene; on the robot, set the scene and use instruct"
     executor = "arx_r5_executor"
     arms = call(node, GetParameters, f"{executor}/get_parameters", GetParameters.Request(names=["arms"]), 10.0)
     arm_names = parameter_value_to_python(arms.values[0])
@@ -117,6 +128,7 @@ def main(argv=None) -> int:
         sub.add_parser(name, help=text).add_argument("--timeout", type=float, default=10.0)
     between = sub.add_parser("reset", help="between episodes: the sim to a seed; the robot's arms home (waited for)")
     between.add_argument("--seed", type=int, default=0, help="simulation: the scene's seed")
+    between.add_argument("--task", default="", help="simulation: another task's scene, the policy told its instruction")
     between.add_argument("--timeout", type=float, default=60.0)
     args, ros_args = parser.parse_known_args(argv)
 
@@ -138,7 +150,7 @@ def main(argv=None) -> int:
             result = call(node, SetInstruction, topics.SET_INSTRUCTION, request, args.timeout)
             print(f"{result.message} (was {result.previous_instruction!r})")
         elif args.command == "reset":
-            ok, message = reset(node, args.seed, args.timeout)
+            ok, message = reset(node, args.seed, args.timeout, args.task)
             print(message)
             return 0 if ok else 1
         elif args.command in ("takeover", "handback", "home"):

@@ -24,8 +24,9 @@ simulation.
   published (and stamped) that long after it was rendered, as a camera's exposure-to-stamp
   latency would; a joint command takes effect that long after it arrived. What
   ``rotvla_calibrate_latency`` must recover; settable while the cell runs.
-- ``/sim/reset`` (rotvla_msgs/ResetSimulation) draws the task's scene again from a seed, the
-  arms at home, and restarts sim time at 0: the clock jumps back, which every node on sim
+- ``/sim/reset`` (rotvla_msgs/ResetSimulation) draws the task's scene again from a seed (or
+  another task's: a multi-task policy switched by its instruction), the arms at home, and
+  restarts sim time at 0: the clock jumps back, which every node on sim
   time takes as a new world (the executor resynchronises with the arms, the camera ingestion
   forgets its frames). Evaluation and demo recording run episode after episode this way.
   Joint commands stamped after the sim's clock (sent before a reset) are ignored.
@@ -148,7 +149,7 @@ class SimNode(Node):
         self.world = SimWorld(task, seed, self.scene_config, shift=self.shift)
         self.instruction = self.world.scene.instruction
         self._reset_lock = threading.Lock()
-        self._reset_request: tuple[int, threading.Event, dict] | None = None
+        self._reset_request: tuple[int, str, threading.Event, dict] | None = None
         self.clock_publisher = self.create_publisher(Clock, topics.CLOCK, RELIABLE_QOS)
         self.state_publisher = self.create_publisher(JointState, topics.SIM_JOINT_STATES, SENSOR_QOS)
         self.success_publisher = self.create_publisher(Bool, topics.SIM_TASK_SUCCESS, RELIABLE_QOS)
@@ -236,14 +237,20 @@ class SimNode(Node):
         return response
 
     def _on_reset(self, request: ResetSimulation.Request, response: ResetSimulation.Response):
+        task = request.task or self.task
+        if task not in TASK_NAMES:
+            response.success = False
+            response.message = f"reset refused: task {task[:40]!r} is not one of {', '.join(TASK_NAMES)}"
+            response.task, response.instruction = self.task, self.instruction
+            return response
         done, outcome = threading.Event(), {}
         with self._reset_lock:
-            self._reset_request = (int(request.seed), done, outcome)
+            self._reset_request = (int(request.seed), task, done, outcome)
         if not done.wait(timeout=30.0) or "error" in outcome:
             response.success = False
             response.message = f"reset failed: {outcome.get('error', 'the simulation did not answer in 30 s')}"
         else:
-            response.success, response.message = True, f"{self.task} seed {request.seed}: sim time restarted at 0"
+            response.success, response.message = True, f"{task} seed {request.seed}: sim time restarted at 0"
         response.task, response.instruction = self.task, self.instruction
         self.get_logger().info(response.message)
         return response
@@ -254,15 +261,15 @@ class SimNode(Node):
             request, self._reset_request = self._reset_request, None
         if request is None:
             return False
-        seed, done, outcome = request
+        seed, task, done, outcome = request
         try:
-            world = SimWorld(self.task, seed, self.scene_config, shift=self.shift)
+            world = SimWorld(task, seed, self.scene_config, shift=self.shift)
         except Exception as error:  # a seed the scene cannot be drawn from: the old world stays
             outcome["error"] = f"{type(error).__name__}: {error}"
             done.set()
             return False
         self.world.close()
-        self.world, self.seed, self.instruction = world, seed, world.scene.instruction
+        self.world, self.seed, self.task, self.instruction = world, seed, task, world.scene.instruction
         self.commands.clear()
         self._command_history.clear()
         self._frames.clear()
