@@ -4,20 +4,25 @@
 # trained three ways on the same demonstrations, steps and seeds, evaluated on the test seeds
 # in the standard cell and under domain shift.
 #
-#   bash benchmarks/paper_experiment.sh WORK [PHASE ...]     PHASE: record convert train eval
+#   bash benchmarks/paper_experiment.sh WORK [PHASE ...]
+#   PHASE: demos (record them), video (the perturbed experts'), convert, train, eval;
+#   record = demos video; the default: all of them in that order.
 #
 # Every phase resumes: recording goes on from the seed after the last one recorded, a
-# conversion or an evaluation whose output exists is skipped, training continues from
-# <run>/last (--resume). Run it again after any interruption. Arms (WORK/runs/<arm>):
+# conversion or an evaluation whose output exists is skipped (and a source not recorded in
+# full is not converted yet), training continues from <run>/last (--resume). Run it again
+# after any interruption. The run of robot actions alone needs the demonstrations only; the
+# other arms need the video too. Arms (WORK/runs/<arm>):
 #   actions_only    Stage III from scratch, robot actions alone (latent_planner=false)
 #   rotvla          Stage I LAM -> Stage II latent pretraining -> Stage III with the planner
 #   stage2_only     the same Stage II checkpoint -> Stage III without the planner
 # Stages I and II learn from the demonstrations' video and from perturbed experts' video used
 # without its actions; Stage III of every arm from the same demonstrations.
 set -euo pipefail
-WORK=${1:?usage: paper_experiment.sh WORK [record|convert|train|eval ...]}
+WORK=${1:?usage: paper_experiment.sh WORK [demos|video|record|convert|train|eval ...]}
 shift
-PHASES=${*:-record convert train eval}
+PHASES=${*:-demos video convert train eval}
+PHASES=${PHASES//record/demos video}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO" && source scripts/env.sh
 # Recording runs a simulated stack: a DDS domain of its own keeps other graphs out of it.
@@ -63,10 +68,15 @@ record() {  # record DIR FIRST COUNT [rotvla_record options]: until COUNT episod
   done
 }
 
-convert() {  # convert NAME [rotvla_convert options]: WORK/demos/NAME's episodes that convert -> WORK/ds/NAME
-  local name=$1
-  shift
+convert() {  # convert NAME COUNT [rotvla_convert options]: WORK/demos/NAME's episodes that convert -> WORK/ds/NAME
+  local name=$1 count=$2 valid
+  shift 2
   [ -e "$WORK/ds/$name/meta/info.json" ] && return
+  valid=$(grep -c '^ok ' "$WORK/demos/$name/.checked" 2>/dev/null || true)
+  if [ "${valid:-0}" -lt "$count" ]; then
+    echo "$name: ${valid:-0} of $count episodes recorded and checked: not converted yet" >&2
+    return
+  fi
   # shellcheck disable=SC2046  # one path a line, none with spaces
   rotvla_convert $(sed -n 's/^ok //p' "$WORK/demos/$name/.checked") --output "$WORK/ds/$name" "$@"
 }
@@ -91,10 +101,12 @@ demonstrations() {  # Stage III's datasets: one per task, equal weights (the cup
 
 for phase in $PHASES; do
   case $phase in
-    record)  # the demonstrations first: the run of robot actions alone needs nothing else
+    demos)
       for task in $TASKS; do
         record "$WORK/demos/$task" "${FIRST_SEED[$task]}" "$DEMOS" --task "$task"
       done
+      ;;
+    video)
       for task in $TASKS; do
         record "$WORK/demos/perturbed_$task" "${PERTURBED_SEED[$task]}" "$PERTURBED" --task "$task" \
           --noise "$NOISE" --keep-failures
@@ -103,7 +115,8 @@ for phase in $PHASES; do
     convert)  # each task's two datasets in a process of its own (the encoder is single-threaded)
       pids=()
       for task in $TASKS; do
-        (convert "$task" && convert "perturbed_$task" --action-label intended) > "$WORK/ds/$task.log" 2>&1 &
+        (convert "$task" "$DEMOS" && convert "perturbed_$task" "$PERTURBED" --action-label intended) \
+          > "$WORK/ds/$task.log" 2>&1 &
         pids+=($!)
       done
       for pid in "${pids[@]}"; do wait "$pid"; done  # set -e: a failed conversion stops here
@@ -111,6 +124,12 @@ for phase in $PHASES; do
     train)
       # shellcheck disable=SC2046  # the dataset lists are words on purpose
       train actions_only stage3 $(demonstrations) --steps "$STAGE3_STEPS" --set latent_planner=false --set save_every=500
+      for task in $TASKS; do
+        if [ ! -e "$WORK/ds/perturbed_$task/meta/info.json" ]; then
+          echo "no $WORK/ds/perturbed_$task: record and convert the video first (phases video convert)" >&2
+          exit 1
+        fi
+      done
       # shellcheck disable=SC2046
       train lam stage1 $(video_pool) --steps "$STAGE1_STEPS" --set pooled=true
       # shellcheck disable=SC2046
@@ -137,7 +156,7 @@ for phase in $PHASES; do
       done
       ;;
     *)
-      echo "unknown phase $phase (record, convert, train, eval)" >&2
+      echo "unknown phase $phase (demos, video, record, convert, train, eval)" >&2
       exit 2
       ;;
   esac
