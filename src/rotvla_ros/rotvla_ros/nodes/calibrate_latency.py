@@ -77,12 +77,6 @@ class LatencyCalibration(GraphClient):
         if executor.get("use_sim_time"):  # chunks are stamped on the executor's clock (a simulated cell's)
             self.node.set_parameters([Parameter("use_sim_time", value=True)])
         source = str(executor.get("chunk_source", "policy"))
-        graph = {(ns.rstrip("/"), n) for n, ns in self.node.get_node_names_and_namespaces()}
-        if (self.namespace, source) in graph:
-            raise CalibrationError(
-                f"{self.namespace}/{source} is running: stop the policy (policy:=false) so that the "
-                "calibration alone sends chunks"
-            )
         arm = self.excitation.arm
         ingestion = self.parameters(INGESTION)
         namespace = str(ingestion.get("camera_namespace", topics.CAMERAS)).rstrip("/")
@@ -111,6 +105,15 @@ class LatencyCalibration(GraphClient):
             raise CalibrationError("no executor status, end-effector poses or joint states within 10 s")
         if arm not in arms:
             raise CalibrationError(f"the executor drives {arms}, not {arm}")
+        # Discovery of another process's nodes takes a second or two (the executor's messages
+        # may arrive sooner): the graph is asked after that, not as soon as the cell answers.
+        self.spin_for(2.5)
+        graph = {(ns.rstrip("/"), n) for n, ns in self.node.get_node_names_and_namespaces()}
+        if (self.namespace, source) in graph or self.node.count_publishers(topics.ACTION_CHUNK) > 0:
+            raise CalibrationError(
+                f"{self.namespace}/{source} is running or chunks have a publisher: stop the policy "
+                "(policy:=false) so that the calibration alone sends chunks"
+            )
         self.node.destroy_subscription(joints)
         for name, subscription in zip(arms, poses):
             if name != arm:
