@@ -12,6 +12,7 @@ anything starts.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from rotvla_common import topics
 from rotvla_common.action_space import CAMERA_NAMES
+from rotvla_common.arguments import existing_file
 from rotvla_common.contract import ACTIVE, EXECUTOR_STATES
 
 from .sim.shift import describe, parse_shift
@@ -181,9 +183,10 @@ def system_args_from_launch(values: dict[str, str]) -> SystemArgs:
     expert = _launch_boolean(values, "expert")
     params_file = _launch_value(values, "params_file")
     if params_file:
-        params_file = os.path.abspath(os.path.expanduser(params_file))
-        if not Path(params_file).is_file():
-            raise LaunchArgumentError(f"launch argument params_file:={params_file!r} is no file")
+        try:
+            params_file = existing_file(params_file)
+        except argparse.ArgumentTypeError as error:
+            raise LaunchArgumentError(f"launch argument params_file:={params_file!r}: {error}") from None
     shift = _launch_value(values, "shift")
     try:
         shift = describe(parse_shift(shift))

@@ -38,7 +38,7 @@ from sensor_msgs.msg import Image, JointState
 
 from arx_r5_driver.kinematics import joint_names
 from rotvla_common import topics
-from rotvla_common.action_space import DUAL_ARM_EEF_ACTION_NAMES
+from rotvla_common.action_space import ARMS, DUAL_ARM_EEF_ACTION_NAMES
 from rotvla_common.contract import STEP_PERIOD, eef_state
 from rotvla_msgs.msg import ActionChunk, ExecutorStatus
 
@@ -78,6 +78,7 @@ class LatencyCalibration(GraphClient):
             self.node.set_parameters([Parameter("use_sim_time", value=True)])
         source = str(executor.get("chunk_source", "policy"))
         arm = self.excitation.arm
+        arms = list(executor.get("arms", ARMS))
         ingestion = self.parameters(INGESTION)
         namespace = str(ingestion.get("camera_namespace", topics.CAMERAS)).rstrip("/")
         colour = str(ingestion.get("color_topic", "color/image_raw"))
@@ -89,10 +90,9 @@ class LatencyCalibration(GraphClient):
             self.node.create_subscription(
                 PoseStamped, topics.eef_pose(name), lambda m, a=name: self._on_pose(a, m), POSE_QOS
             )
-            for name in executor.get("arms", ["left", "right"])
+            for name in arms
         ]
         self.node.create_subscription(Image, f"{namespace}/{arm}_wrist/{colour}", self._on_image, SENSOR_QOS)
-        arms = list(executor.get("arms", ["left", "right"]))
         ready = self.spin_for(
             10.0,
             lambda: (
@@ -141,7 +141,7 @@ class LatencyCalibration(GraphClient):
 
     def _on_joints(self, msg: JointState) -> None:
         positions = dict(zip(msg.name, msg.position))
-        for arm in ("left", "right"):
+        for arm in ARMS:
             gripper = joint_names(arm)[-1]
             if gripper in positions:
                 self.grippers[arm] = float(positions[gripper])
@@ -201,7 +201,7 @@ class LatencyCalibration(GraphClient):
         rows = []
         for offset in offsets:
             row = []
-            for arm in ("left", "right"):
+            for arm in ARMS:  # the order of DUAL_ARM_EEF_ACTION_NAMES
                 xyz, rotation, gripper = home[arm]
                 xyz = xyz.copy()
                 if arm == exc.arm:
