@@ -5,29 +5,30 @@
 # in the standard cell and under domain shift.
 #
 #   bash benchmarks/paper_experiment.sh WORK [PHASE ...]
-#   PHASE: demos (record them), video (the perturbed experts'), convert, train, eval;
-#   record = demos video; the default: all of them in that order.
+#   PHASE: demos (the demonstrations' datasets), video (the perturbed experts'), train, eval;
+#   the default: all of them in that order.
 #
-# Every phase resumes: recording goes on from the seed after the last one recorded, a
-# conversion or an evaluation whose output exists is skipped (and a source not recorded in
-# full is not converted yet), training continues from <run>/last (--resume). Run it again
-# after any interruption. The run of robot actions alone needs the demonstrations only; the
-# other arms need the video too. Arms (WORK/runs/<arm>):
+# Every phase resumes: a dataset or an evaluation whose output exists is skipped, training
+# continues from <run>/last (--resume). Run it again after any interruption. The run of robot
+# actions alone needs the demonstrations only; the other arms need the video too. Arms
+# (WORK/runs/<arm>):
 #   actions_only    Stage III from scratch, robot actions alone (latent_planner=false)
 #   rotvla          Stage I LAM -> Stage II latent pretraining -> Stage III with the planner
 #   stage2_only     the same Stage II checkpoint -> Stage III without the planner
 # Stages I and II learn from the demonstrations' video and from perturbed experts' video used
 # without its actions; Stage III of every arm from the same demonstrations.
+#
+# Episodes are recorded in process (rotvla_record --in-process: the stack's controller, physics
+# and cameras on sim time, written as rotvla_convert writes a recording; 3-8 s an episode, and
+# the same dataset on every run of the same seeds), not through the ROS stack (28-41 s an
+# episode on two cores, and unusable when anything runs beside it).
 set -euo pipefail
-WORK=${1:?usage: paper_experiment.sh WORK [demos|video|record|convert|train|eval ...]}
+WORK=${1:?usage: paper_experiment.sh WORK [demos|video|train|eval ...]}
 shift
-PHASES=${*:-demos video convert train eval}
-PHASES=${PHASES//record/demos video}
+PHASES=${*:-demos video train eval}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO" && source scripts/env.sh
-# Recording runs a simulated stack: a DDS domain of its own keeps other graphs out of it.
-export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-104}
-mkdir -p "$WORK"/{demos,ds,runs,eval,cache}
+mkdir -p "$WORK"/{ds,runs,eval,cache}
 
 TASKS="block_to_plate block_into_drawer cup_stacking"
 declare -A FIRST_SEED=([block_to_plate]=1000 [block_into_drawer]=3000 [cup_stacking]=2000)
@@ -40,45 +41,21 @@ STAGE2_STEPS=4000
 STAGE1_STEPS=1000
 EPISODES=100   # test seeds per task and condition
 
-last_seed() {  # the highest seed recorded in an episode directory (episode.json: "seed N")
-  cat "$1"/*/episode.json 2>/dev/null | sed -n 's/.*"notes": "seed \([0-9]*\)".*/\1/p' | sort -n | tail -1
-}
-
-record() {  # record DIR FIRST COUNT [rotvla_record options]: until COUNT episodes of DIR convert
-  # An episode recorded while the machine was too busy has gaps in a stream and does not
-  # convert (rotvla_convert --check says why, into DIR/.checked): more seeds are recorded, from
-  # the one after the last, until COUNT do. Three rounds at most.
-  local out=$1 first=$2 count=$3 last next valid bag round
+record() {  # record NAME FIRST COUNT [rotvla_record options]: WORK/ds/NAME, COUNT seeds from FIRST
+  local name=$1 first=$2 count=$3
   shift 3
-  mkdir -p "$out" && touch "$out/.checked"
-  for round in 1 2 3 4; do
-    local unchecked=()
-    for bag in "$out"/*/; do
-      grep -qF " ${bag%/}" "$out/.checked" || unchecked+=("${bag%/}")
-    done
-    if [ ${#unchecked[@]} -gt 0 ]; then
-      rotvla_convert --check "${unchecked[@]}" >> "$out/.checked" || true
-    fi
-    valid=$(grep -c '^ok ' "$out/.checked" || true)
-    [ "$valid" -ge "$count" ] && return
-    [ "$round" -eq 4 ] && { echo "$out: $valid of $count episodes convert after 3 rounds" >&2; return 1; }
-    last=$(last_seed "$out")
-    next=$((${last:-$((first - 1))} + 1))
-    rotvla_record --first-seed "$next" --episodes $((count - valid)) --output "$out" "$@"
-  done
+  [ -e "$WORK/ds/$name/meta/info.json" ] && return
+  rotvla_record --in-process --first-seed "$first" --episodes "$count" --output "$WORK/ds/$name" --overwrite "$@" \
+    > "$WORK/ds/$name.log" 2>&1
 }
 
-convert() {  # convert NAME COUNT [rotvla_convert options]: WORK/demos/NAME's episodes that convert -> WORK/ds/NAME
-  local name=$1 count=$2 valid
-  shift 2
-  [ -e "$WORK/ds/$name/meta/info.json" ] && return
-  valid=$(grep -c '^ok ' "$WORK/demos/$name/.checked" 2>/dev/null || true)
-  if [ "${valid:-0}" -lt "$count" ]; then
-    echo "$name: ${valid:-0} of $count episodes recorded and checked: not converted yet" >&2
-    return
-  fi
-  # shellcheck disable=SC2046  # one path a line, none with spaces
-  rotvla_convert $(sed -n 's/^ok //p' "$WORK/demos/$name/.checked") --output "$WORK/ds/$name" "$@"
+in_parallel() {  # in_parallel COMMAND...: each command line in a process of its own, two at a time
+  local pids=() line
+  for line in "$@"; do
+    if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+    eval "$line" & pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done  # set -e: a failed recording stops here
 }
 
 train() {  # train ARM STAGE [rotvla_train options]; a finished run leaves ARM/done
@@ -101,32 +78,30 @@ demonstrations() {  # Stage III's datasets: one per task, equal weights (the cup
 
 for phase in $PHASES; do
   case $phase in
-    demos)
+    demos)  # the expert's failures are left out: a task short of DEMOS stops the experiment
+      lines=()
+      for task in $TASKS; do lines+=("record $task ${FIRST_SEED[$task]} $DEMOS --task $task"); done
+      in_parallel "${lines[@]}"
       for task in $TASKS; do
-        record "$WORK/demos/$task" "${FIRST_SEED[$task]}" "$DEMOS" --task "$task"
+        if ! grep -q "\"total_episodes\": $DEMOS," "$WORK/ds/$task/meta/info.json"; then
+          echo "$WORK/ds/$task: the expert failed on some of its $DEMOS seeds (see $WORK/ds/$task.log)" >&2
+          exit 1
+        fi
       done
       ;;
     video)
+      lines=()
       for task in $TASKS; do
-        record "$WORK/demos/perturbed_$task" "${PERTURBED_SEED[$task]}" "$PERTURBED" --task "$task" \
-          --noise "$NOISE" --keep-failures
+        lines+=("record perturbed_$task ${PERTURBED_SEED[$task]} $PERTURBED --task $task --noise $NOISE --keep-failures")
       done
-      ;;
-    convert)  # each task's two datasets in a process of its own (the encoder is single-threaded)
-      pids=()
-      for task in $TASKS; do
-        (convert "$task" "$DEMOS" && convert "perturbed_$task" "$PERTURBED" --action-label intended) \
-          > "$WORK/ds/$task.log" 2>&1 &
-        pids+=($!)
-      done
-      for pid in "${pids[@]}"; do wait "$pid"; done  # set -e: a failed conversion stops here
+      in_parallel "${lines[@]}"
       ;;
     train)
       # shellcheck disable=SC2046  # the dataset lists are words on purpose
       train actions_only stage3 $(demonstrations) --steps "$STAGE3_STEPS" --set latent_planner=false --set save_every=500
       for task in $TASKS; do
         if [ ! -e "$WORK/ds/perturbed_$task/meta/info.json" ]; then
-          echo "no $WORK/ds/perturbed_$task: record and convert the video first (phases video convert)" >&2
+          echo "no $WORK/ds/perturbed_$task: record the video first (phase video)" >&2
           exit 1
         fi
       done
@@ -156,7 +131,7 @@ for phase in $PHASES; do
       done
       ;;
     *)
-      echo "unknown phase $phase (demos, video, record, convert, train, eval)" >&2
+      echo "unknown phase $phase (demos, video, train, eval)" >&2
       exit 2
       ;;
   esac

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO_ROOT
@@ -74,6 +76,37 @@ def test_rotvla_record_refuses_evaluation_seeds(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         sim_episodes.main(["--first-seed", "0", "--episodes", "10", "--output", str(tmp_path)])
     assert stop.value.code == 2 and "demonstration range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arguments, named",
+    [(["--in-process", "--attach"], "--in-process runs no stack"), (["--overwrite"], "only --in-process")],
+)
+def test_rotvla_record_refuses_options_that_contradict_each_other(tmp_path, capsys, arguments, named):
+    with pytest.raises(SystemExit) as stop:
+        sim_episodes.main(["--episodes", "1", "--output", str(tmp_path / "ds"), *arguments])
+    assert stop.value.code == 2 and named in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_rotvla_record_in_process_writes_perturbed_demonstrations_labelled_with_what_was_meant(tmp_path, capsys):
+    output = tmp_path / "perturbed"
+    arguments = ["--in-process", "--first-seed", "1000", "--episodes", "1", "--noise", "0.02", "--keep-failures"]
+    arguments += ["--output", str(output)]
+    assert sim_episodes.main(arguments) == 0
+    assert "1 episodes" in capsys.readouterr().out
+    data = pq.read_table(output / "data" / "chunk-000" / "file-000.parquet").to_pylist()
+    state = np.array([r["observation.state"] for r in data])
+    action = np.array([r["action"] for r in data])
+    grippers, xyz = [9, 19], [0, 1, 2]
+    assert np.allclose(action[:-1, grippers], state[1:, grippers])  # the grippers as measured
+    # The arm as meant: off the executed (noisy) path by millimetres to centimetres, not on it.
+    off = np.linalg.norm(action[:-1, xyz] - state[1:, xyz], axis=1)
+    assert 0.002 < np.median(off) < 0.05, np.median(off)
+    episode = pq.read_table(output / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pylist()[0]
+    assert "perturbed: 0.02 rad" in episode["operator"]
+    assert sim_episodes.main(arguments) == 1  # the dataset exists: --overwrite replaces it
+    assert "exists" in capsys.readouterr().err
 
 
 def _summary(path, successes: list[bool], seeds: list[int], name: str) -> None:

@@ -40,6 +40,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -342,18 +343,12 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:
         _check_stream(name, topic, topic_stamps, config.max_gap)
     times = _timeline(name, stamps, config)
     state = _resampled_state(name, streams, stamps, times, config)
-    first = _first_motion(state, config.idle_motion, len(config.arms))
+    first = first_motion(state, config.idle_motion, len(config.arms))
     times, state = times[first:], state[first:]
-    action = next_state_actions(state)
+    intended = None
     if config.action_label == "intended":
-        # The arms' poses as meant; the grippers as measured, as in every other demonstration:
-        # the noise leaves them alone, and labels must agree on what closed is (the intended
-        # 0 mm against the measured block's width, pooled, taught a policy to squeeze the block
-        # out of its grasp: benchmarks/README.md, the DAgger measurement).
-        grippers = [k * ARM_WIDTH + GRIPPER for k in range(len(config.arms))]
-        measured_grippers = action[:, grippers]
-        action = _intended_actions(stamps[config.intended_topic], np.array(streams.intended), times)
-        action[:, grippers] = measured_grippers
+        intended = _intended_actions(stamps[config.intended_topic], np.array(streams.intended), times)
+    action = demonstration_actions(state, intended, config)
     frames = {}
     for camera in config.cameras:
         topic = config.camera_topic.format(camera=camera)
@@ -376,22 +371,44 @@ def read_episode(bag: Path, config: ConversionConfig) -> Episode:
     )
 
 
-def _intended_actions(stamps: np.ndarray, intended: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """(T, 20): per frame, the pose the operator meant at the next frame (the last frame: at
-    its own), from ``intended`` (M, A, 7) joint targets stamped ``stamps`` (M,)."""
+def demonstration_actions(state: np.ndarray, intended: np.ndarray | None, config: ConversionConfig) -> np.ndarray:
+    """(T, 20) action labels of an episode's kept frames ``state`` (T, 20) under
+    ``config.action_label``: the next frame's measured state, or ``intended`` (T, 20), the poses
+    meant at the next frame, with the grippers as measured."""
+    action = next_state_actions(state)
+    if config.action_label == "intended":
+        if intended is None or intended.shape != action.shape:
+            raise ValueError(f"the intended label needs intended poses of shape {action.shape}")
+        # The arms' poses as meant; the grippers as measured, as in every other demonstration:
+        # the noise leaves them alone, and labels must agree on what closed is (the intended
+        # 0 mm against the measured block's width, pooled, taught a policy to squeeze the block
+        # out of its grasp: benchmarks/README.md, the DAgger measurement).
+        grippers = [k * ARM_WIDTH + GRIPPER for k in range(len(config.arms))]
+        measured_grippers = action[:, grippers]
+        action = intended.astype(np.float32)
+        action[:, grippers] = measured_grippers
+    return action
+
+
+def intended_poses(intended: np.ndarray) -> np.ndarray:
+    """(T, 20) the EEF poses of joint targets ``intended`` (T, A, 7): each arm's joints and
+    gripper, in each arm's own frame (where ``eef_state`` is written)."""
     from arx_r5_driver.kinematics import ArmKinematics
 
-    kinematics = ArmKinematics()  # the arm's own frame: where eef_state is written
-    following = _nearest(stamps, np.r_[times[1:], times[-1]])  # (T,)
+    kinematics = ArmKinematics()
     return np.stack(
-        [
-            np.concatenate([eef_state(*kinematics.fk(joints[:6]), joints[6]) for joints in intended[i]])
-            for i in following
-        ]
+        [np.concatenate([eef_state(*kinematics.fk(joints[:6]), joints[6]) for joints in frame]) for frame in intended]
     ).astype(np.float32)
 
 
-def _first_motion(state: np.ndarray, threshold: float, arms: int) -> int:
+def _intended_actions(stamps: np.ndarray, intended: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """(T, 20): per frame, the pose the operator meant at the next frame (the last frame: at
+    its own), from ``intended`` (M, A, 7) joint targets stamped ``stamps`` (M,)."""
+    following = _nearest(stamps, np.r_[times[1:], times[-1]])  # (T,)
+    return intended_poses(intended[following])
+
+
+def first_motion(state: np.ndarray, threshold: float, arms: int) -> int:
     """The frame before the first one whose position or gripper has moved more than
     ``threshold`` from the start (0 when ``threshold`` is 0 or nothing moves)."""
     if threshold <= 0:
@@ -565,16 +582,26 @@ def convert(
     from tqdm import tqdm
 
     config = config or ConversionConfig()
+    if not bags:
+        raise ConversionError("no episodes to convert")
+    bars = tqdm(bags, desc="episodes", unit="ep", disable=not progress)
+    return write_dataset(_readable_episodes(bars, config), output, config, overwrite)
+
+
+def write_dataset(episodes: Iterable[Episode], output: Path, config: ConversionConfig, overwrite: bool = False) -> dict:
+    """``episodes`` -> one LeRobot v3 dataset at ``output``; its info.json. Written into a
+    directory beside ``output`` and renamed at the end: a failure leaves nothing behind."""
     output = Path(output)
     if output.exists() and not overwrite:
         raise ConversionError(f"{output} exists (--overwrite to replace it)")
-    if not bags:
-        raise ConversionError("no episodes to convert")
     staging = output.parent / f".{output.name}.converting"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        info = _write_dataset(staging, config, tqdm(bags, desc="episodes", unit="ep", disable=not progress))
+        writer = _DatasetWriter(staging, config)
+        for episode in episodes:
+            writer.add(episode)
+        info = writer.finish()
         if output.exists():
             shutil.rmtree(output)
         staging.rename(output)
@@ -770,19 +797,15 @@ def _data_schema() -> pa.Schema:
     )
 
 
-def _write_dataset(root: Path, config: ConversionConfig, episodes_iter) -> dict:
-    """Every bag of ``episodes_iter`` that converts into the dataset at ``root``; info.json."""
-    writer = _DatasetWriter(root, config)
-    for bag in episodes_iter:
+def _readable_episodes(bags: Iterable[Path], config: ConversionConfig) -> Iterator[Episode]:
+    """The episode of every bag that converts (``skip_invalid``: the others are reported)."""
+    for bag in bags:
         try:
-            episode = read_episode(Path(bag), config)
+            yield read_episode(Path(bag), config)
         except ConversionError as error:
             if not config.skip_invalid:
                 raise
             print(f"rotvla_convert: left out: {error}", file=sys.stderr, flush=True)
-            continue
-        writer.add(episode)
-    return writer.finish()
 
 
 def check(bags: list[Path], config: ConversionConfig) -> int:

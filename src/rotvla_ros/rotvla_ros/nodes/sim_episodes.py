@@ -284,7 +284,16 @@ def main(argv=None) -> int:
         help=f"demonstrations are recorded on seeds {DEMONSTRATIONS.start}-{DEMONSTRATIONS.stop - 1} only: "
         "the validation and test scenes stay unseen (rotvla_ros.eval.seeds)",
     )
-    parser.add_argument("--output", type=Path, required=True, help="directory of the episodes")
+    parser.add_argument(
+        "--output", type=Path, required=True, help="directory of the episodes (--in-process: the dataset's)"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="record in the simulated cell without ROS, straight into a LeRobot dataset: what rotvla_convert "
+        "makes of the stack's recording of the same seeds, in 3-8 s an episode (rotvla_ros.sim.demonstrations)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="--in-process: replace an existing dataset")
     parser.add_argument("--keep-failures", action="store_true", help="keep episodes the expert failed (flagged)")
     parser.add_argument(
         "--attach",
@@ -301,12 +310,36 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.noise and args.attach:
         parser.error("--noise sets the simulation's expert_noise at start: start the stack here (no --attach)")
+    if args.in_process and args.attach:
+        parser.error("--attach records a running stack; --in-process runs no stack")
+    if args.overwrite and not args.in_process:
+        parser.error("--overwrite replaces a dataset: only --in-process writes one")
     seeds = list(range(args.first_seed, args.first_seed + args.episodes))
     if seeds[0] not in DEMONSTRATIONS or seeds[-1] not in DEMONSTRATIONS:
         parser.error(
             f"seeds {seeds[0]}-{seeds[-1]} leave the demonstration range "
             f"{DEMONSTRATIONS.start}-{DEMONSTRATIONS.stop - 1}: evaluation scenes must stay unseen"
         )
+    if args.in_process:
+        from ..data.convert import ConversionError
+        from ..sim.demonstrations import record_dataset
+
+        try:
+            info = record_dataset(
+                args.task,
+                seeds,
+                args.output,
+                noise=args.noise,
+                keep_failures=args.keep_failures,
+                overwrite=args.overwrite,
+                report=lambda line: print(line, flush=True),
+            )
+        except ConversionError as error:
+            print(f"rotvla_record: {error}", file=sys.stderr)
+            return 1
+        kept = f"{info['total_episodes']} episodes ({info['total_frames']} frames)"
+        print(f"{kept} of {len(seeds)} seeds in {args.output}")
+        return 0
     outcomes = record_demonstrations(
         args.task, seeds, args.output, keep_failures=args.keep_failures, attach=args.attach, noise=args.noise
     )

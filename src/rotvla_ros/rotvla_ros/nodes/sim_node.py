@@ -57,7 +57,7 @@ from rotvla_common.contract import STEP_PERIOD, TELEOP
 from rotvla_msgs.srv import ResetSimulation
 
 from ..ingest.images import fill_image
-from ..sim.experts import ExecutionNoise, ScriptedExpert
+from ..sim.experts import EXPERT_DELAY, ExecutionNoise, ScriptedExpert
 from ..sim.scene import scene_of
 from ..sim.shift import SHIFT_KINDS, describe, parse_shift
 from ..sim.tasks import TASK_NAMES
@@ -125,7 +125,7 @@ class SimNode(Node):
             "/rotvla/teleop/joint_targets while the executor's control source is teleop.",
             read_only=True,
         )
-        expert_delay = p("expert_delay", 1.0, "Sim seconds before the expert starts.", read_only=True)
+        expert_delay = p("expert_delay", EXPERT_DELAY, "Sim seconds before the expert starts.", read_only=True)
         expert_noise = p(
             "expert_noise",
             0.0,

@@ -38,6 +38,9 @@ def plan(world: SimWorld) -> list[Move]:
     return [move for move in world.task.moves(world) if isinstance(move, FixedPath) or not move.done(world)]
 
 
+EXPERT_DELAY = 1.0  # sim s from a reset before the expert starts: the scene settles first
+
+
 class ScriptedExpert:
     """Joint targets over time for every arm of the world (teleop source interface).
 
