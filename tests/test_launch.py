@@ -311,7 +311,6 @@ def _stand_in_environment(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.timeout(300)
 def _cmdline(path: Path) -> bytes:
     """A process's command line (empty if it ended meanwhile)."""
     try:
@@ -320,6 +319,7 @@ def _cmdline(path: Path) -> bytes:
         return b""
 
 
+@pytest.mark.timeout(300)
 def test_every_launch_argument_reaches_its_node(observer, tmp_path):
     """Each argument at a value that is not its default is what the node reports over DDS (or,
     for the cameras, what realsense2_camera's launch receives), on the robot's path and in
