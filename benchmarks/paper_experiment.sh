@@ -5,8 +5,8 @@
 # in the standard cell and under domain shift.
 #
 #   bash benchmarks/paper_experiment.sh WORK [PHASE ...]
-#   PHASE: demos (the demonstrations' datasets), video (the perturbed experts'), train, eval;
-#   the default: all of them in that order.
+#   PHASE: demos (the demonstrations' datasets), video (the perturbed experts'), train, eval,
+#   report (WORK/report.txt); the default: all of them in that order.
 #
 # Every phase resumes: a dataset or an evaluation whose output exists is skipped, training
 # continues from <run>/last (--resume). Run it again after any interruption. The run of robot
@@ -23,9 +23,9 @@
 # the same dataset on every run of the same seeds), not through the ROS stack (28-41 s an
 # episode on two cores, and unusable when anything runs beside it).
 set -euo pipefail
-WORK=${1:?usage: paper_experiment.sh WORK [demos|video|train|eval ...]}
+WORK=${1:?usage: paper_experiment.sh WORK [demos|video|train|eval|report ...]}
 shift
-PHASES=${*:-demos video train eval}
+PHASES=${*:-demos video train eval report}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO" && source scripts/env.sh
 mkdir -p "$WORK"/{ds,runs,eval,cache}
@@ -130,8 +130,20 @@ for phase in $PHASES; do
         done
       done
       ;;
+    report)  # each pair of arms on the same test seeds: both intervals and McNemar's exact test
+      for task in $TASKS; do
+        for shift_ in none all; do
+          for pair in "actions_only rotvla" "actions_only stage2_only" "stage2_only rotvla"; do
+            read -r a b <<< "$pair"
+            [ -e "$WORK/eval/$a-$task-$shift_.json" ] && [ -e "$WORK/eval/$b-$task-$shift_.json" ] || continue
+            echo "## $task, shift $shift_: $a (A) vs $b (B)"
+            rotvla_eval --compare "$WORK/eval/$a-$task-$shift_.json" "$WORK/eval/$b-$task-$shift_.json"
+          done
+        done
+      done | tee "$WORK/report.txt"
+      ;;
     *)
-      echo "unknown phase $phase (demos, video, train, eval)" >&2
+      echo "unknown phase $phase (demos, video, train, eval, report)" >&2
       exit 2
       ;;
   esac
