@@ -141,6 +141,10 @@ for phase in $PHASES; do
           done
         done
       done | tee "$WORK/report.txt"
+      if [ -e "$WORK/runs/lam/done" ]; then  # the LAM's quality: latent_use and the probe of its latent
+        # shellcheck disable=SC2046
+        python benchmarks/bench_lam_probe.py "$WORK/runs/lam/last" $(demonstrations) | tee -a "$WORK/report.txt"
+      fi
       ;;
     *)
       echo "unknown phase $phase (demos, video, train, eval, report)" >&2

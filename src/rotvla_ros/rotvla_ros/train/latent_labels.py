@@ -46,13 +46,14 @@ def cache_path(cache_dir: Path, dataset: LeRobotV3Dataset, lam_id: str, camera: 
 
 @torch.no_grad()
 def compute_labels(
-    dataset: LeRobotV3Dataset, lam, camera: str, stride: int, device="cpu", batch: int = 64
+    dataset: LeRobotV3Dataset, lam, camera: str, stride: int, device="cpu", batch: int = 64, episodes=None
 ) -> np.ndarray:
-    """(N, q, n, n) float32: every frame's latent action ``stride`` frames ahead."""
+    """(N, q, n, n) float32: every frame's latent action ``stride`` frames ahead (of the
+    ``episodes`` given, by index; the other rows stay zero)."""
     size = lam.config.dino.image_size
     q, n = lam.config.num_latent_tokens, lam.config.latent_dim
     labels = np.zeros((len(dataset), q, n, n), dtype=np.float32)
-    for episode in dataset.episodes:
+    for episode in dataset.episodes if episodes is None else episodes:
         rows = dataset.episode_rows(episode)
         features = []
         for start in range(rows.start, rows.stop, batch):
