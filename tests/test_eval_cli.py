@@ -107,6 +107,8 @@ def test_rotvla_record_in_process_writes_perturbed_demonstrations_labelled_with_
     assert "perturbed: 0.02 rad" in episode["operator"]
     assert sim_episodes.main(arguments) == 1  # the dataset exists: --overwrite replaces it
     assert "exists" in capsys.readouterr().err
+    assert sim_episodes.main([*arguments, "--overwrite"]) == 0  # and the same seeds give the same data
+    assert pq.read_table(output / "data" / "chunk-000" / "file-000.parquet").to_pylist() == data
 
 
 def _summary(path, successes: list[bool], seeds: list[int], name: str) -> None:
