@@ -40,6 +40,7 @@ STAGE3_STEPS=16000  # three tasks at equal weight: ~5,300 steps' worth each (one
 STAGE2_STEPS=4000
 STAGE1_STEPS=1000
 EPISODES=100   # test seeds per task and condition
+VALIDATION_EPISODES=50  # validation seeds per task: the multi-task checkpoint shipped is chosen on them
 
 record() {  # record NAME FIRST COUNT [rotvla_record options]: WORK/ds/NAME, COUNT seeds from FIRST
   local name=$1 first=$2 count=$3
@@ -117,10 +118,14 @@ for phase in $PHASES; do
       train stage2_only stage3 $(demonstrations) --steps "$STAGE3_STEPS" \
         --init-checkpoint "$WORK/runs/stage2/last" --set latent_planner=false --set save_every=500
       ;;
-    eval)
+    eval)  # validation first (which arm is shipped is chosen there), then the test seeds
       for arm in actions_only rotvla stage2_only; do
         [ -e "$WORK/runs/$arm/done" ] || continue
         for task in $TASKS; do
+          out="$WORK/eval/validation/$arm-$task.json"
+          mkdir -p "$WORK/eval/validation"
+          [ -e "$out" ] || rotvla_eval "$WORK/runs/$arm/last" --task "$task" --split validation \
+            --episodes "$VALIDATION_EPISODES" --workers 2 --output "$out"
           for shift_ in none all; do
             out="$WORK/eval/$arm-$task-$shift_.json"
             [ -e "$out" ] && continue
@@ -141,6 +146,22 @@ for phase in $PHASES; do
           done
         done
       done | tee "$WORK/report.txt"
+      # The arm shipped as the multi-task checkpoint: the best mean success over the tasks on the
+      # validation seeds (never the test seeds).
+      python - "$WORK/eval/validation" <<'PY' | tee -a "$WORK/report.txt"
+import json, sys
+from collections import defaultdict
+from pathlib import Path
+rates = defaultdict(list)
+for path in sorted(Path(sys.argv[1]).glob("*.json")):
+    arm, _, task = path.stem.partition("-")
+    summary = json.loads(path.read_text())
+    rates[arm].append(summary["success_rate"])
+    print(f"validation {arm} {task}: {summary['successes']}/{summary['episodes']}")
+complete = {arm: sum(r) / len(r) for arm, r in rates.items() if len(r) == 3}
+if complete:
+    print("shipped (best mean validation success):", max(complete, key=complete.get), complete)
+PY
       if [ -e "$WORK/runs/lam/done" ]; then  # the LAM's quality: latent_use and the probe of its latent
         # shellcheck disable=SC2046
         python benchmarks/bench_lam_probe.py "$WORK/runs/lam/last" $(demonstrations) | tee -a "$WORK/report.txt"
