@@ -53,11 +53,10 @@ def episodes(tmp_path_factory, rclpy_context):
     try:
         client = SimEpisodes("discarding_operator")
         client.wait_ready()
-        start = client.node.create_client(StartEpisode, "/rotvla/recorder/start")
-        discard = client.node.create_client(Trigger, "/rotvla/recorder/discard")
-        reply = client.call(start, StartEpisode.Request(task="block_to_plate", operator_name="test"))
+        request = StartEpisode.Request(task="block_to_plate", operator_name="test")
+        reply = client.require(StartEpisode, "/rotvla/recorder/start", request)
         assert reply.success, reply.message
-        assert client.call(discard, Trigger.Request()).success
+        assert client.require(Trigger, "/rotvla/recorder/discard", Trigger.Request()).success
         client.close()
         outcomes = record_demonstrations("block_to_plate", [0, 1], output, attach=True)
     finally:

@@ -40,15 +40,20 @@ OBSERVATION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliabili
 # The instruction in force, latched (the camera ingestion node copies it into observations).
 
 
+class ServiceUnavailable(TimeoutError):
+    """A service that is not on the graph, or did not answer in time; the message names it."""
+
+
 class GraphClient:
-    """A command-line tool's side of the graph (``rotvla_check``, ``rotvla_calibrate_latency``):
-    one node, spun in the caller's thread of control, with blocking service calls."""
+    """A tool's side of the graph (``rotvla_check``, ``rotvla_ctl``, the simulated episodes'
+    clients): one node, spun in the caller's thread of control, with blocking service calls."""
 
     def __init__(self, name: str):
         self.node = Node(name)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.namespace = self.node.get_namespace().rstrip("/")
+        self._clients: dict[tuple[type, str], object] = {}
 
     def spin_for(self, seconds: float, until=lambda: False) -> bool:
         """Spin for ``seconds`` (wall time) or until ``until()``; its last value."""
@@ -57,16 +62,33 @@ class GraphClient:
             self.executor.spin_once(timeout_sec=0.02)
         return until()
 
+    def client(self, srv_type, name: str):
+        """The node's client of service ``name`` (one per service, kept)."""
+        key = (srv_type, name)
+        if key not in self._clients:
+            self._clients[key] = self.node.create_client(srv_type, name)
+        return self._clients[key]
+
+    def require(self, srv_type, name: str, request, timeout: float = 10.0):
+        """The service's response; raises ``ServiceUnavailable`` when the service is not there
+        within ``timeout`` or does not answer within it."""
+        client = self.client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise ServiceUnavailable(
+                f"service {self.node.resolve_service_name(name)} is not available "
+                "(is the stack running, in this namespace?)"
+            )
+        future = client.call_async(request)
+        if not self.spin_for(timeout, future.done):
+            raise ServiceUnavailable(f"{self.node.resolve_service_name(name)} did not answer within {timeout:g} s")
+        return future.result()
+
     def call(self, srv_type, name: str, request, timeout: float = 5.0):
-        """The service's response, or None when it does not answer within ``timeout``."""
-        client = self.node.create_client(srv_type, name)
+        """The service's response, or None when it is not there or does not answer in time."""
         try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                return None
-            future = client.call_async(request)
-            return future.result() if self.spin_for(timeout, future.done) else None
-        finally:
-            self.node.destroy_client(client)
+            return self.require(srv_type, name, request, timeout)
+        except ServiceUnavailable:
+            return None
 
     def parameters(self, node: str) -> dict:
         """Every parameter of ``node`` (relative names resolve in this namespace); {} when it does not answer."""

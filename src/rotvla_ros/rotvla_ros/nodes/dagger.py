@@ -128,14 +128,9 @@ class Operator(SimEpisodes):
                 PoseStamped, topics.eef_pose(arm), lambda msg, arm=arm: self._on_pose(arm, msg), SENSOR_QOS
             )
         self.node.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, SENSOR_QOS)
-        self.switch = self.node.create_client(SetControlSource, topics.SET_CONTROL_SOURCE)
-        self.start = self.node.create_client(StartEpisode, topics.RECORDER_START)
-        self.stop = self.node.create_client(StopEpisode, topics.RECORDER_STOP)
-        self.load = self.node.create_client(LoadCheckpoint, topics.LOAD_CHECKPOINT)
-        self.pause_client = self.node.create_client(SetBool, topics.SIM_PAUSE)
 
     def pause(self, paused: bool) -> None:
-        reply = self.call(self.pause_client, SetBool.Request(data=paused))
+        reply = self.require(SetBool, topics.SIM_PAUSE, SetBool.Request(data=paused), 60.0)
         if not reply.success:
             raise RuntimeError(f"the simulation did not {'pause' if paused else 'resume'}: {reply.message}")
 
@@ -150,16 +145,15 @@ class Operator(SimEpisodes):
                 self.grippers[arm] = float(msg.position[index[f"{arm}_gripper"]])
 
     def drive(self, source: str) -> None:
-        reply = self.call(self.switch, SetControlSource.Request(source=source))
+        reply = self.require(SetControlSource, topics.SET_CONTROL_SOURCE, SetControlSource.Request(source=source), 60.0)
         if not reply.success:
             raise RuntimeError(f"switching to {source}: {reply.message}")
 
     def episode(self, task: str, instruction: str, seed: int, rules: TakeoverRules, time_limit: float) -> EpisodeRecord:
         """One recorded episode from a reset: the policy drives until it succeeds or a rule
         fires; then the operator, until success or ``time_limit`` s of sim time."""
-        started = self.call(
-            self.start, StartEpisode.Request(task=task, instruction=instruction, operator_name="simulated operator")
-        )
+        request = StartEpisode.Request(task=task, instruction=instruction, operator_name="simulated operator")
+        started = self.require(StartEpisode, topics.RECORDER_START, request, 60.0)
         if not started.success:
             raise RuntimeError(f"the recorder did not start: {started.message}")
         start, record = self.sim_time, EpisodeRecord(seed, False)
@@ -187,14 +181,16 @@ class Operator(SimEpisodes):
                 self.drive(TELEOP)
                 record.takeover, record.takeover_at = reason, self.sim_time - start
         record.success, record.duration = self.success, self.sim_time - start
-        stopped = self.call(self.stop, StopEpisode.Request(task_success=record.success, notes=f"seed {seed}"))
+        request = StopEpisode.Request(task_success=record.success, notes=f"seed {seed}")
+        stopped = self.require(StopEpisode, topics.RECORDER_STOP, request, 60.0)
         record.path = stopped.path if stopped.success else ""
         if record.takeover:
             self.drive(POLICY)
         return record
 
     def swap(self, checkpoint: Path, timeout: float = 600.0) -> str:
-        reply = self.call(self.load, LoadCheckpoint.Request(path=str(checkpoint.resolve())), timeout)
+        request = LoadCheckpoint.Request(path=str(checkpoint.resolve()))
+        reply = self.require(LoadCheckpoint, topics.LOAD_CHECKPOINT, request, timeout)
         if not reply.success:
             raise RuntimeError(f"the policy node refused {checkpoint}: {reply.message}")
         return reply.checkpoint_id
@@ -310,7 +306,7 @@ def run_loop(
                 output / f"train-{k}.log",
                 lam_checkpoint,
             )
-            client.spin_until(lambda: False, 0.5)  # /clock messages still in flight
+            client.spin_for(0.5)  # /clock messages still in flight
             record.sim_seconds_training = client.sim_time - paused_at
             client.pause(False)
             record.trained_id = client.swap(trained)

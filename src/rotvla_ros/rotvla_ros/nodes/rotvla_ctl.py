@@ -24,7 +24,6 @@ import time
 import numpy as np
 import rclpy
 from rcl_interfaces.srv import GetParameters
-from rclpy.node import Node
 from rclpy.parameter import parameter_value_to_python
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
@@ -33,58 +32,46 @@ from rotvla_common import topics
 from rotvla_common.ros import SENSOR_QOS
 from rotvla_msgs.srv import LoadCheckpoint, ResetSimulation, SetControlSource, SetInstruction
 
+from .common import GraphClient, ServiceUnavailable
+
 HOMED_TOLERANCE = 0.02  # rad: every joint this close to its ready position
 
 
-def call(node: Node, srv_type, name: str, request, timeout: float):
-    client = node.create_client(srv_type, name)
-    if not client.wait_for_service(timeout_sec=min(timeout, 10.0)):
-        raise TimeoutError(
-            f"service {node.resolve_service_name(name)} is not available (is the stack running, in this namespace?)"
-        )
-    future = client.call_async(request)
-    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
-    if not future.done():
-        raise TimeoutError(f"{name} did not answer within {timeout} s")
-    return future.result()
-
-
-def reset(node: Node, seed: int, timeout: float, task: str = "") -> tuple[bool, str]:
+def reset(client: GraphClient, seed: int, timeout: float, task: str = "") -> tuple[bool, str]:
     """The cell back to the start of an episode: the simulation to ``seed`` (its /sim/reset;
     with ``task``, that task's scene, and the policy given its instruction), or, on the robot,
     both arms to their ready pose (homing, under the caps), waited for in the joint states;
     objects are a person's to put back."""
     # Whichever of the cell's two resets appears: the simulation's, or the executor's homing.
-    simulation = node.create_client(ResetSimulation, topics.SIM_RESET)
-    homing = node.create_client(SetControlSource, topics.SET_CONTROL_SOURCE)
-    deadline = time.monotonic() + min(timeout, 10.0)
-    while not (simulation.service_is_ready() or homing.service_is_ready()) and time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.1)
+    simulation = client.client(ResetSimulation, topics.SIM_RESET)
+    homing = client.client(SetControlSource, topics.SET_CONTROL_SOURCE)
+    client.spin_for(min(timeout, 10.0), lambda: simulation.service_is_ready() or homing.service_is_ready())
     if simulation.service_is_ready():
-        result = call(node, ResetSimulation, topics.SIM_RESET, ResetSimulation.Request(seed=seed, task=task), timeout)
+        request = ResetSimulation.Request(seed=seed, task=task)
+        result = client.require(ResetSimulation, topics.SIM_RESET, request, timeout)
         if not (task and result.success):
             return result.success, result.message
-        told = call(
-            node, SetInstruction, topics.SET_INSTRUCTION, SetInstruction.Request(instruction=result.instruction), 10.0
+        told = client.require(
+            SetInstruction, topics.SET_INSTRUCTION, SetInstruction.Request(instruction=result.instruction)
         )
         return told.success, f"{result.message}; policy: {told.message}"
     if task:
         return False, "--task switches a simulated cell's scene; on the robot, set the scene and use instruct"
     executor = "arx_r5_executor"
-    arms = call(node, GetParameters, f"{executor}/get_parameters", GetParameters.Request(names=["arms"]), 10.0)
+    arms = client.require(GetParameters, f"{executor}/get_parameters", GetParameters.Request(names=["arms"]))
     arm_names = parameter_value_to_python(arms.values[0])
     names = [f"{arm}.ready_joints" for arm in arm_names]
-    got = call(node, GetParameters, f"{executor}/get_parameters", GetParameters.Request(names=names), 10.0)
+    got = client.require(GetParameters, f"{executor}/get_parameters", GetParameters.Request(names=names))
     ready = {
         f"{arm}_joint{i + 1}": q
         for arm, value in zip(arm_names, got.values)
         for i, q in enumerate(parameter_value_to_python(value))
     }
     latest: dict[str, float] = {}
-    node.create_subscription(
+    client.node.create_subscription(
         JointState, topics.JOINT_STATES, lambda m: latest.update(zip(m.name, m.position)), SENSOR_QOS
     )
-    result = call(node, SetControlSource, topics.SET_CONTROL_SOURCE, SetControlSource.Request(source="home"), 10.0)
+    result = client.require(SetControlSource, topics.SET_CONTROL_SOURCE, SetControlSource.Request(source="home"))
     if not result.success:
         return False, result.message
     started = time.monotonic()
@@ -92,8 +79,7 @@ def reset(node: Node, seed: int, timeout: float, task: str = "") -> tuple[bool, 
     def error() -> float:
         return max((abs(latest[n] - q) if n in latest else np.inf) for n, q in ready.items())
 
-    while time.monotonic() - started < timeout and error() > HOMED_TOLERANCE:
-        rclpy.spin_once(node, timeout_sec=0.05)
+    client.spin_for(timeout, lambda: error() <= HOMED_TOLERANCE)
     took = time.monotonic() - started
     if error() > HOMED_TOLERANCE:
         return False, f"{result.message}; not there after {took:.1f} s (largest joint error {error():.3f} rad)"
@@ -133,12 +119,12 @@ def main(argv=None) -> int:
     args, ros_args = parser.parse_known_args(argv)
 
     rclpy.init(args=[sys.argv[0], *ros_args])
-    node = Node("rotvla_ctl")
+    client = GraphClient("rotvla_ctl")
     try:
         if args.command == "load":
             path = os.path.abspath(os.path.expanduser(args.path))
             request = LoadCheckpoint.Request(path=path, device=args.device, dtype=args.dtype)
-            result = call(node, LoadCheckpoint, topics.LOAD_CHECKPOINT, request, args.timeout)
+            result = client.require(LoadCheckpoint, topics.LOAD_CHECKPOINT, request, args.timeout)
             print(result.message)
             if result.success:
                 print(
@@ -147,27 +133,27 @@ def main(argv=None) -> int:
                 )
         elif args.command == "instruct":
             request = SetInstruction.Request(instruction=args.instruction)
-            result = call(node, SetInstruction, topics.SET_INSTRUCTION, request, args.timeout)
+            result = client.require(SetInstruction, topics.SET_INSTRUCTION, request, args.timeout)
             print(f"{result.message} (was {result.previous_instruction!r})")
         elif args.command == "reset":
-            ok, message = reset(node, args.seed, args.timeout, args.task)
+            ok, message = reset(client, args.seed, args.timeout, args.task)
             print(message)
             return 0 if ok else 1
         elif args.command in ("takeover", "handback", "home"):
             source = {"takeover": "teleop", "handback": "policy", "home": "home"}[args.command]
             request = SetControlSource.Request(source=source)
-            result = call(node, SetControlSource, topics.SET_CONTROL_SOURCE, request, args.timeout)
+            result = client.require(SetControlSource, topics.SET_CONTROL_SOURCE, request, args.timeout)
             print(result.message)
         else:
             name = topics.ESTOP if args.command == "estop" else topics.RESUME
-            result = call(node, Trigger, name, Trigger.Request(), args.timeout)
+            result = client.require(Trigger, name, Trigger.Request(), args.timeout)
             print(result.message)
         return 0 if result.success else 1
-    except TimeoutError as error:
+    except ServiceUnavailable as error:
         print(f"rotvla_ctl: {error}", file=sys.stderr)
         return 2
     finally:
-        node.destroy_node()
+        client.close()
         rclpy.try_shutdown()
 
 

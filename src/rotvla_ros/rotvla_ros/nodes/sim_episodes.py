@@ -19,8 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
@@ -30,14 +28,14 @@ from rotvla_msgs.msg import ActionChunk, ExecutorStatus
 from rotvla_msgs.srv import ResetSimulation, StartEpisode, StopEpisode
 
 from ..eval.report import EpisodeResult
-from .common import RELIABLE_QOS, to_seconds
+from .common import RELIABLE_QOS, GraphClient, ServiceUnavailable, to_seconds
 
 
-class SimEpisodes:
+class SimEpisodes(GraphClient):
     """A client node of the simulated stack (spun here, in the caller's thread)."""
 
     def __init__(self, name: str = "sim_episodes"):
-        self.node = Node(name)
+        super().__init__(name)
         self.sim_time = 0.0
         self.success = False
         self._epoch = 0  # counts /clock jumps back: a reset has reached this node
@@ -49,9 +47,6 @@ class SimEpisodes:
         self.node.create_subscription(
             ExecutorStatus, topics.EXECUTOR_STATUS, lambda msg: setattr(self, "executor_status", msg), RELIABLE_QOS
         )
-        self.reset_client = self.node.create_client(ResetSimulation, topics.SIM_RESET)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
 
     def _on_clock(self, msg: Clock) -> None:
         now = to_seconds(msg.clock)
@@ -69,35 +64,21 @@ class SimEpisodes:
     def _on_success(self, msg: Bool) -> None:
         self.success = bool(msg.data)
 
-    def spin_until(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate() and time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-        return predicate()
-
-    def call(self, client, request, timeout: float = 60.0):
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f"{client.srv_name}: no such service (is the simulated stack running?)")
-        future = client.call_async(request)
-        if not self.spin_until(future.done, timeout):
-            raise RuntimeError(f"{client.srv_name}: no answer in {timeout:.0f} s")
-        return future.result()
-
     def wait_ready(self, timeout: float = 180.0) -> None:
         """Until the simulation answers and its clock runs."""
-        if not self.reset_client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError("no /sim/reset service: is the simulated stack running?")
-        if not self.spin_until(lambda: self.sim_time > 0.5, timeout):
+        if not self.client(ResetSimulation, topics.SIM_RESET).wait_for_service(timeout_sec=timeout):
+            raise ServiceUnavailable("no /sim/reset service: is the simulated stack running?")
+        if not self.spin_for(timeout, lambda: self.sim_time > 0.5):
             raise RuntimeError("/clock does not advance")
 
     def reset(self, seed: int, settle: float = 0.5) -> ResetSimulation.Response:
         """A new episode from ``seed``; returns once this node sees the new clock run for
         ``settle`` s (the other nodes have had the jump and the new world's first frames)."""
         epoch = self._epoch
-        response = self.call(self.reset_client, ResetSimulation.Request(seed=seed))
+        response = self.require(ResetSimulation, topics.SIM_RESET, ResetSimulation.Request(seed=seed), 60.0)
         if not response.success:
             raise RuntimeError(response.message)
-        if not self.spin_until(lambda: self._epoch > epoch and self.sim_time >= settle, 60.0):
+        if not self.spin_for(60.0, lambda: self._epoch > epoch and self.sim_time >= settle):
             raise RuntimeError("the simulation did not restart its clock after the reset")
         self.success = False
         return response
@@ -110,10 +91,10 @@ class SimEpisodes:
         started, start_time = time.monotonic(), self.sim_time
         chunks, (rejected, limit_events) = self.chunks, self._executor_counts()
         wall_limit = wall_limit or 20 * time_limit  # a sim that stops advancing must not hang the run
-        self.spin_until(lambda: self.success or self.sim_time >= time_limit, wall_limit)
+        self.spin_for(wall_limit, lambda: self.success or self.sim_time >= time_limit)
         success, at = self.success, self.sim_time
         if success and after_success > 0:
-            self.spin_until(lambda: self.sim_time >= at + after_success, wall_limit)
+            self.spin_for(wall_limit, lambda: self.sim_time >= at + after_success)
         rejected_now, limit_events_now = self._executor_counts()
         return EpisodeResult(
             task,
@@ -126,10 +107,6 @@ class SimEpisodes:
             rejected_chunks=rejected_now - rejected,
             limit_events=limit_events_now - limit_events,
         )
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
 
 
 def start_stack(arguments: list[str], log: Path) -> subprocess.Popen:
@@ -187,22 +164,19 @@ def record_demonstrations(
     operator = "scripted expert" + (f" (perturbed: {noise:g} rad; label: intended)" if noise else "")
     outcomes = []
     with stack_session(None if attach else arguments, log_dir / f"{task}.log", "demo_operator") as client:
-        start = client.node.create_client(StartEpisode, topics.RECORDER_START)
-        stop = client.node.create_client(StopEpisode, topics.RECORDER_STOP)
-        discard = client.node.create_client(Trigger, topics.RECORDER_DISCARD)
         for seed in seeds:
             reply = client.reset(seed)
-            started = client.call(
-                start, StartEpisode.Request(task=task, instruction=reply.instruction, operator_name=operator)
-            )
+            request = StartEpisode.Request(task=task, instruction=reply.instruction, operator_name=operator)
+            started = client.require(StartEpisode, topics.RECORDER_START, request, 60.0)
             if not started.success:
                 raise RuntimeError(f"the recorder did not start: {started.message}")
             outcome = client.run_until_success(task, seed, TASKS[task].time_limit, after_success=0.5)
             if outcome.success or keep_failures:
-                stopped = client.call(stop, StopEpisode.Request(task_success=outcome.success, notes=f"seed {seed}"))
+                request = StopEpisode.Request(task_success=outcome.success, notes=f"seed {seed}")
+                stopped = client.require(StopEpisode, topics.RECORDER_STOP, request, 60.0)
                 where = stopped.path
             else:
-                client.call(discard, Trigger.Request())
+                client.require(Trigger, topics.RECORDER_DISCARD, Trigger.Request(), 60.0)
                 where = "discarded"
             outcomes.append(outcome)
             print(
