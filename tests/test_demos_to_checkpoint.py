@@ -126,6 +126,29 @@ def test_recording_in_process_gives_the_dataset_the_stacks_recording_gives(datas
     assert tasks.column("task").to_pylist() == ["put the block on the plate"]
 
 
+def test_a_mixtures_decoded_frames_budget_follows_each_sources_size(dataset, tmp_path):
+    """Budget for just the frames of all sources: every source is decoded once into memory (an
+    even share would leave the larger one decoding ~100 frames a training step on one core)."""
+    from rotvla_ros.data.mixture import DatasetMixture, MixtureSource
+    from rotvla_ros.sim.demonstrations import record_dataset
+
+    root, info = dataset
+    record_dataset("block_to_plate", [1000], tmp_path / "one", report=lambda line: None)
+    small = json.loads((tmp_path / "one" / "meta" / "info.json").read_text())["total_frames"]
+    frames = info["total_frames"] + small  # the head view of each source, kept at 84 px
+    budget = 1.05 * frames * 3 * 84**2 / 2**20
+    assert small / frames < 1 / 2 - 0.05  # sizes that an even share would not fit
+    sources = [MixtureSource(str(root)), MixtureSource(str(tmp_path / "one"))]
+    mixture = DatasetMixture(
+        sources, views=("head",), action_names=DUAL_ARM_EEF_ACTION_NAMES, image_size=84, video_cache_mb=budget
+    )
+    assert mixture.preload()
+    tight = DatasetMixture(
+        sources, views=("head",), action_names=DUAL_ARM_EEF_ACTION_NAMES, image_size=84, video_cache_mb=budget / 2
+    )
+    assert not tight.preload()
+
+
 @pytest.mark.timeout(600)
 def test_the_dataset_is_lerobot_v3_field_by_field(dataset, episodes):
     root, info = dataset

@@ -152,20 +152,25 @@ class LeRobotV3Dataset(Dataset):
         episodes = _read_tables(self.root / "meta" / "episodes").to_pylist()
         self.episodes = {row["episode_index"]: row for row in episodes}
         self._videos: dict[tuple[Path, int], VideoFrames] = {}
-        # The cache budget, shared evenly by the video files (frames of the size they are kept at).
+        self.set_video_cache(video_cache_mb)
+
+    def set_video_cache(self, megabytes: float) -> None:
+        """The budget of decoded frames kept in memory (before any frame is read), shared
+        evenly by the video files, counted in frames of the size they are kept at."""
+        features = self.info["features"]
         files = {
             (key, row[f"videos/{key}/chunk_index"], row[f"videos/{key}/file_index"])
             for row in self.episodes.values()
             for key in (f"observation.images.{c}" for c in self._decoded_cameras())
         }
-        if image_size and (clip_image_size or not clip_length):
-            frame_bytes = 3 * max(image_size, clip_image_size) ** 2
+        if self.image_size and (self.clip_image_size or not self.clip_length):
+            frame_bytes = 3 * max(self.image_size, self.clip_image_size) ** 2
         else:
             frame_bytes = max(
                 int(np.prod(features[f"observation.images.{c}"].get("shape", [224, 224, 3])))
                 for c in self._decoded_cameras()
             )
-        self._cache_frames = max(8, int(video_cache_mb * 2**20 / frame_bytes / max(len(files), 1)))
+        self._cache_frames = max(8, int(megabytes * 2**20 / frame_bytes / max(len(files), 1)))
 
     def __len__(self) -> int:
         return len(self.state)

@@ -105,11 +105,15 @@ class DatasetMixture(Dataset):
                     clip_length=clip_length,
                     clip_stride=clip_stride,
                     clip_camera=latent,
-                    video_cache_mb=video_cache_mb / len(self.sources),
                     image_size=image_size,
                     clip_image_size=clip_image_size,
                 )
             )
+        # The decoded-frame budget in proportion to each source's frames: an even share leaves
+        # the largest source undecodable in memory while a small one has room to spare.
+        frames = sum(len(p) for p in self.parts)
+        for part in self.parts:
+            part.set_video_cache(video_cache_mb * len(part) / max(frames, 1))
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
         self.action_names = tuple(action_names)
         self.has_actions = [bool(action_names) and p.action_names == self.action_names for p in self.parts]
