@@ -25,12 +25,14 @@ def test_validation_test_and_demonstration_seeds_never_overlap():
         for b in ranges:
             if a < b:
                 assert not set(ranges[a]) & set(ranges[b]), (a, b)
-    # The tutorial's recording command, as the README gives it, records on demonstration seeds.
-    (command,) = re.findall(
+    # The tutorial's recording commands, as the README gives them, record on demonstration seeds.
+    commands = re.findall(
         r"rotvla_record .*--episodes (\d+) --first-seed (\d+)", (REPO_ROOT / "README.md").read_text()
     )
-    episodes, first = map(int, command)
-    assert first in DEMONSTRATIONS and first + episodes - 1 in DEMONSTRATIONS
+    assert len(commands) == 2  # through the stack, and in process
+    for command in commands:
+        episodes, first = map(int, command)
+        assert first in DEMONSTRATIONS and first + episodes - 1 in DEMONSTRATIONS
     assert split_seeds("test", 100) == list(range(TEST.start, TEST.start + 100))
     with pytest.raises(ValueError, match="not all in the test range"):
         split_seeds("test", 10, first_seed=0)
