@@ -26,9 +26,7 @@ def test_validation_test_and_demonstration_seeds_never_overlap():
             if a < b:
                 assert not set(ranges[a]) & set(ranges[b]), (a, b)
     # The tutorial's recording commands, as the README gives them, record on demonstration seeds.
-    commands = re.findall(
-        r"rotvla_record .*--episodes (\d+) --first-seed (\d+)", (REPO_ROOT / "README.md").read_text()
-    )
+    commands = re.findall(r"rotvla_record .*--episodes (\d+) --first-seed (\d+)", (REPO_ROOT / "README.md").read_text())
     assert len(commands) == 2  # through the stack, and in process
     for command in commands:
         episodes, first = map(int, command)
