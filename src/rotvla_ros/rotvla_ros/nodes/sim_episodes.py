@@ -147,6 +147,7 @@ def record_demonstrations(
     """The scripted expert's episodes of ``seeds``, each recorded by the episode recorder into
     ``output`` (a rosbag2 directory per episode with its episode.json). ``noise``: perturbed
     demonstrations (the sim's ``expert_noise``, rad; convert with ``--action-label intended``)."""
+    from ..sim.experts import operator_name
     from ..sim.tasks import TASKS
 
     arguments = [
@@ -161,7 +162,7 @@ def record_demonstrations(
         "-p",
         f"expert_noise:={float(noise)}",
     ]
-    operator = "scripted expert" + (f" (perturbed: {noise:g} rad; label: intended)" if noise else "")
+    operator = operator_name(noise)
     outcomes = []
     with stack_session(None if attach else arguments, log_dir / f"{task}.log", "demo_operator") as client:
         for seed in seeds:

@@ -23,7 +23,7 @@ from rotvla_common.action_space import CAMERA_NAMES
 
 from ..data.convert import ConversionConfig, Episode, demonstration_actions, first_motion, intended_poses, write_dataset
 from .env import CellEnv
-from .experts import EXPERT_DELAY, ExecutionNoise, ScriptedExpert
+from .experts import EXPERT_DELAY, ExecutionNoise, ScriptedExpert, operator_name
 from .tasks import TASKS
 
 AFTER_SUCCESS = 0.5  # sim s recorded after the task is done (as rotvla_record does)
@@ -77,7 +77,6 @@ def record_episode(env: CellEnv, seed: int, noise: float, config: ConversionConf
     # The label of frame t is what was meant at frame t + 1 (the last frame: its own).
     following = np.r_[np.arange(first + 1, first + len(state_array)), first + len(state_array) - 1]
     intended_labels = intended_poses(np.array(intended)[following]) if config.action_label == "intended" else None
-    operator_name = "scripted expert" + (f" (perturbed: {noise:g} rad; label: intended)" if noise else "")
     return Episode(
         name=f"{env.task}_seed{seed}",
         task=env.task_description,
@@ -89,7 +88,7 @@ def record_episode(env: CellEnv, seed: int, noise: float, config: ConversionConf
             "task": env.task,
             "instruction": env.task_description,
             "success": done_at is not None,
-            "operator": operator_name,
+            "operator": operator_name(noise),
             "notes": f"seed {seed}",
         },
     )

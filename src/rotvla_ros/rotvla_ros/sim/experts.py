@@ -41,6 +41,12 @@ def plan(world: SimWorld) -> list[Move]:
 EXPERT_DELAY = 1.0  # sim s from a reset before the expert starts: the scene settles first
 
 
+def operator_name(noise: float) -> str:
+    """Who recorded a demonstration (the episode's ``operator``): the scripted expert, perturbed
+    by ``noise`` rad (then labelled with what it meant) or not."""
+    return "scripted expert" + (f" (perturbed: {noise:g} rad; label: intended)" if noise else "")
+
+
 class ScriptedExpert:
     """Joint targets over time for every arm of the world (teleop source interface).
 
