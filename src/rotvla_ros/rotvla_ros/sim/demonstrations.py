@@ -14,7 +14,6 @@ stream), this one takes 3-8 s and cannot starve.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +22,10 @@ from rotvla_common.action_space import CAMERA_NAMES
 
 from ..data.convert import ConversionConfig, Episode, demonstration_actions, first_motion, intended_poses, write_dataset
 from .env import CellEnv
-from .experts import EXPERT_DELAY, ExecutionNoise, ScriptedExpert, operator_name
+from .experts import EXPERT_DELAY, operator_name
 from .tasks import TASKS
 
 AFTER_SUCCESS = 0.5  # sim s recorded after the task is done (as rotvla_record does)
-
-
-@dataclass
-class NoisyOperator:
-    """A teleop source: the expert's targets with ``noise`` added to what is executed; the
-    targets as the expert meant them are kept (``intended``), the label of perturbed
-    demonstrations."""
-
-    expert: ScriptedExpert
-    noise: ExecutionNoise
-    intended: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)
-
-    def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
-        self.intended = self.expert.targets(now)
-        return self.noise(self.intended, now)
-
-    def engage(self, now: float, commands: dict[str, tuple[np.ndarray, float]]) -> None:
-        self.expert.engage(now, commands)
 
 
 def record_episode(env: CellEnv, seed: int, noise: float, config: ConversionConfig) -> Episode:
@@ -52,8 +33,7 @@ def record_episode(env: CellEnv, seed: int, noise: float, config: ConversionConf
     the task's time limit); ``meta["success"]`` says whether it was done."""
     env.reset(seed=seed)
     cell = env.cell
-    operator = NoisyOperator(cell.drive_with_expert(start_delay=EXPERT_DELAY), ExecutionNoise(noise, seed))
-    cell.controller.set_teleop(operator)
+    operator = cell.drive_with_expert(start_delay=EXPERT_DELAY, noise=noise, seed=seed)
     period = 1.0 / config.fps
     frames: dict[str, list[np.ndarray]] = {camera: [] for camera in config.cameras}
     state, intended, done_at = [], [], None

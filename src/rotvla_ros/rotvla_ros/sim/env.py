@@ -41,7 +41,7 @@ from rotvla_common.contract import DEFAULT_FPS, eef_state
 from rotvla_common.parameters import read_parameter_files
 
 from ..bringup import default_config_dir
-from .experts import ScriptedExpert
+from .experts import ExecutionNoise, NoisyOperator, ScriptedExpert
 from .scene import SceneConfig, scene_of
 from .shift import parse_shift
 from .tasks import TASKS
@@ -142,13 +142,15 @@ class SimCell:
             if on_cycle is not None:
                 on_cycle(cycle)
 
-    def drive_with_expert(self, start_delay: float = 0.0) -> ScriptedExpert:
-        """Let the task's scripted expert drive the arms (as the executor's teleop source)."""
+    def drive_with_expert(self, start_delay: float = 0.0, noise: float = 0.0, seed: int = 0) -> NoisyOperator:
+        """Let the task's scripted expert drive the arms (as the executor's teleop source), with
+        ``noise`` rad of execution noise drawn from ``seed`` (none by default)."""
         expert = ScriptedExpert(
             self.world, {arm.name: arm.kinematics for arm in self.controller.arms}, self.time + start_delay
         )
-        self.controller.set_teleop(expert)
-        return expert
+        operator = NoisyOperator(expert, ExecutionNoise(noise, seed))
+        self.controller.set_teleop(operator)
+        return operator
 
     def success(self) -> bool:
         return self.world.success()

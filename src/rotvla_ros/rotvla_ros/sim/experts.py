@@ -13,6 +13,8 @@ out), so an expert can start mid-task and start a move again when its object is 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import mujoco
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -269,3 +271,21 @@ class ExecutionNoise:
             self._offsets[arm] = offset
             out[arm] = (np.asarray(joints, float) + offset, gripper)
         return out
+
+
+@dataclass
+class NoisyOperator:
+    """A teleop source: the expert's targets with ``noise`` added to what is executed; the
+    targets as the expert meant them are kept (``intended``), the label of perturbed
+    demonstrations."""
+
+    expert: ScriptedExpert
+    noise: ExecutionNoise
+    intended: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)
+
+    def targets(self, now: float) -> dict[str, tuple[np.ndarray, float]]:
+        self.intended = self.expert.targets(now)
+        return self.noise(self.intended, now)
+
+    def engage(self, now: float, commands: dict[str, tuple[np.ndarray, float]]) -> None:
+        self.expert.engage(now, commands)
