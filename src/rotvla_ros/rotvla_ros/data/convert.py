@@ -797,26 +797,33 @@ def _data_schema() -> pa.Schema:
     )
 
 
-def _readable_episodes(bags: Iterable[Path], config: ConversionConfig) -> Iterator[Episode]:
-    """The episode of every bag that converts (``skip_invalid``: the others are reported)."""
+def _read_each(bags: Iterable[Path], config: ConversionConfig) -> Iterator[tuple[Path, Episode | ConversionError]]:
+    """Each bag with its episode, or with the reason it does not convert."""
     for bag in bags:
         try:
-            yield read_episode(Path(bag), config)
+            yield Path(bag), read_episode(Path(bag), config)
         except ConversionError as error:
+            yield Path(bag), error
+
+
+def _readable_episodes(bags: Iterable[Path], config: ConversionConfig) -> Iterator[Episode]:
+    """The episode of every bag that converts (``skip_invalid``: the others are reported)."""
+    for _, episode in _read_each(bags, config):
+        if isinstance(episode, ConversionError):
             if not config.skip_invalid:
-                raise
-            print(f"rotvla_convert: left out: {error}", file=sys.stderr, flush=True)
+                raise episode
+            print(f"rotvla_convert: left out: {episode}", file=sys.stderr, flush=True)
+        else:
+            yield episode
 
 
 def check(bags: list[Path], config: ConversionConfig) -> int:
     """Which episodes would convert, one line each, writing nothing; 1 if any would not."""
     invalid = 0
-    for bag in bags:
-        try:
-            read_episode(Path(bag), config)
-        except ConversionError as error:
+    for bag, episode in _read_each(bags, config):
+        if isinstance(episode, ConversionError):
             invalid += 1
-            print(f"invalid {bag}: {error}", flush=True)
+            print(f"invalid {bag}: {episode}", flush=True)
         else:
             print(f"ok {bag}", flush=True)
     return 1 if invalid else 0
