@@ -6,10 +6,14 @@
 #
 #   bash benchmarks/paper_experiment.sh WORK [PHASE ...]
 #   PHASE: demos (the demonstrations' datasets), video (the perturbed experts'), train, eval,
-#   report (WORK/report.txt); the default: all of them in that order.
+#   report (benchmarks/paper_experiment/report.txt); the default: all of them in that order.
 #
 # Every phase resumes: a dataset or an evaluation whose output exists is skipped, training
-# continues from <run>/last (--resume). Run it again after any interruption. The run of robot
+# continues from <run>/last (--resume). Run it again after any interruption. The experiment
+# outlives the machine it runs on through what is committed in benchmarks/paper_experiment/
+# (KEPT): each finished run's weights (stored in float16, the LAM's as trained) and every
+# evaluation; a kept run is not trained again, and later stages and the evaluation read the
+# kept copy, so every arm starts from the same bytes whichever machine trained its parent. The run of robot
 # actions alone needs the demonstrations only; the other arms need the video too. Arms
 # (WORK/runs/<arm>):
 #   actions_only    Stage III from scratch, robot actions alone (latent_planner=false)
@@ -28,7 +32,8 @@ shift
 PHASES=${*:-demos video train eval report}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO" && source scripts/env.sh
-mkdir -p "$WORK"/{ds,runs,eval,cache}
+KEPT=$REPO/benchmarks/paper_experiment
+mkdir -p "$WORK"/{ds,runs,cache} "$KEPT/eval/validation"
 
 TASKS="block_to_plate block_into_drawer cup_stacking"
 declare -A FIRST_SEED=([block_to_plate]=1000 [block_into_drawer]=3000 [cup_stacking]=2000)
@@ -64,13 +69,39 @@ in_parallel() {  # in_parallel COMMAND...: each command line in a process of its
   for pid in "${pids[@]}"; do wait "$pid"; done  # set -e: a failed recording stops here
 }
 
-train() {  # train ARM STAGE [rotvla_train options]; a finished run leaves ARM/done
+checkpoint() {  # checkpoint RUN: its kept copy (benchmarks/paper_experiment/RUN), else its last
+  if [ -e "$KEPT/$1/config.json" ]; then echo "$KEPT/$1"; else echo "$WORK/runs/$1/last"; fi
+}
+
+keep() {  # keep RUN: the finished run's weights into KEPT/RUN, to be committed
+  [ -e "$KEPT/$1/config.json" ] && return
+  python - "$WORK/runs/$1/last" "$KEPT/$1" <<'PY'
+import shutil, sys
+from pathlib import Path
+from rotvla_ros.policy.checkpoint import read_json
+from rotvla_ros.policy.registry import load_policy
+run, kept = Path(sys.argv[1]), Path(sys.argv[2])
+staging = kept.with_name(f".{kept.name}.keeping")
+shutil.rmtree(staging, ignore_errors=True)
+if "lam" in read_json(run / "config.json"):  # a LAM: its weights as trained (no float16 LAM loader)
+    shutil.copytree(run, staging, ignore=shutil.ignore_patterns("train_state.pt"))
+else:
+    load_policy(run, device="cpu", dtype="float16").save_pretrained(staging)
+staging.rename(kept)
+print(f"kept {run} in {kept}")
+PY
+}
+
+train() {  # train RUN STAGE [rotvla_train options]; a finished run is kept (keep)
   local arm=$1 stage=$2
   shift 2
-  [ -e "$WORK/runs/$arm/done" ] && return
-  rotvla_train "$stage" --config "config/train/sim/$stage.yaml" --output "$WORK/runs/$arm" --resume \
-    --set "latent_cache_dir=$WORK/cache" --set "video_cache_mb=$VIDEO_CACHE_MB" "$@"
-  touch "$WORK/runs/$arm/done"
+  [ -e "$KEPT/$arm/config.json" ] && return
+  if [ ! -e "$WORK/runs/$arm/done" ]; then
+    rotvla_train "$stage" --config "config/train/sim/$stage.yaml" --output "$WORK/runs/$arm" --resume \
+      --set "latent_cache_dir=$WORK/cache" --set "video_cache_mb=$VIDEO_CACHE_MB" "$@"
+    touch "$WORK/runs/$arm/done"
+  fi
+  keep "$arm"
 }
 
 video_pool() {  # the datasets of Stages I and II: every demonstration and perturbed episode
@@ -114,27 +145,26 @@ for phase in $PHASES; do
       # shellcheck disable=SC2046
       train lam stage1 $(video_pool) --steps "$STAGE1_STEPS" --set pooled=true
       # shellcheck disable=SC2046
-      train stage2 stage2 $(video_pool) --steps "$STAGE2_STEPS" --lam-checkpoint "$WORK/runs/lam/last" \
+      train stage2 stage2 $(video_pool) --steps "$STAGE2_STEPS" --lam-checkpoint "$(checkpoint lam)" \
         --set pooled=true
       # shellcheck disable=SC2046
-      train rotvla stage3 $(demonstrations) --steps "$STAGE3_STEPS" --lam-checkpoint "$WORK/runs/lam/last" \
-        --init-checkpoint "$WORK/runs/stage2/last" --set save_every=500
+      train rotvla stage3 $(demonstrations) --steps "$STAGE3_STEPS" --lam-checkpoint "$(checkpoint lam)" \
+        --init-checkpoint "$(checkpoint stage2)" --set save_every=500
       # shellcheck disable=SC2046
       train stage2_only stage3 $(demonstrations) --steps "$STAGE3_STEPS" \
-        --init-checkpoint "$WORK/runs/stage2/last" --set latent_planner=false --set save_every=500
+        --init-checkpoint "$(checkpoint stage2)" --set latent_planner=false --set save_every=500
       ;;
     eval)  # validation first (which arm is shipped is chosen there), then the test seeds
       for arm in actions_only rotvla stage2_only; do
-        [ -e "$WORK/runs/$arm/done" ] || continue
+        [ -e "$KEPT/$arm/config.json" ] || continue
         for task in $TASKS; do
-          out="$WORK/eval/validation/$arm-$task.json"
-          mkdir -p "$WORK/eval/validation"
-          [ -e "$out" ] || rotvla_eval "$WORK/runs/$arm/last" --task "$task" --split validation \
+          out="$KEPT/eval/validation/$arm-$task.json"
+          [ -e "$out" ] || rotvla_eval "$KEPT/$arm" --task "$task" --split validation \
             --episodes "$VALIDATION_EPISODES" --workers 2 --output "$out"
           for shift_ in none all; do
-            out="$WORK/eval/$arm-$task-$shift_.json"
+            out="$KEPT/eval/$arm-$task-$shift_.json"
             [ -e "$out" ] && continue
-            rotvla_eval "$WORK/runs/$arm/last" --task "$task" --split test --episodes "$EPISODES" \
+            rotvla_eval "$KEPT/$arm" --task "$task" --split test --episodes "$EPISODES" \
               --shift "$shift_" --workers 2 --output "$out"
           done
         done
@@ -145,15 +175,15 @@ for phase in $PHASES; do
         for shift_ in none all; do
           for pair in "actions_only rotvla" "actions_only stage2_only" "stage2_only rotvla"; do
             read -r a b <<< "$pair"
-            [ -e "$WORK/eval/$a-$task-$shift_.json" ] && [ -e "$WORK/eval/$b-$task-$shift_.json" ] || continue
+            [ -e "$KEPT/eval/$a-$task-$shift_.json" ] && [ -e "$KEPT/eval/$b-$task-$shift_.json" ] || continue
             echo "## $task, shift $shift_: $a (A) vs $b (B)"
-            rotvla_eval --compare "$WORK/eval/$a-$task-$shift_.json" "$WORK/eval/$b-$task-$shift_.json"
+            rotvla_eval --compare "$KEPT/eval/$a-$task-$shift_.json" "$KEPT/eval/$b-$task-$shift_.json"
           done
         done
-      done | tee "$WORK/report.txt"
+      done | tee "$KEPT/report.txt"
       # The arm shipped as the multi-task checkpoint: the best mean success over the tasks on the
       # validation seeds (never the test seeds).
-      python - "$WORK/eval/validation" <<'PY' | tee -a "$WORK/report.txt"
+      python - "$KEPT/eval/validation" <<'PY' | tee -a "$KEPT/report.txt"
 import json, sys
 from collections import defaultdict
 from pathlib import Path
@@ -167,9 +197,9 @@ complete = {arm: sum(r) / len(r) for arm, r in rates.items() if len(r) == 3}
 if complete:
     print("shipped (best mean validation success):", max(complete, key=complete.get), complete)
 PY
-      if [ -e "$WORK/runs/lam/done" ]; then  # the LAM's quality: latent_use and the probe of its latent
+      if [ -e "$KEPT/lam/config.json" ]; then  # the LAM's quality: latent_use and the probe of its latent
         # shellcheck disable=SC2046
-        python benchmarks/bench_lam_probe.py "$WORK/runs/lam/last" $(demonstrations) | tee -a "$WORK/report.txt"
+        python benchmarks/bench_lam_probe.py "$KEPT/lam" $(demonstrations) | tee -a "$KEPT/report.txt"
       fi
       ;;
     *)
