@@ -7,6 +7,8 @@
 #   bash benchmarks/paper_experiment.sh WORK [PHASE ...]
 #   PHASE: demos (the demonstrations' datasets), video (the perturbed experts'), train, eval,
 #   report (benchmarks/paper_experiment/report.txt); the default: all of them in that order.
+#   suspend (never by default): the unfinished runs' states into benchmarks/paper_experiment/
+#   resume/, to be committed when a session ends mid-run; train goes on from them elsewhere.
 #
 # Every phase resumes: a dataset or an evaluation whose output exists is skipped, training
 # continues from <run>/last (--resume). Run it again after any interruption. The experiment
@@ -90,12 +92,17 @@ else:
 staging.rename(kept)
 print(f"kept {run} in {kept}")
 PY
+  rm -rf "${KEPT:?}/resume/$1"  # its suspended state, if any, is of no more use
 }
 
 train() {  # train RUN STAGE [rotvla_train options]; a finished run is kept (keep)
   local arm=$1 stage=$2
   shift 2
   [ -e "$KEPT/$arm/config.json" ] && return
+  if [ ! -e "$WORK/runs/$arm/last" ] && [ -e "$KEPT/resume/$arm/train_state.pt" ]; then
+    mkdir -p "$WORK/runs/$arm"  # a run suspended on another machine (phase suspend) goes on
+    cp -r "$KEPT/resume/$arm" "$WORK/runs/$arm/last"
+  fi
   if [ ! -e "$WORK/runs/$arm/done" ]; then
     rotvla_train "$stage" --config "config/train/sim/$stage.yaml" --output "$WORK/runs/$arm" --resume \
       --set "latent_cache_dir=$WORK/cache" --set "video_cache_mb=$VIDEO_CACHE_MB" "$@"
@@ -202,8 +209,18 @@ PY
         python benchmarks/bench_lam_probe.py "$KEPT/lam" $(demonstrations) | tee -a "$KEPT/report.txt"
       fi
       ;;
+    suspend)  # before the machine goes: each unfinished run's last state (weights, optimiser,
+      # RNG: 144 MB for Stage III) into KEPT/resume/RUN, for the train phase to go on from anywhere
+      for run in "$WORK"/runs/*/; do
+        run=$(basename "$run")
+        if [ -e "$WORK/runs/$run/done" ] || [ ! -e "$WORK/runs/$run/last/train_state.pt" ]; then continue; fi
+        rm -rf "${KEPT:?}/resume/$run" && mkdir -p "$KEPT/resume"
+        cp -r "$WORK/runs/$run/last" "$KEPT/resume/$run"
+        echo "suspended $run: $KEPT/resume/$run"
+      done
+      ;;
     *)
-      echo "unknown phase $phase (demos, video, train, eval, report)" >&2
+      echo "unknown phase $phase (demos, video, train, eval, report, suspend)" >&2
       exit 2
       ;;
   esac
