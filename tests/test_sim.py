@@ -75,6 +75,32 @@ def test_cameras_render_the_scene_and_tasks_follow_their_seed():
     assert fx == fy and cx == pytest.approx(319.5) and 300 < fy < 500  # a D405-like 58 degree vertical field
 
 
+def test_a_frame_shows_the_arm_where_the_state_of_its_instant_has_it():
+    """The sim stamps a frame with the instant of the joint state it publishes beside it; MuJoCo's
+    step leaves the bodies' poses at the start of its last substep, so a frame rendered from
+    them showed the arm a physics step late (the latency calibration read it as camera lag)."""
+    import mujoco
+
+    world = SimWorld("block_to_plate", 0)
+    joints, gripper = world.read("left")
+    world.command("left", joints + 0.3, gripper)
+    world.step_to(0.05)  # moving fast: 25 physics steps into the command
+    frame = world.render("left_wrist", 160, 120)
+    mujoco.mj_forward(world.model, world.data)  # every derived quantity of the current state
+    assert np.array_equal(frame, world.render("left_wrist", 160, 120))
+
+    # Rendering leaves the physics alone: the same motion with and without frames between steps.
+    watched, unwatched = SimWorld("block_to_plate", 0), SimWorld("block_to_plate", 0)
+    for world in (watched, unwatched):
+        world.command("left", joints + 0.3, gripper)
+    for k in range(1, 41):
+        watched.render("head", 64, 48)
+        watched.step_to(0.01 * k)
+        unwatched.step_to(0.01 * k)
+    assert np.array_equal(watched.data.qpos, unwatched.data.qpos)
+    assert np.array_equal(watched.data.qvel, unwatched.data.qvel)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("task", ["block_to_plate", "block_into_drawer", "cup_stacking"])
 def test_each_tasks_expert_succeeds(task, seed):

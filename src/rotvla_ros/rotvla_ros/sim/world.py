@@ -93,6 +93,12 @@ class SimWorld:
             if self._renderer is not None:
                 self._renderer.close()
             self._renderer = mujoco.Renderer(self.model, height, width)
+        # mj_step leaves the bodies' poses as they were at the start of its last substep: pose
+        # the bodies (and the cameras on them) at the current state, which the frame is stamped
+        # with. Positions only: the solver's warm start is untouched, so the physics is too.
+        mujoco.mj_kinematics(self.model, self.data)
+        mujoco.mj_comPos(self.model, self.data)
+        mujoco.mj_camlight(self.model, self.data)
         self._renderer.update_scene(self.data, camera)
         return self._renderer.render()
 
