@@ -99,9 +99,10 @@ train() {  # train RUN STAGE [rotvla_train options]; a finished run is kept (kee
   local arm=$1 stage=$2
   shift 2
   [ -e "$KEPT/$arm/config.json" ] && return
-  if [ ! -e "$WORK/runs/$arm/last" ] && [ -e "$KEPT/resume/$arm/train_state.pt" ]; then
-    mkdir -p "$WORK/runs/$arm"  # a run suspended on another machine (phase suspend) goes on
-    cp -r "$KEPT/resume/$arm" "$WORK/runs/$arm/last"
+  if [ ! -e "$WORK/runs/$arm/last" ] && [ -d "$KEPT/resume/$arm" ]; then
+    mkdir -p "$WORK/runs/$arm/last"  # a run suspended on another machine (phase suspend) goes on
+    find "$KEPT/resume/$arm" -maxdepth 1 -type f ! -name 'train_state.pt.part-*' -exec cp {} "$WORK/runs/$arm/last/" \;
+    cat "$KEPT/resume/$arm"/train_state.pt.part-* > "$WORK/runs/$arm/last/train_state.pt"
   fi
   if [ ! -e "$WORK/runs/$arm/done" ]; then
     rotvla_train "$stage" --config "config/train/sim/$stage.yaml" --output "$WORK/runs/$arm" --resume \
@@ -214,8 +215,10 @@ PY
       for run in "$WORK"/runs/*/; do
         run=$(basename "$run")
         if [ -e "$WORK/runs/$run/done" ] || [ ! -e "$WORK/runs/$run/last/train_state.pt" ]; then continue; fi
-        rm -rf "${KEPT:?}/resume/$run" && mkdir -p "$KEPT/resume"
-        cp -r "$WORK/runs/$run/last" "$KEPT/resume/$run"
+        rm -rf "${KEPT:?}/resume/$run" && mkdir -p "$KEPT/resume/$run"
+        find "$WORK/runs/$run/last" -maxdepth 1 -type f ! -name train_state.pt -exec cp {} "$KEPT/resume/$run/" \;
+        # in pieces a git host takes (GitHub refuses files over 100 MB)
+        split -b 45M "$WORK/runs/$run/last/train_state.pt" "$KEPT/resume/$run/train_state.pt.part-"
         echo "suspended $run: $KEPT/resume/$run"
       done
       ;;
