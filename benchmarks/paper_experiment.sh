@@ -15,9 +15,9 @@
 # outlives the machine it runs on through what is committed in benchmarks/paper_experiment/
 # (KEPT): each finished run's weights (stored in float16, the LAM's as trained) and every
 # evaluation; a kept run is not trained again, and later stages and the evaluation read the
-# kept copy, so every arm starts from the same bytes whichever machine trained its parent. The run of robot
-# actions alone needs the demonstrations only; the other arms need the video too. Arms
-# (WORK/runs/<arm>):
+# kept copy, so every arm starts from the same bytes whichever machine trained its parent.
+# The run of robot actions alone needs the demonstrations only; the other arms need the video
+# too. Arms (WORK/runs/<arm>):
 #   actions_only    Stage III from scratch, robot actions alone (latent_planner=false)
 #   rotvla          Stage I LAM -> Stage II latent pretraining -> Stage III with the planner
 #   stage2_only     the same Stage II checkpoint -> Stage III without the planner
