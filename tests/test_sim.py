@@ -7,6 +7,7 @@ import pytest
 from arx_r5_driver.kinematics import GRIPPER_MAX_OPENING_M, ArmKinematics
 from rotvla_common.action_space import CAMERA_NAMES as CAMERAS
 from rotvla_ros.sim.experts import ScriptedExpert
+from rotvla_ros.sim.link import CommandLink
 from rotvla_ros.sim.world import SimWorld
 
 CONTROL_PERIOD = 0.005
@@ -353,3 +354,31 @@ def test_a_finger_pushed_past_its_travel_stays_at_its_stop(outward):
     world.step_to(1.0)
     opening = world.read("left")[1]
     assert -1e-3 <= opening <= GRIPPER_MAX_OPENING_M + 1e-3, f"{opening * 1000:.1f} mm"
+
+
+def test_a_command_takes_effect_a_fixed_delay_after_its_stamp_however_late_its_topic_brings_it():
+    """The calibration test read the injected 30 ms as 13-20 ms on loaded machines: the delay
+    came on top of the cell's own topic round trip, which changed between the two runs."""
+    rng = np.random.default_rng(0)
+    stamps = np.arange(0.0, 1.0, 0.005)  # a 200 Hz controller's cycles
+    arrivals = stamps + rng.uniform(0.0, 0.02, len(stamps))  # the topic: 0-20 ms, out of step
+    arrivals = np.maximum.accumulate(arrivals)  # one topic delivers in order
+    for delay in (0.03, 0.05):
+        link, ticks = CommandLink(), np.arange(0.0, 1.1, 0.001)
+        for now in ticks:
+            for stamp in stamps[(arrivals <= now) & (arrivals > now - 0.001)]:
+                link.receive(now, float(stamp), np.array([stamp]))
+            command = link.in_force(now, delay)
+            due = stamps[stamps <= now - delay + 1e-12]
+            assert (command is None) == (len(due) == 0), now
+            if command is not None:
+                assert command[0] == pytest.approx(due[-1]), (now, delay)
+
+    link = CommandLink()
+    assert link.receive(0.10, 0.02, np.array([1.0])) == pytest.approx(0.08)  # 80 ms in flight
+    assert link.receive(0.10, 0.02, np.array([1.0])) is None  # the same command read again
+    assert link.in_force(0.10, 0.03)[0] == 1.0  # longer in flight than the link's delay: on arrival
+    link.receive(0.11, 0.105, np.array([2.0]))
+    assert link.in_force(0.11, 0.0)[0] == 2.0  # no delay: the newest arrived
+    link.clear()
+    assert link.in_force(0.2, 0.0) is None

@@ -22,8 +22,9 @@ simulation.
   it idles (``rotvla_dagger`` trains in the meantime).
 - ``camera_delay`` and ``command_delay`` inject latency on purpose, in sim time: a frame is
   published (and stamped) that long after it was rendered, as a camera's exposure-to-stamp
-  latency would; a joint command takes effect that long after it arrived. What
-  ``rotvla_calibrate_latency`` must recover; settable while the cell runs.
+  latency would; a joint command takes effect that long after its stamp, or on arrival if
+  later (a link of fixed latency). What ``rotvla_calibrate_latency`` must recover; settable
+  while the cell runs.
 - ``/sim/reset`` (rotvla_msgs/ResetSimulation) draws the task's scene again from a seed (or
   another task's: a multi-task policy switched by its instruction), the arms at home, and
   restarts sim time at 0: the clock jumps back, which every node on sim
@@ -58,6 +59,7 @@ from rotvla_msgs.srv import ResetSimulation
 
 from ..ingest.images import fill_image
 from ..sim.experts import EXPERT_DELAY, ExecutionNoise, ScriptedExpert
+from ..sim.link import CommandLink
 from ..sim.scene import scene_of
 from ..sim.shift import SHIFT_KINDS, describe, parse_shift
 from ..sim.tasks import TASK_NAMES
@@ -81,7 +83,9 @@ DELAYS = {
     "camera_delay": Param(
         0.0, "Frames are published, and stamped, this long after they are rendered, s.", low=0.0, high=0.5
     ),
-    "command_delay": Param(0.0, "Joint commands take effect this long after they arrive, s.", low=0.0, high=0.5),
+    "command_delay": Param(
+        0.0, "Joint commands take effect this long after their stamp (or on arrival if later), s.", low=0.0, high=0.5
+    ),
 }
 
 
@@ -145,7 +149,8 @@ class SimNode(Node):
         self.delays = declare_table(self, DELAYS)
         self.add_on_set_parameters_callback(self._on_parameters)
         self._frames: deque[tuple[float, dict[str, np.ndarray]]] = deque()  # (due, camera -> rgb), rendered
-        self._command_history: deque[tuple[float, dict[str, np.ndarray]]] = deque()  # (arrived, arm -> command)
+        self.links: dict[str, CommandLink] = {}  # arm -> its commands in flight
+        self.command_ages: deque[float] = deque(maxlen=400)  # sim time from a command's stamp to its arrival, s
         self.world = SimWorld(task, seed, self.scene_config, shift=self.shift)
         self.instruction = self.world.scene.instruction
         self._reset_lock = threading.Lock()
@@ -271,7 +276,7 @@ class SimNode(Node):
         self.world.close()
         self.world, self.seed, self.task, self.instruction = world, seed, task, world.scene.instruction
         self.commands.clear()
-        self._command_history.clear()
+        self.links.clear()
         self._frames.clear()
         self.expert = self._new_expert()
         self._publish_state()  # the new state before the new time, for whoever resynchronises on it
@@ -326,18 +331,17 @@ class SimNode(Node):
                     self._stop.wait(ahead)
 
     def _commands_in_force(self) -> dict[str, np.ndarray]:
-        """Per arm, the newest command that arrived at least ``command_delay`` ago."""
-        arrived = {}
+        """Per arm, the newest command that has come through its link (``CommandLink``)."""
+        in_force = {}
         for arm in self.world.arm_names:
+            link = self.links.setdefault(arm, CommandLink())
             received = self.commands.get(joint_names(arm))
-            if received is not None:
-                arrived[arm] = received[0]
-        history = self._command_history
-        history.append((self.world.time, arrived))
-        due = self.world.time - self.delays["command_delay"] + 1e-9
-        while len(history) > 1 and history[1][0] <= due:
-            history.popleft()
-        return history[0][1] if history[0][0] <= due else {}
+            if received is not None and (age := link.receive(self.world.time, received[1], received[0])) is not None:
+                self.command_ages.append(age)
+            command = link.in_force(self.world.time, self.delays["command_delay"])
+            if command is not None:
+                in_force[arm] = command
+        return in_force
 
     def _joint_state(self, positions: dict[str, tuple[np.ndarray, float]]) -> JointState:
         msg = JointState(
@@ -386,12 +390,15 @@ class SimNode(Node):
     def _publish_diagnostics(self) -> None:
         success = self.world.success()
         renders = np.array(self.render_seconds[-30:]) if self.render_seconds else np.zeros(1)
+        ages = np.array(tuple(self.command_ages) or (0.0,))  # a copy taken at once: the sim thread appends
         values = {
             "sim_time": self.world.time,
             "steps": self.steps,
             "task": self.world.task.name,
             "success": success,
             "render_ms_per_camera_p50": float(np.median(renders) * 1e3),
+            "command_age_ms_p50": float(np.median(ages) * 1e3),
+            "command_age_ms_max": float(ages.max() * 1e3),
         }
         if self.expert is not None:
             values["expert_done"] = self.expert.done(self.world.time)
