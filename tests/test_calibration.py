@@ -137,11 +137,10 @@ def test_injected_latencies_are_recovered_in_the_simulated_cell(tmp_path, peer_f
         future = sim.set_parameters([Parameter("command_delay", value=LINK_DELAY)])
         assert spin_until(executor, future.done, 10.0) and future.result().results[0].successful
 
-        # The first motion after the stack starts runs while its nodes still settle (the arm read
-        # 81 ms against 70-76 ms after): it warms up, the second is the baseline.
-        for _ in range(2):
-            code, output = calibrate("--output", str(tmp_path / "base.yaml"))
-            assert code == 0, output + "".join(stack.lines[-20:])
+        # No warm-up motion: the first after the stack starts read the arm 5-10 ms high while the
+        # nodes settled, when their round trip counted; under the link it reads as the later ones.
+        code, output = calibrate("--output", str(tmp_path / "base.yaml"))
+        assert code == 0, output + "".join(stack.lines[-20:])
         base = {name: measured(output, name) for name in ("camera", "arm_command")}
         assert abs(base["camera"]) <= CAMERA_TOLERANCE, output  # the simulated cameras stamp what they render
 
