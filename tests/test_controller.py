@@ -195,6 +195,42 @@ def test_the_arms_never_come_closer_than_the_minimum_clearance():
     assert any("arms:clearance" in c.limits_hit for c in cycles)  # it was the clearance that stopped them
 
 
+def test_the_clearance_is_exact_where_it_decides_and_a_bound_beyond_it():
+    """The control cycle asks only whether the arms come within ``min_clearance``: beyond it,
+    a bound from the boxes around the links answers (the 36 capsule pairs were most of a cycle
+    when the arms are apart), and the commands are the same, cycle for cycle."""
+    rng = np.random.default_rng(0)
+    clearance = make_controller().clearance
+    bounds = 0
+    for _ in range(300):
+        q_left, q_right = (HOME + rng.normal(0.0, 0.8, 6) for _ in range(2))
+        exact = clearance.distance(q_left, q_right)
+        for beyond in (0.05, 0.3):
+            fast = clearance.distance(q_left, q_right, beyond=beyond)
+            if fast != exact:
+                assert beyond < fast <= exact + 1e-12, (fast, exact, beyond)
+                bounds += 1
+    assert bounds > 100  # the bound does answer
+
+    class Exact(ArmClearance):
+        def distance(self, q_first, q_second, beyond=None):
+            return super().distance(q_first, q_second)
+
+    horizon = 40
+    left = np.c_[np.zeros(horizon), np.linspace(0, -0.45, horizon), np.zeros(horizon)]
+    actions = chunk_actions(left)
+    actions[:, 11] = -actions[:, 1]  # the arms reach towards each other until the clearance holds them
+    joints = []
+    for exact in (False, True):
+        controller = make_controller(ControllerConfig(control_period=PERIOD, min_clearance=0.08, watchdog_timeout=5.0))
+        if exact:
+            controller.clearance = Exact(*controller.clearance.arms)
+        cycles, _ = run(controller, 0.0, 2.0, [(0.0, dict(stamp=0.0, dt=0.04, horizon=horizon, actions=actions))])
+        assert any("arms:clearance" in c.limits_hit for c in cycles)
+        joints.append(np.array([c.joints for c in cycles]))
+    assert np.array_equal(*joints)
+
+
 def test_teleop_drives_through_the_same_safety_and_chunks_are_refused():
     controller = make_controller()
     controller.set_teleop(ScriptedTeleop({"left": HOME, "right": HOME}, start_time=0.0, period=2.0))

@@ -445,6 +445,8 @@ class DualArmController:
         return out
 
     def _clearance(self, commands: np.ndarray) -> float:
+        """The arms' clearance, exact below ``min_clearance`` (beyond it, a bound: only
+        whether it falls below, and then below the clearance in force, decides anything)."""
         if self.clearance is None or len(commands) != 2:
             return math.inf
-        return self.clearance.distance(commands[0], commands[1])
+        return self.clearance.distance(commands[0], commands[1], beyond=self.config.min_clearance)
