@@ -212,6 +212,6 @@ class ChunkScheduler:
         return Setpoint(
             linear=value[:, :4].copy(),
             linear_velocity=derivative[:, :4].copy(),
-            rotation=Rotation.concatenate([self._anchor[a] * rotation[a] for a in range(self.arms)]),
+            rotation=self._anchor * rotation,  # (A,) composed arm by arm
             angular_velocity=body_rate,
         )
