@@ -26,7 +26,16 @@ STACK = [
     ["-m", "rotvla_ros.nodes.camera_ingestion", "--ros-args", "-p", "require_state:=false"],
     ["-m", "rotvla_ros.nodes.policy_node", "--ros-args", "-p", f"checkpoint:={ROOT / 'models' / 'tiny-random'}"],
 ]
-EXECUTOR = ["-m", "arx_r5_driver.executor_node"]
+# The executor on simulated arms, with the robot's mounts and limits (it refuses to start without them).
+EXECUTOR = [
+    "-m",
+    "arx_r5_driver.executor_node",
+    "--ros-args",
+    "--params-file",
+    str(ROOT / "config" / "robot.yaml"),
+    "-p",
+    "arx_r5_executor:backend:=sim",
+]
 
 
 def measure(seconds: float, with_policy: bool, priority: int) -> dict[str, str]:
@@ -34,7 +43,7 @@ def measure(seconds: float, with_policy: bool, priority: int) -> dict[str, str]:
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
 
-    executor = [*EXECUTOR, "--ros-args", "-p", f"realtime_priority:={priority}"]
+    executor = [*EXECUTOR, "-p", f"arx_r5_executor:realtime_priority:={priority}"]
     processes = [subprocess.Popen([sys.executable, *executor], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     if with_policy:
         processes += [

@@ -13,6 +13,10 @@ from . import BackendContext
 # SingleArm's `type`: 0 selects the X5 lite URDF, 1 the R5 (R5_master.urdf).
 R5_ARM_TYPE = 1
 
+# The mounts come from the robot's file, and the backend must be set for the node by name: a
+# plain -p (every node's rule) ranks below the file's executor section.
+SIM_ARMS_ARGUMENTS = "--ros-args --params-file config/robot.yaml -p arx_r5_executor:backend:=sim"
+
 
 class SdkArm:
     def __init__(self, can_port: str, control_period: float):
@@ -22,8 +26,8 @@ class SdkArm:
             raise ImportError(
                 f"backend sdk needs ARX's R5 SDK (the arx_r5_sdk package and its compiled "
                 f"library, CPython 3.12) for {can_port}: {error}. Without the arms: the simulated cell "
-                "(ros2 launch rotvla_ros bringup.launch.py sim:=true), or the executor alone with "
-                "--ros-args -p backend:=sim"
+                "(ros2 launch rotvla_ros bringup.launch.py sim:=true), or the executor alone on simulated arms "
+                f"with {SIM_ARMS_ARGUMENTS}"
             ) from error
 
         self.can_port = can_port
