@@ -51,11 +51,6 @@ class ArmCapsules:
         points.append(flange.translation + self.tool_length * flange.rotation[:, 0])
         return np.array(points)
 
-    def segments(self, q: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(start, end) points of every link in the world frame, base to fingertips."""
-        points = self.points(q)
-        return list(zip(points[:-1], points[1:]))
-
 
 class ArmClearance:
     """The smallest distance between the surfaces of two arms' link capsules."""
