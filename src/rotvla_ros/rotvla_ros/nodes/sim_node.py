@@ -149,9 +149,9 @@ class SimNode(Node):
         self.delays = declare_table(self, DELAYS)
         self.add_on_set_parameters_callback(self._on_parameters)
         self._frames: deque[tuple[float, dict[str, np.ndarray]]] = deque()  # (due, camera -> rgb), rendered
-        self.links: dict[str, CommandLink] = {}  # arm -> its commands in flight
         self.command_ages: deque[float] = deque(maxlen=400)  # sim time from a command's stamp to its arrival, s
         self.world = SimWorld(task, seed, self.scene_config, shift=self.shift)
+        self.links = {arm: CommandLink() for arm in self.world.arm_names}  # each arm's commands in flight
         self.instruction = self.world.scene.instruction
         self._reset_lock = threading.Lock()
         self._reset_request: tuple[int, str, threading.Event, dict] | None = None
@@ -276,7 +276,8 @@ class SimNode(Node):
         self.world.close()
         self.world, self.seed, self.task, self.instruction = world, seed, task, world.scene.instruction
         self.commands.clear()
-        self.links.clear()
+        for link in self.links.values():  # the arms are the cell's, whatever the task
+            link.clear()
         self._frames.clear()
         self.expert = self._new_expert()
         self._publish_state()  # the new state before the new time, for whoever resynchronises on it
@@ -334,7 +335,7 @@ class SimNode(Node):
         """Per arm, the newest command that has come through its link (``CommandLink``)."""
         in_force = {}
         for arm in self.world.arm_names:
-            link = self.links.setdefault(arm, CommandLink())
+            link = self.links[arm]
             received = self.commands.get(joint_names(arm))
             if received is not None and (age := link.receive(self.world.time, received[1], received[0])) is not None:
                 self.command_ages.append(age)

@@ -28,11 +28,15 @@ class CommandLink:
     def in_force(self, now: float, delay: float) -> np.ndarray | None:
         """The newest command that has taken effect by ``now``; None before the first."""
         now += 1e-9  # a command due exactly now is in force
-        effective = [max(arrived, stamp + delay) for arrived, stamp, _ in self._pending]
-        while len(self._pending) > 1 and effective[1] <= now:
-            self._pending.popleft()
-            effective.pop(0)
-        return self._pending[0][2] if self._pending and effective[0] <= now else None
+
+        def effective(entry: tuple[float, float, np.ndarray]) -> float:
+            arrived, stamp, _ = entry
+            return max(arrived, stamp + delay)
+
+        pending = self._pending
+        while len(pending) > 1 and effective(pending[1]) <= now:
+            pending.popleft()
+        return pending[0][2] if pending and effective(pending[0]) <= now else None
 
     def clear(self) -> None:
         self._pending.clear()
