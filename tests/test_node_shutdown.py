@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from arx_r5_driver.backends.sdk import SIM_ARMS_ARGUMENTS
 from conftest import REPO_ROOT
 
 ROBOT = str(REPO_ROOT / "config" / "robot.yaml")
@@ -163,8 +164,8 @@ def test_a_node_that_cannot_start_says_why_in_one_line():
     assert code == 1 and "Traceback" not in output
     assert "cannot start" in output and "arx_r5_sdk" in output.lower().replace("-", "_"), output
     # What it advises without the arms is what starts the executor in NODES above.
-    advice = "--ros-args --params-file config/robot.yaml -p arx_r5_executor:backend:=sim"
-    assert advice in output and NODES["executor"][0][2:] == advice.replace("config/robot.yaml", ROBOT).split(), output
+    assert SIM_ARMS_ARGUMENTS in output, output
+    assert NODES["executor"][0][2:] == SIM_ARMS_ARGUMENTS.replace("config/robot.yaml", ROBOT).split()
     # A bad inference_mode left the policy node up with no policy, every later load failing.
     process = Process(["-m", "rotvla_common.run", POLICY, "--ros-args", "-p", "inference_mode:=warp"])
     code, output = process.finish(timeout=60)
